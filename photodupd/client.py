@@ -1,0 +1,333 @@
+"""Clients of photodupd (torch-free).
+
+:class:`AsyncClient` pipelines many requests on one connection (pending
+requests keyed by id), reconnects with capped backoff when the daemon goes
+away, and retries only idempotent requests.  :class:`SyncClient` is the small
+blocking client used by ``photodup-ctl`` and by the daemon's own stale-socket
+probe, where an event loop would only add start-up time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from photodupd import __version__, paths, protocol
+from photodupd.protocol import RemoteError
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class DaemonUnavailable(Exception):
+    """No daemon answers at the socket (not running, or it died and did not come back)."""
+
+
+class ConnectionLost(Exception):
+    """The connection dropped while a request was in flight."""
+
+
+def _socket_path(path: Path | str | None) -> Path:
+    return Path(path) if path is not None else paths.default_socket_path()
+
+
+# ----------------------------------------------------------------------------------- sync
+
+
+class SyncClient:
+    """One blocking connection; one request at a time."""
+
+    def __init__(
+        self,
+        socket_path: Path | str | None = None,
+        *,
+        timeout: float | None = 10.0,
+        client_name: str = f"photodup-ctl/{__version__}",
+    ) -> None:
+        self.path = _socket_path(socket_path)
+        self.timeout = timeout
+        self.client_name = client_name
+        self.welcome: dict[str, Any] = {}
+        self._sock: socket.socket | None = None
+        self._ids = itertools.count(1)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def connect(self) -> dict[str, Any]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(os.fspath(self.path))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.welcome = self.request("hello", **protocol.hello(self.client_name))
+        return self.welcome
+
+    def set_timeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        if self._sock is not None:
+            self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def _recv_exactly(self, n: int) -> bytes:
+        assert self._sock is not None
+        chunks = bytearray()
+        while len(chunks) < n:
+            chunk = self._sock.recv(min(n - len(chunks), 1 << 20))
+            if not chunk:
+                raise ConnectionLost("the daemon closed the connection")
+            chunks += chunk
+        return bytes(chunks)
+
+    def read_document(self) -> dict[str, Any]:
+        length = protocol.frame_length(self._recv_exactly(protocol.HEADER.size))
+        return protocol.unpack(self._recv_exactly(length))
+
+    def request(
+        self, op: str, *, on_progress: ProgressCallback | None = None, **fields: Any
+    ) -> Any:
+        if self._sock is None:
+            raise ConnectionLost("not connected")
+        request_id = next(self._ids)
+        self._sock.sendall(protocol.pack(protocol.request(request_id, op, **fields)))
+        while True:
+            document = self.read_document()
+            if document.get("id") not in (request_id, None):
+                continue
+            if document.get("op") == "progress":
+                if on_progress is not None:
+                    on_progress(document)
+                continue
+            return _result_of(document)
+
+
+def _result_of(document: dict[str, Any]) -> Any:
+    if document.get("ok") is True:
+        return document.get("result")
+    error = document.get("error") or {}
+    raise RemoteError(
+        str(error.get("code", "internal")),
+        str(error.get("message", "no message")),
+        bool(error.get("retryable", False)),
+    )
+
+
+# ---------------------------------------------------------------------------------- async
+
+
+class AsyncClient:
+    """Pipelined requests over one connection, with reconnect and idempotent retry."""
+
+    def __init__(
+        self,
+        socket_path: Path | str | None = None,
+        *,
+        client_name: str = f"photodup/{__version__}",
+        connect_timeout: float = 5.0,
+        retry_for: float = 30.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.path = _socket_path(socket_path)
+        self.client_name = client_name
+        self.connect_timeout = connect_timeout
+        self.retry_for = retry_for
+        self.max_backoff = max_backoff
+        self.welcome: dict[str, Any] = {}
+        self.reconnects = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], ProgressCallback | None]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> dict[str, Any]:
+        """Open the connection and shake hands; raises DaemonUnavailable if nobody answers."""
+        async with self._connect_lock:
+            if self.connected:
+                return self.welcome
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(os.fspath(self.path), limit=protocol.MAX_FRAME),
+                    self.connect_timeout,
+                )
+            except (OSError, TimeoutError) as exc:
+                raise DaemonUnavailable(f"no photodupd at {self.path}: {exc}") from None
+            self._reader, self._writer = reader, writer
+            self._read_task = asyncio.create_task(self._read_loop(reader))
+            try:
+                self.welcome = await self._send("hello", protocol.hello(self.client_name), None)
+            except (ConnectionLost, OSError) as exc:
+                raise DaemonUnavailable(
+                    f"photodupd at {self.path} did not answer hello: {exc}"
+                ) from None
+            return self.welcome
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop_connection(ConnectionLost("client closed"))
+
+    async def _drop_connection(self, reason: Exception) -> None:
+        writer, task = self._writer, self._read_task
+        self._writer = self._reader = None
+        self._read_task = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        self._fail_pending(reason)
+
+    def _fail_pending(self, reason: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_exception(reason)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(protocol.HEADER.size)
+                body = await reader.readexactly(protocol.frame_length(header))
+                document = protocol.unpack(body)
+                request_id = document.get("id")
+                entry = self._pending.get(request_id) if isinstance(request_id, int) else None
+                if entry is None:
+                    if request_id is None and document.get("ok") is False:
+                        # A connection-level error: it names no request, so all fail.
+                        self._fail_pending(_as_exception(document))
+                    continue
+                future, on_progress = entry
+                if document.get("op") == "progress":
+                    if on_progress is not None:
+                        on_progress(document)
+                    continue
+                del self._pending[request_id]  # type: ignore[arg-type]
+                if not future.done():
+                    try:
+                        future.set_result(_result_of(document))
+                    except RemoteError as exc:
+                        future.set_exception(exc)
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            protocol.ProtocolError,
+            OSError,
+        ) as exc:
+            self._writer = None
+            self._fail_pending(ConnectionLost(f"connection to photodupd lost: {exc}"))
+
+    async def _send(
+        self, op: str, fields: dict[str, Any], on_progress: ProgressCallback | None
+    ) -> Any:
+        writer = self._writer
+        if writer is None:
+            raise ConnectionLost("not connected")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (future, on_progress)
+        try:
+            frame = protocol.pack(protocol.request(request_id, op, **fields))
+            async with self._write_lock:
+                writer.write(frame)
+                await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self._pending.pop(request_id, None)
+            raise ConnectionLost(str(exc)) from None
+        except BaseException:
+            self._pending.pop(request_id, None)
+            raise
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def request(
+        self, op: str, *, on_progress: ProgressCallback | None = None, **fields: Any
+    ) -> Any:
+        """Send one request and wait for its result.
+
+        Idempotent ops survive a daemon restart: the connection is re-opened
+        with capped exponential backoff (with jitter) and the request re-sent,
+        for up to ``retry_for`` seconds.  Retryable errors (``busy``) are
+        retried the same way.  Anything else is raised at once.
+        """
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            try:
+                if not self.connected:
+                    if attempt > 0:
+                        self.reconnects += 1
+                    await self.connect()
+                return await self._send(op, fields, on_progress)
+            except (ConnectionLost, DaemonUnavailable) as exc:
+                if self._closed or op not in protocol.IDEMPOTENT_OPS or time.monotonic() > deadline:
+                    raise DaemonUnavailable(str(exc)) from None
+            except RemoteError as exc:
+                if not exc.retryable or time.monotonic() > deadline:
+                    raise
+            attempt += 1
+            delay = min(self.max_backoff, 0.05 * 2 ** min(attempt, 10))
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+    async def features(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("features", items=items)
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("status")
+        return result
+
+
+def _as_exception(document: dict[str, Any]) -> Exception:
+    try:
+        _result_of(document)
+    except RemoteError as exc:
+        return exc
+    return ConnectionLost("unexpected reply")

@@ -1,0 +1,90 @@
+"""Daemon configuration: defaults < TOML file (``[daemon]`` table) < command-line flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from photodupd import paths
+
+
+class ConfigError(Exception):
+    """The config file or a flag is wrong; the message says which and how."""
+
+
+def _default_threads() -> int:
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    socket: Path | None = None  # None: the default path in the runtime dir
+    model: str = "auto"  # auto | builtin | clip:NAME[/TAG]
+    weights: Path | None = None  # open_clip weights file (pretrained=PATH)
+    model_config: Path | None = None  # open_clip model config JSON for custom architectures
+    threads: int = _default_threads()  # torch intra-op threads
+    decode_workers: int = _default_threads()  # isolated decoder processes
+    batch_size: int = 32  # largest micro-batch
+    batch_wait_ms: float = 4.0  # how long a partial batch waits for company
+    max_queue: int = 1024  # items waiting for decode or model before "busy"
+    decode_timeout: float = 20.0  # seconds before a decoder is replaced
+    decode_memory_mb: int = 2048  # address-space cap of a decoder process
+    idle_unload: float = 600.0  # seconds without work before the model is unloaded; 0 = never
+    max_connections: int = 256
+    max_in_flight: int = 64  # requests per connection
+    idle_timeout: float = 600.0  # a connection with nothing in flight is closed after this
+    frame_timeout: float = 30.0  # a started frame must complete within this
+    drain_timeout: float = 30.0  # on SIGTERM, in-flight work gets this long
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket if self.socket is not None else paths.default_socket_path()
+
+    def with_overrides(self, **overrides: Any) -> DaemonConfig:
+        known = {f.name for f in fields(self)}
+        clean = {k: v for k, v in overrides.items() if k in known and v is not None}
+        return replace(self, **clean)
+
+
+_PATH_KEYS = {"socket", "weights", "model_config"}
+
+
+def load(config_file: Path | None = None) -> DaemonConfig:
+    """Read the ``[daemon]`` table of the config file; a missing file means defaults."""
+    path = config_file if config_file is not None else paths.config_file()
+    if not path.exists():
+        if config_file is not None:
+            raise ConfigError(f"config file {path} does not exist")
+        return DaemonConfig()
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    table = data.get("daemon", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [daemon] must be a table")
+    defaults = DaemonConfig()
+    values: dict[str, Any] = {}
+    for f in fields(DaemonConfig):
+        if f.name not in table:
+            continue
+        raw = table[f.name]
+        if f.name in _PATH_KEYS:
+            values[f.name] = Path(os.path.expanduser(str(raw)))
+            continue
+        expected = type(getattr(defaults, f.name))
+        if expected is float and isinstance(raw, int):
+            raw = float(raw)
+        if not isinstance(raw, expected) or isinstance(raw, bool):
+            raise ConfigError(f"{path}: daemon.{f.name} must be {expected.__name__}, got {raw!r}")
+        values[f.name] = raw
+    unknown = set(table) - {f.name for f in fields(DaemonConfig)}
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys in [daemon]: {', '.join(sorted(unknown))}")
+    return replace(defaults, **values)

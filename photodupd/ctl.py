@@ -1,0 +1,179 @@
+"""``photodup-ctl``: talk to a running photodupd.  Torch-free and instant.
+
+Exit codes: 0 ok; 1 the daemon is not running; 2 usage error; 3 the daemon
+answered with an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from photodupd import paths
+from photodupd.client import ConnectionLost, SyncClient
+from photodupd.protocol import RemoteError
+
+EXIT_OK = 0
+EXIT_DOWN = 1
+EXIT_USAGE = 2
+EXIT_REMOTE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photodup-ctl", description="Control the photodupd daemon."
+    )
+    parser.add_argument(
+        "--socket", type=Path, help=f"socket path (default {paths.default_socket_path()})"
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="state, model, load and memory of the daemon")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("ping", help="round trip to the daemon")
+    sub.add_parser("stop", help="ask the daemon to finish in-flight work and exit")
+    models = sub.add_parser("models", help="list, pull (download) or switch models")
+    models_sub = models.add_subparsers(dest="models_command")
+    models_list = models_sub.add_parser(
+        "list", help="known models and whether their weights are here"
+    )
+    models_list.add_argument("--json", action="store_true")
+    pull = models_sub.add_parser("pull", help="download a model's weights into the local cache")
+    pull.add_argument("name", help="e.g. clip:ViT-B-32")
+    use = models_sub.add_parser("use", help="switch the daemon to another model")
+    use.add_argument("name", help="builtin, auto, or clip:NAME[/TAG]")
+    use.add_argument("--weights", type=Path, help="open_clip weights file")
+    return parser
+
+
+def _human_bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    model = status.get("model") or {}
+    if not isinstance(model, dict):
+        model = {"id": model}
+    state = status.get("state", "?")
+    lines = [
+        f"photodupd {status.get('version', '?')} — running (pid {status.get('pid')}, up {_human_duration(float(status.get('uptime') or 0))})",
+        f"  socket      {status.get('socket')}",
+        f"  model       {model.get('id') or status.get('model_id') or '(none yet)'}  [{state}]"
+        + (f"  dim {model.get('dim')}" if model.get("dim") else ""),
+        f"  why         {model.get('why') or status.get('why') or '-'}",
+        f"  device      {status.get('device', '?')}, {status.get('threads', '?')} torch threads, {status.get('decode_workers', '?')} decoders",
+        f"  queue       {status.get('queue_depth', 0)} queued, {status.get('in_flight_items', 0)} images in flight, {status.get('in_flight_requests', 0)} requests in flight",
+        f"  clients     {status.get('connections', 0)} connected, {status.get('connections_total', 0)} since start",
+        f"  served      {status.get('requests', 0)} requests, {status.get('images_served', 0)} images, {status.get('errors', 0)} image errors",
+        f"  rate        {float(status.get('recent_images_per_s') or 0):.1f} images/s (recent)",
+        f"  memory      RSS {_human_bytes(status.get('rss'))}",
+    ]
+    if status.get("last_error"):
+        lines.append(f"  last error  {status['last_error']}")
+    return "\n".join(lines)
+
+
+def _print_models(result: dict[str, Any]) -> None:
+    active = (result.get("active") or {}).get("id")
+    for model in result.get("models", []):
+        mark = "*" if model.get("id") and model.get("id") == active else " "
+        here = "weights here" if model.get("available") else "not downloaded"
+        print(f"{mark} {model.get('name', '?'):32} {here:16} {model.get('description', '')}")
+
+
+def run(args: argparse.Namespace) -> int:
+    client = SyncClient(args.socket, timeout=args.timeout)
+    try:
+        client.connect()
+    except (OSError, ConnectionLost) as exc:
+        print(f"photodupd is not running (socket {client.path}: {exc})", file=sys.stderr)
+        return EXIT_DOWN
+    with client:
+        if args.command == "status":
+            status = client.request("status")
+            print(
+                json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status)
+            )
+        elif args.command == "ping":
+            started = time.perf_counter()
+            client.request("ping")
+            print(f"pong from photodupd in {(time.perf_counter() - started) * 1000:.2f} ms")
+        elif args.command == "stop":
+            client.request("shutdown")
+            print("photodupd is stopping (finishing in-flight work first)")
+        elif args.command == "models":
+            return _models(client, args)
+    return EXIT_OK
+
+
+def _models(client: SyncClient, args: argparse.Namespace) -> int:
+    command = args.models_command or "list"
+    if command == "list":
+        result = client.request("models")
+        if getattr(args, "json", False):
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            _print_models(result)
+    elif command == "pull":
+
+        def progress(notice: dict[str, Any]) -> None:
+            done, total = int(notice.get("done") or 0), int(notice.get("total") or 0)
+            percent = f"{100 * done / total:5.1f}%" if total else "     "
+            print(
+                f"\rdownloading {args.name}: {percent} {_human_bytes(done)} of {_human_bytes(total)}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        client.set_timeout(None)  # a download takes as long as it takes; progress shows it
+        result = client.request("pull", model=args.name, on_progress=progress)
+        print(file=sys.stderr)
+        print(f"pulled {args.name}: {result.get('path', '')}")
+    elif command == "use":
+        weights = str(args.weights.resolve()) if args.weights else None
+        fields: dict[str, Any] = {"model": args.name}
+        if weights:
+            fields["weights"] = weights
+        client.set_timeout(None)  # loading a large model takes a while
+        result = client.request("load", **fields)
+        print(f"now serving {result.get('id')} ({result.get('why', '')})")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except RemoteError as exc:
+        print(f"photodupd: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_REMOTE
+    except (ConnectionLost, OSError) as exc:
+        print(f"lost the connection to photodupd: {exc}", file=sys.stderr)
+        return EXIT_DOWN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``photodupd``: parse flags, get a listener, run the server until a signal says stop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from photodupd import __version__, config, paths, sdnotify, sockets
+from photodupd.config import ConfigError, DaemonConfig
+from photodupd.server import Server
+
+log = logging.getLogger("photodupd")
+
+EXIT_OK = 0
+EXIT_ALREADY_RUNNING = 1
+EXIT_CONFIG = 2
+EXIT_UNSAFE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photodupd",
+        description="photodup's per-user image-model daemon. Serves embeddings over a Unix socket.",
+    )
+    parser.add_argument("--version", action="version", version=f"photodupd {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help=f"TOML config file (default {paths.config_file()})"
+    )
+    parser.add_argument(
+        "--socket", type=Path, help=f"socket path (default {paths.default_socket_path()})"
+    )
+    parser.add_argument(
+        "--model", help="auto (default), builtin, or clip:NAME[/TAG] e.g. clip:ViT-B-32"
+    )
+    parser.add_argument(
+        "--weights", type=Path, help="open_clip weights file to load (pretrained=PATH)"
+    )
+    parser.add_argument(
+        "--model-config", type=Path, help="open_clip model config JSON (custom models)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--decode-workers", type=int, help="decoder processes (default: all cores)")
+    parser.add_argument("--batch-size", type=int, help="largest micro-batch (default 32)")
+    parser.add_argument(
+        "--idle-unload",
+        type=float,
+        help="unload the model after this many idle seconds (0 = never)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    return parser
+
+
+def make_config(args: argparse.Namespace) -> DaemonConfig:
+    base = config.load(args.config)
+    return base.with_overrides(
+        socket=args.socket,
+        model=args.model,
+        weights=args.weights,
+        model_config=args.model_config,
+        threads=args.threads,
+        decode_workers=args.decode_workers,
+        batch_size=args.batch_size,
+        idle_unload=args.idle_unload,
+    )
+
+
+async def serve(cfg: DaemonConfig, listener: sockets.Listener) -> None:
+    # The one place the daemon reaches for torch: importing the inference service.
+    from photodupd.inference import InferenceService
+
+    service = InferenceService(cfg)
+    server = Server(cfg, service)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def request_stop(reason: str) -> None:
+        if not stop.is_set():
+            log.info("stopping (%s)", reason)
+            stop.set()
+
+    def on_ready() -> None:
+        info = service.model_info()
+        sdnotify.notify(f"READY=1\nSTATUS=serving {info.get('id')}")
+        log.info("model ready: %s (%s)", info.get("id"), info.get("why"))
+
+    service.on_ready = on_ready
+    server.on_shutdown_request = lambda: request_stop("stop requested by a client")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signal.Signals(signum).name)
+    try:
+        await service.start()
+        await server.start(listener.sock)
+        log.info(
+            "listening on %s (pid %d)",
+            listener.path or "inherited socket",
+            __import__("os").getpid(),
+        )
+        await stop.wait()
+        sdnotify.notify("STOPPING=1")
+        await server.shutdown()
+        await service.close(cfg.drain_timeout)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="photodupd: %(levelname)s %(message)s"
+    )
+    try:
+        cfg = make_config(args)
+    except ConfigError as exc:
+        print(f"photodupd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        listener = sockets.acquire_listener(cfg.socket_path)
+    except sockets.AlreadyRunning as exc:
+        print(f"photodupd: already running: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    except (paths.UnsafeRuntimeDir, sockets.BadInheritedSocket) as exc:
+        print(f"photodupd: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_UNSAFE
+    try:
+        asyncio.run(serve(cfg, listener))
+    finally:
+        listener.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

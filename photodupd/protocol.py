@@ -1,0 +1,300 @@
+"""Wire protocol v1 between photodup clients and photodupd.
+
+A frame is a 4-byte big-endian unsigned length followed by exactly that many
+bytes holding one msgpack map.  This module is torch-free and I/O-free: it
+only turns bytes into documents and back, and checks that documents are well
+formed.  Both the server and every client use it, so a limit changed here
+changes on both sides.
+
+Requests carry ``{"id": int, "op": str, ...}``.  Replies carry
+``{"id", "ok": True, "result": ...}`` or
+``{"id", "ok": False, "error": {"code", "message", "retryable"}}``.
+Progress notices for long requests carry ``{"id", "op": "progress", ...}``
+and are followed by the final reply with the same id.
+
+The first request on a connection must be ``hello``; its reply is the
+``welcome`` document (see :func:`welcome_result`).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+PROTOCOL_VERSION: Final = 1
+
+#: Largest frame either side accepts.  Big enough for a request carrying a
+#: few large photos as bytes; checked before any allocation.
+MAX_FRAME: Final = 64 * 1024 * 1024
+#: Most items in one ``features`` request.  Clients split bigger jobs and
+#: pipeline them, which keeps replies small and batches full.
+MAX_ITEMS: Final = 256
+#: Longest string accepted anywhere in a document (paths are < 4096 bytes).
+MAX_STR: Final = 64 * 1024
+#: Most keys in any map; every map in this protocol has only a handful.
+MAX_MAP_LEN: Final = 64
+
+HEADER: Final = struct.Struct(">I")
+
+
+class ErrorCode(enum.StrEnum):
+    """Every error code the daemon sends; the README has the same table."""
+
+    # Connection-level: the connection is closed after this reply.
+    BAD_FRAME = "bad_frame"  # not a msgpack map, bad limits, ext types ...
+    FRAME_TOO_LARGE = "frame_too_large"  # length prefix above MAX_FRAME
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"  # hello with another version
+    HELLO_REQUIRED = "hello_required"  # first request was not hello
+    # Request-level: the connection stays open.
+    BAD_REQUEST = "bad_request"  # missing or mistyped field
+    UNKNOWN_OP = "unknown_op"
+    BUSY = "busy"  # queue full or too many connections; retry later
+    TOO_MANY_IN_FLIGHT = "too_many_in_flight"  # per-connection cap reached
+    SHUTTING_DOWN = "shutting_down"  # daemon is draining
+    MODEL_UNAVAILABLE = "model_unavailable"  # weights missing or load failed
+    DOWNLOAD_FAILED = "download_failed"  # models pull could not fetch
+    INTERNAL = "internal"  # a bug; the message says what, never a traceback
+    # Item-level (inside a features reply): the rest of the batch is fine.
+    NOT_FOUND = "not_found"
+    PERMISSION_DENIED = "permission_denied"
+    UNREADABLE = "unreadable"  # I/O error, a directory, a device ...
+    NOT_AN_IMAGE = "not_an_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"  # an image, but not allow-listed
+    TRUNCATED = "truncated"
+    TOO_LARGE = "too_large"  # pixel count or file size above the limits
+    TIMEOUT = "timeout"  # the decoder took too long and was replaced
+    DECODER_CRASHED = "decoder_crashed"  # the decoder process died
+
+
+#: Errors after which the same request may succeed if sent again later.
+RETRYABLE: Final = frozenset(
+    {ErrorCode.BUSY, ErrorCode.TOO_MANY_IN_FLIGHT, ErrorCode.SHUTTING_DOWN}
+)
+
+#: Ops whose repetition is harmless; only these are retried after a reconnect.
+IDEMPOTENT_OPS: Final = frozenset({"hello", "ping", "status", "models", "features"})
+
+OPS: Final = frozenset(
+    {"hello", "ping", "status", "models", "features", "load", "pull", "shutdown"}
+)
+
+
+class ProtocolError(Exception):
+    """A frame or document that breaks the protocol.  Carries the error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RemoteError(Exception):
+    """An error reply from the daemon, raised on the client side."""
+
+    def __init__(self, code: str, message: str, retryable: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(ErrorCode.BAD_FRAME, f"msgpack ext type {code} is not allowed")
+
+
+def pack(document: Mapping[str, Any]) -> bytes:
+    """Serialise one document into a complete frame (header + body)."""
+    body = msgpack.packb(document, use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE, f"frame of {len(body)} bytes exceeds {MAX_FRAME}"
+        )
+    return HEADER.pack(len(body)) + body
+
+
+def frame_length(header: bytes) -> int:
+    """Length announced by a 4-byte header; refuses lengths above the cap before allocating."""
+    if len(header) != HEADER.size:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "short frame header")
+    (length,) = HEADER.unpack(header)
+    if length == 0:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "empty frame")
+    if length > MAX_FRAME:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE, f"frame of {length} bytes exceeds {MAX_FRAME}"
+        )
+    return length
+
+
+def unpack(body: bytes) -> dict[str, Any]:
+    """Decode one frame body into a document with every limit applied.
+
+    The body is already bounded by MAX_FRAME (the reader checked the length
+    prefix before reading it).  Limits are set so that no field can announce
+    more than the frame holds,
+    ints are refused as map keys (the "2M int keys" attack), ext types are
+    refused and invalid UTF-8 in a str is an error rather than mojibake.
+    """
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE, f"frame of {len(body)} bytes exceeds {MAX_FRAME}"
+        )
+    try:
+        document = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            ext_hook=_refuse_ext,
+            max_str_len=MAX_STR,
+            max_bin_len=MAX_FRAME,
+            max_array_len=max(MAX_ITEMS, 4096),
+            max_map_len=MAX_MAP_LEN,
+            max_ext_len=0,
+        )
+    except ProtocolError:
+        raise
+    except (ValueError, msgpack.UnpackException, RecursionError) as exc:
+        # msgpack raises ValueError for limit breaches and bad UTF-8,
+        # ExtraData for trailing bytes, StackError for deep nesting.
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME, f"malformed msgpack: {type(exc).__name__}"
+        ) from None
+    if not isinstance(document, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "a frame must hold one msgpack map")
+    return document
+
+
+# --------------------------------------------------------------------------
+# Documents
+
+
+def request(request_id: int, op: str, **fields: Any) -> dict[str, Any]:
+    return {"id": request_id, "op": op, **fields}
+
+
+def ok_reply(request_id: int, result: Any) -> dict[str, Any]:
+    return {"id": request_id, "ok": True, "result": result}
+
+
+def error_body(code: ErrorCode | str, message: str) -> dict[str, Any]:
+    code = ErrorCode(code)
+    return {"code": code.value, "message": message, "retryable": code in RETRYABLE}
+
+
+def error_reply(request_id: int | None, code: ErrorCode | str, message: str) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": error_body(code, message)}
+
+
+def progress_notice(request_id: int, **fields: Any) -> dict[str, Any]:
+    return {"id": request_id, "op": "progress", **fields}
+
+
+def hello(client: str) -> dict[str, Any]:
+    return {"protocol": PROTOCOL_VERSION, "client": client}
+
+
+def welcome_result(server_version: str, model: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "server_version": server_version,
+        "model": dict(model),
+        "max_frame": MAX_FRAME,
+        "max_items": MAX_ITEMS,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request that passed shape checks; ``fields`` holds the op's own keys."""
+
+    id: int
+    op: str
+    fields: dict[str, Any]
+
+
+def parse_request(document: dict[str, Any]) -> Request:
+    """Check the envelope of a client document; op-specific fields are checked by the op."""
+    request_id = document.get("id")
+    if (
+        not isinstance(request_id, int)
+        or isinstance(request_id, bool)
+        or not 0 <= request_id < 2**63
+    ):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'id' must be a non-negative integer")
+    op = document.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'op' must be a string")
+    fields = {k: v for k, v in document.items() if k not in ("id", "op")}
+    return Request(request_id, op, fields)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureItem:
+    """One image to embed: a path (str, or bytes for non-UTF-8 names) or raw file bytes."""
+
+    path: str | bytes | None = None
+    data: bytes | None = None
+
+    def describe(self) -> str:
+        if self.path is not None:
+            return repr(self.path)
+        return f"<{len(self.data or b'')} bytes>"
+
+
+def parse_feature_items(fields: Mapping[str, Any]) -> list[FeatureItem]:
+    """Validate the ``items`` of a features request."""
+    items = fields.get("items")
+    if not isinstance(items, list) or not items:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'items' must be a non-empty list")
+    if len(items) > MAX_ITEMS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_ITEMS} items per request")
+    parsed: list[FeatureItem] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index} must be a map")
+        path, data = item.get("path"), item.get("data")
+        if (path is None) == (data is None):
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"item {index} needs exactly one of 'path' or 'data'"
+            )
+        if path is not None:
+            if not isinstance(path, str | bytes) or not path or b"\0" in _as_bytes(path):
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"item {index}: 'path' must be a non-empty str or bin"
+                )
+            parsed.append(FeatureItem(path=path))
+        else:
+            if not isinstance(data, bytes) or not data:
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"item {index}: 'data' must be non-empty bin"
+                )
+            parsed.append(FeatureItem(data=data))
+    return parsed
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+def path_for_wire(path: str | bytes) -> str | bytes:
+    """A filesystem path as the protocol carries it: str when valid UTF-8, else bin.
+
+    Python spells undecodable file names with surrogate escapes, which msgpack
+    cannot encode as str; sending the raw bytes keeps any name working.
+    """
+    if isinstance(path, bytes):
+        try:
+            return path.decode("utf-8")
+        except UnicodeDecodeError:
+            return path
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return path

@@ -1,0 +1,381 @@
+"""The asyncio Unix-socket server of photodupd (torch-free).
+
+It owns connections, framing, the handshake, limits and dispatch; the work
+itself is done by an injected service (``photodupd.inference.InferenceService``
+in production), so this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from photodupd import __version__, protocol, sockets
+from photodupd.config import DaemonConfig
+from photodupd.protocol import ErrorCode, ProtocolError, Request
+
+log = logging.getLogger("photodupd.server")
+
+WRITE_TIMEOUT = 30.0  # a client that stops reading its replies is dropped after this
+
+
+class ServiceError(Exception):
+    """A request-level failure from the service, with a protocol error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Service(Protocol):
+    """What the server needs from the inference side."""
+
+    def model_info(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...
+    def models(self) -> list[dict[str, Any]]: ...
+    async def features(self, items: list[protocol.FeatureItem]) -> dict[str, Any]: ...
+    async def load(self, name: str, weights: str | None = None) -> dict[str, Any]: ...
+    async def pull(self, name: str, progress: Callable[[int, int], None]) -> dict[str, Any]: ...
+
+
+@dataclass
+class ServerStats:
+    started: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    connections_total: int = 0
+    rejected_peers: int = 0
+    rejected_busy: int = 0
+    requests: int = 0
+    request_errors: int = 0
+    bad_frames: int = 0
+
+
+class Connection:
+    """One client: its writer, its in-flight request tasks, its handshake state."""
+
+    def __init__(self, number: int, writer: asyncio.StreamWriter) -> None:
+        self.number = number
+        self.writer = writer
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.greeted = False
+        self.write_lock = asyncio.Lock()
+        self.closed = False
+
+    async def send(self, document: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        frame = protocol.pack(document)
+        try:
+            async with self.write_lock:
+                self.writer.write(frame)
+                await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            # The client vanished or stopped reading: stop serving it.
+            log.info("connection %d: dropped while writing (%s)", self.number, type(exc).__name__)
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+
+
+class Server:
+    """Serve the protocol on a listener until :meth:`shutdown`."""
+
+    def __init__(self, config: DaemonConfig, service: Service) -> None:
+        self.config = config
+        self.service = service
+        self.stats = ServerStats()
+        self.connections: dict[int, Connection] = {}
+        self._numbers = iter(range(1, 1 << 62))
+        self._server: asyncio.AbstractServer | None = None
+        self._draining = False
+        self._stopped = asyncio.Event()
+        self._own_uid = os.getuid()
+        self.socket_path: str | None = None
+        self.on_shutdown_request: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, listener: socket.socket) -> None:
+        self.socket_path = str(listener.getsockname()) or None
+        self._server = await asyncio.start_unix_server(
+            self._on_connect, sock=listener, limit=protocol.MAX_FRAME
+        )
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close everything."""
+        if self._draining:
+            await self._stopped.wait()
+            return
+        self._draining = True
+        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        if self._server is not None:
+            self._server.close()
+        in_flight = [t for c in self.connections.values() for t in c.tasks]
+        if in_flight:
+            log.info("draining %d in-flight request(s), up to %.0f s", len(in_flight), timeout)
+            _done, pending = await asyncio.wait(in_flight, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        for conn in list(self.connections.values()):
+            conn.close()
+        self._stopped.set()
+
+    # ------------------------------------------------------------------ connections
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock: socket.socket | None = writer.get_extra_info("socket")
+        try:
+            uid = sockets.peer_uid(sock) if sock is not None else None  # type: ignore[arg-type]
+        except OSError:
+            uid = None
+        if not sockets.peer_allowed(uid, self._own_uid):
+            # Rule 16: closed before a single byte is read.
+            self.stats.rejected_peers += 1
+            log.warning("refused a connection from uid %s", uid)
+            writer.close()
+            return
+        number = next(self._numbers)
+        conn = Connection(number, writer)
+        if self._draining:
+            await conn.send(
+                protocol.error_reply(None, ErrorCode.SHUTTING_DOWN, "photodupd is stopping")
+            )
+            conn.close()
+            return
+        if len(self.connections) >= self.config.max_connections:
+            self.stats.rejected_busy += 1
+            await conn.send(
+                protocol.error_reply(
+                    None, ErrorCode.BUSY, "too many connections; try again shortly"
+                )
+            )
+            conn.close()
+            return
+        self.connections[number] = conn
+        self.stats.connections_total += 1
+        try:
+            await self._serve_connection(conn, reader)
+        finally:
+            self.connections.pop(number, None)
+            for task in list(conn.tasks):
+                task.cancel()
+            conn.close()
+
+    async def _read_frame(self, conn: Connection, reader: asyncio.StreamReader) -> bytes | None:
+        """Next frame body, or None when the client left or idled out.
+
+        The first byte may take up to ``idle_timeout`` (forever while requests
+        are in flight); once a frame has begun, all of it must arrive within
+        ``frame_timeout`` so a trickling client cannot hold a slot.
+        """
+        idle = None if conn.tasks else self.config.idle_timeout
+        try:
+            first = await asyncio.wait_for(reader.readexactly(1), idle)
+        except TimeoutError:
+            if conn.tasks:  # pragma: no cover - idle is None then
+                return None
+            log.info(
+                "connection %d: idle for %.0f s, closing", conn.number, self.config.idle_timeout
+            )
+            return None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+        async def rest() -> bytes:
+            header = first + await reader.readexactly(protocol.HEADER.size - 1)
+            length = protocol.frame_length(header)
+            return await reader.readexactly(length)
+
+        try:
+            return await asyncio.wait_for(rest(), self.config.frame_timeout)
+        except TimeoutError:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "frame not completed in time") from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    async def _serve_connection(self, conn: Connection, reader: asyncio.StreamReader) -> None:
+        while not conn.closed:
+            try:
+                body = await self._read_frame(conn, reader)
+                if body is None:
+                    return
+                request = protocol.parse_request(protocol.unpack(body))
+            except ProtocolError as exc:
+                self.stats.bad_frames += 1
+                # Frame-level damage: we cannot trust the stream any more.
+                await conn.send(protocol.error_reply(None, exc.code, exc.message))
+                if exc.code is ErrorCode.BAD_REQUEST:
+                    continue
+                conn.close()
+                return
+            self.stats.requests += 1
+            if not conn.greeted:
+                if not await self._handshake(conn, request):
+                    conn.close()
+                    return
+                continue
+            if len(conn.tasks) >= self.config.max_in_flight:
+                await self._reply_error(
+                    conn,
+                    request.id,
+                    ErrorCode.TOO_MANY_IN_FLIGHT,
+                    f"at most {self.config.max_in_flight} requests in flight per connection",
+                )
+                continue
+            task = asyncio.create_task(self._run(conn, request))
+            conn.tasks.add(task)
+            task.add_done_callback(conn.tasks.discard)
+
+    async def _handshake(self, conn: Connection, request: Request) -> bool:
+        if request.op != "hello":
+            await self._reply_error(conn, request.id, ErrorCode.HELLO_REQUIRED, "send hello first")
+            return False
+        version = request.fields.get("protocol")
+        if version != protocol.PROTOCOL_VERSION:
+            await self._reply_error(
+                conn,
+                request.id,
+                ErrorCode.UNSUPPORTED_PROTOCOL,
+                f"this daemon speaks protocol {protocol.PROTOCOL_VERSION}, the client asked for "
+                f"{version!r}; upgrade the older of the two",
+            )
+            return False
+        conn.greeted = True
+        welcome = protocol.welcome_result(__version__, self.service.model_info())
+        await conn.send(protocol.ok_reply(request.id, welcome))
+        return True
+
+    async def _reply_error(
+        self, conn: Connection, request_id: int | None, code: ErrorCode, message: str
+    ) -> None:
+        self.stats.request_errors += 1
+        await conn.send(protocol.error_reply(request_id, code, message))
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _run(self, conn: Connection, request: Request) -> None:
+        if self._draining:
+            await self._reply_error(
+                conn, request.id, ErrorCode.SHUTTING_DOWN, "photodupd is stopping"
+            )
+            return
+        handler = self._handlers().get(request.op)
+        if handler is None:
+            await self._reply_error(
+                conn, request.id, ErrorCode.UNKNOWN_OP, f"unknown op {request.op!r}"
+            )
+            return
+        try:
+            result = await handler(conn, request)
+        except (ServiceError, ProtocolError) as exc:
+            await self._reply_error(conn, request.id, exc.code, exc.message)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: say what, keep serving, never send a traceback
+            log.exception("request %s (%s) failed", request.id, request.op)
+            await self._reply_error(
+                conn, request.id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+            )
+            return
+        await conn.send(protocol.ok_reply(request.id, result))
+
+    def _handlers(self) -> dict[str, Callable[[Connection, Request], Awaitable[Any]]]:
+        return {
+            "hello": self._op_hello,
+            "ping": self._op_ping,
+            "status": self._op_status,
+            "models": self._op_models,
+            "features": self._op_features,
+            "load": self._op_load,
+            "pull": self._op_pull,
+            "shutdown": self._op_shutdown,
+        }
+
+    async def _op_hello(self, conn: Connection, request: Request) -> Any:
+        return protocol.welcome_result(__version__, self.service.model_info())
+
+    async def _op_ping(self, conn: Connection, request: Request) -> Any:
+        return {"pong": True, "time": time.time()}
+
+    async def _op_status(self, conn: Connection, request: Request) -> Any:
+        return {**self.service.status(), **self.server_status()}
+
+    def server_status(self) -> dict[str, Any]:
+        rss = None
+        with contextlib.suppress(Exception):
+            import psutil
+
+            rss = psutil.Process().memory_info().rss
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": time.monotonic() - self.stats.started_monotonic,
+            "socket": self.socket_path,
+            "connections": len(self.connections),
+            "connections_total": self.stats.connections_total,
+            "requests": self.stats.requests,
+            "request_errors": self.stats.request_errors,
+            "bad_frames": self.stats.bad_frames,
+            "rejected_peers": self.stats.rejected_peers,
+            "rejected_busy": self.stats.rejected_busy,
+            "in_flight_requests": sum(len(c.tasks) for c in self.connections.values()),
+            "rss": rss,
+            "draining": self._draining,
+        }
+
+    async def _op_models(self, conn: Connection, request: Request) -> Any:
+        return {"models": self.service.models(), "active": self.service.model_info()}
+
+    async def _op_features(self, conn: Connection, request: Request) -> Any:
+        items = protocol.parse_feature_items(request.fields)
+        return await self.service.features(items)
+
+    async def _op_load(self, conn: Connection, request: Request) -> Any:
+        name = request.fields.get("model")
+        weights = request.fields.get("weights")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'model' must be a model name")
+        if weights is not None and not isinstance(weights, str):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'weights' must be a path")
+        return await self.service.load(name, weights)
+
+    async def _op_pull(self, conn: Connection, request: Request) -> Any:
+        name = request.fields.get("model")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'model' must be a model name")
+        loop = asyncio.get_running_loop()
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            # May be called from a download thread; send at most ~4 notices a second.
+            now = time.monotonic()
+            if now - last[0] < 0.25 and done < total:
+                return
+            last[0] = now
+            notice = protocol.progress_notice(request.id, done=done, total=total)
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(conn.send(notice)))
+
+        return await self.service.pull(name, progress)
+
+    async def _op_shutdown(self, conn: Connection, request: Request) -> Any:
+        if self.on_shutdown_request is not None:
+            # After this reply is sent: the shutdown waits for in-flight work, us included.
+            asyncio.get_running_loop().call_soon(self.on_shutdown_request)
+        return {"stopping": True}

@@ -1,0 +1,44 @@
+"""Shared fixtures: every test runs with private photodup dirs, never the user's own."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Point config, cache, state, runtime dir and the freedesktop trash at temp dirs.
+
+    The runtime dir lives directly under /tmp because socket paths must stay
+    under 104 bytes, which pytest's deep tmp_path can exceed.
+    """
+    runtime = Path(tempfile.mkdtemp(prefix="pd-"))
+    runtime.chmod(0o700)
+    monkeypatch.setenv("PHOTODUP_RUNTIME_DIR", str(runtime / "rt"))
+    monkeypatch.setenv("PHOTODUP_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("PHOTODUP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PHOTODUP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    yield runtime / "rt"
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run long fuzz and soak tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long run; use --run-slow (a short version runs by default)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

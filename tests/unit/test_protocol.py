@@ -1,0 +1,185 @@
+"""Frame and document rules of protocol v1 (RELIABILITY rule 18)."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from photodupd import protocol
+from photodupd.protocol import ErrorCode, ProtocolError
+
+
+def body_of(frame: bytes) -> bytes:
+    length = protocol.frame_length(frame[:4])
+    assert len(frame) == 4 + length
+    return frame[4:]
+
+
+def test_round_trip_keeps_types() -> None:
+    doc = {"id": 7, "op": "features", "items": [{"path": "a b.jpg"}, {"data": b"\x00\xff"}]}
+    assert protocol.unpack(body_of(protocol.pack(doc))) == doc
+
+
+def test_length_prefix_is_big_endian() -> None:
+    frame = protocol.pack({"id": 1, "op": "ping"})
+    assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
+
+
+def test_frame_claiming_4_gib_is_refused_before_reading_it() -> None:
+    with pytest.raises(ProtocolError) as err:
+        protocol.frame_length(struct.pack(">I", 0xFFFFFFFF))
+    assert err.value.code is ErrorCode.FRAME_TOO_LARGE
+
+
+def test_empty_frame_is_refused() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.frame_length(b"\x00\x00\x00\x00")
+
+
+def test_bin32_header_claiming_4_gb_is_refused() -> None:
+    body = b"\x81\xa4data" + b"\xc6" + struct.pack(">I", 0xFFFFFFF0) + b"xx"
+    with pytest.raises(ProtocolError) as err:
+        protocol.unpack(body)
+    assert err.value.code is ErrorCode.BAD_FRAME
+
+
+def test_str32_header_claiming_4_gb_is_refused() -> None:
+    body = b"\x81\xa4data" + b"\xdb" + struct.pack(">I", 0xFFFFFFF0) + b"xx"
+    with pytest.raises(ProtocolError):
+        protocol.unpack(body)
+
+
+def test_map_of_two_million_int_keys_is_refused() -> None:
+    # map32 header announcing 2M entries, then int keys: refused at once.
+    body = b"\xdf" + struct.pack(">I", 2_000_000) + b"\x01\x02" * 1000
+    with pytest.raises(ProtocolError):
+        protocol.unpack(body)
+
+
+def test_int_keys_are_refused_even_in_small_maps() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.unpack(msgpack.packb({1: 2}))
+
+
+def test_deep_nesting_is_refused() -> None:
+    body = b"\x81\xa1a" + b"\x91" * 100_000 + b"\xc0"
+    with pytest.raises(ProtocolError):
+        protocol.unpack(body)
+
+
+def test_ext_types_are_refused() -> None:
+    body = msgpack.packb({"id": 1, "x": msgpack.ExtType(5, b"abc")})
+    with pytest.raises(ProtocolError):
+        protocol.unpack(body)
+
+
+def test_invalid_utf8_in_str_is_refused() -> None:
+    body = b"\x81\xa1a\xa2\xff\xfe"
+    with pytest.raises(ProtocolError):
+        protocol.unpack(body)
+
+
+def test_trailing_bytes_are_refused() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.unpack(msgpack.packb({"id": 1}) + b"\x00")
+
+
+def test_a_frame_must_be_a_map() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.unpack(msgpack.packb([1, 2, 3]))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"op": "ping"},
+        {"id": "1", "op": "ping"},
+        {"id": -1, "op": "ping"},
+        {"id": True, "op": "x"},
+        {"id": 1, "op": 5},
+    ],
+)
+def test_bad_envelopes(document: dict) -> None:
+    with pytest.raises(ProtocolError) as err:
+        protocol.parse_request(document)
+    assert err.value.code is ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        None,
+        [],
+        [1],
+        [{}],
+        [{"path": "a", "data": b"x"}],
+        [{"path": ""}],
+        [{"path": 5}],
+        [{"data": "text"}],
+        [{"path": "a\0b"}],
+    ],
+)
+def test_bad_feature_items(items: object) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.parse_feature_items({"items": items})
+
+
+def test_too_many_items() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.parse_feature_items({"items": [{"path": "a"}] * (protocol.MAX_ITEMS + 1)})
+
+
+def test_non_utf8_path_travels_as_bin_and_back() -> None:
+    raw = b"/photos/caf\xe9.jpg"  # latin-1 name, invalid UTF-8
+    import os
+
+    wire = protocol.path_for_wire(os.fsdecode(raw))
+    assert wire == raw
+    doc = protocol.unpack(
+        body_of(protocol.pack({"id": 1, "op": "features", "items": [{"path": wire}]}))
+    )
+    (item,) = protocol.parse_feature_items(doc)
+    assert item.path == raw
+    assert protocol.path_for_wire("ok.jpg") == "ok.jpg"
+
+
+def test_error_reply_marks_retryable_codes() -> None:
+    assert protocol.error_reply(1, ErrorCode.BUSY, "x")["error"]["retryable"] is True
+    assert protocol.error_reply(1, ErrorCode.BAD_REQUEST, "x")["error"]["retryable"] is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048))
+def test_fuzz_unpack_raises_only_protocol_errors(data: bytes) -> None:
+    try:
+        document = protocol.unpack(data)
+    except ProtocolError:
+        return
+    assert isinstance(document, dict)
+    with contextlib.suppress(ProtocolError):
+        protocol.parse_request(document)
+
+
+json_like = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=50)
+    | st.binary(max_size=50),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), json_like, max_size=8))
+def test_fuzz_round_trip(document: dict) -> None:
+    assert protocol.unpack(body_of(protocol.pack(document))) == document
