@@ -109,7 +109,12 @@ class Server:
     async def start(self, listener: socket.socket) -> None:
         self.socket_path = str(listener.getsockname()) or None
         self._server = await asyncio.start_unix_server(
-            self._on_connect, sock=listener, limit=protocol.MAX_FRAME
+            # asyncio re-listens with backlog 100 unless told otherwise; bursts of
+            # clients (a scan starting 200 workers) need more.
+            self._on_connect,
+            sock=listener,
+            limit=protocol.MAX_FRAME,
+            backlog=1024,
         )
 
     async def wait_stopped(self) -> None:

@@ -165,7 +165,7 @@ def probe(path: Path, timeout: float = 2.0) -> bool:
         return True
 
 
-def bind_listener(path: Path, backlog: int = 128) -> Listener:
+def bind_listener(path: Path, backlog: int = 1024) -> Listener:
     """Bind ``path`` safely: private directory, lock, stale-socket probe, 0600 socket."""
     paths.check_socket_path_length(path)
     directory = path.parent

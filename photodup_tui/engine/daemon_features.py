@@ -1,0 +1,106 @@
+"""Features from photodupd: pipelined requests that keep the daemon's batches full."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photodup_tui.engine.daemon_launch import Report, ensure_daemon, wait_for_model
+from photodup_tui.engine.features import FeatureResult
+from photodupd import protocol
+from photodupd.client import AsyncClient, DaemonUnavailable
+from photodupd.protocol import RemoteError
+
+#: Items per request and requests in flight: enough to keep a micro-batch of 32
+#: full on both sides of a round trip, small enough that a cancel is quick.
+CHUNK = 16
+IN_FLIGHT = 8
+
+
+class DaemonFeatureSource:
+    """A FeatureSource backed by the daemon's model (started if needed)."""
+
+    def __init__(
+        self,
+        socket_path: Path | None = None,
+        *,
+        report: Report | None = None,
+        start: bool = True,
+        daemon_args: list[str] | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+        if start:
+            ensure_daemon(socket_path, report=report, extra_args=daemon_args)
+        self.model = wait_for_model(socket_path, report=report)
+        self.model_id: str = str(self.model["id"])
+        self.dim = int(self.model.get("dim") or 0)
+
+    def compute(
+        self,
+        paths: Sequence[str],
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        asyncio.run(self._compute(list(paths), on_result, cancel))
+
+    async def _compute(
+        self,
+        paths: list[str],
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+        queue: asyncio.Queue[list[str]] = asyncio.Queue()
+        for chunk in chunks:
+            queue.put_nowait(chunk)
+        async with AsyncClient(self.socket_path) as client:
+
+            async def worker() -> None:
+                while not cancel.is_set():
+                    try:
+                        chunk = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    for path, result in zip(chunk, await self._request(client, chunk), strict=True):
+                        on_result(path, result)
+
+            await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+
+    async def _request(self, client: AsyncClient, chunk: list[str]) -> list[FeatureResult]:
+        items = [{"path": protocol.path_for_wire(p)} for p in chunk]
+        try:
+            reply = await client.features(items)
+        except (RemoteError, DaemonUnavailable) as exc:
+            code = exc.code if isinstance(exc, RemoteError) else "daemon_unavailable"
+            return [FeatureResult.failure(code, str(exc)) for _ in chunk]
+        model_id = (reply.get("model") or {}).get("id")
+        if model_id != self.model_id:
+            # Someone switched the daemon's model mid-scan: never mix embeddings.
+            message = f"the daemon now serves {model_id}, this scan uses {self.model_id}"
+            return [FeatureResult.failure("model_changed", message) for _ in chunk]
+        return [_to_result(item) for item in reply.get("items", [])]
+
+
+def _to_result(item: dict[str, Any]) -> FeatureResult:
+    if not item.get("ok"):
+        error = item.get("error") or {}
+        return FeatureResult.failure(
+            str(error.get("code", "internal")), str(error.get("message", ""))
+        )
+    raw = item.get("embedding")
+    embedding = np.frombuffer(raw, dtype="<f4").copy() if isinstance(raw, bytes) else None
+    return FeatureResult(
+        embedding=embedding,
+        phash=item.get("phash"),
+        width=item.get("width"),
+        height=item.get("height"),
+        format=item.get("format"),
+        taken=item.get("taken"),
+        camera=item.get("camera"),
+        exif_fields=int(item.get("exif_fields") or 0),
+    )

@@ -1,0 +1,153 @@
+"""Finding photodupd, or starting it when nobody answers, and waiting for its hello."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from photodupd import paths
+from photodupd.client import ConnectionLost, SyncClient
+
+Report = Callable[[str], None]
+
+
+class DaemonStartFailed(Exception):
+    """photodupd could not be reached or started; the message says why (with its log)."""
+
+
+def _hello(socket_path: Path) -> dict[str, Any] | None:
+    try:
+        with SyncClient(socket_path, timeout=5, client_name="photodup-launcher") as client:
+            return client.connect()
+    except (OSError, ConnectionLost):
+        return None
+
+
+def log_file() -> Path:
+    return paths.state_dir() / "photodupd.log"
+
+
+def _start_with_systemd() -> bool:
+    """Start the user socket unit when it is installed; systemd then starts the daemon."""
+    if shutil.which("systemctl") is None:
+        return False
+    probe = subprocess.run(
+        ["systemctl", "--user", "cat", "photodupd.socket"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return False
+    started = subprocess.run(
+        ["systemctl", "--user", "start", "photodupd.socket"], capture_output=True, check=False
+    )
+    return started.returncode == 0
+
+
+def _spawn_detached(socket_path: Path, extra_args: list[str]) -> subprocess.Popen[bytes]:
+    log = log_file()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "photodupd.daemon_cli",
+                "--socket",
+                os.fspath(socket_path),
+                *extra_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,  # survives the UI's exit and its Ctrl-C
+            close_fds=True,
+        )
+
+
+def _log_tail(lines: int = 8) -> str:
+    with contextlib.suppress(OSError):
+        text = log_file().read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+    return ""
+
+
+def ensure_daemon(
+    socket_path: Path | None = None,
+    *,
+    report: Report | None = None,
+    timeout: float = 60.0,
+    extra_args: list[str] | None = None,
+    use_systemd: bool = True,
+) -> dict[str, Any]:
+    """Return the daemon's welcome, starting photodupd first if nobody answers.
+
+    Readiness is a real hello, retried with capped backoff: never a fixed sleep.
+    """
+    path = socket_path or paths.default_socket_path()
+    say = report or (lambda _message: None)
+    welcome = _hello(path)
+    if welcome is not None:
+        return welcome
+    process: subprocess.Popen[bytes] | None = None
+    if use_systemd and socket_path is None and _start_with_systemd():
+        say("starting photodupd through systemd")
+    else:
+        say("starting photodupd")
+        process = _spawn_detached(path, extra_args or [])
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while time.monotonic() < deadline:
+        welcome = _hello(path)
+        if welcome is not None:
+            return welcome
+        if process is not None and process.poll() is not None:
+            # It exited: another daemon may have won a race (then hello works next
+            # round), or it failed, and its log says why.
+            welcome = _hello(path)
+            if welcome is not None:
+                return welcome
+            raise DaemonStartFailed(
+                f"photodupd exited with status {process.returncode}.\n{_log_tail()}".strip()
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    raise DaemonStartFailed(
+        f"photodupd did not answer within {timeout:.0f} s.\n{_log_tail()}".strip()
+    )
+
+
+def wait_for_model(
+    socket_path: Path | None = None,
+    *,
+    report: Report | None = None,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Poll ``status`` until the model is ready; returns the model info."""
+    say = report or (lambda _message: None)
+    deadline = time.monotonic() + timeout
+    last_state = None
+    with SyncClient(socket_path, timeout=10, client_name="photodup-launcher") as client:
+        client.connect()
+        while True:
+            status = client.request("status")
+            state = status.get("state")
+            model = status.get("model") or {}
+            if state != last_state:
+                say(f"model {model.get('id') or status.get('requested', '')}: {state}")
+                last_state = state
+            if state in ("ready", "unloaded") and model.get("id"):
+                # "unloaded" reloads on the first request; its id is already known.
+                return dict(model)
+            if state == "failed":
+                raise DaemonStartFailed(
+                    f"photodupd could not load its model: {status.get('last_error')}"
+                )
+            if time.monotonic() > deadline:
+                raise DaemonStartFailed(f"the model did not load within {timeout:.0f} s")
+            time.sleep(0.1)
