@@ -137,13 +137,18 @@ def wait_for_model(
         while True:
             status = client.request("status")
             state = status.get("state")
-            model = status.get("model") or {}
+            model = {
+                "id": status.get("model"),
+                "dim": status.get("dim"),
+                "why": status.get("why"),
+                "state": state,
+            }
             if state != last_state:
-                say(f"model {model.get('id') or status.get('requested', '')}: {state}")
+                say(f"model {model['id'] or '(choosing)'}: {state}")
                 last_state = state
-            if state in ("ready", "unloaded") and model.get("id"):
+            if state in ("ready", "unloaded") and model["id"]:
                 # "unloaded" reloads on the first request; its id is already known.
-                return dict(model)
+                return model
             if state == "failed":
                 raise DaemonStartFailed(
                     f"photodupd could not load its model: {status.get('last_error')}"
