@@ -146,7 +146,7 @@ class Server:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock: socket.socket | None = writer.get_extra_info("socket")
         try:
-            uid = sockets.peer_uid(sock) if sock is not None else None  # type: ignore[arg-type]
+            uid = sockets.peer_uid(sock) if sock is not None else None
         except OSError:
             uid = None
         if not sockets.peer_allowed(uid, self._own_uid):

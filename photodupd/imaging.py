@@ -1,0 +1,646 @@
+"""The one image decoder of photodup (torch-free).
+
+CONTRACT (owned by the imaging helper; others only import these names):
+the daemon runs :func:`decode` in isolated worker processes (see
+:mod:`photodupd.decodepool`); the app reuses it for previews and for the
+no-model mode.
+
+Every file is untrusted.  Pillow is locked down per call rather than globally:
+
+* only the formats in :data:`ALLOWED_FORMATS` are ever parsed (``formats=``);
+  other image formats are recognised by their signature alone (no parser runs)
+  and reported as ``unsupported_format``;
+* ``Image.MAX_IMAGE_PIXELS`` is kept and enforced as a hard limit: Pillow's
+  ``DecompressionBombWarning`` is raised as an error while a file is opened, and
+  the oriented pixel count is checked again on our side;
+* truncated files fail (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set);
+* files above :data:`MAX_FILE_BYTES` are refused before they are read;
+* HEIF goes through pillow-heif with libheif's security limits on;
+* EXIF is read defensively: any malformed tag only means "no such tag".
+
+Every failure leaves :func:`decode` as an :class:`ImageError` carrying a
+protocol :class:`~photodupd.protocol.ErrorCode`; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import re
+import stat
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageFile, UnidentifiedImageError, features
+
+from photodupd.protocol import ErrorCode, FeatureItem
+
+# --------------------------------------------------------------------------
+# Contract types
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessSpec:
+    """How a model wants its pixels: resize the shorter side to ``resize`` (bicubic),
+    then centre-crop ``size`` x ``size``.  Normalisation happens in the model thread."""
+
+    size: int = 224
+    resize: int = 256
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.resize < self.size:
+            raise ValueError(f"need 1 <= size <= resize, got size={self.size} resize={self.resize}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    pixels: np.ndarray | None  # uint8 (size, size, 3) RGB for the model; None when no spec
+    phash: int  # 64-bit unsigned perceptual hash of the oriented image
+    width: int  # oriented full-resolution pixel size
+    height: int
+    format: str  # Pillow format name ("MPO" is a camera JPEG with extra frames)
+    taken: str | None = None  # EXIF DateTimeOriginal as ISO 8601 (with offset when known)
+    camera: str | None = None  # EXIF Make + Model
+    exif_fields: int = 0  # descriptive EXIF tags present: "richness" for the keep rules
+
+
+class ImageError(Exception):
+    """A per-item failure with a protocol error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[ImageError], tuple[ErrorCode, str]]:
+        # Exceptions pickle as cls(*args); ours needs both fields to cross a process pipe.
+        return (type(self), (self.code, self.message))
+
+    def __repr__(self) -> str:
+        return f"ImageError({self.code.value!r}, {self.message!r})"
+
+
+# --------------------------------------------------------------------------
+# Limits and format tables
+
+#: Files bigger than this are refused before reading (the largest real photos,
+#: 16-bit TIFF scans and panoramas, stay well below).
+MAX_FILE_BYTES: Final = 512 * 1024 * 1024
+
+#: Pillow's default, used if something in the process set ``MAX_IMAGE_PIXELS`` to None.
+_DEFAULT_MAX_PIXELS: Final = 89_478_485
+
+#: The JPEG draft never goes below this shorter side, whatever the spec: the
+#: perceptual hash then sees the same scale with or without a model.
+_DRAFT_MIN_SIDE: Final = 256
+
+_HAS_AVIF: Final = bool(features.check("avif"))
+
+# AVIF before HEIF: AVIF files also carry the generic "mif1" brand that the
+# pillow-heif opener accepts, and Pillow's own AVIF plugin is the better fit.
+_OPEN_FORMATS: Final = (
+    "JPEG",
+    "PNG",
+    "WEBP",
+    "GIF",
+    "TIFF",
+    "BMP",
+    *(("AVIF",) if _HAS_AVIF else ()),
+    "HEIF",
+)
+
+#: Format names :func:`decode` accepts.  MPO is not opened by name: Pillow's JPEG
+#: opener returns it for camera JPEGs that carry a second (preview) frame.
+ALLOWED_FORMATS: Final = frozenset((*_OPEN_FORMATS, "MPO"))
+
+#: File suffixes (lowercase, with the dot) the engine's walker should offer to the decoder.
+# fmt: off
+IMAGE_EXTENSIONS: Final = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp",
+    ".heic", ".heif", ".hif", *((".avif",) if _HAS_AVIF else ()),
+})
+# fmt: on
+
+#: Camera RAW suffixes.  :func:`decode` does not read RAW data; the engine may
+#: list these files (e.g. to pair them with their JPEGs) but not decode them.
+# fmt: off
+RAW_EXTENSIONS: Final = frozenset({
+    ".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".iiq", ".k25", ".kdc",
+    ".mef", ".mos", ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw", ".rw2", ".rwl",
+    ".sr2", ".srf", ".srw", ".x3f",
+})
+# fmt: on
+
+# libheif's security limits stay on (they are on by default; this pins them in
+# case something else in the process turned them off).  Embedded thumbnails,
+# depth and auxiliary images are never decoded, only the main picture.
+pillow_heif.options.DISABLE_SECURITY_LIMITS = False
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+# --------------------------------------------------------------------------
+# EXIF tags
+
+_TAG_MAKE: Final = 0x010F
+_TAG_MODEL: Final = 0x0110
+_TAG_ORIENTATION: Final = 0x0112
+_IFD_EXIF: Final = 0x8769
+_IFD_GPS: Final = 0x8825
+_TAG_DATETIME_ORIGINAL: Final = 0x9003
+_TAG_OFFSET_TIME_ORIGINAL: Final = 0x9011
+
+# Tags that describe how pixels are stored, not the photo: TIFF files carry them
+# in the same directory as EXIF data, and they must not count as "richness".
+# fmt: off
+_STRUCTURAL_TAGS: Final = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 266,  # subfile type, size, bits, compression ...
+    273, 277, 278, 279, 280, 281, 282, 283, 284, 296,  # strips, samples, resolution
+    317, 320, 322, 323, 324, 325, 338, 339, 340, 341, 347,  # predictor, palette, tiles
+    513, 514, 529, 530, 531, 532,  # JPEG thumbnail and YCbCr layout
+    _IFD_EXIF, _IFD_GPS, 0xA005,  # pointers to the sub-directories
+})
+# fmt: on
+
+#: PIL transpose that shows stored pixels upright for each EXIF orientation value.
+_ORIENT_TRANSPOSE: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
+
+_EXIF_DATETIME: Final = re.compile(r"(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+_EXIF_OFFSET: Final = re.compile(r"[+\-]\d{2}:\d{2}")
+
+# --------------------------------------------------------------------------
+# Perceptual hash: DCT-II basis for the low 8 frequencies of a 32-sample signal.
+# Scale factors are left out; only the sign against the median matters.
+_HASH_SIDE: Final = 32
+_DCT_LOW: Final = np.cos(
+    np.pi / (2 * _HASH_SIDE) * np.outer(np.arange(8), 2 * np.arange(_HASH_SIDE) + 1)
+)
+
+# warnings.catch_warnings swaps process-global state; one lock keeps our own
+# threads (the app decodes previews on several) from restoring each other's filters.
+_WARNINGS_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------
+# Public API
+
+
+def decode(
+    source: str | bytes | os.PathLike[str],
+    *,
+    is_data: bool = False,
+    spec: PreprocessSpec | None = None,
+    draft: bool = True,
+) -> Decoded:
+    """Decode one untrusted image: a path (str / bytes / PathLike), or file bytes when ``is_data``.
+
+    Returns the oriented full size, a 64-bit pHash, EXIF facts, and the model's
+    pixels when ``spec`` is given.  ``draft=False`` decodes JPEGs at full scale
+    (benchmarks only: the hash and pixels are the same to within a few bits).
+    Raises only :class:`ImageError`.
+    """
+    data = _data_from(source) if is_data else read_image_file(source)
+    # Decode JPEGs in the DCT domain at 1/2, 1/4 or 1/8 scale, still at least the
+    # model's resize (and the hash's working size) on the shorter side.
+    draft_side = max(spec.resize if spec is not None else 0, _DRAFT_MIN_SIDE) if draft else None
+    try:
+        picture = _decode_upright(data, draft_side)
+        taken, camera, exif_fields = _exif_facts(picture.exif)
+        return Decoded(
+            pixels=_model_pixels(picture.image, spec) if spec is not None else None,
+            phash=phash(picture.image),
+            width=picture.width,
+            height=picture.height,
+            format=picture.format,
+            taken=taken,
+            camera=camera,
+            exif_fields=exif_fields,
+        )
+    except ImageError:
+        raise
+    except Exception as exc:  # the last resort: nothing else may escape
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"cannot decode: {_describe(exc)}") from None
+
+
+def decode_item(item: FeatureItem, spec: PreprocessSpec | None = None) -> Decoded:
+    """:func:`decode` for a protocol item: the default ``decode_fn`` of the decoder pool."""
+    if item.path is not None:
+        return decode(item.path, spec=spec)
+    return decode(item.data or b"", is_data=True, spec=spec)
+
+
+def load_preview(
+    source: str | bytes | os.PathLike[str], max_side: int, *, is_data: bool = False
+) -> Image.Image:
+    """An upright RGB image that fits in ``max_side`` x ``max_side``, decoded as safely as
+    :func:`decode` (same allow-list and limits; JPEGs decoded at reduced scale)."""
+    if max_side < 1:
+        raise ValueError("max_side must be positive")
+    data = _data_from(source) if is_data else read_image_file(source)
+    try:
+        upright = _decode_upright(data, max_side).image
+        upright.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        return upright
+    except ImageError:
+        raise
+    except Exception as exc:  # same last resort as decode()
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"cannot decode: {_describe(exc)}") from None
+
+
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits between two perceptual hashes."""
+    return (a ^ b).bit_count()
+
+
+def phash(image: Image.Image) -> int:
+    """64-bit DCT perceptual hash (the imagehash ``phash`` algorithm).
+
+    32x32 grayscale (Lanczos), 2-D DCT-II, the low 8x8 block, each bit set when
+    its coefficient is above the block's median.  Bit 63 is the DC term; bits
+    follow in row-major order.
+    """
+    gray = image.convert("L").resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.LANCZOS)
+    samples = np.asarray(gray, dtype=np.float64)
+    low = _DCT_LOW @ samples @ _DCT_LOW.T
+    bits = (low > np.median(low)).ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def read_image_file(path: str | bytes | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """All bytes of a regular file, refusing FIFOs, devices, directories and files over the cap.
+
+    Opened non-blocking so a FIFO cannot hang the caller, and sized by fstat so a
+    huge file is refused before any allocation.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise error_for_os_error(exc) from None
+    try:
+        with open(fd, "rb", closefd=True) as fh:
+            info = os.fstat(fh.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise ImageError(ErrorCode.UNREADABLE, "is a directory")
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(ErrorCode.UNREADABLE, "not a regular file")
+            if info.st_size > max_bytes:
+                raise ImageError(
+                    ErrorCode.TOO_LARGE,
+                    f"file of {info.st_size} bytes exceeds the {max_bytes}-byte limit",
+                )
+            if info.st_size == 0:
+                raise ImageError(ErrorCode.NOT_AN_IMAGE, "empty file")
+            return fh.read(info.st_size)
+    except OSError as exc:
+        raise error_for_os_error(exc) from None
+
+
+def error_for_os_error(exc: OSError) -> ImageError:
+    """The item error for a failed open or read of an image file."""
+    code = exc.errno
+    reason = os.strerror(code) if code is not None else str(exc)
+    name = errno.errorcode.get(code, "") if code is not None else ""
+    label = f"{name}: {reason}" if name else reason
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        return ImageError(ErrorCode.NOT_FOUND, label)
+    if code in (errno.EACCES, errno.EPERM):
+        return ImageError(ErrorCode.PERMISSION_DENIED, label)
+    return ImageError(ErrorCode.UNREADABLE, label)
+
+
+# --------------------------------------------------------------------------
+# Opening
+
+
+@dataclass(slots=True)
+class _Upright:
+    image: Image.Image  # RGB with the EXIF orientation applied
+    width: int  # oriented full-resolution size, taken before any draft
+    height: int
+    format: str
+    exif: Image.Exif | None
+
+
+def _data_from(source: object) -> bytes:
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, bytearray | memoryview):
+        data = bytes(source)
+    else:
+        raise ImageError(
+            ErrorCode.NOT_AN_IMAGE, f"image data must be bytes, not {type(source).__name__}"
+        )
+    if not data:
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, "empty data")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(
+            ErrorCode.TOO_LARGE, f"{len(data)} bytes exceed the {MAX_FILE_BYTES}-byte limit"
+        )
+    return data
+
+
+def _pixel_limit() -> int:
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else _DEFAULT_MAX_PIXELS
+
+
+@contextmanager
+def _strict_warnings() -> Iterator[None]:
+    """Bomb warnings become errors; every other warning is dropped (not printed)."""
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True):
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _open(data: bytes) -> ImageFile.ImageFile:
+    try:
+        with _strict_warnings():
+            return Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    except UnidentifiedImageError:
+        raise _unidentified(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(ErrorCode.TOO_LARGE, str(exc)) from None
+    except Exception as exc:  # an allow-listed plugin that failed on a damaged header
+        fmt = _signature_format(data) or "image"
+        if _container_truncated(data):
+            raise ImageError(ErrorCode.TRUNCATED, f"{fmt} file is cut short") from None
+        raise _load_error(exc, fmt) from None
+
+
+def _decode_upright(data: bytes, draft_side: int | None) -> _Upright:
+    """Open, check limits, read EXIF, decode (JPEG drafted to ``draft_side``), orient."""
+    image = _open(data)
+    try:
+        upright = _load_upright(image, draft_side)
+    except BaseException:
+        image.close()
+        raise
+    if upright.image is not image:
+        image.close()  # frees the decoded source pixels now rather than at GC
+    return upright
+
+
+def _load_upright(image: ImageFile.ImageFile, draft_side: int | None) -> _Upright:
+    fmt = image.format or "?"
+    if fmt not in ALLOWED_FORMATS:  # cannot happen with formats=, kept as a guard
+        raise ImageError(ErrorCode.UNSUPPORTED_FORMAT, f"{fmt} images are not supported")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"{fmt} image of {width}x{height} pixels")
+    if width * height > _pixel_limit():
+        raise ImageError(
+            ErrorCode.TOO_LARGE,
+            f"{width}x{height} pixels exceed the limit of {_pixel_limit()} pixels",
+        )
+    # PNG may keep EXIF after the pixels, and its getexif() decodes everything to
+    # find it; every other format has EXIF in its header (and TIFF can only read
+    # it before the pixels are loaded).
+    exif = _read_exif(image) if fmt != "PNG" else None
+    if draft_side is not None and fmt in ("JPEG", "MPO"):
+        image.draft("RGB", (draft_side, draft_side))
+    try:
+        image.load()
+        rgb = _to_rgb(image)
+    except ImageError:
+        raise
+    except Exception as exc:  # mapped to a precise code
+        raise _load_error(exc, fmt) from None
+    if fmt == "PNG":
+        exif = _read_exif(image)
+    orientation = _orientation(exif)
+    method = _ORIENT_TRANSPOSE.get(orientation)
+    if method is not None:
+        rgb = rgb.transpose(method)
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    return _Upright(rgb, width, height, fmt, exif)
+
+
+def _unidentified(data: bytes) -> ImageError:
+    """Why Pillow could not open ``data``, judged without parsing it any further."""
+    fmt = _signature_format(data)
+    if fmt is None:
+        return ImageError(ErrorCode.NOT_AN_IMAGE, "not a recognised image format")
+    if fmt not in _OPEN_FORMATS:
+        return ImageError(ErrorCode.UNSUPPORTED_FORMAT, f"{fmt} images are not supported")
+    if _container_truncated(data):
+        return ImageError(ErrorCode.TRUNCATED, f"{fmt} file is cut short")
+    return ImageError(ErrorCode.NOT_AN_IMAGE, f"{fmt} signature, but the header is damaged")
+
+
+def _signature_format(data: bytes) -> str | None:
+    """The format whose signature ``data`` starts with, allow-listed formats first.
+
+    Only the format plugins' signature checks run (on the first 16 bytes, as
+    Pillow does); no parser of a non-allow-listed format ever sees the file.
+    """
+    prefix = data[:16]
+    Image.init()
+    allowed_first = [f for f in _OPEN_FORMATS if f in Image.OPEN]
+    others = [f for f in Image.ID if f not in _OPEN_FORMATS]
+    for fmt in (*allowed_first, *others):
+        accept = Image.OPEN[fmt][1]
+        if accept is None:
+            continue  # formats without a signature cannot be recognised safely
+        try:
+            if accept(prefix):
+                return fmt
+        except Exception:  # a signature check that fails is a "no"
+            continue
+    return None
+
+
+def _container_truncated(data: bytes) -> bool:
+    """True when a RIFF (WebP) or ISO-BMFF (HEIF, AVIF) container declares more bytes
+    than the file holds: the decoders behind them report that only as "invalid"."""
+    if data[:4] == b"RIFF":
+        return int.from_bytes(data[4:8], "little") + 8 > len(data)
+    if data[4:8] != b"ftyp":
+        return False
+    position = 0
+    while position + 8 <= len(data):
+        size = int.from_bytes(data[position : position + 4], "big")
+        if size == 1:  # 64-bit size follows the box type
+            if position + 16 > len(data):
+                return True
+            size = int.from_bytes(data[position + 8 : position + 16], "big")
+        elif size == 0:  # the last box runs to the end of the file
+            return False
+        if size < 8:
+            return False  # damaged, not cut short
+        position += size
+    return position > len(data) or 0 < len(data) - position < 8
+
+
+# --------------------------------------------------------------------------
+# EXIF
+
+
+def _read_exif(image: Image.Image) -> Image.Exif | None:
+    try:
+        with _strict_warnings():  # Pillow warns about each odd tag; keep them off stderr
+            return image.getexif()
+    except Exception:  # malformed EXIF means "no EXIF", never a failed decode
+        return None
+
+
+def _orientation(exif: Image.Exif | None) -> int:
+    if exif is None:
+        return 1
+    try:
+        value = exif.get(_TAG_ORIENTATION)
+    except Exception:
+        return 1
+    if isinstance(value, tuple) and len(value) == 1:  # some writers store count=1 arrays
+        value = value[0]
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
+        return value
+    return 1
+
+
+def _sub_ifd(exif: Image.Exif, tag: int) -> dict[int, Any]:
+    try:
+        with _strict_warnings():
+            ifd = exif.get_ifd(tag)
+        return dict(ifd) if isinstance(ifd, dict) else {}
+    except Exception:
+        return {}
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    cleaned = "".join(ch for ch in value.replace("\0", " ") if ch.isprintable()).strip()
+    return " ".join(cleaned.split())[:120] or None
+
+
+def _taken(exif_ifd: dict[int, Any]) -> str | None:
+    text = _text(exif_ifd.get(_TAG_DATETIME_ORIGINAL))
+    match = _EXIF_DATETIME.match(text or "")
+    if match is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        moment = datetime(year, month, day, hour, minute, second)
+    except ValueError:  # "0000:00:00 00:00:00" and other placeholders
+        return None
+    iso = moment.isoformat()
+    offset = _text(exif_ifd.get(_TAG_OFFSET_TIME_ORIGINAL))
+    if offset is not None and _EXIF_OFFSET.fullmatch(offset):
+        iso += offset
+    return iso
+
+
+def _camera(exif: Image.Exif) -> str | None:
+    make, model = _text(exif.get(_TAG_MAKE)), _text(exif.get(_TAG_MODEL))
+    if make and model:
+        # "Canon" + "Canon EOS 5D" reads better as "Canon EOS 5D".
+        return model if model.lower().startswith(make.split()[0].lower()) else f"{make} {model}"
+    return model or make
+
+
+def _exif_facts(exif: Image.Exif | None) -> tuple[str | None, str | None, int]:
+    if exif is None:
+        return None, None, 0
+    try:
+        exif_ifd = _sub_ifd(exif, _IFD_EXIF)
+        gps_ifd = _sub_ifd(exif, _IFD_GPS)
+        fields = sum(1 for tag in exif if tag not in _STRUCTURAL_TAGS)
+        fields += len(exif_ifd) + len(gps_ifd)
+        return _taken(exif_ifd), _camera(exif), fields
+    except Exception:  # facts are best-effort, the pixels are what matters
+        return None, None, 0
+
+
+# --------------------------------------------------------------------------
+# Pixels
+
+
+def _load_error(exc: BaseException, fmt: str) -> ImageError:
+    text = str(exc).lower()
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return ImageError(ErrorCode.TOO_LARGE, str(exc))
+    if isinstance(exc, MemoryError):
+        return ImageError(ErrorCode.TOO_LARGE, f"{fmt}: out of memory while decoding")
+    if "security limit" in text or "exceeds the maximum" in text:
+        return ImageError(ErrorCode.TOO_LARGE, f"{fmt}: {_describe(exc)}")
+    if isinstance(exc, EOFError) or "truncated" in text or "end of file" in text:
+        return ImageError(ErrorCode.TRUNCATED, f"{fmt}: {_describe(exc)}")
+    return ImageError(ErrorCode.NOT_AN_IMAGE, f"damaged {fmt} data: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"{name}: {text[:200]}" if text else name
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _high_depth_gray_to_rgb(image)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        # Flatten onto white, as exporters do when they drop alpha.
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError:  # e.g. LAB or HSV TIFFs: Pillow has no conversion to RGB
+        raise ImageError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"{image.format or 'image'} in colour mode {mode} is not supported",
+        ) from None
+
+
+def _high_depth_gray_to_rgb(image: Image.Image) -> Image.Image:
+    # Pillow's own conversion clips 16-bit values at 255 (a white picture); scale instead.
+    samples = np.asarray(image).astype(np.float32)
+    if image.mode == "F":
+        peak = float(samples.max()) if samples.size else 0.0
+        samples = samples * 255.0 if peak <= 1.0 else samples * (255.0 / peak)
+    elif image.mode != "I" or (samples.size and float(samples.max()) > 255.0):
+        samples = samples / 257.0
+    gray = np.clip(samples, 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
+
+
+def _model_pixels(upright: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Shorter side to ``spec.resize`` (bicubic), centre crop ``spec.size`` (torchvision's
+    rounding), computed as one resize of the source box so that extreme aspect
+    ratios never build a huge intermediate image."""
+    width, height = upright.size
+    if width <= height:
+        new_w, new_h = spec.resize, int(spec.resize * height / width)
+    else:
+        new_w, new_h = int(spec.resize * width / height), spec.resize
+    left = round((new_w - spec.size) / 2.0)
+    top = round((new_h - spec.size) / 2.0)
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + spec.size) * sx, (top + spec.size) * sy)
+    cropped = upright.resize(
+        (spec.size, spec.size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0
+    )
+    return np.array(cropped, dtype=np.uint8).reshape(spec.size, spec.size, 3)

@@ -1,0 +1,347 @@
+"""The inference service end to end: real decoder pool, real built-in model, real threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from photodupd.config import DaemonConfig
+from photodupd.inference import InferenceService, ServiceError
+from photodupd.models import catalog
+from photodupd.protocol import ErrorCode, FeatureItem
+from tests import photos
+from tests.daemon.test_models import FakeHub, fake_cached_file
+from tests.daemon.tiny_clip import TINY_EMBED_DIM, write_tiny_clip
+
+pytestmark = pytest.mark.timeout(120)
+
+BASE = DaemonConfig(
+    model="builtin", threads=2, decode_workers=2, batch_size=32, batch_wait_ms=4.0, idle_unload=0
+)
+
+Factory = Callable[..., Coroutine[Any, Any, InferenceService]]
+
+
+@pytest.fixture(autouse=True)
+def empty_hf_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No test here may see (or fill) the user's Hugging Face cache."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    return tmp_path / "hf-hub"
+
+
+@pytest.fixture
+async def make_service() -> AsyncIterator[Factory]:
+    started: list[InferenceService] = []
+
+    async def factory(**overrides: Any) -> InferenceService:
+        service = InferenceService(BASE.with_overrides(**overrides))
+        await service.start()
+        started.append(service)
+        return service
+
+    yield factory
+    for service in started:
+        await service.close(5.0)
+
+
+def jpeg_files(folder: Path, seeds: range, size: tuple[int, int] = (320, 240)) -> list[Path]:
+    return [
+        photos.write_jpeg(folder / f"photo-{seed}.jpg", photos.make_photo(seed, size))
+        for seed in seeds
+    ]
+
+
+def vector(item: dict[str, Any], dim: int) -> np.ndarray:
+    assert item["ok"], item
+    assert len(item["embedding"]) == 4 * dim
+    return np.frombuffer(item["embedding"], dtype="<f4")
+
+
+async def wait_for_state(service: InferenceService, state: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while service.model_info()["state"] != state:
+        assert time.monotonic() < deadline, f"state stayed {service.model_info()['state']}"
+        await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+async def test_features_by_path_and_by_bytes(make_service: Factory, tmp_path: Path) -> None:
+    ready: list[str] = []
+    service = await make_service()
+    service.on_ready = lambda: ready.append("ready")
+    info = await service.wait_ready()
+    assert info["id"] == catalog.BUILTIN_ID and info["dim"] == 1280
+    assert ready == ["ready"]
+    [first, second] = jpeg_files(tmp_path, range(2), (400, 300))
+    reply = await service.features(
+        [FeatureItem(path=str(first)), FeatureItem(data=second.read_bytes())]
+    )
+    assert reply["model"] == {"id": catalog.BUILTIN_ID, "dim": 1280}
+    for item in reply["items"]:
+        assert np.isclose(np.linalg.norm(vector(item, 1280)), 1.0, atol=1e-4)
+        assert (item["width"], item["height"], item["format"]) == (400, 300, "JPEG")
+        assert isinstance(item["phash"], int) and 0 <= item["phash"] < 2**64
+    # The same photo by path and by bytes gives the same embedding.
+    again = await service.features([FeatureItem(data=first.read_bytes())])
+    np.testing.assert_allclose(
+        vector(again["items"][0], 1280), vector(reply["items"][0], 1280), atol=1e-5
+    )
+    status = service.status()
+    assert status["state"] == "ready" and status["images_served"] == 3
+    assert status["model"] == catalog.BUILTIN_ID
+
+
+async def test_a_resized_copy_is_closer_than_another_photo(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    service = await make_service()
+    await service.wait_ready()
+    original = photos.make_photo(21, (800, 600))
+    items = [
+        FeatureItem(data=photos.jpeg_bytes(original, quality=92)),
+        FeatureItem(data=photos.encode(original.resize((320, 240)), "PNG")),
+        FeatureItem(data=photos.jpeg_bytes(photos.make_photo(22, (800, 600)))),
+    ]
+    reply = await service.features(items)
+    a, b, c = (vector(item, 1280) for item in reply["items"])
+    assert float(a @ b) > float(a @ c)
+
+
+async def test_bad_items_fail_alone(make_service: Factory, tmp_path: Path) -> None:
+    service = await make_service()
+    await service.wait_ready()
+    [good] = jpeg_files(tmp_path, range(1))
+    reply = await service.features(
+        [
+            FeatureItem(path=str(tmp_path / "missing.jpg")),
+            FeatureItem(path=str(good)),
+            FeatureItem(data=b"definitely not an image" * 10),
+        ]
+    )
+    missing, ok, garbage = reply["items"]
+    assert missing == {
+        "ok": False,
+        "error": {"code": "not_found", "message": missing["error"]["message"]},
+    }
+    assert garbage["ok"] is False and garbage["error"]["code"] == "not_an_image"
+    vector(ok, 1280)
+    assert service.status()["errors"] == 2
+
+
+async def test_concurrent_requests_share_micro_batches(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    service = await make_service(batch_wait_ms=50.0)
+    await service.wait_ready()
+    files = jpeg_files(tmp_path, range(24), (160, 120))
+    replies = await asyncio.gather(*(service.features([FeatureItem(path=str(p))]) for p in files))
+    assert all(reply["items"][0]["ok"] for reply in replies)
+    status = service.status()
+    assert status["images_served"] == 24
+    assert status["mean_batch"] > 1.0, status  # items of different requests shared forward passes
+    assert status["batches"] < 24
+    assert status["largest_batch"] <= 32
+    assert status["in_flight_items"] == 0 and status["queue_depth"] == 0
+    assert status["recent_images_per_s"] > 0
+
+
+async def test_a_full_queue_answers_busy(make_service: Factory, tmp_path: Path) -> None:
+    service = await make_service(max_queue=4)
+    await service.wait_ready()
+    files = jpeg_files(tmp_path, range(5))
+    first = asyncio.ensure_future(service.features([FeatureItem(path=str(p)) for p in files[:4]]))
+    await asyncio.sleep(0)  # the first request is admitted and holds all 4 slots
+    with pytest.raises(ServiceError) as busy:
+        await service.features([FeatureItem(path=str(files[4]))])
+    assert busy.value.code == ErrorCode.BUSY
+    assert all(item["ok"] for item in (await first)["items"])
+    # Slots are given back: the same request now goes through.
+    assert (await service.features([FeatureItem(path=str(files[4]))]))["items"][0]["ok"]
+
+
+# --------------------------------------------------------------------------- model lifecycle
+
+
+async def test_idle_unload_then_reload_on_the_next_request(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    service = await make_service(idle_unload=0.5)
+    await service.wait_ready()
+    [path] = jpeg_files(tmp_path, range(1))
+    before = await service.features([FeatureItem(path=str(path))])
+    await wait_for_state(service, "unloaded")
+    status = service.status()
+    assert status["unloads"] == 1 and status["model"] == catalog.BUILTIN_ID
+    after = await service.features([FeatureItem(path=str(path))])
+    assert service.status()["loads"] == 2
+    assert after["model"] == before["model"]
+    np.testing.assert_allclose(
+        vector(after["items"][0], 1280), vector(before["items"][0], 1280), atol=1e-5
+    )
+    assert service.model_info()["state"] == "ready"
+
+
+async def test_auto_with_no_clip_weights_serves_builtin_and_says_why(
+    make_service: Factory, empty_hf_cache: Path
+) -> None:
+    service = await make_service(model="auto")
+    info = await service.wait_ready()
+    assert info["id"] == catalog.BUILTIN_ID
+    status = service.status()
+    assert "not in the local cache" in status["why"] and str(empty_hf_cache) in status["why"]
+    rows = {row["name"]: row for row in service.models()}
+    assert rows["builtin"]["active"] is True
+    clip = rows["clip:ViT-B-32/laion2b_s34b_b79k"]
+    assert clip["available"] is False and clip["active"] is False
+
+
+async def test_auto_falls_back_to_builtin_when_cached_clip_weights_are_broken(
+    make_service: Factory, empty_hf_cache: Path
+) -> None:
+    fake_cached_file(
+        empty_hf_cache, catalog.DEFAULT_CLIP, catalog.HF_SAFE_WEIGHTS_NAME, b"not a checkpoint"
+    )
+    service = await make_service(model="auto")
+    info = await service.wait_ready()
+    assert info["id"] == catalog.BUILTIN_ID
+    assert "failed to load" in info["why"] and "built-in" in info["why"]
+    assert service.status()["last_error"]
+
+
+async def test_an_unavailable_model_fails_with_a_clear_reason(make_service: Factory) -> None:
+    service = await make_service(model="clip:ViT-B-32/laion2b_s34b_b79k")
+    with pytest.raises(ServiceError) as failed:
+        await service.wait_ready()
+    assert failed.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert "models pull" in failed.value.message
+    status = service.status()
+    assert status["state"] == "failed" and "models pull" in status["last_error"]
+    with pytest.raises(ServiceError) as refused:
+        await service.features([FeatureItem(data=b"x")])
+    assert refused.value.code == ErrorCode.MODEL_UNAVAILABLE
+
+
+async def test_switching_models_changes_the_id_in_replies(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    tiny = write_tiny_clip(tmp_path / "tiny")
+    service = await make_service(model_config=tiny.config)
+    await service.wait_ready()
+    [path] = jpeg_files(tmp_path, range(1))
+    info = await service.load("clip", str(tiny.weights))
+    assert info["id"] == f"clip:{tiny.name}/file-{catalog.weights_fingerprint(tiny.weights)}"
+    assert info["dim"] == TINY_EMBED_DIM
+    reply = await service.features([FeatureItem(path=str(path))])
+    assert reply["model"] == {"id": info["id"], "dim": TINY_EMBED_DIM}
+    vector(reply["items"][0], TINY_EMBED_DIM)
+    assert any(row["active"] and row["id"] == info["id"] for row in service.models())
+    # A failed switch keeps the model that works.
+    with pytest.raises(ServiceError) as failed:
+        await service.load("clip:ViT-B-16/openai")
+    assert failed.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert service.model_info()["id"] == info["id"] and service.model_info()["state"] == "ready"
+    back = await service.load("builtin")
+    assert back["id"] == catalog.BUILTIN_ID
+    assert (await service.features([FeatureItem(path=str(path))]))["model"]["dim"] == 1280
+
+
+async def test_loading_the_active_model_again_is_free(make_service: Factory) -> None:
+    service = await make_service(model="auto")
+    await service.wait_ready()
+    assert service.status()["loads"] == 1
+    info = await service.load("builtin")
+    assert info["id"] == catalog.BUILTIN_ID and info["why"] == "the built-in model was requested"
+    assert service.status()["loads"] == 1
+
+
+async def test_a_switch_waits_for_items_in_flight(make_service: Factory, tmp_path: Path) -> None:
+    tiny = write_tiny_clip(tmp_path / "tiny")
+    service = await make_service(model_config=tiny.config)
+    await service.wait_ready()
+    files = jpeg_files(tmp_path, range(6))
+    in_flight = asyncio.ensure_future(service.features([FeatureItem(path=str(p)) for p in files]))
+    await asyncio.sleep(0)
+    switched = await service.load("clip", str(tiny.weights))
+    reply = await in_flight
+    # Every item of the earlier request was embedded by the model it started with.
+    assert reply["model"]["id"] == catalog.BUILTIN_ID
+    assert all(len(item["embedding"]) == 4 * 1280 for item in reply["items"])
+    assert switched["dim"] == TINY_EMBED_DIM
+
+
+async def test_pull_offline_is_a_download_failure(
+    make_service: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    service = await make_service()
+    with pytest.raises(ServiceError) as failed:
+        await service.pull("clip", lambda done, total: None)
+    assert failed.value.code == ErrorCode.DOWNLOAD_FAILED
+    assert "offline" in failed.value.message
+
+
+async def test_pull_reports_progress_and_leaves_the_running_model_alone(
+    make_service: Factory, monkeypatch: pytest.MonkeyPatch, empty_hf_cache: Path
+) -> None:
+    hub = FakeHub({})
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        payload = b"w" * 100_000
+        hub.files[
+            f"/{catalog.DEFAULT_CLIP.hf_repo}/resolve/main/{catalog.HF_SAFE_WEIGHTS_NAME}"
+        ] = payload
+        service = await make_service(model="auto")
+        await service.wait_ready()
+        seen: list[tuple[int, int]] = []
+        result = await service.pull("clip", lambda done, total: seen.append((done, total)))
+        assert result["model"] == catalog.DEFAULT_CLIP.label and result["bytes"] == len(payload)
+        assert Path(result["path"]).read_bytes() == payload
+        assert seen[-1] == (len(payload), len(payload))
+        # Weights arrived, but the id of a running daemon changes only on request.
+        assert service.model_info()["id"] == catalog.BUILTIN_ID
+        rows = {row["name"]: row for row in service.models()}
+        assert rows[catalog.DEFAULT_CLIP.label]["available"] is True
+    finally:
+        hub.shutdown()
+        hub.server_close()
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+async def test_close_fails_unfinished_work_and_refuses_new(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    service = await make_service()
+    await service.wait_ready()
+    files = jpeg_files(tmp_path, range(8), (640, 480))
+    pending = asyncio.ensure_future(service.features([FeatureItem(path=str(p)) for p in files]))
+    await asyncio.sleep(0)
+    await service.close(0.0)
+    with pytest.raises(ServiceError) as stopped:
+        await pending
+    assert stopped.value.code == ErrorCode.SHUTTING_DOWN
+    with pytest.raises(ServiceError) as refused:
+        await service.features([FeatureItem(path=str(files[0]))])
+    assert refused.value.code == ErrorCode.SHUTTING_DOWN
+
+
+async def test_close_lets_in_flight_work_finish(make_service: Factory, tmp_path: Path) -> None:
+    service = await make_service()
+    await service.wait_ready()
+    files = jpeg_files(tmp_path, range(4))
+    pending = asyncio.ensure_future(service.features([FeatureItem(path=str(p)) for p in files]))
+    await asyncio.sleep(0)
+    await service.close(30.0)
+    assert all(item["ok"] for item in (await pending)["items"])
