@@ -82,7 +82,9 @@ class Group:
     members: list[Member]
     reason: str  # human-readable: "byte-identical", "hash distance 2, cosine 0.991" ...
     keeper: int = 0
-    scores: dict[str, float] = field(default_factory=dict)  # per-member similarity to keeper, by path
+    scores: dict[str, float] = field(
+        default_factory=dict
+    )  # per-member similarity to keeper, by path
 
     @property
     def keeper_member(self) -> Member:

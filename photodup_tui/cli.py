@@ -1,0 +1,496 @@
+"""The ``photodup`` command: the TUI, or headless ``scan`` / ``apply`` / ``undo``.
+
+    photodup [PATH...]                       open the TUI on these folders
+    photodup scan PATH... [options]          find duplicates, print a summary, write reports
+    photodup apply REPORT --dry-run|--yes    act on a saved JSON report (safe deletion)
+    photodup undo [BATCH]                    put a batch of trashed files back
+
+Exit codes of ``scan``: 0 no duplicates, 1 duplicates found, 2 usage or configuration
+error (bad flag, missing folder, bad config, unusable cache), 3 a report could not be
+written, 130 interrupted (the reports then hold what was found so far).  When photodupd
+cannot start and ``--no-model`` was not given, the scan says so on stderr, falls back to
+perceptual hashes only, and exits 0 or 1 as usual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO, TypeVar
+
+from photodup_tui.engine.features import FeatureSource
+
+EXIT_NO_DUPLICATES = 0
+EXIT_DUPLICATES = 1
+EXIT_USAGE = 2
+EXIT_REPORT_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+SUBCOMMANDS = ("scan", "apply", "undo")
+_T = TypeVar("_T")
+SHOWN_GROUPS = 20
+
+
+class UsageError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------- argument parsing
+
+
+def _scan_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photodup scan",
+        description="Find duplicate and near-duplicate photos without the TUI.",
+        epilog="Exit codes: 0 no duplicates, 1 duplicates found, 2 usage/config error, "
+        "3 report not written, 130 interrupted.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="folders (or files) to scan")
+    parser.add_argument("--json", metavar="FILE", help="write the JSON report here ('-': stdout)")
+    parser.add_argument("--csv", metavar="FILE", help="write a CSV report here")
+    parser.add_argument(
+        "--model",
+        default="auto",
+        help="auto | builtin | clip:NAME[/TAG]: the model photodupd should serve (default auto)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="near-duplicate threshold: minimum cosine for a model, or maximum pHash "
+        "distance in bits with --no-model",
+    )
+    parser.add_argument(
+        "--no-model",
+        action="store_true",
+        help="perceptual hashes only, computed here: faster, fewer matches, no daemon",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
+    parser.add_argument("--config", metavar="FILE", help="config file (default: the user's)")
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="skip matching paths"
+    )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose photos are kept and never deleted (scanned too)",
+    )
+    parser.add_argument("--include-hidden", action="store_true", help="scan hidden folders too")
+    parser.add_argument("--min-size", type=int, metavar="BYTES", help="skip smaller files")
+    return parser
+
+
+def _apply_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photodup apply",
+        description="Move the files a report marks for deletion to the trash.",
+    )
+    parser.add_argument("report", metavar="REPORT", help="a JSON report from photodup scan --json")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="say what would happen, touch nothing")
+    mode.add_argument("--yes", action="store_true", help="really move the files to the trash")
+    return parser
+
+
+def _undo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photodup undo", description="Restore a batch of trashed files (default: the last)."
+    )
+    parser.add_argument("batch", nargs="?", help="batch id (see photodup apply's output)")
+    return parser
+
+
+def _tui_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photodup",
+        description="Find duplicate photos, review them side by side, trash the extras safely. "
+        "Subcommands: scan, apply, undo (photodup scan --help).",
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="folders to open")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in SUBCOMMANDS:
+            command, rest = args[0], args[1:]
+            if command == "scan":
+                return scan_command(_parse(_scan_parser(), rest))
+            if command == "apply":
+                return apply_command(_parse(_apply_parser(), rest))
+            return undo_command(_parse(_undo_parser(), rest))
+        return tui_command(_parse(_tui_parser(), args))
+    except UsageError as exc:
+        print(f"photodup: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except _Exit as exc:
+        return exc.code
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on errors (2)
+        raise _Exit(int(exc.code or 0)) from None
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+# ---------------------------------------------------------------------- scan
+
+
+def scan_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from photodup_tui.engine import report as reports
+    from photodup_tui.engine import settings as config
+    from photodup_tui.engine.cache import Cache, CacheError
+    from photodup_tui.engine.decisions import Decisions
+    from photodup_tui.engine.scan import Scanner
+
+    for path in args.paths:
+        if not os.path.lexists(path):
+            raise UsageError(f"{display(path)}: no such file or folder")
+    try:
+        settings = config.load(Path(args.config) if args.config else None)
+        settings = _with_flags(settings, args)
+    except config.SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+    say = _Printer(quiet=args.quiet)
+    source = _feature_source(args, say)
+    if args.threshold is not None:
+        try:
+            settings = settings.with_threshold(source.model_id, args.threshold)
+        except config.SettingsError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        cache = Cache()
+    except CacheError as exc:
+        raise UsageError(str(exc)) from None
+    decisions = None
+    try:
+        decisions = Decisions()
+    except Exception as exc:  # a broken state dir must not stop a read-only scan
+        say.warn(f"remembered decisions unavailable ({exc}); dismissed groups may reappear")
+
+    cancel = threading.Event()
+    scanner = Scanner(settings, source, cache, decisions)
+    try:
+        result, interrupted = _cancellable(
+            lambda: scanner.run(args.paths, say.progress, cancel), cancel
+        )
+    finally:
+        say.end_progress()
+        cache.close()
+        if decisions is not None:
+            decisions.close()
+
+    for warning in result.warnings:
+        say.warn(warning)
+    report = reports.from_scan(result, list(settings.reference_folders))
+    status = EXIT_INTERRUPTED if interrupted else _status(result)
+    try:
+        if args.json == "-":
+            sys.stdout.write(reports.to_json(report))
+            say.to_stderr = True
+        elif args.json:
+            reports.write_json(report, args.json)
+        if args.csv:
+            reports.write_csv(report, args.csv)
+    except OSError as exc:
+        say.warn(f"could not write the report: {exc}")
+        status = EXIT_REPORT_FAILED
+    say.summary(result, args)
+    return status
+
+
+def _status(result: Any) -> int:
+    return EXIT_DUPLICATES if result.groups else EXIT_NO_DUPLICATES
+
+
+def _with_flags(settings: Any, args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if args.exclude:
+        changes["exclude"] = (*settings.exclude, *args.exclude)
+    if args.reference:
+        for folder in args.reference:
+            if not os.path.isdir(folder):
+                raise UsageError(f"--reference {display(folder)}: not a folder")
+        changes["reference_folders"] = (*settings.reference_folders, *args.reference)
+    if args.include_hidden:
+        changes["include_hidden"] = True
+    if args.min_size is not None:
+        if args.min_size < 0:
+            raise UsageError("--min-size must not be negative")
+        changes["min_size"] = args.min_size
+    return replace(settings, **changes)
+
+
+def _feature_source(args: argparse.Namespace, say: _Printer) -> FeatureSource:
+    from photodup_tui.engine.local_features import LocalFeatureSource
+
+    if args.no_model:
+        return LocalFeatureSource()
+    try:
+        source = _daemon_source(args.model, say)
+    except Exception as exc:  # any reason the daemon cannot serve us
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        say.warn(
+            f"photodupd is unavailable ({reason}); falling back to --no-model: perceptual "
+            "hashes only (re-encodes and resizes are found; edits, crops and bursts are not)"
+        )
+        return LocalFeatureSource()
+    if not _model_matches(args.model, source.model_id):
+        say.warn(f"photodupd is already serving {source.model_id}, not {args.model}; using it")
+    return source
+
+
+def _daemon_source(model: str, say: _Printer) -> FeatureSource:
+    """The daemon's features, starting photodupd if needed (the lead's DaemonFeatureSource)."""
+    from photodup_tui.engine.daemon_features import DaemonFeatureSource
+
+    daemon_args = [] if model == "auto" else ["--model", model]
+    source: FeatureSource = DaemonFeatureSource(report=say.info, daemon_args=daemon_args)
+    return source
+
+
+def _model_matches(requested: str, model_id: str) -> bool:
+    """Does the daemon's model id satisfy ``--model``?  ("clip:ViT-B-32" matches any tag.)"""
+    if requested == "auto":
+        return True
+    if requested == "builtin":
+        return model_id.startswith("builtin:")
+    return model_id == requested or model_id.startswith(requested + "/")
+
+
+# ---------------------------------------------------------------------- apply / undo / TUI
+
+
+def apply_command(args: argparse.Namespace) -> int:
+    """Exit codes: 0 done (skipped files are listed, not errors), 1 some file failed a check
+    after acting, 2 the report is unusable, 130 interrupted."""
+    from pathlib import Path
+
+    from photodup_tui.engine import safedelete
+
+    cancel = threading.Event()
+    try:
+        outcome, interrupted = _cancellable(
+            lambda: safedelete.apply_report(
+                Path(args.report), dry_run=bool(args.dry_run), cancel=cancel
+            ),
+            cancel,
+        )
+    except (safedelete.ReportError, safedelete.PlanError, safedelete.BatchBusy) as exc:
+        raise UsageError(str(exc)) from None
+    for line in outcome.lines():
+        print(line)
+    verb = "would move" if outcome.dry_run else "moved"
+    print(
+        f"{verb} {len(outcome.trashed):,} files to the trash "
+        f"({human_bytes(sum(size for _, _, size in outcome.trashed))}); "
+        f"{len(outcome.skipped):,} skipped, {len(outcome.failed):,} failed"
+    )
+    if not outcome.dry_run and outcome.trashed:
+        print(f"batch {outcome.batch_id}: undo with `photodup undo {outcome.batch_id}`")
+    if interrupted or outcome.cancelled:
+        return EXIT_INTERRUPTED
+    return 1 if outcome.failed else 0
+
+
+def undo_command(args: argparse.Namespace) -> int:
+    """Exit codes: 0 everything restored, 1 some files stayed in the trash (listed),
+    2 no such batch or it is busy."""
+    from photodup_tui.engine import safedelete
+
+    try:
+        outcome = safedelete.undo(args.batch)
+    except (safedelete.BatchNotFound, safedelete.BatchBusy) as exc:
+        raise UsageError(str(exc) or "nothing to undo") from None
+    for line in outcome.lines():
+        print(line)
+    print(
+        f"batch {outcome.batch_id}: {len(outcome.restored):,} restored, {len(outcome.refused):,} not"
+    )
+    return 1 if outcome.refused else 0
+
+
+def _cancellable(work: Callable[[], _T], cancel: threading.Event) -> tuple[_T, bool]:
+    """Run ``work`` on a thread so Ctrl-C becomes ``cancel`` instead of an exception in the
+    middle of a file operation or a database write."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="photodup-work")
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            interrupted = True
+            cancel.set()
+            print("photodup: interrupted: finishing the current file", file=sys.stderr)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"], interrupted
+
+
+def tui_command(args: argparse.Namespace) -> int:
+    try:
+        from photodup_tui.app import run_app
+    except ImportError as exc:
+        raise UsageError(f"the TUI is not available ({exc}); try photodup scan PATH") from None
+    outcome = run_app(args.paths)
+    return outcome if isinstance(outcome, int) else 0
+
+
+# ---------------------------------------------------------------------- output
+
+
+def display(path: str) -> str:
+    """A path safe to print on one line: control characters and undecodable bytes escaped."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_line(p: Any) -> str:
+    return (
+        f"{p.phase}: found {p.files_found:,} ({human_bytes(p.bytes_found)}) · hashed {p.hashed:,}"
+        f" · cached {p.cache_hits:,} · embedded {p.embedded:,} · errors {p.errors:,}"
+        f" · {p.rate:,.0f} files/s · ETA {_eta(p.eta_seconds)}"
+    )
+
+
+class _Printer:
+    """Progress on stderr (redrawn in place on a terminal, sparse otherwise) and the summary."""
+
+    PLAIN_INTERVAL = 5.0
+
+    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.err = stream or sys.stderr
+        self.tty = self.err.isatty()
+        self.to_stderr = False  # the summary goes to stderr when stdout carries the JSON
+        self._drawn = False
+        self._last_plain = 0.0
+        self._last_phase = ""
+
+    def progress(self, p: Any) -> None:
+        if self.quiet:
+            return
+        line = progress_line(p)
+        if self.tty:
+            width = max(20, _terminal_width() - 1)
+            self.err.write("\r\x1b[K" + line[:width])
+            self._drawn = True
+        else:
+            now = time.monotonic()
+            if p.phase != self._last_phase or now - self._last_plain >= self.PLAIN_INTERVAL:
+                self.err.write(line + "\n")
+                self._last_plain, self._last_phase = now, p.phase
+        self.err.flush()
+
+    def end_progress(self) -> None:
+        if self._drawn:
+            self.err.write("\n")
+            self.err.flush()
+            self._drawn = False
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.end_progress()
+            print(f"photodup: {message}", file=self.err)
+
+    def warn(self, message: str) -> None:
+        self.end_progress()
+        print(f"photodup: warning: {message}", file=self.err)
+
+    def summary(self, result: Any, args: argparse.Namespace) -> None:
+        if self.quiet:
+            return
+        out = self.err if self.to_stderr else sys.stdout
+        c = result.counts
+        print(
+            f"Scanned {c.files:,} photos ({human_bytes(c.bytes)}) in {result.elapsed:.1f} s "
+            f"with {result.model_id}: {c.cache_hits:,} from cache, {c.embedded:,} computed, "
+            f"{c.hashed:,} hashed, {len(result.errors):,} errors",
+            file=out,
+        )
+        if c.aliases_skipped or c.symlinks_skipped:
+            print(
+                f"  skipped {c.aliases_skipped:,} hard links or repeated paths "
+                f"and {c.symlinks_skipped:,} symlinks",
+                file=out,
+            )
+        kinds = ", ".join(f"{c.groups.get(k, 0)} {k}" for k in ("exact", "near", "similar"))
+        dismissed = f" ({c.dismissed} dismissed earlier)" if c.dismissed else ""
+        print(f"Found {len(result.groups):,} groups: {kinds}{dismissed}", file=out)
+        for number, group in enumerate(result.groups[:SHOWN_GROUPS], start=1):
+            print(f"\n[{number}] {group.kind.value}: {group.reason}", file=out)
+            for member in group.members:
+                mark = "keep  " if member.action.value == "keep" else "DELETE"
+                print(f"  {mark} {display(member.photo.path)}", file=out)
+        if len(result.groups) > SHOWN_GROUPS:
+            print(
+                f"\n... and {len(result.groups) - SHOWN_GROUPS:,} more groups "
+                "(see --json or --csv)",
+                file=out,
+            )
+        marked = sum(1 for g in result.groups for m in g.members if m.action.value == "delete")
+        if marked:
+            hint = (
+                f"photodup apply {args.json} --dry-run"
+                if args.json not in (None, "-")
+                else ("photodup scan ... --json REPORT, then photodup apply REPORT --dry-run")
+            )
+            print(
+                f"\n{marked:,} files ({human_bytes(c.reclaimable)}) are marked for deletion; "
+                f"review them in photodup, or: {hint}",
+                file=out,
+            )
+        if result.cancelled:
+            print("The scan was interrupted: these results are partial.", file=out)
+
+
+def _terminal_width() -> int:
+    with contextlib.suppress(OSError):
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    return 80

@@ -1,0 +1,327 @@
+"""The scan cache: what we learnt about each file, so a rescan only needs ``lstat``.
+
+One SQLite database (WAL) at ``paths.cache_dir()/cache.sqlite``.  A row is valid while the
+file's path, device, inode, size and mtime_ns are what they were when it was written; any
+change drops the file's row and all its features.  Per model id it holds the embedding
+(float16: half the disk, far below the thresholds' resolution), the perceptual hash, pixel
+size, EXIF facts, or the permanent error the decoder gave.
+
+Safety: writes are batched in transactions, so a killed scan leaves the last committed batch
+and nothing half-written; a database that is not readable at all (corrupt, foreign, or an older
+schema) is moved aside or rebuilt, because a cache can always be recomputed.
+Paths are stored as bytes (``os.fsencode``) so names that are not valid UTF-8 work.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photodup_tui.engine.features import FeatureResult
+from photodup_tui.engine.types import FileStat, Photo
+from photodupd import paths
+
+SCHEMA_VERSION = 1
+FILE_NAME = "cache.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT,
+    partial_hash TEXT
+);
+CREATE TABLE IF NOT EXISTS features (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    model_id TEXT NOT NULL,
+    embedding BLOB,
+    phash INTEGER,
+    width INTEGER,
+    height INTEGER,
+    format TEXT,
+    taken TEXT,
+    camera TEXT,
+    exif_fields INTEGER NOT NULL,
+    error_code TEXT,
+    error_message TEXT,
+    PRIMARY KEY (file_id, model_id)
+) WITHOUT ROWID;
+"""
+
+
+class CacheError(Exception):
+    """The cache cannot be opened or written (disk full, permissions ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    content_hash: str | None
+    partial_hash: str | None  # head+tail hash of the exact tier, so a rescan reads nothing
+    features: FeatureResult | None  # for the model id asked about
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One file's facts to store; ``None`` fields leave what is stored alone."""
+
+    path: str
+    stat: FileStat
+    content_hash: str | None = None
+    partial_hash: str | None = None
+    model_id: str | None = None
+    features: FeatureResult | None = None
+
+
+def default_path() -> Path:
+    return paths.cache_dir() / FILE_NAME
+
+
+def quantise(embedding: np.ndarray) -> np.ndarray:
+    """The embedding exactly as the cache gives it back, so fresh and cached scans agree."""
+    half = np.asarray(embedding, dtype=np.float32).astype(np.float16).astype(np.float32)
+    norm = float(np.linalg.norm(half))
+    return half / norm if norm > 0 else half
+
+
+def _signed(value: int) -> int:
+    """SQLite integers are signed 64-bit; inode numbers and hashes may use the top bit."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def _text(value: str | None) -> str | None:
+    # EXIF strings may hold lone surrogates, which SQLite's UTF-8 cannot store.
+    return None if value is None else value.encode("utf-8", "replace").decode("utf-8")
+
+
+class Cache:
+    """Thread-safe (one connection behind a lock): the scanner writes from its worker thread
+    while feature callbacks arrive on others."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else default_path()
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open()
+        except OSError as exc:
+            raise CacheError(f"cannot open the cache {self.path}: {exc}") from None
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError:
+            # Not a database, or damaged beyond use: keep it for a post-mortem, start afresh.
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+            db.execute("PRAGMA foreign_keys=ON")
+            version = self._schema_version(db)
+            if version not in (None, SCHEMA_VERSION):
+                # Another layout: the cache is disposable, so rebuild rather than migrate.
+                db.executescript("DROP TABLE IF EXISTS features; DROP TABLE IF EXISTS files;")
+            db.executescript(_SCHEMA)
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _schema_version(db: sqlite3.Connection) -> int | None:
+        has_meta = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        if not has_meta:
+            return None
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+
+    def lookup(self, photos: Sequence[Photo], model_id: str) -> dict[str, CachedFile]:
+        """Valid cached facts by path; a file whose identity or stat moved is not returned."""
+        found: dict[str, CachedFile] = {}
+        query = """
+            SELECT f.dev, f.ino, f.size, f.mtime_ns, f.content_hash, x.embedding, x.phash,
+                   x.width, x.height, x.format, x.taken, x.camera, x.exif_fields,
+                   x.error_code, x.error_message, x.model_id, f.partial_hash
+            FROM files f LEFT JOIN features x ON x.file_id = f.id AND x.model_id = ?
+            WHERE f.path = ?"""
+        with self._lock:
+            for photo in photos:
+                row = self._db.execute(query, (model_id, os.fsencode(photo.path))).fetchone()
+                if row is None:
+                    continue
+                st = photo.stat
+                if (_unsigned(row[0]), _unsigned(row[1]), row[2], row[3]) != (
+                    st.dev,
+                    st.ino,
+                    st.size,
+                    st.mtime_ns,
+                ):
+                    continue
+                found[photo.path] = CachedFile(row[4], row[16], _features(row) if row[15] else None)
+        return found
+
+    def paths_under(self, root: str) -> list[str]:
+        """Every cached path at or below ``root`` (a folder or file path)."""
+        prefix = os.fsencode(root.rstrip(os.sep) or os.sep)
+        low = prefix if prefix.endswith(b"/") else prefix + b"/"
+        high = low[:-1] + b"0"  # "0" sorts right after "/": the range holds root/...
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+                (prefix, low, high),
+            ).fetchall()
+        return [os.fsdecode(r[0]) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    # ------------------------------------------------------------------ writing
+
+    def store(self, records: Iterable[Record]) -> int:
+        """Write ``records`` in one transaction: all of them, or none after a crash."""
+        written = 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for record in records:
+                    self._store_one(record)
+                    written += 1
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return written
+
+    def _store_one(self, record: Record) -> None:
+        st = record.stat
+        key = os.fsencode(record.path)
+        identity = (_signed(st.dev), _signed(st.ino), st.size, st.mtime_ns)
+        row = self._db.execute(
+            "SELECT id, dev, ino, size, mtime_ns FROM files WHERE path = ?", (key,)
+        ).fetchone()
+        if row is not None and tuple(row[1:]) != identity:
+            self._db.execute("DELETE FROM files WHERE id = ?", (row[0],))  # features cascade
+            row = None
+        if row is None:
+            file_id = self._db.execute(
+                "INSERT INTO files(path, dev, ino, size, mtime_ns, content_hash, partial_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, *identity, record.content_hash, record.partial_hash),
+            ).lastrowid
+        else:
+            file_id = row[0]
+            if record.content_hash is not None or record.partial_hash is not None:
+                self._db.execute(
+                    "UPDATE files SET content_hash = coalesce(?, content_hash),"
+                    " partial_hash = coalesce(?, partial_hash) WHERE id = ?",
+                    (record.content_hash, record.partial_hash, file_id),
+                )
+        if record.features is not None and record.model_id is not None:
+            self._store_features(file_id, record.model_id, record.features)
+
+    def _store_features(self, file_id: int | None, model_id: str, result: FeatureResult) -> None:
+        embedding = None
+        if result.embedding is not None:
+            embedding = np.asarray(result.embedding, dtype=np.float16).tobytes()
+        self._db.execute(
+            "INSERT OR REPLACE INTO features(file_id, model_id, embedding, phash, width, height,"
+            " format, taken, camera, exif_fields, error_code, error_message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                file_id,
+                model_id,
+                embedding,
+                None if result.phash is None else _signed(result.phash),
+                result.width,
+                result.height,
+                _text(result.format),
+                _text(result.taken),
+                _text(result.camera),
+                result.exif_fields,
+                result.error_code,
+                _text(result.error_message),
+            ),
+        )
+
+    def forget(self, paths_to_drop: Iterable[str]) -> int:
+        """Drop rows (and their features) for these paths, in one transaction."""
+        keys = [(os.fsencode(p),) for p in paths_to_drop]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # rowcount, not total_changes: the cascaded feature rows are not files.
+                dropped = self._db.executemany("DELETE FROM files WHERE path = ?", keys).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return dropped
+
+    def purge(self, roots: Iterable[str], seen: Iterable[str]) -> int:
+        """After a complete walk of ``roots``: drop rows below them the walk did not see
+        (deleted, moved, excluded, or now a hard-link alias).  Returns rows dropped."""
+        seen_set = set(seen)
+        stale = {p for root in roots for p in self.paths_under(root) if p not in seen_set}
+        return self.forget(sorted(stale)) if stale else 0
+
+
+def _features(row: tuple[Any, ...]) -> FeatureResult:
+    blob, phash = row[5], row[6]
+    embedding = None
+    if isinstance(blob, bytes):
+        embedding = quantise(np.frombuffer(blob, dtype=np.float16))
+    return FeatureResult(
+        embedding=embedding,
+        phash=None if phash is None else _unsigned(int(phash)),
+        width=row[7],
+        height=row[8],
+        format=row[9],
+        taken=row[10],
+        camera=row[11],
+        exif_fields=int(row[12] or 0),
+        error_code=row[13],
+        error_message=row[14],
+    )

@@ -1,0 +1,127 @@
+"""The user's verdicts on groups, remembered by content so renames and moves do not undo them.
+
+A decision is stored against the set of content hashes of the group's members.  A later group
+is covered by a decision when all its content hashes are in the decided set: the same photos
+under new names, or fewer of them, stay dismissed; a group that gained a photo the user never
+saw comes back.  Lives in ``paths.state_dir()/decisions.sqlite`` (state, not cache: clearing
+the cache must not forget what the user said).
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from photodup_tui.engine.types import Group
+from photodupd import paths
+
+FILE_NAME = "decisions.sqlite"
+SCHEMA_VERSION = 1
+
+
+class Decision(enum.StrEnum):
+    NOT_DUPLICATES = "not_duplicates"  # "these are different photos"
+    KEEP_ALL = "keep_all"  # "duplicates, but I want every copy"
+
+
+class DecisionError(Exception):
+    """A decision cannot be recorded (e.g. a member has no content hash)."""
+
+
+def content_key(group: Group) -> frozenset[str]:
+    hashes = [m.photo.content_hash for m in group.members]
+    if any(h is None for h in hashes):
+        raise DecisionError("every member needs a content hash to remember a decision")
+    return frozenset(h for h in hashes if h is not None)
+
+
+def _key_text(hashes: Iterable[str]) -> str:
+    return ",".join(sorted(hashes))
+
+
+class Decisions:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else paths.state_dir() / FILE_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # user data: survive power loss too
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS decisions (
+                key TEXT PRIMARY KEY, decision TEXT NOT NULL, created REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS decision_hashes (
+                key TEXT NOT NULL REFERENCES decisions(key) ON DELETE CASCADE,
+                hash TEXT NOT NULL, PRIMARY KEY (hash, key)) WITHOUT ROWID;
+            """
+        )
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Decisions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(self, group: Group, decision: Decision) -> None:
+        hashes = content_key(group)
+        key = _key_text(hashes)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO decisions(key, decision, created) VALUES (?, ?, ?)",
+                    (key, Decision(decision).value, time.time()),
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO decision_hashes(key, hash) VALUES (?, ?)",
+                    [(key, h) for h in hashes],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def forget(self, group: Group) -> bool:
+        """Drop the decision recorded for exactly this group's contents; True if there was one."""
+        key = _key_text(content_key(group))
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM decisions WHERE key = ?", (key,))
+            return cursor.rowcount > 0
+
+    def decision_for(self, group: Group) -> Decision | None:
+        try:
+            hashes = content_key(group)
+        except DecisionError:
+            return None  # we could not have recorded one
+        first = min(hashes)
+        with self._lock:
+            candidates = self._db.execute(
+                "SELECT d.key, d.decision FROM decision_hashes h JOIN decisions d ON d.key = h.key"
+                " WHERE h.hash = ?",
+                (first,),
+            ).fetchall()
+        for key, decision in candidates:
+            if hashes <= frozenset(key.split(",")):
+                return Decision(decision)
+        return None
+
+    def undecided(self, groups: Iterable[Group]) -> list[Group]:
+        """The groups the user has not already dismissed."""
+        return [g for g in groups if self.decision_for(g) is None]

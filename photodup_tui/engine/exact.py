@@ -1,0 +1,171 @@
+"""The exact tier: byte-identical files, found without decoding a pixel.
+
+Cheapest test first: only files that share a size can be identical; among those, an xxh3
+hash of the first and last 64 KiB rules most out; the survivors get a full streamed BLAKE2b
+(256-bit), which is the ``content_hash`` everything else keys on (decisions, reports, the
+byte compare before deleting).
+
+Every read re-checks the file against the walk's ``lstat``: it is opened without following
+symlinks, and its ``fstat`` before and after reading must show the same device, inode, size
+and mtime, else the file changed under us and gets no hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import xxhash
+
+from photodup_tui.engine.types import FileStat, Photo
+
+PARTIAL_BYTES = 64 * 1024
+CHUNK = 1024 * 1024
+#: A few reads in flight hide latency on SSDs and network mounts without thrashing a disk.
+HASH_THREADS = 4
+
+
+class FileChanged(Exception):
+    """The file is not the one the walk saw (replaced, grown, touched, or now a symlink)."""
+
+
+@contextmanager
+def open_verified(path: str, expected: FileStat) -> Iterator[int]:
+    """Open ``path`` read-only, refusing symlinks and anything but the file the walk saw."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: if a FIFO was swapped in since the walk, open must not hang.
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    try:
+        _check(fd, expected)
+        yield fd
+        _check(fd, expected)
+    finally:
+        os.close(fd)
+
+
+def _check(fd: int, expected: FileStat) -> None:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise FileChanged("no longer a regular file")
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
+        expected.dev,
+        expected.ino,
+        expected.size,
+        expected.mtime_ns,
+    ):
+        raise FileChanged("changed since it was found")
+
+
+def partial_hash(path: str, expected: FileStat) -> str:
+    """xxh3-128 of the first and last 64 KiB (the whole file when it is smaller)."""
+    digest = xxhash.xxh3_128()
+    with open_verified(path, expected) as fd:
+        head = os.pread(fd, PARTIAL_BYTES, 0)
+        digest.update(head)
+        if expected.size > PARTIAL_BYTES:
+            tail_at = max(PARTIAL_BYTES, expected.size - PARTIAL_BYTES)
+            digest.update(os.pread(fd, PARTIAL_BYTES, tail_at))
+    return digest.hexdigest()
+
+
+def full_hash(path: str, expected: FileStat) -> str:
+    """BLAKE2b-256 of the whole file, streamed."""
+    digest = hashlib.blake2b(digest_size=32)
+    with open_verified(path, expected) as fd:
+        offset = 0
+        while chunk := os.pread(fd, CHUNK, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+        if offset != expected.size:
+            raise FileChanged("size changed while reading")
+    return digest.hexdigest()
+
+
+def _reason(exc: OSError | FileChanged) -> str:
+    if isinstance(exc, FileChanged):
+        return str(exc)
+    return exc.strerror or str(exc)
+
+
+def hash_all(
+    photos: Sequence[Photo],
+    hasher: Callable[[str, FileStat], str],
+    cancel: threading.Event,
+    on_done: Callable[[Photo, str | None, str | None], None],
+) -> None:
+    """Run ``hasher`` over ``photos`` on a few threads; ``on_done(photo, digest, error)``
+    is called from this thread, in completion order.  Stops early when cancelled."""
+
+    def job(photo: Photo) -> tuple[Photo, str | None, str | None]:
+        if cancel.is_set():
+            return photo, None, None
+        try:
+            return photo, hasher(photo.path, photo.stat), None
+        except (OSError, FileChanged) as exc:
+            return photo, None, _reason(exc)
+
+    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="photodup-hash") as pool:
+        for photo, digest, error in pool.map(job, photos):
+            if digest is not None or error is not None:
+                on_done(photo, digest, error)
+
+
+def candidates_for_full_hash(
+    photos: Iterable[Photo],
+    cancel: threading.Event,
+    on_partial: Callable[[Photo, str | None, str | None], None],
+    known_partials: Mapping[str, str] | None = None,
+) -> list[Photo]:
+    """The photos whose content hash is worth computing.
+
+    A photo is a candidate when it has no content hash yet and another replica has the same
+    size and the same partial hash.  Partial hashes come from ``known_partials`` (by path,
+    from the cache) when possible, so a rescan reads nothing; ``on_partial(photo, digest,
+    error)`` reports each one computed here.  Photos with a (cached) content hash are never
+    fully re-read, but take part in the comparison through their partial hash.
+    """
+    known = known_partials or {}
+    by_size: dict[int, list[Photo]] = defaultdict(list)
+    for photo in photos:
+        by_size[photo.stat.size].append(photo)
+    needs_partial: list[Photo] = []
+    by_partial: dict[tuple[int, str], list[Photo]] = defaultdict(list)
+    for bucket in by_size.values():
+        if len(bucket) < 2 or all(p.content_hash is not None for p in bucket):
+            continue
+        for photo in bucket:
+            if photo.path in known:
+                by_partial[(photo.stat.size, known[photo.path])].append(photo)
+            else:
+                needs_partial.append(photo)
+
+    def record(photo: Photo, digest: str | None, error: str | None) -> None:
+        if digest is not None:
+            by_partial[(photo.stat.size, digest)].append(photo)
+        else:
+            photo.error = error
+        on_partial(photo, digest, error)
+
+    hash_all(needs_partial, partial_hash, cancel, record)
+    return [
+        p
+        for bucket in by_partial.values()
+        if len(bucket) > 1
+        for p in bucket
+        if p.content_hash is None
+    ]
+
+
+def exact_clusters(photos: Iterable[Photo]) -> list[list[Photo]]:
+    """Photos sharing a content hash, two or more per cluster, in walk order."""
+    by_hash: dict[str, list[Photo]] = defaultdict(list)
+    for photo in photos:
+        if photo.content_hash is not None:
+            by_hash[photo.content_hash].append(photo)
+    return [members for members in by_hash.values() if len(members) > 1]

@@ -1,0 +1,61 @@
+"""The seam between the engine and whatever computes image features.
+
+A :class:`FeatureSource` turns paths into :class:`FeatureResult` values: the daemon
+(``daemon_features.DaemonFeatureSource``: embeddings from a model) or the local
+perceptual-hash mode (``local_features.LocalFeatureSource``).  The scanner accepts any of
+them, caches results per ``model_id`` and never asks twice for an unchanged file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+#: Item errors that describe the file itself, so they are cached like a result: asking again
+#: about the same bytes gives the same answer.  Others (timeouts, crashes, busy, permission)
+#: may succeed next time and are asked again on the next scan.
+PERMANENT_ERRORS = frozenset({"not_an_image", "unsupported_format", "truncated", "too_large"})
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """What we learn about one file by decoding it."""
+
+    embedding: np.ndarray | None  # float32, L2-normalised; None in no-model mode
+    phash: int | None  # 64-bit unsigned perceptual hash
+    width: int | None
+    height: int | None
+    format: str | None  # Pillow format name
+    taken: str | None  # EXIF DateTimeOriginal, ISO 8601
+    camera: str | None
+    exif_fields: int
+    error_code: str | None = None  # protocol ErrorCode value when the file could not be used
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+    @classmethod
+    def failure(cls, code: str, message: str) -> FeatureResult:
+        return cls(None, None, None, None, None, None, None, 0, code, message)
+
+
+class FeatureSource(Protocol):
+    model_id: str  # cache key, e.g. "builtin:efficientnet_lite0/imagenet" or "local:phash-v1"
+
+    def compute(
+        self,
+        paths: Sequence[str],
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        """Call ``on_result`` once per path (any order, any thread) until done or cancelled.
+
+        One bad file is a failed result for that path, never an exception for the batch.
+        """
+        ...

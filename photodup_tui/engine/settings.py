@@ -1,0 +1,229 @@
+"""What a scan looks at and how it judges: defaults < ``[scan]`` table of config.toml < flags.
+
+Thresholds are per model id because every model spreads its cosines differently.
+The values below are provisional; the quality benchmark calibrates them.
+
+``[scan]`` keys (all optional)::
+
+    exclude = ["*/node_modules", "*.thumbnail"]   # globs, see walk.py
+    include_hidden = false
+    min_size = 1                                 # bytes
+    raw = true                                   # walk RAW files (.cr2, .nef, .dng ...)
+    reference_folders = ["~/Archive"]            # scanned, never targets, win keeper choice
+    keep_rules = ["reference", "resolution", "file_size", "format", "exif", "oldest", "shorter_path"]
+    format_priority = [["RAW", "HEIF", "AVIF"], ["PNG", "TIFF"], ["JPEG", "MPO"], ["WEBP", "GIF", "BMP"]]
+    prefer_paths = ["*/Originals/*"]             # keep rule "path_patterns": earlier = stronger
+    avoid_paths = ["*/Downloads/*", "* copy*"]
+    delete_raw_jpeg_pairs = false
+    exact_search_limit = 20000                   # above this many embeddings, use the ANN index
+    neighbours_k = 32
+
+    [scan.thresholds."builtin:efficientnet_lite0/imagenet"]
+    near_cosine = 0.90
+    near_phash = 10
+    similar_cosine = 0.80
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from photodupd import paths
+
+#: The model id of the --no-model mode (perceptual hashes computed locally).
+LOCAL_MODEL_ID = "local:phash-v1"
+
+KEEP_RULES = (
+    "reference",  # a copy inside a reference folder wins
+    "resolution",  # more pixels
+    "file_size",  # more bytes (less compression)
+    "format",  # original formats over derived ones (format_priority)
+    "exif",  # more EXIF tags
+    "oldest",  # earliest capture date (EXIF), then earliest mtime
+    "path_patterns",  # prefer_paths / avoid_paths
+    "shorter_path",  # fewer path components, then fewer characters
+)
+DEFAULT_KEEP_RULES = (
+    "reference",
+    "resolution",
+    "file_size",
+    "format",
+    "exif",
+    "oldest",
+    "path_patterns",
+    "shorter_path",
+)
+DEFAULT_FORMAT_PRIORITY: tuple[tuple[str, ...], ...] = (
+    ("RAW", "HEIF", "AVIF"),
+    ("PNG", "TIFF"),
+    ("JPEG", "MPO"),
+    ("WEBP", "GIF", "BMP"),
+)
+
+
+class SettingsError(Exception):
+    """A bad value in the config file or on the command line; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When two photos count as ``near`` or ``similar`` for one model.
+
+    With embeddings, ``near`` needs both the cosine and the pHash distance (a re-encode keeps
+    the geometry, so the perceptual hash agrees); ``similar`` needs only the cosine.  Without
+    embeddings (``local:phash-v1``) only the pHash distances apply.
+    """
+
+    near_cosine: float | None = 0.90
+    near_phash: int | None = 10
+    similar_cosine: float | None = 0.80
+    similar_phash: int | None = None
+
+
+DEFAULT_THRESHOLDS: Mapping[str, Thresholds] = {
+    # Exact ids first, then families (the part before ":"), then "*".
+    "builtin:efficientnet_lite0/imagenet": Thresholds(0.90, 10, 0.80, None),
+    "clip": Thresholds(0.92, 10, 0.85, None),
+    LOCAL_MODEL_ID: Thresholds(None, 8, None, 10),
+    "*": Thresholds(0.90, 10, 0.80, None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSettings:
+    exclude: tuple[str, ...] = ()
+    include_hidden: bool = False
+    min_size: int = 1
+    raw: bool = True
+    reference_folders: tuple[str, ...] = ()
+    keep_rules: tuple[str, ...] = DEFAULT_KEEP_RULES
+    format_priority: tuple[tuple[str, ...], ...] = DEFAULT_FORMAT_PRIORITY
+    prefer_paths: tuple[str, ...] = ()
+    avoid_paths: tuple[str, ...] = ()
+    delete_raw_jpeg_pairs: bool = False
+    exact_search_limit: int = 20_000
+    neighbours_k: int = 32
+    thresholds: Mapping[str, Thresholds] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+
+    def thresholds_for(self, model_id: str) -> Thresholds:
+        family = model_id.split(":", 1)[0]
+        for key in (model_id, family, "*"):
+            if key in self.thresholds:
+                return self.thresholds[key]
+        return DEFAULT_THRESHOLDS["*"]
+
+    def with_threshold(self, model_id: str, value: float) -> ScanSettings:
+        """The ``--threshold`` flag: the ``near`` cosine for a model, or the ``near`` pHash
+        distance (bits) when the model has no embeddings."""
+        current = self.thresholds_for(model_id)
+        if current.near_cosine is None:
+            if not (value >= 0 and float(value).is_integer() and value <= 64):
+                raise SettingsError(
+                    f"--threshold for {model_id} is a pHash distance 0..64, not {value}"
+                )
+            updated = replace(current, near_phash=int(value))
+        else:
+            if not 0.0 < value <= 1.0:
+                raise SettingsError(
+                    f"--threshold for {model_id} is a cosine in (0, 1], not {value}"
+                )
+            similar = current.similar_cosine
+            updated = replace(
+                current,
+                near_cosine=value,
+                similar_cosine=min(similar, value) if similar is not None else None,
+            )
+        return replace(self, thresholds={**self.thresholds, model_id: updated})
+
+
+def load(config_file: Path | None = None) -> ScanSettings:
+    """Read the ``[scan]`` table; a missing default config file means defaults."""
+    path = config_file if config_file is not None else paths.config_file()
+    if not path.exists():
+        if config_file is not None:
+            raise SettingsError(f"config file {path} does not exist")
+        return ScanSettings()
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read {path}: {exc}") from None
+    table = data.get("scan", {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"{path}: [scan] must be a table")
+    return from_mapping(table, where=str(path))
+
+
+def from_mapping(table: Mapping[str, Any], where: str = "settings") -> ScanSettings:
+    known = {f.name for f in fields(ScanSettings)}
+    unknown = set(table) - known
+    if unknown:
+        raise SettingsError(f"{where}: unknown keys in [scan]: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, raw in table.items():
+        values[name] = _convert(name, raw, where)
+    settings = replace(ScanSettings(), **values)
+    bad_rules = [r for r in settings.keep_rules if r not in KEEP_RULES]
+    if bad_rules:
+        raise SettingsError(
+            f"{where}: unknown keep rules {bad_rules}; choose from {', '.join(KEEP_RULES)}"
+        )
+    return settings
+
+
+def _convert(name: str, raw: Any, where: str) -> Any:
+    def fail(expected: str) -> SettingsError:
+        return SettingsError(f"{where}: scan.{name} must be {expected}, got {raw!r}")
+
+    if name in ("include_hidden", "raw", "delete_raw_jpeg_pairs"):
+        if not isinstance(raw, bool):
+            raise fail("true or false")
+        return raw
+    if name in ("min_size", "exact_search_limit", "neighbours_k"):
+        if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+            raise fail("a non-negative integer")
+        return raw
+    if name in ("exclude", "keep_rules", "prefer_paths", "avoid_paths", "reference_folders"):
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise fail("a list of strings")
+        if name == "reference_folders":
+            return tuple(os.path.expanduser(x) for x in raw)
+        return tuple(raw)
+    if name == "format_priority":
+        if not isinstance(raw, list) or not all(
+            isinstance(tier, list) and all(isinstance(x, str) for x in tier) for tier in raw
+        ):
+            raise fail("a list of lists of format names")
+        return tuple(tuple(x.upper() for x in tier) for tier in raw)
+    if name == "thresholds":
+        if not isinstance(raw, dict):
+            raise fail("a table of model ids")
+        merged = dict(DEFAULT_THRESHOLDS)
+        for model_id, entry in raw.items():
+            merged[model_id] = _thresholds(model_id, entry, where)
+        return merged
+    raise fail("a known value")  # pragma: no cover - every field is handled above
+
+
+def _thresholds(model_id: str, entry: Any, where: str) -> Thresholds:
+    if not isinstance(entry, dict):
+        raise SettingsError(f"{where}: scan.thresholds.{model_id!r} must be a table")
+    base = DEFAULT_THRESHOLDS.get(model_id, DEFAULT_THRESHOLDS["*"])
+    values: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key in ("near_cosine", "similar_cosine"):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+                raise SettingsError(f"{where}: {model_id}.{key} must be a cosine in (0, 1]")
+            values[key] = float(value)
+        elif key in ("near_phash", "similar_phash"):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
+                raise SettingsError(f"{where}: {model_id}.{key} must be a bit count 0..64")
+            values[key] = value
+        else:
+            raise SettingsError(f"{where}: unknown threshold {key!r} for {model_id}")
+    return replace(base, **values)

@@ -1,0 +1,124 @@
+"""Before anything moves: exactly how many files, how many bytes, and which trash."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from photodup_tui.formatting import display_path, human_size, plural
+from photodup_tui.workers import PlanSummary
+
+SHOW_AT_MOST = 8
+
+
+def describe(summary: PlanSummary, roots: Sequence[str]) -> Text:
+    text = Text()
+    kinds = ", ".join(f"{n} from {kind} groups" for kind, n in sorted(summary.by_kind.items()))
+    text.append(f"Move {plural(summary.files, 'file')} ({human_size(summary.bytes)}) ", "bold")
+    text.append("to the trash", "bold")
+    text.append(f"  ({kinds})\n\n" if kinds else "\n\n")
+    for trash_dir, count in sorted(summary.trash_dirs.items()):
+        text.append(f"  {plural(count, 'file')} → {display_path(trash_dir)}\n")
+    operations = summary.plan.operations
+    text.append("\n")
+    for op in operations[:SHOW_AT_MOST]:
+        text.append(f"  ✗ {display_path(op.victim.path, roots)}", "red")
+        text.append(f"  (keeps {display_path(op.keeper.path, roots)})\n", "dim")
+    if len(operations) > SHOW_AT_MOST:
+        text.append(f"  … and {len(operations) - SHOW_AT_MOST} more\n", "dim")
+    if summary.no_trash:
+        text.append(
+            f"\n{plural(len(summary.no_trash), 'file')} will stay where they are: no trash on "
+            "their disk can take them without copying (nothing is ever deleted outright):\n",
+            "yellow",
+        )
+        for path, why in summary.no_trash[:SHOW_AT_MOST]:
+            text.append(f"  {display_path(path, roots)}: {why}\n", "yellow")
+    refused = summary.plan.refused
+    if refused:
+        text.append(f"\n{plural(len(refused), 'marked file')} will not be touched:\n", "yellow")
+        for path, why in refused[:SHOW_AT_MOST]:
+            text.append(f"  {display_path(path, roots)}: {why}\n", "yellow")
+        if len(refused) > SHOW_AT_MOST:
+            text.append(f"  … and {len(refused) - SHOW_AT_MOST} more\n", "yellow")
+    text.append(
+        "\nRight before each move photodup checks the file again (byte by byte against the "
+        "keeper for exact copies) and skips anything that changed. Press u afterwards to put "
+        "every file back.",
+        "dim",
+    )
+    return text
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    HELP = "Nothing has happened yet. Enter or y moves the files to the trash; escape or n cancels."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "confirm", "Move to trash"),
+        Binding("escape,n", "cancel", "Cancel"),
+    ]
+    DEFAULT_CSS = """
+    ConfirmScreen {
+        align: center middle;
+    }
+    ConfirmScreen #dialog {
+        width: 90;
+        max-width: 95%;
+        height: auto;
+        max-height: 90%;
+        border: thick $warning;
+        background: $surface;
+        padding: 1 2;
+    }
+    ConfirmScreen #dialog-body {
+        height: auto;
+        max-height: 24;
+    }
+    ConfirmScreen #buttons {
+        height: auto;
+        margin-top: 1;
+        align-horizontal: right;
+    }
+    ConfirmScreen Button {
+        margin-left: 2;
+    }
+    """
+
+    def __init__(self, summary: PlanSummary, roots: Sequence[str]) -> None:
+        super().__init__()
+        self.summary = summary
+        self.roots = list(roots)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog") as dialog:
+            dialog.border_title = "Move to trash?"
+            with VerticalScroll(id="dialog-body"):
+                yield Static(describe(self.summary, self.roots))
+            with Horizontal(id="buttons"):
+                yield Button("Cancel (n)", id="cancel")
+                yield Button(
+                    f"Move {plural(self.summary.files, 'file')} to trash (y)",
+                    id="confirm",
+                    variant="error",
+                    disabled=self.summary.files == 0,
+                )
+
+    def on_mount(self) -> None:
+        button = self.query_one("#confirm" if self.summary.files else "#cancel", Button)
+        button.focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+    def action_confirm(self) -> None:
+        if self.summary.files:
+            self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

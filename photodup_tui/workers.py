@@ -1,0 +1,290 @@
+"""The blocking work behind the screens: each function runs inside a Textual thread worker.
+
+Nothing here imports Textual.  Everything that can wait on the disk, the daemon or a child
+process lives here, so the event loop only ever renders and handles keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from PIL import Image
+
+from photodup_tui.engine.cache import Cache, CacheError
+from photodup_tui.engine.daemon_features import DaemonFeatureSource
+from photodup_tui.engine.daemon_launch import Report, ensure_daemon
+from photodup_tui.engine.decisions import Decision, Decisions
+from photodup_tui.engine.features import FeatureSource
+from photodup_tui.engine.local_features import LocalFeatureSource
+from photodup_tui.engine.safedelete import Plan
+from photodup_tui.engine.safedelete.trash import TrashUnavailable, usable_location
+from photodup_tui.engine.scan import Scanner, ScanProgress, ScanResult
+from photodup_tui.engine.settings import ScanSettings
+from photodup_tui.engine.types import Group
+from photodupd import imaging
+from photodupd.client import ConnectionLost, SyncClient
+from photodupd.protocol import RemoteError
+
+T = TypeVar("T")
+
+#: A function that turns a status-line callback into a feature source (tests inject one).
+SourceFactory = Callable[[Report, threading.Event], "OpenedSource"]
+
+
+class Cancelled(Exception):
+    """The user cancelled while we waited."""
+
+
+# ------------------------------------------------------------------------------ daemon
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    """What the status line says about photodupd."""
+
+    state: str  # checking | starting | loading | ready | unloaded | failed | down | off
+    model: str | None = None
+    why: str = ""
+    detail: str = ""  # last error, or what the launcher is doing
+    images_per_s: float = 0.0
+
+
+def poll_daemon(socket_path: Path | None, timeout: float = 2.0) -> DaemonStatus:
+    """One ``status`` round trip; any failure to connect means "down"."""
+    try:
+        with SyncClient(socket_path, timeout=timeout, client_name="photodup-tui") as client:
+            client.connect()
+            status: dict[str, Any] = client.request("status")
+    except (OSError, ConnectionLost, RemoteError):
+        return DaemonStatus("down")
+    model = status.get("model")
+    if isinstance(model, dict):  # tolerate either spelling of the model field
+        model = model.get("id")
+    return DaemonStatus(
+        state=str(status.get("state") or "ready"),
+        model=str(model) if model else None,
+        why=str(status.get("why") or ""),
+        detail=str(status.get("last_error") or ""),
+        images_per_s=float(status.get("recent_images_per_s") or 0.0),
+    )
+
+
+def start_daemon(socket_path: Path | None, report: Report, lock: threading.Lock) -> None:
+    """Start photodupd when nobody answers (the model then loads while the user looks)."""
+    with lock:
+        ensure_daemon(socket_path, report=report)
+
+
+@dataclass(slots=True)
+class OpenedSource:
+    source: FeatureSource
+    #: None with the daemon's model; otherwise why the scan runs without one
+    fallback_reason: str | None = None
+
+
+UNAVAILABLE = "photodupd is not available: "
+
+
+def short_reason(exc: BaseException) -> str:
+    """One line for the status line: the error's first line and, when the launcher appended
+    the daemon's log, its last line (which says why)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+
+
+def open_feature_source(
+    use_model: bool,
+    socket_path: Path | None,
+    report: Report,
+    cancel: threading.Event,
+    start_lock: threading.Lock | None = None,
+) -> OpenedSource:
+    """The daemon's model, or the no-model mode when the user chose it or the daemon fails.
+
+    ``start_lock`` is held while the daemon is started, so the app's own start at launch and
+    a scan never spawn two daemons at once.
+    """
+    if not use_model:
+        return OpenedSource(LocalFeatureSource(), "the model is turned off in the settings")
+    lock = start_lock or threading.Lock()
+
+    def connect() -> DaemonFeatureSource:
+        with lock:
+            return DaemonFeatureSource(socket_path, report=report, start=True)
+
+    try:
+        source = run_cancellable(connect, cancel)
+    except Cancelled:
+        raise
+    except Exception as exc:  # DaemonStartFailed, a broken socket, a bad reply ...
+        return OpenedSource(
+            LocalFeatureSource(), f"photodupd is not available: {short_reason(exc)}"
+        )
+    return OpenedSource(source)
+
+
+def run_cancellable(fn: Callable[[], T], cancel: threading.Event, poll: float = 0.1) -> T:
+    """Run ``fn`` in a daemon thread and wait for it, giving up when ``cancel`` is set.
+
+    For calls with no cancel of their own (waiting for a model to load): the UI returns at
+    once and the abandoned thread cannot hold the process open at exit.
+    """
+    box: list[Any] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:
+            box.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="photodup-wait", daemon=True).start()
+    while not done.wait(poll):
+        if cancel.is_set():
+            raise Cancelled
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return cast(T, value)
+
+
+# ------------------------------------------------------------------------------ scanning
+
+
+def run_scan(
+    roots: Sequence[str],
+    settings: ScanSettings,
+    source: FeatureSource,
+    progress: Callable[[ScanProgress], None],
+    cancel: threading.Event,
+) -> ScanResult:
+    """One scan with the user's cache and remembered decisions.
+
+    A cache that cannot be opened never stops a scan: it runs on a throw-away one, and the
+    result says so.
+    """
+    warnings: list[str] = []
+    try:
+        cache = Cache()
+    except CacheError as exc:
+        warnings.append(f"{exc}; this scan will not be remembered")
+        cache = Cache(Path(tempfile.mkdtemp(prefix="photodup-cache-")) / "cache.sqlite")
+    try:
+        decisions: Decisions | None = Decisions()
+    except (OSError, sqlite3.Error) as exc:
+        warnings.append(f"your earlier 'not duplicates' answers cannot be read: {exc}")
+        decisions = None
+    try:
+        result = Scanner(settings, source, cache, decisions).run(roots, progress, cancel)
+    finally:
+        cache.close()
+        if decisions is not None:
+            decisions.close()
+    result.warnings[:0] = warnings
+    return result
+
+
+def remember_not_duplicates(group: Group) -> None:
+    with Decisions() as decisions:
+        decisions.record(group, Decision.NOT_DUPLICATES)
+
+
+# ------------------------------------------------------------------------------ actions
+
+
+@dataclass(slots=True)
+class PlanSummary:
+    """What the confirm dialog says: exactly what the plan will do, and where files go."""
+
+    plan: Plan
+    files: int
+    bytes: int
+    trash_dirs: Counter[str] = field(default_factory=Counter)  # trash dir -> files
+    no_trash: list[tuple[str, str]] = field(default_factory=list)  # (path, why not)
+    by_kind: Counter[str] = field(default_factory=Counter)
+
+
+def summarize(plan: Plan) -> PlanSummary:
+    """Count the plan and find each file's trash (one lookup per device, nothing created)."""
+    summary = PlanSummary(plan, files=len(plan.operations), bytes=plan.bytes_planned)
+    per_device: dict[int, str | TrashUnavailable] = {}
+    for op in plan.operations:
+        summary.by_kind[op.group_kind.value] += 1
+        dev = op.victim.stat.dev
+        if dev not in per_device:
+            try:
+                per_device[dev] = usable_location(op.victim.path).trash_dir
+            except (TrashUnavailable, OSError) as exc:
+                per_device[dev] = TrashUnavailable(str(exc))
+        where = per_device[dev]
+        if isinstance(where, TrashUnavailable):
+            summary.no_trash.append((op.victim.path, str(where)))
+        else:
+            summary.trash_dirs[where] += 1
+    return summary
+
+
+def open_in_viewer(path: str) -> str:
+    """Start the system viewer without waiting for it; returns the command used."""
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    if shutil.which(opener) is None:
+        raise FileNotFoundError(f"{opener} is not installed, so photodup cannot open files")
+    subprocess.Popen(
+        [opener, path],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the viewer outlives us and never grabs our terminal
+    )
+    return opener
+
+
+# ------------------------------------------------------------------------------ previews
+
+PreviewLoader = Callable[[str, int], Image.Image]
+
+
+class PreviewCache:
+    """Decoded previews by path and mtime, least recently used first out."""
+
+    def __init__(self, loader: PreviewLoader | None = None, capacity: int = 48) -> None:
+        self._loader = loader or default_preview_loader
+        self._capacity = capacity
+        self._items: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str, max_side: int) -> Image.Image:
+        try:
+            stamp = os.stat(path).st_mtime_ns
+        except OSError:
+            stamp = 0  # the loader reports the real problem, or a test loader needs no file
+        key = (path, stamp)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        image = self._loader(path, max_side)
+        with self._lock:
+            self._items[key] = image
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return image
+
+
+def default_preview_loader(path: str, max_side: int) -> Image.Image:
+    return imaging.load_preview(path, max_side)

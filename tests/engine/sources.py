@@ -1,0 +1,88 @@
+"""Test-only feature sources: a counting wrapper and a tiny in-process "model"."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from photodup_tui.engine.features import FeatureResult, FeatureSource
+from photodupd import imaging
+
+
+class Counting:
+    """Wraps a source and records every path it was asked about."""
+
+    def __init__(self, inner: FeatureSource) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.requested: list[str] = []
+        self.calls = 0
+
+    def compute(
+        self,
+        paths: Sequence[str],
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        self.calls += 1
+        self.requested.extend(paths)
+        self.inner.compute(paths, on_result, cancel)
+
+
+class ThumbnailModel:
+    """Embeddings without torch: the centred 16x16 grey thumbnail, L2-normalised.
+
+    Crude, but resized and re-encoded copies of a picture land at cosine ~0.99 and different
+    synthetic photos far lower, which is all the scan tests need from a model.
+    """
+
+    model_id = "test:thumbnail16"
+
+    def __init__(self, results: dict[str, FeatureResult] | None = None) -> None:
+        self.overrides = results or {}
+
+    def compute(
+        self,
+        paths: Sequence[str],
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        for path in paths:
+            if cancel.is_set():
+                return
+            on_result(path, self.overrides.get(path) or embed(path))
+
+
+def embed(path: str) -> FeatureResult:
+    try:
+        decoded = imaging.decode(path, spec=None)
+    except imaging.ImageError as exc:
+        return FeatureResult.failure(str(exc.code), exc.message)
+    with Image.open(path) as image:
+        grey = np.asarray(
+            image.convert("L").resize((16, 16), Image.Resampling.BILINEAR), np.float32
+        )
+    vector = (grey - grey.mean()).ravel()
+    vector /= max(float(np.linalg.norm(vector)), 1e-6)
+    return FeatureResult(
+        embedding=vector.astype(np.float32),
+        phash=decoded.phash,
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        taken=decoded.taken,
+        camera=decoded.camera,
+        exif_fields=decoded.exif_fields,
+    )
+
+
+def crashing_decoder(path: str) -> FeatureResult:
+    """Runs in a worker process: dies on files named "crash*", else a fake result."""
+    import os
+
+    if os.path.basename(path).startswith("crash"):
+        os._exit(3)  # what a segfaulting native decoder looks like from outside
+    return FeatureResult(None, len(path), 1, 1, "JPEG", None, None, 0)

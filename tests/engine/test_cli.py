@@ -1,0 +1,195 @@
+"""The headless CLI: exit codes, reports, progress, fallback, apply/undo wiring."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from photodup_tui import cli
+from photodup_tui.engine.report import load_report
+from tests.photos import make_photo, write_jpeg
+
+
+def distinct(root: Path, count: int = 3) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for seed in range(count):
+        write_jpeg(root / f"p{seed}.jpg", make_photo(100 + seed, (240, 180)))
+    return root
+
+
+def with_duplicate(root: Path) -> Path:
+    distinct(root)
+    (root / "dup").mkdir()
+    shutil.copy2(root / "p0.jpg", root / "dup" / "p0 copy.jpg")
+    return root
+
+
+def test_no_duplicates_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lib = distinct(tmp_path / "lib")
+    assert cli.main(["scan", str(lib), "--no-model"]) == cli.EXIT_NO_DUPLICATES
+    out = capsys.readouterr().out
+    assert "Scanned 3 photos" in out
+    assert "Found 0 groups" in out
+
+
+def test_duplicates_exit_1_and_the_json_report_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = with_duplicate(tmp_path / "lib")
+    target = tmp_path / "report.json"
+    csv_target = tmp_path / "report.csv"
+    code = cli.main(
+        ["scan", str(lib), "--no-model", "--json", str(target), "--csv", str(csv_target)]
+    )
+    assert code == cli.EXIT_DUPLICATES
+    report = load_report(target)  # re-read from disk
+    assert report.model == "local:phash-v1"
+    assert report.roots == [str(lib)]
+    (group,) = report.groups
+    assert group.kind.value == "exact"
+    assert {m.photo.path: m.action.value for m in group.members} == {
+        str(lib / "p0.jpg"): "keep",
+        str(lib / "dup" / "p0 copy.jpg"): "delete",
+    }
+    assert csv_target.read_text().count("\n") == 3
+    out = capsys.readouterr().out
+    assert "DELETE " + str(lib / "dup" / "p0 copy.jpg") in out
+    assert f"photodup apply {target} --dry-run" in out
+
+
+def test_json_to_stdout_moves_the_summary_to_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = with_duplicate(tmp_path / "lib")
+    assert cli.main(["scan", str(lib), "--no-model", "--json", "-"]) == cli.EXIT_DUPLICATES
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["groups"][0]["kind"] == "exact"
+    assert "Scanned 4 photos" in captured.err
+
+
+def test_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lib = with_duplicate(tmp_path / "lib")
+    assert cli.main(["scan", str(lib), "--no-model", "--quiet"]) == cli.EXIT_DUPLICATES
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scan"],
+        ["scan", "/definitely/not/here", "--no-model"],
+        ["scan", ".", "--no-model", "--threshold", "70"],
+        ["scan", ".", "--no-model", "--min-size", "-1"],
+        ["scan", ".", "--bogus-flag"],
+        ["apply", "report.json"],  # neither --dry-run nor --yes
+        ["apply", "report.json", "--dry-run", "--yes"],
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == cli.EXIT_USAGE
+
+
+def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[scan]\nkeep_rules = ["resolution", "astrology"]\n')
+    assert (
+        cli.main(["scan", str(tmp_path), "--no-model", "--config", str(config)]) == cli.EXIT_USAGE
+    )
+    assert "astrology" in capsys.readouterr().err
+
+
+def test_threshold_changes_what_counts_as_near(tmp_path: Path) -> None:
+    lib = distinct(tmp_path / "lib")
+    assert cli.main(["scan", str(lib), "--no-model", "-q"]) == cli.EXIT_NO_DUPLICATES
+    report = tmp_path / "r.json"
+    # 64 bits: every pHash is "near" every other; the flag reached the grouping.
+    argv = ["scan", str(lib), "--no-model", "-q", "--threshold", "64", "--json", str(report)]
+    assert cli.main(argv) == cli.EXIT_DUPLICATES
+    (group,) = load_report(report).groups
+    assert group.kind.value == "near"
+    assert len(group.members) == 3
+
+
+def test_daemon_unavailable_falls_back_to_no_model_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(model: str, say: object) -> object:
+        raise ConnectionRefusedError("photodupd did not answer within 60 s")
+
+    monkeypatch.setattr(cli, "_daemon_source", unavailable)
+    lib = with_duplicate(tmp_path / "lib")
+    target = tmp_path / "report.json"
+    assert cli.main(["scan", str(lib), "--json", str(target)]) == cli.EXIT_DUPLICATES
+    err = capsys.readouterr().err
+    assert "photodupd is unavailable (photodupd did not answer within 60 s)" in err
+    assert "falling back to --no-model" in err
+    assert load_report(target).model == "local:phash-v1"
+
+
+def test_unwritable_report_exits_3(tmp_path: Path) -> None:
+    lib = with_duplicate(tmp_path / "lib")
+    target = tmp_path / "no-such-dir" / "report.json"
+    assert (
+        cli.main(["scan", str(lib), "--no-model", "-q", "--json", str(target)])
+        == cli.EXIT_REPORT_FAILED
+    )
+
+
+PROGRAM = "import sys; from photodup_tui.cli import main; sys.exit(main())"
+
+
+def test_subprocess_progress_is_sparse_lines_when_not_a_tty(tmp_path: Path) -> None:
+    lib = with_duplicate(tmp_path / "lib")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, "scan", str(lib), "--no-model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and all("\r" not in line for line in lines)
+    assert any(line.startswith("done: found 4") for line in lines)
+    assert (
+        "hashed" in lines[-1]
+        and "cached" in lines[-1]
+        and "embedded" in lines[-1]
+        and "ETA" in lines[-1]
+    )
+    assert "Found 1 groups: 1 exact" in done.stdout
+
+
+def test_apply_dry_run_then_yes_then_undo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = with_duplicate(tmp_path / "lib")
+    report = tmp_path / "report.json"
+    victim = lib / "dup" / "p0 copy.jpg"
+    cli.main(["scan", str(lib), "--no-model", "-q", "--json", str(report)])
+    assert cli.main(["apply", str(report), "--dry-run"]) == 0
+    assert victim.exists()
+    assert "would move 1 files" in capsys.readouterr().out
+    assert cli.main(["apply", str(report), "--yes"]) == 0
+    assert not victim.exists()
+    assert (lib / "p0.jpg").exists()
+    assert cli.main(["undo"]) == 0
+    assert victim.exists()
+
+
+def test_display_escapes_control_characters_and_bad_bytes() -> None:
+    assert cli.display("/a/new\nline.jpg") == "/a/new\\nline.jpg"
+    assert cli.display(os.fsdecode(b"/a/\xff.jpg")) == "/a/\\xff.jpg"
+    assert cli.display("/a/café.jpg") == "/a/café.jpg"
