@@ -190,7 +190,7 @@ class AsyncClient:
                 return self.welcome
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(os.fspath(self.path), limit=protocol.MAX_FRAME),
+                    asyncio.open_unix_connection(os.fspath(self.path), limit=64 * 1024),
                     self.connect_timeout,
                 )
             except (OSError, TimeoutError) as exc:

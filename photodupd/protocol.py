@@ -38,6 +38,12 @@ MAX_ITEMS: Final = 256
 MAX_STR: Final = 64 * 1024
 #: Most keys in any map; every map in this protocol has only a handful.
 MAX_MAP_LEN: Final = 64
+#: Most containers (maps + arrays, and their entries) in one document.  msgpack's
+#: limits are per container, so without this a frame of one-byte empty arrays
+#: becomes ~70 bytes of Python object each (a 64 MiB frame, gigabytes) and its
+#: unpacking stalls the event loop.  The largest legal document (a features
+#: reply: 256 items of ~10 keys) needs under 3,000.
+MAX_ELEMENTS: Final = 16 * MAX_ITEMS + 1024
 
 HEADER: Final = struct.Struct(">I")
 
@@ -144,6 +150,16 @@ def unpack(body: bytes) -> dict[str, Any]:
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"frame of {len(body)} bytes exceeds {MAX_FRAME}"
         )
+    budget = [MAX_ELEMENTS]
+
+    def count(container: Any) -> Any:
+        budget[0] -= 1 + len(container)
+        if budget[0] < 0:
+            raise ProtocolError(
+                ErrorCode.BAD_FRAME, f"more than {MAX_ELEMENTS} elements in one frame"
+            )
+        return container
+
     try:
         document = msgpack.unpackb(
             body,
@@ -151,6 +167,8 @@ def unpack(body: bytes) -> dict[str, Any]:
             strict_map_key=True,
             use_list=True,
             ext_hook=_refuse_ext,
+            list_hook=count,
+            object_hook=count,
             max_str_len=MAX_STR,
             max_bin_len=MAX_FRAME,
             max_array_len=max(MAX_ITEMS, 4096),

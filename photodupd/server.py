@@ -23,7 +23,8 @@ from photodupd.protocol import ErrorCode, ProtocolError, Request
 
 log = logging.getLogger("photodupd.server")
 
-WRITE_TIMEOUT = 30.0  # a client that stops reading its replies is dropped after this
+WRITE_TIMEOUT = 30.0
+STREAM_LIMIT = 64 * 1024  # a client that stops reading its replies is dropped after this
 
 
 class ServiceError(Exception):
@@ -113,7 +114,10 @@ class Server:
             # clients (a scan starting 200 workers) need more.
             self._on_connect,
             sock=listener,
-            limit=protocol.MAX_FRAME,
+            # Small read-ahead: asyncio buffers up to 2x limit per connection even
+            # when nobody reads, so MAX_FRAME here let one client that pipelines
+            # without reading park 128 MiB.  readexactly() still reads big frames.
+            limit=STREAM_LIMIT,
             backlog=1024,
         )
 
@@ -176,6 +180,9 @@ class Server:
         self.stats.connections_total += 1
         try:
             await self._serve_connection(conn, reader)
+        except asyncio.CancelledError:
+            # asyncio.run() cancels connection tasks left at exit; that is a close.
+            pass
         finally:
             self.connections.pop(number, None)
             for task in list(conn.tasks):
@@ -252,7 +259,8 @@ class Server:
             await self._reply_error(conn, request.id, ErrorCode.HELLO_REQUIRED, "send hello first")
             return False
         version = request.fields.get("protocol")
-        if version != protocol.PROTOCOL_VERSION:
+        # type() and not ==: True == 1 and 1.0 == 1 are not protocol 1.
+        if type(version) is not int or version != protocol.PROTOCOL_VERSION:
             await self._reply_error(
                 conn,
                 request.id,
