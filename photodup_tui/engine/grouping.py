@@ -18,10 +18,16 @@ byte-identical copies of its members).  Byte-identical and near non-keepers are 
 DELETE; similar ones stay KEEP (rule 6); so do members in a reference folder (rule 11) and
 the other half of a RAW+JPEG pair with the keeper unless settings allow it.
 Undecodable files have no features, so they never join by similarity (rule 7).
+
+Verdicts between two contents (thresholds per model id, see settings.py): ``near`` needs the
+near cosine *and* the near pHash distance *and* the same aspect ratio (a re-encode or resize
+keeps it, a crop does not); ``similar`` needs the similar cosine.  Without embeddings the
+pHash distances alone decide.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from photodup_tui.engine.keeprules import KeepRules, dimensions, is_raw_jpeg_pair
-from photodup_tui.engine.neighbours import EXACT_LIMIT, hamming, hamming_pairs, neighbours
+from photodup_tui.engine.neighbours import (
+    EXACT_LIMIT,
+    Tick,
+    hamming,
+    hamming_pairs,
+    neighbours,
+)
 from photodup_tui.engine.settings import Thresholds
 from photodup_tui.engine.types import Action, Group, Kind, Member, Photo
 
@@ -91,10 +103,16 @@ def group_photos(
     delete_raw_jpeg_pairs: bool = False,
     k: int = 32,
     exact_limit: int = EXACT_LIMIT,
+    cancel: threading.Event | None = None,
+    tick: Tick | None = None,
 ) -> list[Group]:
-    """All duplicate groups among ``photos``; ``embeddings`` by path (any replica's)."""
+    """All duplicate groups among ``photos``; ``embeddings`` by path (any replica's).
+
+    ``cancel`` cuts the neighbour search short (the groups then rest on the pairs found so
+    far); ``tick`` is called now and then during it, for progress reports.
+    """
     contents = _contents(photos, rules, embeddings)
-    edges = _edges(contents, thresholds, k, exact_limit)
+    edges = _edges(contents, thresholds, k, exact_limit, cancel, tick)
     assigned: set[int] = set()
     groups: list[Group] = []
     for kind in (Kind.NEAR, Kind.SIMILAR):
@@ -152,7 +170,12 @@ def _phash(content: _Content) -> int | None:
 
 
 def _edges(
-    contents: list[_Content], thresholds: Thresholds, k: int, exact_limit: int
+    contents: list[_Content],
+    thresholds: Thresholds,
+    k: int,
+    exact_limit: int,
+    cancel: threading.Event | None,
+    tick: Tick | None,
 ) -> list[dict[int, Match]]:
     """For each content, its near/similar neighbours (both directions)."""
     edges: list[dict[int, Match]] = [{} for _ in contents]
@@ -167,7 +190,8 @@ def _edges(
         ]
         if len(with_vectors) > 1:
             matrix = np.stack([c.embedding for c in with_vectors if c.embedding is not None])
-            for a, b, cosine in neighbours(matrix, cosine_floor, k, exact_limit):
+            pairs = neighbours(matrix, cosine_floor, k, exact_limit, cancel=cancel, tick=tick)
+            for a, b, cosine in pairs:
                 i, j = with_vectors[a].index, with_vectors[b].index
                 ha, hb = hashes[i], hashes[j]
                 distance = hamming(ha, hb) if ha is not None and hb is not None else None
@@ -184,7 +208,7 @@ def _edges(
         return edges
     hashed = [c.index for c in contents if hashes[c.index] is not None]
     values = np.array([hashes[i] for i in hashed], dtype=np.uint64)
-    for a, b, distance in hamming_pairs(values, limit):
+    for a, b, distance in hamming_pairs(values, limit, cancel=cancel, tick=tick):
         i, j = hashed[a], hashed[b]
         match = _classify(
             thresholds, distance, None, _same_shape(contents[i].best, contents[j].best)

@@ -246,12 +246,18 @@ class _Run:
             delete_raw_jpeg_pairs=self.settings.delete_raw_jpeg_pairs,
             k=self.settings.neighbours_k,
             exact_limit=self.settings.exact_search_limit,
+            cancel=self.cancel,
+            tick=self.tracker.report,
         )
         groups = self._hash_members(groups)
         self.writer.flush()
         counts = ScanCounts()
         if self.scanner.decisions is not None:
-            undecided = self.scanner.decisions.undecided(groups)
+            try:
+                undecided = self.scanner.decisions.undecided(groups)
+            except Exception as exc:  # a damaged state db must not hide the results
+                self.warnings.append(f"remembered decisions unavailable: {exc}")
+                undecided = groups
             counts.dismissed = len(groups) - len(undecided)
             groups = undecided
 

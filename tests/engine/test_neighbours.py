@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from photodup_tui.engine import neighbours as nb
@@ -74,3 +76,27 @@ def test_hamming_pairs_match_brute_force() -> None:
     }
     assert set(pairs) == expected
     assert len(expected) >= 400
+
+
+def test_searches_tick_and_stop_when_cancelled() -> None:
+    vectors = clustered(2000, 32, seed=4)
+    ticks: list[int] = []
+    cancel = threading.Event()
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 2:
+            cancel.set()
+
+    saved = nb.BLOCK_BYTES
+    try:
+        nb.BLOCK_BYTES = 4 * 2000 * 100  # 100-row blocks: 20 of them
+        partial = nb.neighbours(vectors, 0.8, exact_limit=10_000, cancel=cancel, tick=tick)
+    finally:
+        nb.BLOCK_BYTES = saved
+    everything = nb.neighbours(vectors, 0.8, exact_limit=10_000)
+    assert len(ticks) == 2  # one block searched, then the cancel was seen
+    assert partial
+    assert set(partial) < set(everything)  # what was found is right, just not all
+    cancel.set()
+    assert nb.neighbours(vectors, 0.8, exact_limit=100, cancel=cancel) == []

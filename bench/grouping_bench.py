@@ -1,0 +1,395 @@
+"""Grouping benchmark: the engine's neighbour search + grouping on synthetic embeddings.
+
+Usage::
+
+    python bench/grouping_bench.py [--sizes 20000:1280,100000:1280,1000000:512]
+                                   [--queries 2000] [--out bench/results/grouping.md]
+
+Each size ``N:DIM`` runs in a fresh process, so its peak RSS (``ru_maxrss``) is its own.  The
+process first builds what a scan of N photos holds when it starts grouping: N ``Photo``
+records and a dict of N separate float32 embeddings, L2-normalised and float16-rounded the
+way the cache returns them (``cache.quantise``).  Embeddings are drawn around 1,000 "topics"
+(same-topic cosine about 0.5, like real photo embeddings, not the near-orthogonal noise of
+uniform random vectors); 20% of the photos belong to planted duplicate clusters of 2 to 4
+(cosine to their original spread evenly from the model's lowest threshold to 0.995, pHash a
+few bits apart, some downscaled).
+
+Then ``group_photos`` runs with the engine's default settings for a model of that dimension
+(1280: the built-in EfficientNet-Lite0; 512: a CLIP ViT-B model).  Pair recall is measured
+against exact search on ``--queries`` random photos: every pair with one of them at or above
+the cosine floor, found by brute force on the very matrix the engine searched, must be among
+the engine's pairs.  The brute-force check is excluded from the times.
+
+1,000,000 photos use dimension 512 (CLIP), not 1280: 1M x 1280 float32 is 5.1 GB by itself,
+more than the 4 GB budget before anything else is counted, and the engine keeps float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, emit, machine_line, markdown_table, say, verdict
+
+from photodup_tui.engine import grouping
+from photodup_tui.engine.keeprules import KeepRules
+from photodup_tui.engine.neighbours import Pair
+from photodup_tui.engine.settings import ScanSettings, Thresholds
+from photodup_tui.engine.types import FileStat, Photo
+
+DEFAULT_SIZES = "20000:1280,100000:1280"
+MODEL_FOR_DIM = {1280: "builtin:efficientnet_lite0/imagenet", 512: "clip:ViT-B-32/openai"}
+TOPICS = 1000
+PLANTED = 0.20  # share of photos in planted duplicate clusters
+CHUNK = 20_000  # rows generated at a time, so generation never outgrows the engine
+QUERY_CHUNK = 32  # brute-force queries per matrix product (32 x N floats at a time)
+
+#: Targets: (seconds, GiB) by size; pair recall >= 99% of exact search everywhere.
+TIME_TARGETS = {100_000: 10.0, 1_000_000: 60.0}
+MEMORY_TARGET_GIB = {1_000_000: 4.0}
+RECALL_TARGET = 0.99
+
+
+# ------------------------------------------------------------------------------ the library
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _quantised(rows: np.ndarray) -> np.ndarray:
+    """What ``cache.quantise`` does to each row: float16 rounding, then unit length again."""
+    return _unit(rows.astype(np.float16).astype(np.float32)).astype(np.float32)
+
+
+def synthetic_library(
+    n: int, dim: int, floor: float, rng: np.random.Generator
+) -> tuple[list[Photo], dict[str, np.ndarray]]:
+    topics = _unit(rng.standard_normal((TOPICS, dim), dtype=np.float32))
+    photos: list[Photo] = []
+    embeddings: dict[str, np.ndarray] = {}
+    originals = int(n * (1 - PLANTED / 2.5))  # clusters average 3 photos: 2.5 copies per 3
+    hashes = rng.integers(0, np.iinfo(np.uint64).max, size=n, dtype=np.uint64, endpoint=True)
+    base_rows: list[np.ndarray] = []
+    for start in range(0, originals, CHUNK):
+        count = min(CHUNK, originals - start)
+        picked = topics[rng.integers(0, TOPICS, count)]
+        noise = rng.standard_normal((count, dim), dtype=np.float32) / np.sqrt(dim)
+        rows = _quantised(picked + noise)  # same-topic cosine about 0.5
+        base_rows.append(rows)
+        for offset, row in enumerate(rows):
+            i = start + offset
+            _add(photos, embeddings, i, row.copy(), int(hashes[i]), (4000, 3000))
+    # Copies of the first originals, in clusters of 2 to 4, until the library has n photos.
+    source = 0
+    while len(photos) < n:
+        row = base_rows[source // CHUNK][source % CHUNK]
+        for _ in range(int(rng.integers(1, 4))):
+            if len(photos) >= n:
+                break
+            cosine = rng.uniform(floor + 0.005, 0.995)
+            spread = np.sqrt(1 / cosine**2 - 1)  # |noise| that leaves this cosine
+            noise = rng.standard_normal(dim, dtype=np.float32)
+            noise -= noise.dot(row) * row  # orthogonal to the original
+            copy = _quantised((row + spread * noise / np.linalg.norm(noise))[None, :])[0]
+            flips = rng.choice(64, size=int(rng.integers(0, 5)), replace=False)
+            phash = int(hashes[source]) ^ int(sum(1 << int(b) for b in flips))
+            size = (4000, 3000) if rng.random() < 0.5 else (2000, 1500)
+            _add(photos, embeddings, len(photos), copy, phash, size)
+        source += 1
+    return photos, embeddings
+
+
+def _add(
+    photos: list[Photo],
+    embeddings: dict[str, np.ndarray],
+    i: int,
+    embedding: np.ndarray,
+    phash: int,
+    size: tuple[int, int],
+) -> None:
+    path = f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg"
+    stamp = 1_600_000_000_000_000_000 + i * 1_000_000_000
+    photos.append(
+        Photo(
+            path=path,
+            stat=FileStat(
+                dev=1, ino=i + 1, size=size[0] * size[1] // 4, mtime_ns=stamp, ctime_ns=stamp
+            ),
+            content_hash=f"{i:032x}",
+            width=size[0],
+            height=size[1],
+            format="JPEG",
+            phash=phash,
+            exif_fields=12,
+            decodable=True,
+        )
+    )
+    embeddings[path] = embedding
+
+
+# ------------------------------------------------------------------------------ the probe
+
+
+class NeighbourProbe:
+    """Stands in the engine's seat for ``neighbours``: calls the real one, times it, and then
+    brute-forces sampled rows of the very matrix it searched (that time is kept apart)."""
+
+    def __init__(self, queries: int, rng: np.random.Generator) -> None:
+        self.real = grouping.neighbours
+        self.queries = queries
+        self.rng = rng
+        self.seconds = 0.0
+        self.check_seconds = 0.0
+        self.pairs = 0
+        self.truth_pairs = 0
+        self.recall = float("nan")
+        self.exact = False
+
+    def __call__(
+        self,
+        embeddings: np.ndarray,
+        threshold: float,
+        k: int = 32,
+        exact_limit: int = 20_000,
+        **options: Any,  # cancel, tick ...: passed through untouched
+    ) -> list[Pair]:
+        search = "exact search" if len(embeddings) <= exact_limit else "HNSW search"
+        _phase(f"{search} of {len(embeddings):,} vectors running")
+        started = time.perf_counter()
+        pairs = self.real(embeddings, threshold, k, exact_limit, **options)
+        self.seconds = time.perf_counter() - started
+        _phase(f"{search} done in {self.seconds:.1f} s; checking recall, then grouping")
+        self.pairs = len(pairs)
+        self.exact = len(embeddings) <= exact_limit
+        started = time.perf_counter()
+        self._check(np.ascontiguousarray(embeddings, dtype=np.float32), threshold, pairs)
+        self.check_seconds = time.perf_counter() - started
+        return pairs
+
+    def _check(self, vectors: np.ndarray, threshold: float, pairs: list[Pair]) -> None:
+        n = len(vectors)
+        sample = np.sort(self.rng.choice(n, size=min(self.queries, n), replace=False))
+        chosen = np.zeros(n, dtype=bool)
+        chosen[sample] = True
+        truth: set[tuple[int, int]] = set()
+        for start in range(0, len(sample), QUERY_CHUNK):
+            rows = sample[start : start + QUERY_CHUNK]
+            hits_q, hits_j = np.nonzero(vectors[rows] @ vectors.T >= threshold)
+            for q, j in zip(rows[hits_q].tolist(), hits_j.tolist(), strict=True):
+                if q != j:
+                    truth.add((min(q, j), max(q, j)))
+        if pairs:
+            found_a = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+            found_b = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
+            mine = chosen[found_a] | chosen[found_b]
+            found = set(zip(found_a[mine].tolist(), found_b[mine].tolist(), strict=True))
+        else:
+            found = set()
+        self.truth_pairs = len(truth)
+        self.recall = len(truth & found) / len(truth) if truth else 1.0
+
+
+# ------------------------------------------------------------------------------ one case
+
+
+@dataclass
+class CaseResult:
+    n: int
+    dim: int
+    model_id: str
+    floor: float
+    search: str
+    inputs_gib: float  # RSS once the library is built (what a scan holds before grouping)
+    peak_gib: float  # ru_maxrss over the whole process
+    neighbours_s: float
+    total_s: float  # group_photos, without the brute-force check
+    pairs: int
+    groups: int
+    truth_pairs: int
+    recall: float
+
+
+def run_case(n: int, dim: int, queries: int, seed: int = 7) -> CaseResult:
+    import psutil
+
+    settings = ScanSettings()
+    model_id = MODEL_FOR_DIM.get(dim, f"synthetic:{dim}")
+    thresholds: Thresholds = settings.thresholds_for(model_id)
+    floor = min(c for c in (thresholds.near_cosine, thresholds.similar_cosine) if c is not None)
+    rng = np.random.default_rng(seed)
+    photos, embeddings = synthetic_library(n, dim, floor, rng)
+    inputs = psutil.Process().memory_info().rss
+    _phase(f"library built, RSS {inputs / 2**30:.2f} GiB; group_photos running")
+    probe = NeighbourProbe(queries, rng)
+    grouping.neighbours = probe  # instrument, not replace
+    try:
+        started = time.perf_counter()
+        groups = grouping.group_photos(
+            photos,
+            embeddings,
+            thresholds,
+            KeepRules(settings),
+            k=settings.neighbours_k,
+            exact_limit=settings.exact_search_limit,
+        )
+        total = time.perf_counter() - started - probe.check_seconds
+    finally:
+        grouping.neighbours = probe.real
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return CaseResult(
+        n=n,
+        dim=dim,
+        model_id=model_id,
+        floor=floor,
+        search="exact" if probe.exact else "HNSW (usearch)",
+        inputs_gib=inputs / 2**30,
+        peak_gib=peak / 2**30,
+        neighbours_s=probe.seconds,
+        total_s=total,
+        pairs=probe.pairs,
+        groups=len(groups),
+        truth_pairs=probe.truth_pairs,
+        recall=probe.recall,
+    )
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _targets(r: CaseResult) -> str:
+    checks = [r.recall >= RECALL_TARGET]
+    notes = [f"recall >= {RECALL_TARGET:.0%}"]
+    if r.n in TIME_TARGETS:
+        checks.append(r.total_s < TIME_TARGETS[r.n])
+        notes.append(f"< {TIME_TARGETS[r.n]:.0f} s")
+    if r.n in MEMORY_TARGET_GIB:
+        checks.append(r.peak_gib <= MEMORY_TARGET_GIB[r.n])
+        notes.append(f"<= {MEMORY_TARGET_GIB[r.n]:.0f} GiB")
+    return f"{verdict(all(checks))} ({', '.join(notes)})"
+
+
+def report(results: list[CaseResult | str], queries: int) -> str:
+    rows = []
+    for r in results:
+        if isinstance(r, str):
+            rows.append([r, *(["-"] * 10)])
+            continue
+        rows.append(
+            [
+                f"{r.n:,} x {r.dim}",
+                r.search,
+                f"{r.neighbours_s:.1f} s",
+                f"{r.total_s:.1f} s",
+                f"{r.inputs_gib:.2f} GiB",
+                f"{r.peak_gib:.2f} GiB",
+                f"{r.pairs:,}",
+                f"{r.groups:,}",
+                f"{r.recall:.2%} of {r.truth_pairs:,}",
+                f"{r.floor:.2f}",
+                _targets(r),
+            ]
+        )
+    header = [
+        "embeddings",
+        "search",
+        "neighbours",
+        "group_photos total",
+        "RSS before",
+        "peak RSS",
+        "pairs",
+        "groups",
+        f"pair recall ({queries:,} queries)",
+        "cosine floor",
+        "meets targets",
+    ]
+    return "\n".join(
+        [
+            f"Grouping benchmark (engine defaults: k={ScanSettings().neighbours_k}, "
+            f"exact search up to {ScanSettings().exact_search_limit:,}); {machine_line()}",
+            "",
+            markdown_table(header, rows),
+            "",
+            "RSS before: the photos and float32 embeddings a scan holds when grouping starts. "
+            "Peak RSS: the whole process.  Recall: pairs at or above the cosine floor, found "
+            "by brute force for random query photos on the matrix the engine searched.",
+        ]
+    )
+
+
+def _phase(message: str) -> None:
+    """Child side: where the case is, so a case stopped by the budget can say how far it got."""
+    print(f"phase: {message}", file=sys.stderr, flush=True)
+
+
+def _child(spec: str, queries: int, budget: float) -> CaseResult | str:
+    """Run one case in a fresh interpreter (its own peak RSS), stopped after ``budget`` seconds;
+    a timeout, crash or OOM kill becomes a row that says so."""
+    command = [sys.executable, __file__, "--child", spec, "--queries", str(queries)]
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=ROOT
+        )
+        try:
+            out, _ = child.communicate(timeout=budget)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            return f"{spec}: stopped after {budget:.0f} s ({_last_phase(errors)})"
+        if child.returncode != 0:
+            return f"{spec}: failed with exit {child.returncode} ({_last_phase(errors)})"
+    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return CaseResult(**data)
+
+
+def _last_phase(errors: IO[str]) -> str:
+    errors.seek(0)
+    lines = [line.strip() for line in errors if line.strip()]
+    phases = [line.removeprefix("phase: ") for line in lines if line.startswith("phase: ")]
+    last = phases[-1] if phases else "no progress reported"
+    if lines and not lines[-1].startswith("phase: "):
+        last += f"; last output: {lines[-1][:160]}"
+    return last
+
+
+def _parse(spec: str) -> tuple[int, int]:
+    n, _, dim = spec.partition(":")
+    return int(n), int(dim or 1280)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated N:DIM cases")
+    parser.add_argument("--queries", type=int, default=2000, help="brute-force recall queries")
+    parser.add_argument(
+        "--budget", type=float, default=240.0, help="seconds before a case is stopped"
+    )
+    parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        n, dim = _parse(args.child)
+        print(json.dumps(asdict(run_case(n, dim, args.queries))))
+        return
+    results: list[CaseResult | str] = []
+    for spec in args.sizes.split(","):
+        say(f"grouping {spec} ...")
+        results.append(_child(spec.strip(), args.queries, args.budget))
+    emit(report(results, args.queries), args.out)
+
+
+if __name__ == "__main__":
+    main()
