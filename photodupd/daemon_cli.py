@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import logging
 import signal
 import sys
@@ -19,6 +21,33 @@ EXIT_OK = 0
 EXIT_ALREADY_RUNNING = 1
 EXIT_CONFIG = 2
 EXIT_UNSAFE = 3
+
+#: mallopt(3) parameter number of M_ARENA_MAX (glibc's malloc.h).
+_M_ARENA_MAX = -8
+#: Malloc arenas the daemon may use.  glibc's default is 8 per core, and each
+#: thread that allocates (the model thread, torch's intra-op threads, the event
+#: loop, the decoder pool's threads) then keeps the high-water mark of freed
+#: activations in an arena of its own: with the built-in model, about 1050 MB
+#: resident after 64 photos instead of 800-840 MB with one arena.  Those threads
+#: spend far more time computing than allocating, so sharing one arena's lock
+#: cost nothing measurable (model-only images/s within noise).
+MALLOC_ARENAS = 1
+
+
+def limit_memory_growth() -> None:
+    """Process-wide memory settings; must run before the daemon starts any thread.
+
+    * Caps glibc's malloc arenas (see :data:`MALLOC_ARENAS`).
+    * Keeps Triton out: torchvision imports ``torch._dynamo``, which imports
+      Triton when it is installed, mapping ~75 MB of ``libtriton.so`` that an
+      eager-mode inference daemon never runs.  ``None`` in ``sys.modules`` makes
+      that import fail as if Triton were absent, and torch carries on without it
+      (``torch.utils._triton.has_triton()`` is False).
+    """
+    sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to tune
+            ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +140,7 @@ async def serve(cfg: DaemonConfig, listener: sockets.Listener) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_memory_growth()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="photodupd: %(levelname)s %(message)s"

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -138,7 +140,11 @@ def _builtin_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class ClipModel:
-    """An open_clip image tower; the embedding is ``encode_image`` L2-normalised."""
+    """An open_clip image tower; the embedding is ``encode_image`` L2-normalised.
+
+    Only the image tower is kept: the daemon never embeds text, and for
+    ViT-B-32 the text tower is 40% of the weights (about 250 MB).
+    """
 
     def __init__(
         self,
@@ -150,16 +156,14 @@ class ClipModel:
         model_config: Path | None = None,
         device: str = "cpu",
     ) -> None:
-        # Imported here: a daemon serving the built-in model never pays for open_clip.
-        import open_clip
-
+        open_clip = _open_clip()
         if model_config is not None:
             _add_model_config(model_config)
         if arch not in open_clip.list_models():
             raise catalog.ModelUnavailable(
                 f"open_clip has no architecture {arch!r} (give its config JSON with --model-config)"
             )
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"pretrained_text": False}  # never fetch text-tower weights
         if tag is not None:
             # open_clip merges a tag's preprocessing and QuickGELU only when it
             # resolves the tag itself; we pass a file path, so apply them here.
@@ -171,18 +175,12 @@ class ClipModel:
                 if k in tag_cfg
             }
         try:
-            net = open_clip.create_model(
-                arch,
-                pretrained=str(weights),
-                device=device,
-                pretrained_text=False,
-                require_pretrained=True,
-                weights_only=True,
-                **options,
-            )
+            net = load_image_tower(arch, weights, options)
+        except catalog.ModelUnavailable:
+            raise
         except Exception as exc:  # torch, safetensors and open_clip each raise their own kinds
             raise catalog.ModelUnavailable(f"cannot load {arch} from {weights}: {exc}") from None
-        self.net: Any = net.eval()
+        self.net: Any = net.eval().to(device)
         self.id = model_id
         self.device = device
         cfg = open_clip.get_model_preprocess_cfg(net)
@@ -202,8 +200,152 @@ class ClipModel:
             return _to_numpy(self.net.encode_image(self._normalize(pixels)))
 
 
-def _add_model_config(path: Path) -> None:
+class _NeedsOpenClipLoader(Exception):
+    """The checkpoint needs open_clip's own loader (conversion, resizing, old formats)."""
+
+
+def load_image_tower(
+    arch: str, weights: Path, options: dict[str, Any], *, full_load: bool = False
+) -> torch.nn.Module:
+    """An open_clip model holding only its image tower, with the weights of ``weights``.
+
+    The fast path builds the model on the ``meta`` device (no memory, no random
+    init), drops the text tower, and reads only the image tower's tensors from
+    the file.  A checkpoint that does not match the architecture key for key
+    (old formats, other layouts, position embeddings to resize) goes through
+    open_clip's full loader instead, and the text tower is dropped afterwards.
+    ``full_load`` forces that path (tests compare the two).
+    """
+    open_clip = _open_clip()
+    if not full_load:
+        with contextlib.suppress(_NeedsOpenClipLoader):
+            return _image_tower_from_checkpoint(open_clip, arch, weights, options)
+    net = open_clip.create_model(
+        arch, pretrained=str(weights), require_pretrained=True, weights_only=True, **options
+    )
+    _keep_image_tower_only(net)
+    release_memory()  # the text tower's weights
+    return net
+
+
+def _image_tower_from_checkpoint(
+    open_clip: Any, arch: str, weights: Path, options: dict[str, Any]
+) -> torch.nn.Module:
+    try:
+        with _quiet_random_init_warning(), torch.device("meta"):
+            net = open_clip.create_model(arch, load_weights=False, device="meta", **options)
+    except Exception as exc:  # e.g. a tower that cannot be built on "meta": the slow way then
+        raise _NeedsOpenClipLoader(f"cannot build {arch} on the meta device: {exc}") from exc
+    _keep_image_tower_only(net)
+    wanted = net.state_dict()  # meta tensors: the names, shapes and dtypes to fill
+    if any(name not in wanted for name, _ in net.named_buffers()):
+        # A buffer that is not saved (computed in __init__) would stay on "meta".
+        raise _NeedsOpenClipLoader("the image tower has non-persistent buffers")
+    net.load_state_dict(_read_tensors(weights, wanted), strict=True, assign=True)
+    return cast(torch.nn.Module, net)
+
+
+def _keep_image_tower_only(net: torch.nn.Module) -> None:
+    """Drop everything but ``visual``: the text transformer, token embedding, ln_final,
+    text projection, logit scale/bias and the text attention mask.  ``encode_image`` of
+    open_clip's CLIP, CustomTextCLIP and CoCa reads nothing but ``self.visual``."""
+    if not isinstance(getattr(net, "visual", None), torch.nn.Module):
+        raise catalog.ModelUnavailable(f"{type(net).__name__} has no image tower")
+    for name in [n for n in net._modules if n != "visual"]:
+        delattr(net, name)
+    for name in list(net._parameters):
+        delattr(net, name)
+    for name in list(net._buffers):
+        delattr(net, name)
+
+
+def _read_tensors(path: Path, wanted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy the tensors named in ``wanted`` out of a checkpoint, touching nothing else.
+
+    Both formats are read through a file mapping, so the text tower's bytes are
+    never read.  Each wanted tensor is copied into memory of our own, in the
+    model's dtype (a half-precision checkpoint still gives a float32 model, as
+    open_clip's loader does), and because a weights file rewritten in place
+    under a live mapping would crash the daemon with SIGBUS.
+    """
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, wanted)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:  # the legacy (non-zip) format cannot be mapped
+        raise _NeedsOpenClipLoader(str(exc)) from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise _NeedsOpenClipLoader("not a flat state dict")
+    tensors = {_strip_module(name): tensor for name, tensor in loaded.items()}
+    _check_layout(wanted, {k: tuple(t.shape) for k, t in tensors.items() if k in wanted})
+    return {key: tensors[key].to(like.dtype, copy=True) for key, like in wanted.items()}
+
+
+def _read_safetensors(path: Path, wanted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        names = {_strip_module(name): name for name in handle.keys()}  # noqa: SIM118 (no __iter__)
+        shapes = {
+            k: tuple(handle.get_slice(v).get_shape()) for k, v in names.items() if k in wanted
+        }
+    _check_layout(wanted, shapes)
+    tensors = {}
+    for key, like in wanted.items():
+        # One mapping per tensor: pages read for a copy leave this process with it,
+        # instead of the whole tower's pages adding to the resident peak of the load.
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            tensors[key] = handle.get_tensor(names[key]).to(like.dtype, copy=True)
+    return tensors
+
+
+def _strip_module(name: str) -> str:
+    """Checkpoints saved from DistributedDataParallel prefix every key with ``module.``."""
+    return name[len("module.") :] if name.startswith("module.") else name
+
+
+def _check_layout(wanted: dict[str, torch.Tensor], found: dict[str, tuple[int, ...]]) -> None:
+    if found != {name: tuple(like.shape) for name, like in wanted.items()}:
+        raise _NeedsOpenClipLoader("the checkpoint does not match the image tower key for key")
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    """open_clip warns on the root logger that a model built without weights is random;
+    ours get their weights right after, so the daemon's log must not say otherwise."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def _open_clip() -> Any:
+    """open_clip, imported on first use: a daemon serving the built-in model never pays for it.
+
+    open_clip builds its default BPE tokenizer when imported (49k merges, about
+    20 MB of Python objects); the daemon never embeds text, so that goes.
+    """
     import open_clip
+
+    tokenizer_module = getattr(open_clip, "tokenizer", None)
+    if getattr(tokenizer_module, "_tokenizer", None) is not None:
+        tokenizer_module._tokenizer = None  # type: ignore[union-attr]
+        gc.collect()
+    return open_clip
+
+
+def _add_model_config(path: Path) -> None:
+    open_clip = _open_clip()
 
     key = str(path.resolve())
     if key not in _configs_added:
@@ -233,10 +375,22 @@ def load_model(choice: ModelChoice, *, device: str | None = None) -> LoadedModel
 
 
 def release_memory() -> None:
-    """Give freed model memory back to the OS after an unload (glibc keeps it otherwise)."""
+    """Give a dropped model's memory back to the OS (after an unload or a switch)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    trim_memory()
+
+
+def trim_memory() -> None:
+    """Return the free pages of the C heap to the OS.
+
+    glibc keeps freed memory for reuse: after a burst of forward passes the
+    activations' pages stay in the process.  ``malloc_trim`` gives back every
+    free page, not only the top of the heap.  Cheap (milliseconds), but the
+    next batch faults its pages in again, so call it only when work has
+    stopped.  A no-op off glibc.
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -12,10 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from photodupd import batcher, sockets
+from photodupd.client import AsyncClient
 from photodupd.config import DaemonConfig
 from photodupd.inference import InferenceService, ServiceError
 from photodupd.models import catalog
 from photodupd.protocol import ErrorCode, FeatureItem
+from photodupd.server import Server
 from tests import photos
 from tests.daemon.test_models import FakeHub, fake_cached_file
 from tests.daemon.tiny_clip import TINY_EMBED_DIM, write_tiny_clip
@@ -166,6 +169,81 @@ async def test_a_full_queue_answers_busy(make_service: Factory, tmp_path: Path) 
     assert all(item["ok"] for item in (await first)["items"])
     # Slots are given back: the same request now goes through.
     assert (await service.features([FeatureItem(path=str(files[4]))]))["items"][0]["ok"]
+
+
+async def test_the_event_loop_answers_pings_while_a_big_request_is_embedded(
+    make_service: Factory, tmp_path: Path, isolated_dirs: Path
+) -> None:
+    """Decoding and the model run off the loop: a 64-image request takes seconds of model
+    time, and pings on the same daemon keep coming back in milliseconds meanwhile."""
+    service = await make_service()
+    await service.wait_ready()
+    config = BASE.with_overrides(socket=isolated_dirs / "d.sock")
+    listener = sockets.bind_listener(config.socket_path)
+    server = Server(config, service)
+    await server.start(listener.sock)
+    files = jpeg_files(tmp_path, range(64), (320, 240))
+    try:
+        async with AsyncClient(config.socket_path) as client:
+            request = asyncio.ensure_future(client.features([{"path": str(p)} for p in files]))
+            started = last = time.monotonic()
+            # Each cycle is a ping round trip plus a 20 ms pause (so the pings do not starve
+            # the model); a stalled loop stretches whichever cycle it falls in.
+            cycles: list[float] = []
+            while not request.done():
+                assert (await client.request("ping"))["pong"] is True
+                await asyncio.sleep(0.02)
+                now = time.monotonic()
+                cycles.append(now - last)
+                last = now
+            took = time.monotonic() - started
+            reply = await request
+    finally:
+        await server.shutdown(drain_timeout=5)
+        listener.close()
+    assert all(item["ok"] for item in reply["items"])
+    status = service.status()
+    assert status["images_served"] == 64 and status["batches"] >= 2
+    assert len(cycles) > 10
+    per_batch = took / status["batches"]
+    if per_batch < 1.0:  # a loop blocked for one batch would still answer within the bound
+        pytest.skip(
+            f"a batch takes only {per_batch:.2f}s on this machine; the check proves nothing"
+        )
+    assert max(cycles) < 0.5, (
+        f"slowest ping cycle {max(cycles):.3f}s; a batch takes {per_batch:.1f}s"
+    )
+
+
+async def test_memory_is_trimmed_once_after_a_burst_not_during_it(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    service = await make_service()
+    await service.wait_ready()
+    files = jpeg_files(tmp_path, range(5))
+
+    async def burst(paths: list[Path]) -> int:
+        """Serve ``paths``; returns the most trims seen while items were in flight."""
+        request = asyncio.ensure_future(service.features([FeatureItem(path=str(p)) for p in paths]))
+        seen = service.status()["memory_trims"]
+        while not request.done():
+            seen = max(seen, service.status()["memory_trims"])
+            await asyncio.sleep(0.01)
+        assert all(item["ok"] for item in (await request)["items"])
+        return seen
+
+    async def trims_become(count: int) -> None:
+        deadline = time.monotonic() + batcher.TRIM_AFTER + 30.0
+        while service.status()["memory_trims"] != count:
+            assert time.monotonic() < deadline, f"trims stayed {service.status()['memory_trims']}"
+            await asyncio.sleep(0.02)
+
+    assert await burst(files[:3]) == 0  # never while work is in flight
+    await trims_become(1)
+    await asyncio.sleep(batcher.TRIM_AFTER * 1.5)  # idle, nothing new served: no second trim
+    assert service.status()["memory_trims"] == 1
+    assert await burst(files[3:]) == 1
+    await trims_become(2)
 
 
 # --------------------------------------------------------------------------- model lifecycle

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
+import logging
 import subprocess
 import sys
 import threading
@@ -274,6 +276,111 @@ def test_a_broken_weights_file_is_a_clear_model_unavailable(tmp_path: Path) -> N
         backend.load_model(choice)
     with pytest.raises(catalog.ModelUnavailable, match="does not exist"):
         catalog.resolve("auto", weights=tmp_path / "missing.bin")
+
+
+def test_clip_keeps_only_the_image_tower_and_embeds_as_open_clip_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+
+    tiny = write_tiny_clip(tmp_path, seed=3)  # builds a random model itself: it may warn
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        model = backend.load_model(
+            catalog.resolve("auto", weights=tiny.weights, model_config=tiny.config)
+        )
+    # The weights are real: nothing may claim the model was initialised randomly.
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    assert isinstance(model, backend.ClipModel)
+    reference = open_clip.create_model(tiny.name, pretrained=str(tiny.weights)).eval()
+    visual = {n for n, _ in reference.named_parameters() if n.startswith("visual.")}
+    assert {n for n, _ in model.net.named_parameters()} == visual
+    assert len(visual) < len(list(reference.named_parameters()))  # there was a text tower
+    assert not list(model.net.buffers())  # the text attention mask went too
+    pixels = np.stack(
+        [preprocess(photos.make_photo(seed, (160, 120)), model.spec) for seed in range(3)]
+    )
+    cfg = open_clip.get_model_preprocess_cfg(reference)
+    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    batch = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    with torch.inference_mode():
+        expected = F.normalize(reference.encode_image(batch), dim=-1).numpy()
+    np.testing.assert_allclose(model.embed(pixels), expected, atol=1e-5)
+
+
+def _save_checkpoint(folder: Path, kind: str, tiny_weights: Path) -> Path:
+    """The tiny model's weights in the layouts open_clip accepts."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(tiny_weights))
+    path = folder / f"{kind}.bin"
+    if kind == "module-prefixed":  # saved from DistributedDataParallel
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    elif kind == "wrapped":  # a training checkpoint: {"state_dict": ..., ...}
+        torch.save({"state_dict": state, "epoch": 32}, path)
+    elif kind == "legacy":  # torch's pre-1.6 format, which cannot be memory-mapped
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+    elif kind == "float16":  # half-precision weights still make a float32 model
+        torch.save({k: v.half() for k, v in state.items()}, path)
+    else:
+        raise ValueError(kind)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "module-prefixed", "wrapped", "legacy", "float16"])
+def test_the_image_tower_loader_reads_the_same_weights_as_open_clip(
+    tmp_path: Path, kind: str
+) -> None:
+    """The fast path (meta-device model, only the image tower's tensors read) against
+    open_clip's own full loader, for each checkpoint layout."""
+    import torch
+
+    tiny = write_tiny_clip(tmp_path, seed=4)
+    weights = (
+        tiny.weights if kind == "safetensors" else _save_checkpoint(tmp_path, kind, tiny.weights)
+    )
+    options = {"pretrained_text": False}
+    fast = backend.load_image_tower(tiny.name, weights, options).state_dict()
+    full = backend.load_image_tower(tiny.name, weights, options, full_load=True).state_dict()
+    assert fast.keys() == full.keys() and all(k.startswith("visual.") for k in fast)
+    for name, tensor in fast.items():
+        assert not tensor.is_meta and tensor.dtype == torch.float32, name
+        assert torch.equal(tensor, full[name]), name
+
+
+def test_weights_of_another_architecture_are_a_clear_model_unavailable(tmp_path: Path) -> None:
+    tiny = write_tiny_clip(tmp_path / "a", seed=1)
+    config = json.loads(tiny.config.read_text())
+    config["vision_cfg"]["width"] = 96  # the same names, other shapes
+    wider = tmp_path / "b" / "photodup-tiny-wide.json"
+    wider.parent.mkdir()
+    wider.write_text(json.dumps(config))
+    choice = catalog.resolve("auto", weights=tiny.weights, model_config=wider)
+    with pytest.raises(catalog.ModelUnavailable, match=r"cannot load photodup-tiny-wide"):
+        backend.load_model(choice)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_daemon_memory_settings_keep_triton_out_and_the_model_working() -> None:
+    code = (
+        "from photodupd.daemon_cli import limit_memory_growth; limit_memory_growth()\n"
+        "import sys, numpy as np\n"
+        "from photodupd.models import backend, catalog\n"
+        "model = backend.load_model(catalog.resolve('builtin'))\n"
+        "vectors = model.embed(np.zeros((2, 224, 224, 3), np.uint8))\n"
+        "backend.trim_memory()\n"
+        "print(vectors.shape, 'libtriton' in open('/proc/self/maps').read(), "
+        "'torchvision' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "(2, 1280) False True"
 
 
 # --------------------------------------------------------------------------- pull

@@ -1,0 +1,534 @@
+"""The model thread: the one thread that owns the model and embeds micro-batches.
+
+Shape::
+
+    submit(job) / load(choice) / ...   (any thread)
+      -> one queue: decoded items and control commands, in arrival order
+      -> the model thread: take what is queued (up to ``batch_size``), wait up to
+         ``batch_wait_ms`` for company only while admitted items are still on their
+         way, embed the batch, hand each item's reply to ``reply``
+      -> when idle: give freed memory back to the OS after ``TRIM_AFTER`` seconds,
+         unload the model after ``idle_unload`` seconds, reload it when work returns
+
+Control commands (load, warm-up, stop) go through the same queue as the work,
+so their order with batches is clear.  Everything other threads read (state,
+model info, statistics) is behind one lock; the model itself is touched by
+this thread alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import enum
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from photodupd.config import DaemonConfig
+from photodupd.imaging import Decoded, PreprocessSpec
+from photodupd.models import LoadedModel, ModelChoice, backend, catalog
+from photodupd.protocol import ErrorCode, error_body
+from photodupd.server import ServiceError
+
+__all__ = ["Job", "ModelState", "ModelWorker", "error_item", "item_result"]
+
+log = logging.getLogger("photodupd.batcher")
+
+#: Window of ``recent_images_per_s`` in status.
+RATE_WINDOW = 10.0
+
+#: Seconds without work before freed activation memory goes back to the OS.  Long
+#: enough that a client sending chunk after chunk never pays for it, short enough
+#: that memory is back soon after a scan ends.
+TRIM_AFTER = 1.0
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADED = "unloaded"
+    FAILED = "failed"
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A decoded item waiting for the model; ``owner`` is the caller's request, opaque here."""
+
+    owner: object
+    index: int
+    decoded: Decoded
+
+
+class Reply(Protocol):
+    """Delivers one item's outcome; called from the model thread."""
+
+    def __call__(
+        self,
+        job: Job,
+        result: dict[str, Any],
+        *,
+        failure: ServiceError | None = None,
+        model: tuple[str, int] | None = None,
+    ) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class _Command:
+    kind: str  # "load" | "warm" | "stop"
+    choice: ModelChoice | None = None
+    reply: concurrent.futures.Future[dict[str, Any]] = field(
+        default_factory=concurrent.futures.Future
+    )
+
+
+@dataclass
+class _Stats:
+    images_served: int = 0
+    batches: int = 0
+    batched_items: int = 0
+    largest_batch: int = 0
+    loads: int = 0
+    unloads: int = 0
+    trims: int = 0
+    recent: deque[tuple[float, int]] = field(default_factory=deque)
+
+
+class ModelWorker:
+    """Owns the model thread; see the module docstring for the shape.
+
+    ``reply`` receives every item's outcome, ``on_state_change`` is called (from
+    the model thread) whenever the state or the model changes, and
+    ``pending_items`` says how many admitted items are not answered yet (some may
+    still be decoding): a partial batch waits for them, and they count as work
+    for the idle timers.
+    """
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        reply: Reply,
+        on_state_change: Callable[[], None],
+        pending_items: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self._reply = reply
+        self._on_state_change = on_state_change
+        self._pending_items = pending_items
+        self._jobs: queue.Queue[Job | _Command] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        # Written by the model thread (and start/reload_if_unloaded), read anywhere: _lock.
+        self._lock = threading.Lock()
+        self._state = ModelState.UNLOADED
+        self._choice: ModelChoice | None = None
+        self._info: dict[str, Any] = {"id": None, "dim": None, "name": None, "device": None}
+        self._why = ""
+        self._spec: PreprocessSpec | None = None  # the model's input; kept across idle unloads
+        self._load_seconds: float | None = None
+        self._last_error: str | None = None
+        self._stats = _Stats()
+        self._started = time.monotonic()
+        # Model-thread only (except _stopping, a flag set once by stop()).
+        self._model: LoadedModel | None = None
+        self._last_work = time.monotonic()
+        self._trim_due = False
+        self._stopping = False
+
+    # ------------------------------------------------------------------ control (any thread)
+
+    def start(self) -> None:
+        """Start the thread; it loads the configured model first."""
+        with self._lock:
+            self._state = ModelState.LOADING
+        self._thread = threading.Thread(target=self._run, name="photodupd-model", daemon=True)
+        self._thread.start()
+        self._jobs.put(_Command("load"))  # choice None: resolve the configured model
+
+    def submit(self, job: Job) -> None:
+        self._jobs.put(job)
+
+    def load(self, choice: ModelChoice) -> concurrent.futures.Future[dict[str, Any]]:
+        """Switch to ``choice`` after the work queued before it; the future gets the model info
+        or a ServiceError (the previous model keeps serving then)."""
+        command = _Command("load", choice)
+        self._jobs.put(command)
+        return command.reply
+
+    def reload_if_unloaded(self) -> bool:
+        """After an idle unload, start reloading now (while new items decode) rather than
+        when the first of them reaches the model.  True if a reload was started."""
+        with self._lock:
+            if self._state is not ModelState.UNLOADED:
+                return False
+            self._state = ModelState.LOADING
+        self._jobs.put(_Command("warm"))
+        return True
+
+    def stop(self) -> None:
+        """Drop queued work (its requests were answered by the caller), then unload and end
+        the thread; :meth:`join` waits for that."""
+        self._stopping = True
+        self._jobs.put(_Command("stop"))
+
+    def join(self, timeout: float) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ reading (any thread)
+
+    def readiness(self) -> tuple[ModelState, PreprocessSpec | None, str | None]:
+        """State, the input spec (None until the first load), and the last load error."""
+        with self._lock:
+            return self._state, self._spec, self._last_error
+
+    def model_info(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._info, "state": self._state.value, "why": self._why}
+
+    def public_info(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._info, "why": self._why}
+
+    def identity(self) -> dict[str, Any]:
+        with self._lock:
+            return {"id": self._info["id"], "dim": self._info["dim"]}
+
+    def active_weights(self) -> str | None:
+        with self._lock:
+            return self._choice.weights if self._choice is not None else None
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        with self._lock:
+            stats = self._stats
+            while stats.recent and stats.recent[0][0] < now - RATE_WINDOW:
+                stats.recent.popleft()
+            window = min(RATE_WINDOW, max(now - self._started, 1e-3))
+            recent = sum(n for _, n in stats.recent) / window
+            return {
+                "state": self._state.value,
+                "model": self._info["id"],
+                "dim": self._info["dim"],
+                "model_name": self._info["name"],
+                "why": self._why,
+                "device": self._info["device"],
+                "images_served": stats.images_served,
+                "batches": stats.batches,
+                "mean_batch": stats.batched_items / stats.batches if stats.batches else 0.0,
+                "largest_batch": stats.largest_batch,
+                "loads": stats.loads,
+                "unloads": stats.unloads,
+                "memory_trims": stats.trims,
+                "recent_images_per_s": round(recent, 2),
+                "load_seconds": self._load_seconds,
+                "last_error": self._last_error,
+                "queue_depth": self._jobs.qsize(),
+            }
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        backend.configure_threads(self.config.threads)
+        while True:
+            try:
+                first = self._jobs.get(timeout=self._idle_wait())
+            except queue.Empty:
+                self._on_idle()
+                continue
+            if isinstance(first, _Command):
+                if self._run_command(first):
+                    return
+                continue
+            batch, command = self._gather(first)
+            try:
+                self._run_batch(batch)
+            except Exception as exc:  # a bug here must fail the batch, not kill the thread
+                log.exception("model thread failed on a batch")
+                for job in batch:  # items already answered ignore a second answer
+                    self._reply(job, error_item(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            if command is not None and self._run_command(command):
+                return
+
+    def _gather(self, first: Job) -> tuple[list[Job], _Command | None]:
+        """Form a micro-batch: take what is queued, and wait up to ``batch_wait_ms`` for
+        company only while more admitted items are still on their way."""
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_ms / 1000.0
+        while len(batch) < self.config.batch_size:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._pending_items() <= len(batch):
+                    break
+                try:
+                    job = self._jobs.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if isinstance(job, _Command):
+                return batch, job
+            batch.append(job)
+        return batch, None
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        self._last_work = time.monotonic()
+        if self._stopping:
+            return  # the caller already answered these requests
+        model = self._model if self._model is not None else self._ensure_loaded()
+        if model is None:
+            failure = ServiceError(
+                ErrorCode.MODEL_UNAVAILABLE, self._last_error or "the model failed to load"
+            )
+            for job in batch:
+                self._reply(job, error_item(failure.code, failure.message), failure=failure)
+            return
+        size = model.spec.size
+        ready: list[Job] = []
+        arrays: list[np.ndarray] = []
+        for job in batch:
+            pixels = job.decoded.pixels
+            if pixels is None or pixels.shape != (size, size, 3):
+                shape = None if pixels is None else pixels.shape
+                message = f"decoded pixels {shape} do not fit the model input {size}x{size}"
+                self._reply(job, error_item(ErrorCode.INTERNAL, message))
+            else:
+                ready.append(job)
+                arrays.append(pixels)
+        if not ready:
+            return
+        try:
+            vectors = model.embed(np.stack(arrays))
+        except Exception as exc:  # a model bug must not take the daemon down
+            log.exception("model forward pass failed")
+            for job in ready:
+                message = f"model: {type(exc).__name__}: {exc}"
+                self._reply(job, error_item(ErrorCode.INTERNAL, message))
+            return
+        identity = (model.id, model.dim)
+        now = time.monotonic()
+        with self._lock:
+            self._stats.images_served += len(ready)
+            self._stats.batches += 1
+            self._stats.batched_items += len(ready)
+            self._stats.largest_batch = max(self._stats.largest_batch, len(ready))
+            self._stats.recent.append((now, len(ready)))
+        for job, vector in zip(ready, vectors, strict=True):
+            self._reply(job, item_result(job.decoded, vector), model=identity)
+        self._last_work = time.monotonic()
+        self._trim_due = True
+
+    def _run_command(self, command: _Command) -> bool:
+        """Returns True when the thread must exit."""
+        if command.kind == "stop":
+            self._drop_model()
+            command.reply.set_result({})
+            return True
+        if command.kind == "warm":
+            self._ensure_loaded()
+            command.reply.set_result({})
+            return False
+        # "load": the first load (choice None: resolve the configuration) or a switch.
+        try:
+            info = self._switch(command.choice)
+        except ServiceError as exc:
+            command.reply.set_exception(exc)
+        except Exception as exc:  # a bug: report it, leave a state that does not hang waiters
+            log.exception("model switch failed")
+            message = f"{type(exc).__name__}: {exc}"
+            self._fail_switch(message)
+            command.reply.set_exception(ServiceError(ErrorCode.INTERNAL, message))
+        else:
+            command.reply.set_result(info)
+        return False
+
+    # ------------------------------------------------------------------ loading (model thread)
+
+    def _resolve_configured(self) -> ModelChoice:
+        cfg = self.config
+        return catalog.resolve(cfg.model, weights=cfg.weights, model_config=cfg.model_config)
+
+    def _switch(self, choice: ModelChoice | None) -> dict[str, Any]:
+        old = self._model
+        try:
+            chosen = choice if choice is not None else self._resolve_configured()
+        except catalog.ModelUnavailable as exc:
+            self._fail_switch(str(exc))
+            raise ServiceError(ErrorCode.MODEL_UNAVAILABLE, str(exc)) from None
+        if old is not None and self._same_model(chosen, old):
+            self._install(chosen, old)  # nothing to load; only the reason may have changed
+            return self.public_info()
+        self._set_state(ModelState.LOADING)
+        model = self._load(chosen)
+        if (
+            model is None
+            and chosen.requested == catalog.AUTO
+            and chosen.resolved != catalog.BUILTIN
+        ):
+            # auto promises a working model: broken CLIP weights in the cache fall back too.
+            chosen = ModelChoice(
+                chosen.requested,
+                catalog.BUILTIN,
+                f"auto: {chosen.resolved} failed to load ({self._last_error}); "
+                "using the built-in model",
+            )
+            model = self._load(chosen)
+        if model is None:
+            message = self._last_error or "the model failed to load"
+            self._fail_switch(message)
+            raise ServiceError(ErrorCode.MODEL_UNAVAILABLE, message)
+        self._model = None
+        del old
+        backend.release_memory()
+        self._install(chosen, model)
+        return self.public_info()
+
+    @staticmethod
+    def _same_model(choice: ModelChoice, model: LoadedModel) -> bool:
+        try:
+            return catalog.model_id(choice) == model.id
+        except (OSError, catalog.ModelUnavailable):
+            return False
+
+    def _ensure_loaded(self) -> LoadedModel | None:
+        """Reload the current choice after an idle unload (never re-resolves ``auto``,
+        so the model id cannot change behind a client's back)."""
+        if self._model is not None:
+            return self._model
+        choice = self._choice
+        if choice is None:
+            return None
+        self._set_state(ModelState.LOADING)
+        model = self._load(choice)
+        if model is not None:
+            self._install(choice, model)
+        else:
+            self._set_state(ModelState.FAILED)
+        return model
+
+    def _load(self, choice: ModelChoice) -> LoadedModel | None:
+        started = time.monotonic()
+        try:
+            model = backend.load_model(choice)
+        except Exception as exc:  # ModelUnavailable, or anything torch raises on bad weights
+            message = (
+                str(exc)
+                if isinstance(exc, catalog.ModelUnavailable)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            log.error("cannot load %s: %s", choice.resolved, message)
+            with self._lock:
+                self._last_error = message  # the caller decides what state this leaves
+            return None
+        with self._lock:
+            self._load_seconds = round(time.monotonic() - started, 3)
+            self._stats.loads += 1
+        log.info("loaded %s in %.2fs (%s)", model.id, self._load_seconds, choice.why)
+        return model
+
+    def _install(self, choice: ModelChoice, model: LoadedModel) -> None:
+        self._model = model
+        self._last_work = time.monotonic()
+        with self._lock:
+            self._choice = choice
+            self._state = ModelState.READY
+            self._spec = model.spec
+            self._why = choice.why
+            self._info = {
+                "id": model.id,
+                "dim": model.dim,
+                "name": choice.resolved,
+                "device": model.device,
+            }
+        self._on_state_change()
+
+    def _fail_switch(self, message: str) -> None:
+        """A load that did not happen leaves the previous model serving (or still loadable
+        after an idle unload); only with no model at all is the state "failed"."""
+        with self._lock:
+            self._last_error = message
+            if self._model is not None:
+                self._state = ModelState.READY
+            elif self._choice is not None:
+                self._state = ModelState.UNLOADED
+            else:
+                self._state = ModelState.FAILED
+        self._on_state_change()
+
+    def _set_state(self, state: ModelState) -> None:
+        with self._lock:
+            self._state = state
+        self._on_state_change()
+
+    # ------------------------------------------------------------------ idling (model thread)
+
+    def _idle_wait(self) -> float | None:
+        """How long the queue may stay empty before an idle duty (trim, unload) is due."""
+        due: list[float] = []
+        if self._trim_due:
+            due.append(self._last_work + TRIM_AFTER)
+        if self._model is not None and self.config.idle_unload > 0:
+            due.append(self._last_work + self.config.idle_unload)
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
+    def _on_idle(self) -> None:
+        if self._pending_items() > 0:
+            self._last_work = time.monotonic()  # items still decoding: that is work too
+            return
+        idle = time.monotonic() - self._last_work
+        if self._trim_due and idle >= TRIM_AFTER:
+            # The forward passes freed their activations, but glibc keeps the pages;
+            # hand them back now that the burst is over.
+            self._trim_due = False
+            backend.trim_memory()
+            with self._lock:
+                self._stats.trims += 1
+        if self._model is None or self.config.idle_unload <= 0:
+            return
+        if idle < self.config.idle_unload:
+            return
+        log.info("idle for %.0fs: unloading %s", self.config.idle_unload, self._info["id"])
+        self._drop_model()
+        with self._lock:
+            self._state = ModelState.UNLOADED
+            self._stats.unloads += 1
+        self._on_state_change()
+
+    def _drop_model(self) -> None:
+        if self._model is not None:
+            self._model = None
+            backend.release_memory()
+
+
+def error_item(code: ErrorCode | str, message: str) -> dict[str, Any]:
+    """One item's error reply; a code the protocol does not know still answers the item."""
+    try:
+        body = error_body(code, message)
+    except ValueError:
+        body = error_body(ErrorCode.INTERNAL, f"{code}: {message}")
+    return {"ok": False, "error": {"code": body["code"], "message": body["message"]}}
+
+
+def item_result(decoded: Decoded, vector: np.ndarray) -> dict[str, Any]:
+    """One item's success reply: the embedding (little-endian float32 bytes) and what the
+    decoder learned about the photo."""
+    return {
+        "ok": True,
+        "embedding": np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+        "phash": decoded.phash,
+        "width": decoded.width,
+        "height": decoded.height,
+        "format": decoded.format,
+        "taken": decoded.taken,
+        "camera": decoded.camera,
+        "exif_fields": decoded.exif_fields,
+    }
