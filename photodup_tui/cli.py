@@ -494,3 +494,7 @@ def _terminal_width() -> int:
     with contextlib.suppress(OSError):
         return os.get_terminal_size(sys.stderr.fileno()).columns
     return 80
+
+
+if __name__ == "__main__":
+    sys.exit(main())
