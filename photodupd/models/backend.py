@@ -85,6 +85,11 @@ class BuiltinModel:
     dim = catalog.BUILTIN_DIM
     id = catalog.BUILTIN_ID
 
+    #: Largest forward pass.  EfficientNet's early feature maps are big (a batch of
+    #: 32 has 154 MB tensors), and passes of 16 measured no slower than 32 (faster
+    #: on a quiet machine: half the page faults), with a peak ~160 MB lower.
+    forward_chunk = 16
+
     def __init__(self, device: str = "cpu") -> None:
         net = timm.create_model("efficientnet_lite0", pretrained=False)
         net.load_state_dict(_builtin_state_dict(net))
@@ -99,10 +104,14 @@ class BuiltinModel:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            pooled = self.net.forward_head(
-                self.net.forward_features(self._normalize(pixels)), pre_logits=True
-            )
-            return _to_numpy(pooled)
+            chunks = [
+                self.net.forward_head(
+                    self.net.forward_features(self._normalize(pixels[i : i + self.forward_chunk])),
+                    pre_logits=True,
+                )
+                for i in range(0, max(len(pixels), 1), self.forward_chunk)
+            ]
+            return _to_numpy(torch.cat(chunks))
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities (N, 1000); proves the weights went where they belong."""

@@ -104,6 +104,20 @@ def test_embeddings_are_unit_float32_and_batch_invariant(builtin: backend.Builti
     np.testing.assert_allclose(alone[0], together[2], atol=1e-5)
 
 
+def test_a_batch_bigger_than_one_forward_pass_keeps_its_order_and_values(
+    builtin: backend.BuiltinModel,
+) -> None:
+    count = builtin.forward_chunk + 3  # two forward passes
+    batch = np.stack(
+        [preprocess(photos.make_photo(seed, (160, 120)), builtin.spec) for seed in range(count)]
+    )
+    together = builtin.embed(batch)
+    assert together.shape == (count, builtin.dim)
+    for index in (0, builtin.forward_chunk - 1, builtin.forward_chunk, count - 1):
+        alone = builtin.embed(batch[index : index + 1])[0]
+        np.testing.assert_allclose(together[index], alone, atol=1e-5)
+
+
 def test_a_resized_reencoded_copy_is_closer_than_other_photos(
     builtin: backend.BuiltinModel,
 ) -> None:
