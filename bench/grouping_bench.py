@@ -2,8 +2,9 @@
 
 Usage::
 
-    python bench/grouping_bench.py [--sizes 20000:1280,100000:1280,1000000:512]
-                                   [--queries 2000] [--out bench/results/grouping.md]
+    python bench/grouping_bench.py [--sizes 20000:1280,100000:1280] [--queries 2000]
+                                   [--budget 240] [--out bench/results/grouping.md]
+    python bench/grouping_bench.py --sizes 1000000:512 --budget 3600   # ~20-30 min on 2 cores
 
 Each size ``N:DIM`` runs in a fresh process, so its peak RSS (``ru_maxrss``) is its own.  The
 process first builds what a scan of N photos holds when it starts grouping: N ``Photo``
