@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +22,8 @@ from typing import Any
 
 import tomli_w
 
-from photodupd import paths
+from photodup_tui.engine.atomic import write_atomically
+from photodupd import config, paths
 
 MAX_RECENT = 10
 
@@ -47,14 +46,10 @@ class UiSettings:
 
 def read_config(config_file: Path | None = None) -> dict[str, Any]:
     """The whole config document; an absent file is an empty one."""
-    path = config_file or paths.config_file()
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UiSettingsError(f"cannot read {path}: {exc}") from None
+        return config.read_document(config_file or paths.config_file(), required=False)
+    except config.ConfigError as exc:
+        raise UiSettingsError(str(exc)) from None
 
 
 def load(config_file: Path | None = None) -> UiSettings:
@@ -113,16 +108,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _keep_commented_original(path)
-        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
     except OSError as exc:
         raise UiSettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
 

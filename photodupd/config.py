@@ -54,21 +54,32 @@ class DaemonConfig:
 _PATH_KEYS = {"socket", "weights", "model_config"}
 
 
-def load(config_file: Path | None = None) -> DaemonConfig:
-    """Read the ``[daemon]`` table of the config file; a missing file means defaults."""
-    path = config_file if config_file is not None else paths.config_file()
-    if not path.exists():
-        if config_file is not None:
-            raise ConfigError(f"config file {path} does not exist")
-        return DaemonConfig()
+def read_document(path: Path, *, required: bool) -> dict[str, Any]:
+    """The parsed TOML config file; a missing file is an empty document unless ``required``."""
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    table = data.get("daemon", {})
+
+
+def read_table(name: str, config_file: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """One ``[name]`` table of the config file (the user's unless ``config_file`` is given),
+    with the path it came from; a missing default file means an empty table."""
+    path = config_file if config_file is not None else paths.config_file()
+    table = read_document(path, required=config_file is not None).get(name, {})
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [daemon] must be a table")
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    return path, table
+
+
+def load(config_file: Path | None = None) -> DaemonConfig:
+    """Read the ``[daemon]`` table of the config file; a missing file means defaults."""
+    path, table = read_table("daemon", config_file)
     defaults = DaemonConfig()
     values: dict[str, Any] = {}
     for f in fields(DaemonConfig):

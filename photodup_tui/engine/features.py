@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from photodupd.imaging import Decoded
+
 #: Item errors that describe the file itself, so they are cached like a result: asking again
 #: about the same bytes gives the same answer.  Others (timeouts, crashes, busy, permission)
 #: may succeed next time and are asked again on the next scan.
@@ -39,6 +41,19 @@ class FeatureResult:
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+    @classmethod
+    def from_decoded(cls, decoded: Decoded, embedding: np.ndarray | None = None) -> FeatureResult:
+        return cls(
+            embedding=embedding,
+            phash=decoded.phash,
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.format,
+            taken=decoded.taken,
+            camera=decoded.camera,
+            exif_fields=decoded.exif_fields,
+        )
 
     @classmethod
     def failure(cls, code: str, message: str) -> FeatureResult:

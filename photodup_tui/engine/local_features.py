@@ -33,16 +33,7 @@ def decode_file(path: str) -> FeatureResult:
         return FeatureResult.failure(str(exc.code), exc.message)
     except Exception as exc:  # a decoder bug must not lose the other files
         return FeatureResult.failure("internal", f"{type(exc).__name__}: {exc}")
-    return FeatureResult(
-        embedding=None,
-        phash=decoded.phash,
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        taken=decoded.taken,
-        camera=decoded.camera,
-        exif_fields=decoded.exif_fields,
-    )
+    return FeatureResult.from_decoded(decoded)
 
 
 def decode_chunk(

@@ -49,11 +49,11 @@ import datetime as dt
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photodup_tui.engine.atomic import write_atomically
 from photodup_tui.engine.scan import ScanResult
 from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
 
@@ -153,7 +153,7 @@ def _member_doc(member: Member, keeper: bool) -> dict[str, Any]:
 
 
 def write_json(report: Report, path: str | Path) -> None:
-    _write_atomically(Path(path), to_json(report).encode("ascii"))
+    write_atomically(Path(path), to_json(report).encode("ascii"))
 
 
 def load_report(path: str | Path) -> Report:
@@ -328,19 +328,4 @@ def _blank(value: object) -> object:
 
 def write_csv(report: Report, path: str | Path) -> None:
     # surrogateescape: an undecodable file name goes out as the bytes it has on disk.
-    _write_atomically(Path(path), to_csv(report).encode("utf-8", "surrogateescape"))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A reader sees the old file or the complete new one, never half of it."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(Path(path), to_csv(report).encode("utf-8", "surrogateescape"))

@@ -15,7 +15,7 @@ The values below are provisional; the quality benchmark calibrates them.
     prefer_paths = ["*/Originals/*"]             # keep rule "path_patterns": earlier = stronger
     avoid_paths = ["*/Downloads/*", "* copy*"]
     delete_raw_jpeg_pairs = false
-    exact_search_limit = 20000                   # above this many embeddings, use the ANN index
+    exact_search_limit = 100000                  # above this many embeddings, use the ANN index
     neighbours_k = 32
 
     [scan.thresholds."builtin:efficientnet_lite0/imagenet"]
@@ -27,13 +27,13 @@ The values below are provisional; the quality benchmark calibrates them.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from photodupd import paths
+from photodup_tui.engine.neighbours import EXACT_LIMIT
+from photodupd import config
 
 #: The model id of the --no-model mode (perceptual hashes computed locally).
 LOCAL_MODEL_ID = "local:phash-v1"
@@ -106,7 +106,7 @@ class ScanSettings:
     prefer_paths: tuple[str, ...] = ()
     avoid_paths: tuple[str, ...] = ()
     delete_raw_jpeg_pairs: bool = False
-    exact_search_limit: int = 20_000
+    exact_search_limit: int = EXACT_LIMIT
     neighbours_k: int = 32
     thresholds: Mapping[str, Thresholds] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
@@ -143,19 +143,10 @@ class ScanSettings:
 
 def load(config_file: Path | None = None) -> ScanSettings:
     """Read the ``[scan]`` table; a missing default config file means defaults."""
-    path = config_file if config_file is not None else paths.config_file()
-    if not path.exists():
-        if config_file is not None:
-            raise SettingsError(f"config file {path} does not exist")
-        return ScanSettings()
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"cannot read {path}: {exc}") from None
-    table = data.get("scan", {})
-    if not isinstance(table, dict):
-        raise SettingsError(f"{path}: [scan] must be a table")
+        path, table = config.read_table("scan", config_file)
+    except config.ConfigError as exc:
+        raise SettingsError(str(exc)) from None
     return from_mapping(table, where=str(path))
 
 

@@ -67,16 +67,7 @@ def embed(path: str) -> FeatureResult:
         )
     vector = (grey - grey.mean()).ravel()
     vector /= max(float(np.linalg.norm(vector)), 1e-6)
-    return FeatureResult(
-        embedding=vector.astype(np.float32),
-        phash=decoded.phash,
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        taken=decoded.taken,
-        camera=decoded.camera,
-        exif_fields=decoded.exif_fields,
-    )
+    return FeatureResult.from_decoded(decoded, vector.astype(np.float32))
 
 
 def crashing_decoder(path: str) -> FeatureResult:
