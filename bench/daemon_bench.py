@@ -2,32 +2,55 @@
 
 Usage::
 
-    python bench/daemon_bench.py [--images 96] [--clip] [--out bench/results/daemon.md]
+    python bench/daemon_bench.py [--images 96] [--clip] [--rounds 2] [--out bench/results/daemon.md]
 
 Everything is measured in one run on this machine, so the ratios compare like
-with like.  Photos are generated 12 MP JPEGs (4000x3000, quality 90, with
-sensor-like grain so they weigh ~3-4 MB like camera files), cached under
-``$TMPDIR/photodup-bench``.  ViT-B-32 is measured with random weights saved to
-a file (real weights need a download); its memory and speed are the same as
-with the real weights.
+with like; with ``--rounds N`` every measurement is repeated N times,
+interleaved (daemon, model-only, next model, ...), and the best is kept, so a
+busy neighbour skews less.  Photos are generated 12 MP JPEGs (4000x3000,
+quality 90, with sensor-like grain so they weigh ~3-4 MB like camera files),
+cached under ``$TMPDIR/photodup-bench``.  ViT-B-32 is measured with random
+weights saved to a file (real weights need a download); its memory and speed
+are the same as with the real weights.
+
+Columns:
+
+* *model only*: the target's baseline, the model's own forward pass on
+  preprocessed tensors, batches of 32 on all threads;
+* *model only, daemon layout*: the same with the daemon's model streams (one
+  batch per stream at once, the threads split among them): the real ceiling;
+* *CPU per image*: core-milliseconds the daemon's threads and the decoder
+  processes spent per photo end to end; with every core busy, end to end
+  cannot beat ``cores * 1000 / (model + decode)`` images/s;
+* *RSS*: the daemon process alone (decoders are separate processes, listed
+  below the table) once loaded and idle, at its peak while serving (sampled
+  every 20 ms), and right after the burst (the freed activations go back to
+  the OS a second later).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from photodupd.client import AsyncClient, ConnectionLost, SyncClient  # noqa: E402
+
+MIB = 2**20
 
 
 def make_photos(count: int, size: tuple[int, int]) -> list[Path]:
@@ -39,7 +62,9 @@ def make_photos(count: int, size: tuple[int, int]) -> list[Path]:
     for i in range(count):
         path = folder / f"IMG_{i:04d}.jpg"
         if not path.exists():
-            write_jpeg(path, make_photo(1000 + i, size, noise=6.0), quality=90)
+            partial = path.with_suffix(".part")
+            write_jpeg(partial, make_photo(1000 + i, size, noise=6.0), quality=90)
+            os.replace(partial, path)  # an interrupted run never leaves a truncated photo
         paths.append(path)
     return paths
 
@@ -131,26 +156,28 @@ async def end_to_end(
     return done / seconds
 
 
-def model_only(model_name: str, images: int, threads: int, weights: Path | None = None) -> float:
-    """The model's own forward pass on preprocessed tensors (no decode, no socket)."""
+def model_only(model_args: list[str], images: int, threads: int, streams: int) -> dict[str, float]:
+    """The model's own forward pass on preprocessed tensors (no decode, no socket), loaded
+    with the daemon's own flags so it is the very model the daemon serves."""
     code = (
-        "import sys, json; from pathlib import Path\n"
+        "import sys, json\n"
+        "from photodupd import daemon_cli\n"
         "from photodupd.models import backend, catalog\n"
-        "backend.configure_threads(int(sys.argv[2]))\n"
-        "w = Path(sys.argv[4]) if sys.argv[4] else None\n"
-        "model = backend.load_model(catalog.resolve(sys.argv[1], weights=w))\n"
-        "print(json.dumps(backend.benchmark_forward(model, images=int(sys.argv[3]), batch_size=32)))\n"
+        "daemon_cli.limit_memory_growth()\n"
+        "cfg = daemon_cli.make_config(daemon_cli.build_parser().parse_args(sys.argv[4:]))\n"
+        "choice = catalog.resolve(cfg.model, weights=cfg.weights, model_config=cfg.model_config)\n"
+        "model = backend.load_model(choice, half_weights=cfg.clip_weights == 'float16')\n"
+        "print(json.dumps(backend.benchmark_forward(model, images=int(sys.argv[1]),"
+        " batch_size=32, threads=int(sys.argv[2]), streams=int(sys.argv[3]))))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, model_name, str(threads), str(images), str(weights or "")],
+        [sys.executable, "-c", code, str(images), str(threads), str(streams), *model_args],
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    import json
-
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def random_vit_b32(folder: Path) -> Path:
@@ -165,36 +192,100 @@ def random_vit_b32(folder: Path) -> Path:
     return path
 
 
-def measure_model(
-    label: str,
-    args: list[str],
-    photos: list[Path],
-    threads: int,
-    model_name: str,
-    weights: Path | None,
-) -> dict[str, object]:
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS / RssAnon / RssFile of a process, in bytes (Linux); VmRSS elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            fields = dict(
+                line.split(":", 1) for line in status if line.startswith(("VmRSS", "Rss"))
+            )
+        return {key: int(value.split()[0]) * 1024 for key, value in fields.items()}
+    except OSError:
+        return {"VmRSS": psutil.Process(pid).memory_info().rss}
+
+
+def cpu_seconds(process: psutil.Process) -> tuple[float, float]:
+    """(the daemon's own CPU seconds, its decoder processes' CPU seconds)."""
+    times = process.cpu_times()
+    children = 0.0
+    for child in process.children(recursive=True):
+        try:
+            child_times = child.cpu_times()
+        except psutil.Error:
+            continue
+        children += child_times.user + child_times.system
+    return times.user + times.system, children
+
+
+@dataclass
+class Row:
+    label: str
+    daemon_args: list[str]
+    cold: list[float] = field(default_factory=list)
+    ping: list[tuple[float, float]] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # ms per image
+    only: list[float] = field(default_factory=list)
+    only_streams: list[float] = field(default_factory=list)
+    rss_idle: list[dict[str, int]] = field(default_factory=list)
+    rss_peak: list[dict[str, int]] = field(default_factory=list)
+    rss_after: list[int] = field(default_factory=list)
+    decoder_rss: list[int] = field(default_factory=list)
+    streams: int = 1
+
+
+def measure_daemon(row: Row, photos: list[Path], threads: int) -> None:
     runtime = Path(tempfile.mkdtemp(prefix="pdb-"))
     runtime.chmod(0o700)
     sock = runtime / "rt" / "d.sock"
-    daemon = Daemon(sock, "--threads", str(threads), "--decode-workers", str(threads), *args)
+    daemon = Daemon(
+        sock, "--threads", str(threads), "--decode-workers", str(threads), *row.daemon_args
+    )
     try:
-        cold = first_reply_seconds(daemon, photos[0])
-        p50, p99 = ping_latency(sock)
-        e2e = asyncio.run(end_to_end(sock, photos))
-        rss = daemon.status()["rss"]
+        row.cold.append(first_reply_seconds(daemon, photos[0]))
+        row.ping.append(ping_latency(sock))
+        time.sleep(1.5)  # past the daemon's post-burst memory trim
+        process = psutil.Process(daemon.proc.pid)
+        row.rss_idle.append(memory(process.pid))
+        peak: dict[str, int] = {"VmRSS": 0}
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                now = memory(process.pid)
+                if now["VmRSS"] > peak["VmRSS"]:
+                    peak.clear()
+                    peak.update(now)
+                done.wait(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        own, children = cpu_seconds(process)
+        try:
+            row.e2e.append(asyncio.run(end_to_end(sock, photos)))
+        finally:
+            done.set()
+            sampler.join()
+        own_after, children_after = cpu_seconds(process)
+        row.cpu.append(
+            (
+                (own_after - own) * 1000 / len(photos),
+                (children_after - children) * 1000 / len(photos),
+            )
+        )
+        status = daemon.status()
+        row.rss_peak.append(peak)
+        row.rss_after.append(int(status["rss"]))
+        row.streams = int(status.get("model_streams") or 1)
+        row.decoder_rss.append(
+            sum(child.memory_info().rss for child in process.children(recursive=True))
+        )
     finally:
         daemon.stop()
-    only = model_only(model_name, len(photos), threads, weights)
-    return {
-        "model": label,
-        "cold": cold,
-        "p50": p50,
-        "p99": p99,
-        "e2e": e2e,
-        "only": only,
-        "ratio": e2e / only,
-        "rss": rss,
-    }
+    row.only.append(model_only(row.daemon_args, len(photos), threads, 1)["images_per_s"])
+    if row.streams > 1:
+        measured = model_only(row.daemon_args, len(photos), threads, row.streams)
+        row.only_streams.append(measured["images_per_s"])
 
 
 def idle_reload(photos: list[Path], threads: int) -> float:
@@ -212,10 +303,58 @@ def idle_reload(photos: list[Path], threads: int) -> float:
         daemon.stop()
 
 
+def half_weights_check(weights: Path, threads: int) -> str:
+    """ViT-B-32 with float16 weight storage against float32: cosine on real photos, speed."""
+    code = (
+        "import sys, time, json, numpy as np, skimage.data\n"
+        "from pathlib import Path\n"
+        "from PIL import Image\n"
+        "from photodupd import imaging\n"
+        "from photodupd.models import backend, catalog\n"
+        "backend.configure_threads(int(sys.argv[2]))\n"
+        "choice = catalog.resolve('clip:ViT-B-32', weights=Path(sys.argv[1]))\n"
+        "full = backend.load_model(choice, half_weights=False)\n"
+        "half = backend.load_model(choice, half_weights=True)\n"
+        "names = ['astronaut', 'camera', 'coffee', 'chelsea', 'rocket', 'coins', 'moon', 'page',\n"
+        "         'text', 'hubble_deep_field', 'immunohistochemistry', 'retina', 'grass',\n"
+        "         'gravel', 'brick', 'cell', 'clock', 'horse', 'cat']\n"
+        "def pixels(name):\n"
+        "    image = Image.fromarray(np.asarray(getattr(skimage.data, name)())).convert('RGB')\n"
+        "    return imaging._model_pixels(image, full.spec)\n"
+        "batch = np.stack([pixels(n) for n in names])\n"
+        "cos = np.sum(full.embed(batch) * half.embed(batch), axis=1)\n"
+        "speed = {}\n"
+        "for rnd in range(3):\n"
+        "    for label, model in (('full', full), ('half', half)):\n"
+        "        r = backend.benchmark_forward(model, images=64, batch_size=32)\n"
+        "        speed[label] = max(speed.get(label, 0.0), r['images_per_s'])\n"
+        "print(json.dumps({'photos': len(names), 'min': float(cos.min()),\n"
+        "                  'mean': float(cos.mean()), **speed, 'id': half.id}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(weights), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return (
+        f"float16 weight storage (ViT-B-32, vs float32, {r['photos']} skimage.data photos): "
+        f"cosine min {r['min']:.7f}, mean {r['mean']:.7f}; model only {r['half']:.1f} vs "
+        f"{r['full']:.1f} img/s ({(r['half'] / r['full'] - 1) * 100:+.1f}%); id `{r['id']}`"
+    )
+
+
+def mib(value: int) -> str:
+    return f"{value / MIB:.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat, interleaved; keep best")
     parser.add_argument(
         "--clip", action="store_true", help="also measure ViT-B-32 (random weights)"
     )
@@ -225,43 +364,62 @@ def main() -> None:
     print(f"generating {args.images} 12 MP JPEGs (cached)...", file=sys.stderr)
     photos = make_photos(args.images, (4000, 3000))
     mb = sum(p.stat().st_size for p in photos) / len(photos) / 1e6
-    rows = [
-        measure_model(
-            "builtin (EfficientNet-Lite0)",
-            ["--model", "builtin"],
-            photos,
-            args.threads,
-            "builtin",
-            None,
-        )
-    ]
+    rows = [Row("builtin (EfficientNet-Lite0)", ["--model", "builtin"])]
+    weights = None
     if args.clip:
         weights = random_vit_b32(Path(tempfile.gettempdir()) / "photodup-bench")
         rows.append(
-            measure_model(
-                "ViT-B-32 (open_clip)",
-                ["--model", "clip:ViT-B-32", "--weights", str(weights)],
-                photos,
-                args.threads,
-                "clip:ViT-B-32",
-                weights,
-            )
+            Row("ViT-B-32 (open_clip)", ["--model", "clip:ViT-B-32", "--weights", str(weights)])
         )
+    loads = []
+    for round_number in range(args.rounds):
+        loads.append(os.getloadavg()[0])
+        for row in rows:
+            print(f"round {round_number + 1}: {row.label}", file=sys.stderr)
+            measure_daemon(row, photos, args.threads)
     reload_s = idle_reload(photos, args.threads)
+    check = half_weights_check(weights, args.threads) if weights is not None else None
 
     lines = [
         f"photodupd benchmark: {args.images} generated 12 MP JPEGs ({mb:.1f} MB average), "
-        f"{args.threads} torch threads + {args.threads} decoders, {os.cpu_count()} cores",
+        f"{args.threads} torch threads + {args.threads} decoders, {os.cpu_count()} cores; "
+        f"best of {args.rounds} interleaved round(s), load average at the start of each: "
+        + ", ".join(f"{load:.1f}" for load in loads),
         "",
-        "| model | cold start to first embedding | ping p50 | ping p99 | end to end | model only | ratio | daemon RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | cold start to first embedding | ping p50 / p99 | end to end | model only "
+        "| ratio | model only, daemon layout | ratio | CPU per image: model + decode "
+        "| ceiling | RSS idle / peak / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        e2e, only = max(r.e2e), max(r.only)
+        own, decode = min(r.cpu, key=sum)
+        layout = max(r.only_streams) if r.only_streams else only
+        p50, p99 = min(r.ping)
+        idle = min(r.rss_idle, key=lambda m: m["VmRSS"])
+        peak = min(r.rss_peak, key=lambda m: m["VmRSS"])
         lines.append(
-            f"| {r['model']} | {r['cold']:.2f} s | {r['p50']:.3f} ms | {r['p99']:.3f} ms | "
-            f"{r['e2e']:.1f} img/s | {r['only']:.1f} img/s | {r['ratio']:.2f}x | {int(r['rss']) / 2**20:.0f} MiB |"  # type: ignore[call-overload]
+            f"| {r.label} | {min(r.cold):.2f} s | {p50:.3f} / {p99:.3f} ms | {e2e:.1f} img/s "
+            f"| {only:.1f} img/s | {e2e / only:.2f}x "
+            f"| {layout:.1f} img/s ({r.streams} x {args.threads // r.streams} threads) "
+            f"| {e2e / layout:.2f}x | {own:.0f} + {decode:.0f} ms "
+            f"| {args.threads * 1000 / (own + decode):.1f} img/s "
+            f"| {mib(idle['VmRSS'])} / {mib(peak['VmRSS'])} / {mib(min(r.rss_after))} MiB |"
         )
-    lines += ["", f"First embedding after an idle unload (builtin): {reload_s:.2f} s"]
+    lines.append("")
+    for r in rows:
+        idle = min(r.rss_idle, key=lambda m: m["VmRSS"])
+        peak = min(r.rss_peak, key=lambda m: m["VmRSS"])
+        if "RssAnon" in idle:
+            lines.append(
+                f"- {r.label}: RSS idle {mib(idle['RssAnon'])} MiB anonymous + "
+                f"{mib(idle['RssFile'])} MiB file-backed, peak {mib(peak['RssAnon'])} + "
+                f"{mib(peak['RssFile'])} MiB; decoder processes {mib(min(r.decoder_rss))} MiB "
+                "in all"
+            )
+    lines.append(f"- first embedding after an idle unload (builtin): {reload_s:.2f} s")
+    if check is not None:
+        lines.append(f"- {check}")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -4,31 +4,36 @@ Usage::
 
     python bench/grouping_bench.py [--sizes 20000:1280,100000:1280] [--queries 2000]
                                    [--budget 240] [--out bench/results/grouping.md]
-    python bench/grouping_bench.py --sizes 1000000:512 --budget 3600   # ~20-30 min on 2 cores
+    python bench/grouping_bench.py --sizes 1000000:512 --budget 900
 
-Each size ``N:DIM`` runs in a fresh process, so its peak RSS (``ru_maxrss``) is its own.  The
-process first builds what a scan of N photos holds when it starts grouping: N ``Photo``
-records and a dict of N separate float32 embeddings, L2-normalised and float16-rounded the
-way the cache returns them (``cache.quantise``).  Embeddings are drawn around 1,000 "topics"
-(same-topic cosine about 0.5, like real photo embeddings, not the near-orthogonal noise of
-uniform random vectors); 20% of the photos belong to planted duplicate clusters of 2 to 4
-(cosine to their original spread evenly from the model's lowest threshold to 0.995, pHash a
-few bits apart, some downscaled).
+Each size ``N:DIM`` runs in a fresh process, so its peak RSS is its own.  The process first
+builds what a scan of N photos holds when it starts grouping: N ``Photo`` records and a dict
+of N separate float16 embeddings, L2-normalised and rounded exactly as the scan keeps them
+(``cache.quantise``).  Embeddings are drawn around 1,000 "topics" (same-topic cosine about
+0.5, like real photo embeddings, not the near-orthogonal noise of uniform random vectors);
+20% of the photos belong to planted duplicate clusters of 2 to 4 (cosine to their original
+spread evenly from the model's lowest threshold to 0.995, pHash a few bits apart, some
+downscaled).
 
 Then ``group_photos`` runs with the engine's default settings for a model of that dimension
 (1280: the built-in EfficientNet-Lite0; 512: a CLIP ViT-B model).  Pair recall is measured
 against exact search on ``--queries`` random photos: every pair with one of them at or above
 the cosine floor, found by brute force on the very matrix the engine searched, must be among
-the engine's pairs.  The brute-force check is excluded from the times.
+the engine's pairs.  The brute-force check is excluded from the times.  Times are wall clock
+and, beside them, the process's CPU time: on a shared machine the CPU time is the steadier
+of the two (each row has the load average).  Peak RSS counts from when the library is built
+(Linux VmHWM, reset then): the photos and embeddings count, generating them does not.
 
-1,000,000 photos use dimension 512 (CLIP), not 1280: 1M x 1280 float32 is 5.1 GB by itself,
-more than the 4 GB budget before anything else is counted, and the engine keeps float32.
+1,000,000 photos use dimension 512 (CLIP), not 1280: 1M x 1280 float16 is 2.6 GB by itself,
+most of the 4 GB budget before anything else is counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -45,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, emit, machine_line, markdown_table, say, verdict
 
 from photodup_tui.engine import grouping
+from photodup_tui.engine.cache import quantise
 from photodup_tui.engine.keeprules import KeepRules
-from photodup_tui.engine.neighbours import Pair
+from photodup_tui.engine.neighbours import Pair, SearchStats
 from photodup_tui.engine.settings import ScanSettings, Thresholds
 from photodup_tui.engine.types import FileStat, Photo
 
@@ -55,7 +61,7 @@ MODEL_FOR_DIM = {1280: "builtin:efficientnet_lite0/imagenet", 512: "clip:ViT-B-3
 TOPICS = 1000
 PLANTED = 0.20  # share of photos in planted duplicate clusters
 CHUNK = 20_000  # rows generated at a time, so generation never outgrows the engine
-QUERY_CHUNK = 32  # brute-force queries per matrix product (32 x N floats at a time)
+CHECK_ROWS = 8_192  # library rows per brute-force matrix product (against every query)
 
 #: Targets: (seconds, GiB) by size; pair recall >= 99% of exact search everywhere.
 TIME_TARGETS = {100_000: 10.0, 1_000_000: 60.0}
@@ -71,8 +77,8 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 
 
 def _quantised(rows: np.ndarray) -> np.ndarray:
-    """What ``cache.quantise`` does to each row: float16 rounding, then unit length again."""
-    return _unit(rows.astype(np.float16).astype(np.float32)).astype(np.float32)
+    """Unit rows as the scan holds them (``cache.quantise``: float16)."""
+    return quantise(_unit(rows))
 
 
 def synthetic_library(
@@ -96,7 +102,7 @@ def synthetic_library(
     # Copies of the first originals, in clusters of 2 to 4, until the library has n photos.
     source = 0
     while len(photos) < n:
-        row = base_rows[source // CHUNK][source % CHUNK]
+        row = base_rows[source // CHUNK][source % CHUNK].astype(np.float32)
         for _ in range(int(rng.integers(1, 4))):
             if len(photos) >= n:
                 break
@@ -153,31 +159,33 @@ class NeighbourProbe:
         self.queries = queries
         self.rng = rng
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.check_seconds = 0.0
+        self.check_cpu_seconds = 0.0
         self.pairs = 0
         self.truth_pairs = 0
         self.recall = float("nan")
-        self.exact = False
+        self.stats = SearchStats()
 
     def __call__(
         self,
         embeddings: np.ndarray,
         threshold: float,
-        k: int = 32,
-        exact_limit: int = 20_000,
+        *args: Any,  # exact_limit ...
         **options: Any,  # cancel, tick ...: passed through untouched
     ) -> list[Pair]:
-        search = "exact search" if len(embeddings) <= exact_limit else "HNSW search"
-        _phase(f"{search} of {len(embeddings):,} vectors running")
-        started = time.perf_counter()
-        pairs = self.real(embeddings, threshold, k, exact_limit, **options)
+        _phase(f"search of {len(embeddings):,} {embeddings.dtype} vectors running")
+        started, cpu = time.perf_counter(), time.process_time()
+        pairs = self.real(embeddings, threshold, *args, stats=self.stats, **options)
         self.seconds = time.perf_counter() - started
-        _phase(f"{search} done in {self.seconds:.1f} s; checking recall, then grouping")
+        self.cpu_seconds = time.process_time() - cpu
+        _phase(f"{self.stats.method} search done in {self.seconds:.1f} s; checking recall")
         self.pairs = len(pairs)
-        self.exact = len(embeddings) <= exact_limit
-        started = time.perf_counter()
-        self._check(np.ascontiguousarray(embeddings, dtype=np.float32), threshold, pairs)
+        started, cpu = time.perf_counter(), time.process_time()
+        self._check(embeddings, threshold, pairs)
         self.check_seconds = time.perf_counter() - started
+        self.check_cpu_seconds = time.process_time() - cpu
+        _phase("recall checked; grouping")
         return pairs
 
     def _check(self, vectors: np.ndarray, threshold: float, pairs: list[Pair]) -> None:
@@ -185,11 +193,12 @@ class NeighbourProbe:
         sample = np.sort(self.rng.choice(n, size=min(self.queries, n), replace=False))
         chosen = np.zeros(n, dtype=bool)
         chosen[sample] = True
+        queries = vectors[sample].astype(np.float32)
         truth: set[tuple[int, int]] = set()
-        for start in range(0, len(sample), QUERY_CHUNK):
-            rows = sample[start : start + QUERY_CHUNK]
-            hits_q, hits_j = np.nonzero(vectors[rows] @ vectors.T >= threshold)
-            for q, j in zip(rows[hits_q].tolist(), hits_j.tolist(), strict=True):
+        for start in range(0, n, CHECK_ROWS):  # float16 matrices are converted a block at a time
+            block = vectors[start : start + CHECK_ROWS].astype(np.float32)
+            hits_j, hits_q = np.nonzero(block @ queries.T >= threshold)
+            for q, j in zip(sample[hits_q].tolist(), (hits_j + start).tolist(), strict=True):
                 if q != j:
                     truth.add((min(q, j), max(q, j)))
         if pairs:
@@ -212,15 +221,19 @@ class CaseResult:
     dim: int
     model_id: str
     floor: float
-    search: str
+    search: str  # how the search went: method, cells, margin ...
     inputs_gib: float  # RSS once the library is built (what a scan holds before grouping)
-    peak_gib: float  # ru_maxrss over the whole process
+    peak_gib: float  # peak RSS while grouping (VmHWM), photos and embeddings included
     neighbours_s: float
+    neighbours_cpu_s: float
     total_s: float  # group_photos, without the brute-force check
+    total_cpu_s: float
+    phases: str  # the search's phases: wall and CPU seconds
     pairs: int
     groups: int
     truth_pairs: int
     recall: float
+    load: str  # load average (1 min) before and after
 
 
 def run_case(n: int, dim: int, queries: int, seed: int = 7) -> CaseResult:
@@ -233,38 +246,71 @@ def run_case(n: int, dim: int, queries: int, seed: int = 7) -> CaseResult:
     rng = np.random.default_rng(seed)
     photos, embeddings = synthetic_library(n, dim, floor, rng)
     inputs = psutil.Process().memory_info().rss
+    _reset_peak()  # the peak that counts is while grouping, not while generating the library
     _phase(f"library built, RSS {inputs / 2**30:.2f} GiB; group_photos running")
     probe = NeighbourProbe(queries, rng)
+    load_before = os.getloadavg()[0]
     grouping.neighbours = probe  # instrument, not replace
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         groups = grouping.group_photos(
             photos,
             embeddings,
             thresholds,
             KeepRules(settings),
-            k=settings.neighbours_k,
             exact_limit=settings.exact_search_limit,
         )
         total = time.perf_counter() - started - probe.check_seconds
+        total_cpu = time.process_time() - cpu - probe.check_cpu_seconds
     finally:
         grouping.neighbours = probe.real
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = _peak()
+    stats = probe.stats
+    search = stats.method
+    if stats.cells:
+        search += (
+            f" ({stats.cells:,} cells, margin {stats.margin:.2f}, "
+            f"{stats.probes_per_vector:.2f} cells/vector)"
+        )
     return CaseResult(
         n=n,
         dim=dim,
         model_id=model_id,
         floor=floor,
-        search="exact" if probe.exact else "HNSW (usearch)",
+        search=search,
         inputs_gib=inputs / 2**30,
         peak_gib=peak / 2**30,
         neighbours_s=probe.seconds,
+        neighbours_cpu_s=probe.cpu_seconds,
         total_s=total,
+        total_cpu_s=total_cpu,
+        phases=", ".join(
+            f"{name} {sec:.1f} s (CPU {stats.cpu_seconds[name]:.1f} s)"
+            for name, sec in stats.seconds.items()
+        ),
         pairs=probe.pairs,
         groups=len(groups),
         truth_pairs=probe.truth_pairs,
         recall=probe.recall,
+        load=f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
     )
+
+
+def _reset_peak() -> None:
+    """Restart the kernel's peak-RSS count (VmHWM) at the current RSS (Linux 4.0+)."""
+    with contextlib.suppress(OSError):  # not Linux: the peak covers building the library too
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak() -> int:
+    """Peak RSS in bytes since ``_reset_peak`` (else over the whole process)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 # ------------------------------------------------------------------------------ report
@@ -286,20 +332,21 @@ def report(results: list[CaseResult | str], queries: int) -> str:
     rows = []
     for r in results:
         if isinstance(r, str):
-            rows.append([r, *(["-"] * 10)])
+            rows.append([r, *(["-"] * 11)])
             continue
         rows.append(
             [
                 f"{r.n:,} x {r.dim}",
                 r.search,
-                f"{r.neighbours_s:.1f} s",
-                f"{r.total_s:.1f} s",
+                f"{r.neighbours_s:.1f} s (CPU {r.neighbours_cpu_s:.1f} s)",
+                f"{r.total_s:.1f} s (CPU {r.total_cpu_s:.1f} s)",
                 f"{r.inputs_gib:.2f} GiB",
                 f"{r.peak_gib:.2f} GiB",
                 f"{r.pairs:,}",
                 f"{r.groups:,}",
                 f"{r.recall:.2%} of {r.truth_pairs:,}",
                 f"{r.floor:.2f}",
+                r.load,
                 _targets(r),
             ]
         )
@@ -314,18 +361,24 @@ def report(results: list[CaseResult | str], queries: int) -> str:
         "groups",
         f"pair recall ({queries:,} queries)",
         "cosine floor",
+        "load avg",
         "meets targets",
     ]
+    phases = [f"* {r.n:,} x {r.dim}: {r.phases}" for r in results if isinstance(r, CaseResult)]
     return "\n".join(
         [
-            f"Grouping benchmark (engine defaults: k={ScanSettings().neighbours_k}, "
-            f"exact search up to {ScanSettings().exact_search_limit:,}); {machine_line()}",
+            f"Grouping benchmark (engine defaults: exact search up to "
+            f"{ScanSettings().exact_search_limit:,}); {machine_line()}",
             "",
             markdown_table(header, rows),
             "",
-            "RSS before: the photos and float32 embeddings a scan holds when grouping starts. "
-            "Peak RSS: the whole process.  Recall: pairs at or above the cosine floor, found "
-            "by brute force for random query photos on the matrix the engine searched.",
+            "RSS before: the photos and float16 embeddings a scan holds when grouping starts. "
+            "Peak RSS: the process's peak from then on (VmHWM, so building the synthetic "
+            "library does not count; the photos and embeddings do).  Recall: pairs at or above the cosine floor, found "
+            "by brute force for random query photos on the matrix the engine searched.  "
+            "The search's phases:",
+            "",
+            *phases,
         ]
     )
 

@@ -62,6 +62,7 @@ from photodup_tui.engine.cache import Cache
 from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.local_features import LocalFeatureSource
+from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.scan import ScanResult
 from photodup_tui.engine.settings import ScanSettings, Thresholds
 from photodup_tui.engine.types import Group, Kind, Photo
@@ -338,19 +339,31 @@ def run_imagededup(folder: Path) -> tuple[set[Pair], float]:
     return pairs, seconds
 
 
+#: The same-shot pixel check the scanner uses, with thumbnails and scores kept for the run.
+CHECKER = SameShotChecker(isolate=False)
+
+
 def grouped_pairs(groups: Iterable[Group], kinds: frozenset[Kind]) -> set[Pair]:
-    """Pairs of files that share a group of one of ``kinds``."""
+    """Pairs of files a scan shows together with a verdict in ``kinds``: both in one group,
+    each the keeper or related to it by one of ``kinds`` (a similar edit beside a near
+    family counts for the "any" tier only)."""
     pairs: set[Pair] = set()
     for group in groups:
-        if group.kind in kinds:
-            paths = [m.photo.path for m in group.members]
+        paths = [
+            m.photo.path
+            for m in group.members
+            if (m.verdict or group.kind) in kinds or m is group.keeper_member
+        ]
+        if len(paths) > 1:
             pairs.update(frozenset(p) for p in itertools.combinations(paths, 2))
     return pairs
 
 
 def regroup(run: ProductRun, thresholds: Thresholds) -> list[Group]:
     """The engine's grouping again on the features of ``run``, with other thresholds."""
-    return group_photos(run.photos, run.embeddings, thresholds, KeepRules(ScanSettings()))
+    return group_photos(
+        run.photos, run.embeddings, thresholds, KeepRules(ScanSettings()), verify=CHECKER
+    )
 
 
 def at(verdicts: Mapping[Pair, Kind], kinds: frozenset[Kind]) -> set[Pair]:
@@ -407,7 +420,7 @@ class PairFeatures:
         found = {}
         for i, j in self.candidates:
             a, b = self.photos[i], self.photos[j]
-            groups = group_photos([a, b], self.embeddings, t, self.rules)
+            groups = group_photos([a, b], self.embeddings, t, self.rules, verify=CHECKER)
             if groups:
                 found[frozenset((a.path, b.path))] = groups[0].kind
         return found
@@ -753,11 +766,10 @@ def report(runs: Runs, grid: bool) -> str:
         f"{runs.imagededup_seconds:.1f} s.",
         "",
         "Pair verdicts judge each pair alone (what the features and thresholds can tell); "
-        "groups count the pairs a scan shows together.  A file is in one group only, and "
-        "similar groups are made only of files left out of every near/exact group, so a "
-        "similar-tier copy (crop, border, mirror ...) shares a group with its original only "
-        "when the original has no near or byte-identical copy: the groups rows' recall for "
-        "those edit kinds is capped by the grouping, whatever the thresholds.",
+        "groups count the pairs a scan shows together.  A file is in one group only: its "
+        "keeper, the keeper's byte-identical and near copies, and the edits the same-shot "
+        "pixel check confirms (shown, never marked).  The near-or-exact tier counts pairs "
+        "whose members are both the keeper or near/byte-identical to it.",
         "",
         summary_table(summary),
         "",

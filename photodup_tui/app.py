@@ -7,12 +7,13 @@ result) can be handed in, so tests drive the real screens on real or fixed data.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -25,16 +26,19 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from photodup_tui import ui_settings
 from photodup_tui.engine import settings as scan_settings
+from photodup_tui.engine.decisions import Decision
 from photodup_tui.engine.safedelete import interrupted_batches, make_plan
 from photodup_tui.engine.scan import ScanResult
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group
 from photodup_tui.formatting import plural
-from photodup_tui.messages import DaemonReport, DaemonStatusChanged
+from photodup_tui.messages import DaemonReport, DaemonStatusChanged, GroupShownAgain
 from photodup_tui.review_state import Review
 from photodup_tui.screens.action import ActionScreen
 from photodup_tui.screens.confirm import ConfirmScreen
+from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.help import HelpScreen
+from photodup_tui.screens.hidden import HiddenScreen
 from photodup_tui.screens.review import ReviewScreen
 from photodup_tui.screens.scan import ScanScreen
 from photodup_tui.screens.settings import SettingsScreen
@@ -42,17 +46,22 @@ from photodup_tui.screens.start import StartScreen, check_folders
 from photodup_tui.widgets.preview import Renderer
 from photodup_tui.workers import (
     UNAVAILABLE,
+    Cancelled,
+    DaemonNotRunning,
     DaemonStatus,
+    DecisionBook,
+    ModelSwitch,
     PlanSummary,
     PreviewCache,
     PreviewLoader,
     SourceFactory,
     open_feature_source,
     poll_daemon,
-    remember_not_duplicates,
+    run_cancellable,
     short_reason,
     start_daemon,
     summarize,
+    switch_model,
 )
 
 POLL_SECONDS = 2.0
@@ -74,6 +83,7 @@ class AppOptions:
     cursor_blink: bool = True
     animations: bool = True  # False: still frames (snapshot tests)
     result: ScanResult | None = None  # open straight on the review of this scan
+    hidden: list[tuple[Group, Decision]] = field(default_factory=list)  # ... and these hidden
     check_interrupted: bool = True
 
 
@@ -111,6 +121,12 @@ class PhotodupApp(App[int]):
         self._daemon_starting = False
         self._daemon_lock = threading.Lock()  # one start of photodupd at a time
         self._start_failure: str | None = None  # why photodupd could not start, if it failed
+        self.decision_book = DecisionBook()
+        self._hides: list[int] = []  # groups hidden since the last clean-up: u shows them again
+        self._switching: str | None = None  # the model photodupd is switching to
+        self._switch_previous: str | None = None  # the config's model before that switch
+        self._switch_later: tuple[str, str | None] | None = None  # (model, previous) after a scan
+        self._switch_note = ""  # why the last model switch did not happen
 
     # ------------------------------------------------------------------ start and stop
 
@@ -133,7 +149,7 @@ class PhotodupApp(App[int]):
                 timeout=15,
             )
         if self.options.result is not None:
-            self.show_review(self.options.result)
+            self.show_review(self.options.result, hidden=self.options.hidden)
         elif self.options.roots:
             self._check_roots(self.options.roots)
         else:
@@ -142,6 +158,7 @@ class PhotodupApp(App[int]):
     # ------------------------------------------------------------------ the journey
 
     def start_scan(self, roots: Sequence[str]) -> None:
+        gc.unfreeze()  # what this scan replaces may be collected again (see _settle_heap)
         self.ui = self.ui.with_recent(roots)
         self._save_ui(self.ui)
         screen = ScanScreen(list(roots))
@@ -162,17 +179,32 @@ class PhotodupApp(App[int]):
             use_model, socket_path, report, cancel, lock
         )
 
-    def show_review(self, result: ScanResult, fallback_reason: str | None = None) -> None:
+    def show_review(
+        self,
+        result: ScanResult,
+        fallback_reason: str | None = None,
+        hidden: Sequence[tuple[Group, Decision]] = (),
+    ) -> None:
         self.result, self.fallback_reason = result, fallback_reason
         if fallback_reason and self.ui.use_model and self.options.daemon_status is None:
             self._start_failure = fallback_reason.removeprefix(UNAVAILABLE)
             self.daemon_status = DaemonStatus("down", detail=self._start_failure)
-        self.review = Review(result.groups)
+        self.review = Review(result.groups, hidden)
+        self._hides.clear()
         screen = ReviewScreen(result, self.review)
         if len(self.screen_stack) > 1:
             self.switch_screen(screen)
         else:
             self.push_screen(screen)
+        self.call_after_refresh(_settle_heap)
+
+    def scan_ended(self) -> None:
+        """The scan worker is done (results, failure or cancel): a model change the user
+        saved meanwhile can happen now."""
+        if self._switch_later is not None:
+            model, previous = self._switch_later
+            self._switch_later = None
+            self._begin_switch(model, previous)
 
     def action_trash(self) -> None:
         """``d``: plan the marked files, say exactly what will happen, then do it."""
@@ -205,6 +237,7 @@ class PhotodupApp(App[int]):
         self.push_screen(ConfirmScreen(summary, self._roots()), go)
 
     def after_trash(self, trashed: Sequence[str]) -> None:
+        self._hides.clear()  # u now means "put the files back"
         if self.review is not None:
             self.review.remove(trashed)
 
@@ -212,12 +245,42 @@ class PhotodupApp(App[int]):
         if self.review is not None:
             self.review.restore(restored)
 
-    def not_duplicates(self, group: Group) -> None:
-        self._remember(group)
+    # ------------------------------------------------------------------ hiding groups
 
-    @work(thread=True, exit_on_error=False, group="decisions", name="remember")
-    def _remember(self, group: Group) -> None:
-        remember_not_duplicates(group)
+    def not_duplicates(self, group_index: int) -> None:
+        """Hide a group and remember, by content, that its photos are not duplicates; u
+        right after (or the hidden-groups list, h) takes it back."""
+        if self.review is None:
+            return
+        self.review.dismiss(group_index, Decision.NOT_DUPLICATES)
+        self._hides.append(group_index)
+        self.decision_book.want(self.review.groups[group_index], Decision.NOT_DUPLICATES)
+        self._write_decisions()
+        self.notify(
+            "Hidden, and remembered: later scans will not show these photos as duplicates. "
+            "u shows them again; h on the list of groups shows every hidden group.",
+            title="Not duplicates",
+            timeout=6,
+        )
+
+    def show_again(self, group_index: int) -> bool:
+        """Bring a hidden group back and forget the answer that hid it."""
+        if self.review is None or self.review.show_again(group_index) is None:
+            return False
+        if group_index in self._hides:
+            self._hides.remove(group_index)
+        self.decision_book.want(self.review.groups[group_index], None)
+        self._write_decisions()
+        self.screen.post_message(GroupShownAgain(group_index))
+        self.notify("Shown again; photodup forgot that answer.", timeout=4)
+        return True
+
+    @work(thread=True, exit_on_error=False, group="decisions", name="decisions")
+    def _write_decisions(self) -> None:
+        self.decision_book.write()
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # hand the heap back as it was (tests run many apps in one process)
 
     # ------------------------------------------------------------------ global keys
 
@@ -226,6 +289,12 @@ class PhotodupApp(App[int]):
             self.push_screen(HelpScreen(self.screen))
 
     def action_undo(self) -> None:
+        """u: show the last hidden group again if that was the last thing done on the
+        review; otherwise put the files of the last clean-up back."""
+        on_review = isinstance(self.screen, ReviewScreen | GroupScreen | HiddenScreen)
+        if on_review and self._hides:
+            self.show_again(self._hides[-1])
+            return
         if isinstance(self.screen, ActionScreen) and self.screen.busy:
             self.notify("Wait for the current batch to finish first.")
             return
@@ -244,7 +313,16 @@ class PhotodupApp(App[int]):
 
     # ------------------------------------------------------------------ settings
 
-    def apply_settings(self, settings: ScanSettings, ui: ui_settings.UiSettings) -> None:
+    def apply_settings(
+        self,
+        settings: ScanSettings,
+        ui: ui_settings.UiSettings,
+        model: str | None = None,
+        previous_model: str | None = None,
+    ) -> None:
+        """Use saved settings from now on.  ``model``: the model the user chose (None: left
+        as it was); photodupd switches to it now, and ``previous_model`` (the config's value
+        before) is put back if it cannot."""
         was_on, self.scan_settings, self.ui = self.ui.use_model, settings, ui
         if ui.use_model != was_on and self.options.daemon_status is None:
             if ui.use_model:
@@ -254,6 +332,74 @@ class PhotodupApp(App[int]):
             else:
                 self.workers.cancel_group(self, "daemon")
                 self.daemon_status = DaemonStatus("off")
+        if model is not None and ui.use_model and self.options.daemon_status is None:
+            if self._scan_running():
+                self._switch_later = (model, previous_model)
+                self.notify(
+                    f"photodupd switches to {model} when this scan ends: one scan never mixes "
+                    "two models.",
+                    title="Model",
+                )
+            else:
+                self._begin_switch(model, previous_model)
+
+    def _scan_running(self) -> bool:
+        return any(w.name == "scan" and w.state in _BUSY for w in self.workers)
+
+    # ------------------------------------------------------------------ switching models
+
+    def _begin_switch(self, model: str, previous: str | None) -> None:
+        self._switching, self._switch_previous, self._switch_note = model, previous, ""
+        self.daemon_status = DaemonStatus("loading", model=model, why="switching models")
+        self._switch_model(model)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model", name="model-switch")
+    def _switch_model(self, model: str) -> ModelSwitch:
+        cancel = get_current_worker().cancelled_event
+        socket_path = self.options.socket_path
+        return run_cancellable(lambda: switch_model(socket_path, model), cancel)
+
+    def _switch_done(self, worker: Worker[Any]) -> None:
+        model, previous = self._switching or "", self._switch_previous
+        self._switching = None
+        if worker.state is WorkerState.SUCCESS and isinstance(worker.result, ModelSwitch):
+            switched = worker.result
+            self.daemon_status = DaemonStatus("ready", model=switched.model_id, why=switched.why)
+            self.notify(
+                f"photodupd now serves {switched.model_id}. The next scan uses it.",
+                title="Model switched",
+            )
+            return
+        error = worker.error
+        if isinstance(error, Cancelled):
+            return
+        if isinstance(error, DaemonNotRunning):
+            self.notify(
+                f"photodupd is not running; it loads {model} when it starts (the next scan "
+                "starts it).",
+                title="Model saved",
+            )
+        else:
+            reason = short_reason(error) if error is not None else "unknown error"
+            self._switch_note = f"not switched to {model}: {reason}"
+            back = previous or "auto"
+            self.notify(
+                f"{reason}\nphotodupd keeps the model it had; the model setting is back to {back}.",
+                title=f"Could not switch to {model}",
+                severity="error",
+                timeout=20,
+            )
+            self._restore_model_setting(previous)
+        self.daemon_status = replace(self.daemon_status, note=self._switch_note)
+        if self.options.watch_daemon:
+            self._poll_daemon()  # the daemon's own word replaces ours
+
+    @work(thread=True, exit_on_error=False, group="save", name="save-ui")
+    def _restore_model_setting(self, previous: str | None) -> None:
+        if previous is None:
+            ui_settings.update_tables({}, remove={"daemon": ["model"]})
+        else:
+            ui_settings.update_tables({"daemon": {"model": previous}})
 
     @work(thread=True, exit_on_error=False, group="save", name="save-ui")
     def _save_ui(self, ui: ui_settings.UiSettings) -> None:
@@ -298,6 +444,12 @@ class PhotodupApp(App[int]):
         if not self.ui.use_model or self.options.daemon_status is not None:
             return
         status = message.status
+        if self._switching is not None and status.state != "down":
+            # The daemon says "ready" (old model) until the new one starts loading: say what
+            # is really going on.
+            status = DaemonStatus("loading", model=self._switching, why="switching models")
+        elif self._switch_note:
+            status = replace(status, note=self._switch_note)
         if status.state == "down" and self._daemon_starting:
             status = DaemonStatus("starting", detail=self.daemon_status.detail)
         elif status.state == "down" and self._start_failure:
@@ -326,6 +478,9 @@ class PhotodupApp(App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker, state = event.worker, event.state
+        if worker.name == "model-switch" and state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self._switch_done(worker)
+            return
         if state is WorkerState.SUCCESS:
             if worker.name == "plan" and isinstance(worker.result, PlanSummary):
                 self._confirmed(worker.result)
@@ -345,14 +500,12 @@ class PhotodupApp(App[int]):
                     self.start_scan(roots)
                 else:
                     self.push_screen(StartScreen(error=problem, value=" ".join(roots)))
-            elif worker.name == "remember":
-                self.notify("Remembered: these photos will not be shown as duplicates again.")
         elif state is WorkerState.ERROR:
             error = worker.error
             what = {
                 "plan": "Could not plan the clean-up",
                 "save-ui": "Could not save your settings",
-                "remember": "Could not remember that answer",
+                "decisions": "Could not remember that answer",
                 "daemon-start": "photodupd did not start",
                 "interrupted": "Could not read the journal of earlier clean-ups",
             }.get(worker.name, f"{worker.name} failed")
@@ -361,6 +514,21 @@ class PhotodupApp(App[int]):
                 self._start_failure = reason
                 self.daemon_status = DaemonStatus("down", detail=reason)
             self.notify(reason, title=what, severity="error", timeout=12)
+
+
+_BUSY = (WorkerState.PENDING, WorkerState.RUNNING)
+
+
+def _settle_heap() -> None:
+    """Keep the garbage collector's full passes out of key handling.
+
+    A scan of 100,000 photos leaves about a million long-lived objects, and every full
+    collection the collector starts while the UI allocates walks all of them: 0.3-0.6 s,
+    seen as keys handled that late (bench/tui_bench.py).  Freezing them moves them out of
+    its sight; nothing is kept alive by it (reference counting still frees them), and the
+    next scan unfreezes them so what it replaces is collected as usual.
+    """
+    gc.freeze()
 
 
 def create_app(roots: Sequence[str] = (), **options: Any) -> PhotodupApp:

@@ -250,7 +250,7 @@ def _feature_source(args: argparse.Namespace, say: _Printer) -> FeatureSource:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         say.warn(
             f"photodupd is unavailable ({reason}); falling back to --no-model: perceptual "
-            "hashes only (re-encodes and resizes are found; edits, crops and bursts are not)"
+            "hashes only (re-encodes and resizes are found; mirrors and most crops are not)"
         )
         return LocalFeatureSource()
     if not _model_matches(args.model, source.model_id):
@@ -391,11 +391,28 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+BAR_WIDTH = 20
+
+
+def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """``[#########-----------]  45% 1,234/2,742``: ASCII, so any terminal or log shows it."""
+    fraction = min(1.0, done / total) if total > 0 else 1.0
+    filled = int(fraction * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {fraction:4.0%} {done:,}/{total:,}"
+
+
 def progress_line(p: Any) -> str:
+    """One line of scan progress; phases with a known total lead with a bar and their ETA
+    (first, so a narrow terminal that cuts the line keeps them)."""
+    head = f"{p.phase}: "
+    tail = f" · {p.rate:,.0f} files/s · ETA {_eta(p.eta_seconds)}"
+    total = getattr(p, "phase_total", None)
+    if total is not None and p.phase not in ("done", "cancelled"):
+        head += f"{progress_bar(p.phase_done, total)} · ETA {_eta(p.eta_seconds)} · "
+        tail = f" · {p.rate:,.0f} files/s"
     return (
-        f"{p.phase}: found {p.files_found:,} ({human_bytes(p.bytes_found)}) · hashed {p.hashed:,}"
-        f" · cached {p.cache_hits:,} · embedded {p.embedded:,} · errors {p.errors:,}"
-        f" · {p.rate:,.0f} files/s · ETA {_eta(p.eta_seconds)}"
+        f"{head}found {p.files_found:,} ({human_bytes(p.bytes_found)}) · hashed {p.hashed:,}"
+        f" · cached {p.cache_hits:,} · embedded {p.embedded:,} · errors {p.errors:,}{tail}"
     )
 
 

@@ -55,3 +55,11 @@ class DaemonReport(Message):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
+
+
+class GroupShownAgain(Message):
+    """A hidden group is back (u, or the hidden-groups list): the screen on top redraws."""
+
+    def __init__(self, group_index: int) -> None:
+        super().__init__()
+        self.group_index = group_index

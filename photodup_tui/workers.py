@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -24,7 +24,7 @@ from PIL import Image
 from photodup_tui.engine.cache import Cache, CacheError
 from photodup_tui.engine.daemon_features import DaemonFeatureSource
 from photodup_tui.engine.daemon_launch import Report, ensure_daemon
-from photodup_tui.engine.decisions import Decision, Decisions
+from photodup_tui.engine.decisions import Decision, DecisionError, Decisions
 from photodup_tui.engine.features import FeatureSource
 from photodup_tui.engine.local_features import LocalFeatureSource
 from photodup_tui.engine.safedelete import Plan
@@ -32,6 +32,7 @@ from photodup_tui.engine.safedelete.trash import TrashUnavailable, usable_locati
 from photodup_tui.engine.scan import Scanner, ScanProgress, ScanResult
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group
+from photodupd import config as daemon_config
 from photodupd import imaging
 from photodupd.client import ConnectionLost, SyncClient
 from photodupd.protocol import RemoteError
@@ -58,6 +59,7 @@ class DaemonStatus:
     why: str = ""
     detail: str = ""  # last error, or what the launcher is doing
     images_per_s: float = 0.0
+    note: str = ""  # the UI's own word on it, e.g. why a model switch did not happen
 
 
 def poll_daemon(socket_path: Path | None, timeout: float = 2.0) -> DaemonStatus:
@@ -78,6 +80,42 @@ def poll_daemon(socket_path: Path | None, timeout: float = 2.0) -> DaemonStatus:
         detail=str(status.get("last_error") or ""),
         images_per_s=float(status.get("recent_images_per_s") or 0.0),
     )
+
+
+#: How long a model load may take before the UI gives up waiting (CLIP on a slow disk).
+LOAD_TIMEOUT = 600.0
+
+
+class DaemonNotRunning(Exception):
+    """Nobody answers on the socket: the model setting applies when photodupd starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSwitch:
+    model_id: str  # what photodupd serves now
+    why: str  # photodupd's reason ("auto: CLIP weights found in the local cache")
+
+
+def switch_model(socket_path: Path | None, name: str) -> ModelSwitch:
+    """Ask the running photodupd to load ``name`` now (what ``photodup-ctl models use``
+    does).  Blocks until the model is loaded; raises :class:`DaemonNotRunning`, or
+    ``RemoteError`` (``model_unavailable``: e.g. CLIP weights not on this computer), in which
+    case photodupd keeps serving the model it had."""
+    fields: dict[str, Any] = {"model": name}
+    try:
+        weights = daemon_config.load().weights  # the config's weights file goes with CLIP
+    except daemon_config.ConfigError:
+        weights = None
+    if weights is not None and name != "builtin":
+        fields["weights"] = str(weights)
+    with SyncClient(socket_path, timeout=5, client_name="photodup-tui") as client:
+        try:
+            client.connect()
+        except (OSError, ConnectionLost) as exc:
+            raise DaemonNotRunning(str(exc)) from None
+        client.set_timeout(LOAD_TIMEOUT)
+        result: dict[str, Any] = client.request("load", **fields)
+    return ModelSwitch(str(result.get("id") or name), str(result.get("why") or ""))
 
 
 def start_daemon(socket_path: Path | None, report: Report, lock: threading.Lock) -> None:
@@ -166,13 +204,33 @@ def run_cancellable(fn: Callable[[], T], cancel: threading.Event, poll: float = 
 # ------------------------------------------------------------------------------ scanning
 
 
+@dataclass(slots=True)
+class Scanned:
+    result: ScanResult
+    #: groups an earlier "not duplicates" / "keep all" answer hides, so the UI can list them
+    #: and bring one back without scanning again
+    hidden: list[tuple[Group, Decision]] = field(default_factory=list)
+
+
+class _KeepingHidden(Decisions):
+    """The user's decisions, keeping the groups they hide instead of dropping them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: list[tuple[Group, Decision]] = []
+
+    def undecided(self, groups: Iterable[Group]) -> list[Group]:
+        shown, self.hidden = self.split(groups)
+        return shown
+
+
 def run_scan(
     roots: Sequence[str],
     settings: ScanSettings,
     source: FeatureSource,
     progress: Callable[[ScanProgress], None],
     cancel: threading.Event,
-) -> ScanResult:
+) -> Scanned:
     """One scan with the user's cache and remembered decisions.
 
     A cache that cannot be opened never stops a scan: it runs on a throw-away one, and the
@@ -185,7 +243,7 @@ def run_scan(
         warnings.append(f"{exc}; this scan will not be remembered")
         cache = Cache(Path(tempfile.mkdtemp(prefix="photodup-cache-")) / "cache.sqlite")
     try:
-        decisions: Decisions | None = Decisions()
+        decisions: _KeepingHidden | None = _KeepingHidden()
     except (OSError, sqlite3.Error) as exc:
         warnings.append(f"your earlier 'not duplicates' answers cannot be read: {exc}")
         decisions = None
@@ -196,12 +254,61 @@ def run_scan(
         if decisions is not None:
             decisions.close()
     result.warnings[:0] = warnings
-    return result
+    return Scanned(result, decisions.hidden if decisions is not None else [])
 
 
-def remember_not_duplicates(group: Group) -> None:
-    with Decisions() as decisions:
-        decisions.record(group, Decision.NOT_DUPLICATES)
+class DecisionBook:
+    """The user's hide / show-again answers, written to the decisions store in the order
+    they were given, from worker threads.
+
+    The UI calls :meth:`want` on the event loop, then runs :meth:`write` in a worker.  Each
+    write takes everything wanted so far, one writer at a time: a quick "hide, then show
+    again" can never land in the store the wrong way round, whatever order the workers run.
+    """
+
+    def __init__(self, open_store: Callable[[], Decisions] = Decisions) -> None:
+        self._open_store = open_store
+        self._wanted: dict[int, tuple[Group, Decision | None]] = {}
+        self._lock = threading.Lock()  # guards _wanted
+        self._writing = threading.Lock()  # one writer at a time
+
+    def want(self, group: Group, decision: Decision | None) -> None:
+        """Remember ``decision`` for this group's photos; None forgets any that hides it."""
+        with self._lock:
+            self._wanted.pop(id(group), None)  # re-inserted: the latest answer is written last
+            self._wanted[id(group)] = (group, decision)
+
+    def write(self) -> None:
+        """Write what is wanted; raises DecisionError (after writing the rest) if an answer
+        cannot be kept, e.g. a photo without a content hash."""
+        with self._writing:
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        """:meth:`write`, for a caller that holds the writer's lock."""
+        with self._lock:
+            pending, self._wanted = list(self._wanted.values()), {}
+        if not pending:
+            return
+        problems: list[str] = []
+        with self._open_store() as store:
+            for group, decision in pending:
+                try:
+                    if decision is None:
+                        store.forget_covering(group)
+                    else:
+                        store.record(group, decision)
+                except DecisionError as exc:
+                    problems.append(str(exc))
+        if problems:
+            raise DecisionError("; ".join(dict.fromkeys(problems)))
+
+    def count(self) -> int:
+        """How many answers the store remembers, once what is wanted now is written."""
+        with self._writing:
+            self._write_locked()
+            with self._open_store() as store:
+                return store.count()
 
 
 # ------------------------------------------------------------------------------ actions

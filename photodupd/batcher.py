@@ -1,25 +1,35 @@
-"""The model thread: the one thread that owns the model and embeds micro-batches.
+"""The model thread: the one thread that owns the model and hands micro-batches to streams.
 
 Shape::
 
     submit(job) / load(choice) / ...   (any thread)
       -> one queue: decoded items and control commands, in arrival order
-      -> the model thread: take what is queued (up to ``batch_size``), wait up to
-         ``batch_wait_ms`` for company only while admitted items are still on their
-         way, embed the batch, hand each item's reply to ``reply``
+      -> the model thread: once a stream is free, take what is queued (up to the
+         stream's share of the backlog, at most ``batch_size``), wait for company
+         while admitted items are still on their way (see ``_gather``), hand the
+         batch to the stream
+      -> a stream thread (``model_streams`` of them, torch threads split among them):
+         one forward pass, each item's reply to ``reply``
       -> when idle: give freed memory back to the OS after ``TRIM_AFTER`` seconds,
          unload the model after ``idle_unload`` seconds, reload it when work returns
 
+Why streams: a forward pass on one thread has no barriers, so while decoders
+(or anything else) take a core away no other core spins waiting for it, and
+per image it measured cheaper than one pass split over two threads.  A batch
+with nothing beside it and nothing behind it (one photo asked for alone) runs
+on every thread, since then its latency is all that matters.
+
 Control commands (load, warm-up, stop) go through the same queue as the work,
-so their order with batches is clear.  Everything other threads read (state,
-model info, statistics) is behind one lock; the model itself is touched by
-this thread alone.
+so their order with batches is clear, and run only once every stream is idle.
+Everything other threads read (state, model info, statistics) is behind one
+lock; the model is swapped or dropped by this thread alone.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import enum
+import functools
 import logging
 import queue
 import threading
@@ -43,6 +53,13 @@ log = logging.getLogger("photodupd.batcher")
 
 #: Window of ``recent_images_per_s`` in status.
 RATE_WINDOW = 10.0
+
+#: Longest a batch waits for company while the decoders are all busy (see _gather):
+#: bounds the latency a bigger batch may add.
+BUSY_DECODERS_WAIT = 0.25
+
+#: How often a waiting batch re-checks whether its wait is still worth it.
+_WAIT_SLICE = 0.01
 
 #: Seconds without work before freed activation memory goes back to the OS.  Long
 #: enough that a client sending chunk after chunk never pays for it, short enough
@@ -100,6 +117,88 @@ class _Stats:
     recent: deque[tuple[float, int]] = field(default_factory=deque)
 
 
+class _Streams:
+    """The threads that run forward passes, up to ``count`` batches at once.
+
+    Only the model thread hands out work: it waits for a free stream before it
+    forms a batch (so batches grow while every stream is busy), gives the batch
+    to the stream and goes back to forming the next one.  Commands and idle
+    duties first wait until every stream is idle, so a model is never swapped or
+    dropped under a forward pass.  Each batch says how many torch intra-op
+    threads it runs on; OpenMP's thread count is per calling thread, so each
+    stream sets its own.
+    """
+
+    def __init__(self, count: int, threads_each: int) -> None:
+        self.count = count
+        self.threads_each = threads_each
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._items = 0
+        self._threads_set = threading.local()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=count, thread_name_prefix="photodupd-stream"
+        )
+
+    @property
+    def threads_all(self) -> int:
+        return self.count * self.threads_each
+
+    def wait_free(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._busy < self.count)
+
+    def wait_idle(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._busy == 0)
+
+    def busy(self) -> int:
+        """Batches in a forward pass now."""
+        with self._cond:
+            return self._busy
+
+    def items(self) -> int:
+        """Items in those batches."""
+        with self._cond:
+            return self._items
+
+    def run(self, work: Callable[[], None], items: int, threads: int) -> None:
+        """Run ``work`` (which answers its own items) on a free stream with ``threads`` torch
+        threads; model thread only."""
+        with self._cond:
+            self._busy += 1
+            self._items += items
+        self._pool.submit(self._finish_after, work, items, threads)
+
+    def _finish_after(self, work: Callable[[], None], items: int, threads: int) -> None:
+        try:
+            if getattr(self._threads_set, "count", None) != threads:
+                backend.configure_threads(threads)
+                self._threads_set.count = threads
+            work()
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._items -= items
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def stream_layout(threads: int, streams: int) -> tuple[int, int]:
+    """(streams, torch threads per stream) for ``threads`` torch threads in all.
+
+    ``streams`` 0 means automatic: one stream per thread.  A forward pass on one
+    thread has no barriers to wait at, so on a machine that also decodes (or
+    runs anything else) no core spins idle while another is taken away; and it
+    was measured cheaper per image than one pass split over two threads.
+    """
+    threads = max(1, threads)
+    count = threads if streams <= 0 else streams
+    return count, max(1, threads // count)
+
+
 class ModelWorker:
     """Owns the model thread; see the module docstring for the shape.
 
@@ -140,6 +239,7 @@ class ModelWorker:
         self._last_work = time.monotonic()
         self._trim_due = False
         self._stopping = False
+        self._streams = _Streams(*stream_layout(config.threads, config.model_streams))
 
     # ------------------------------------------------------------------ control (any thread)
 
@@ -150,6 +250,11 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._run, name="photodupd-model", daemon=True)
         self._thread.start()
         self._jobs.put(_Command("load"))  # choice None: resolve the configured model
+
+    @property
+    def streams(self) -> int:
+        """How many forward passes may run at once."""
+        return self._streams.count
 
     def submit(self, job: Job) -> None:
         self._jobs.put(job)
@@ -236,49 +341,80 @@ class ModelWorker:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        backend.configure_threads(self.config.threads)
-        while True:
-            try:
-                first = self._jobs.get(timeout=self._idle_wait())
-            except queue.Empty:
-                self._on_idle()
-                continue
-            if isinstance(first, _Command):
-                if self._run_command(first):
-                    return
-                continue
-            batch, command = self._gather(first)
-            try:
-                self._run_batch(batch)
-            except Exception as exc:  # a bug here must fail the batch, not kill the thread
-                log.exception("model thread failed on a batch")
-                for job in batch:  # items already answered ignore a second answer
-                    self._reply(job, error_item(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
-            if command is not None and self._run_command(command):
-                return
+        backend.configure_threads(self.config.threads)  # for loading: streams set their own
+        streams = self._streams
+        try:
+            while True:
+                streams.wait_free()
+                try:
+                    first = self._jobs.get(timeout=self._idle_wait())
+                except queue.Empty:
+                    if streams.busy():
+                        self._last_work = time.monotonic()  # a forward pass is running
+                    else:
+                        self._on_idle()
+                    continue
+                command = first if isinstance(first, _Command) else None
+                if isinstance(first, Job):
+                    batch, command = self._gather(first)
+                    try:
+                        self._start_batch(batch)
+                    except Exception as exc:  # a bug here must fail the batch, not the thread
+                        self._fail_batch(batch, exc)
+                if command is not None:
+                    streams.wait_idle()  # no model is swapped or dropped under a forward pass
+                    if self._run_command(command):
+                        return
+        finally:
+            streams.close()
 
     def _gather(self, first: Job) -> tuple[list[Job], _Command | None]:
-        """Form a micro-batch: take what is queued, and wait up to ``batch_wait_ms`` for
-        company only while more admitted items are still on their way."""
+        """Form a micro-batch from what is queued, waiting for company only while more
+        admitted items are still on their way (decoding, not in a forward pass yet):
+
+        * up to ``batch_wait_ms``, as long as any are on their way;
+        * up to :data:`BUSY_DECODERS_WAIT` while enough of them are decoding to keep
+          every decoder busy: the cores are working anyway, so a bigger batch (cheaper
+          per image) costs no throughput.
+
+        With several streams a batch takes at most its stream's share of the backlog
+        (guided scheduling): at the end of a burst the streams finish together
+        instead of one core idling while the other runs a last big batch."""
         batch = [first]
-        deadline = time.monotonic() + self.config.batch_wait_ms / 1000.0
-        while len(batch) < self.config.batch_size:
+        limit = self._batch_limit()
+        started = time.monotonic()
+        short = started + self.config.batch_wait_ms / 1000.0
+        long = started + BUSY_DECODERS_WAIT
+        while len(batch) < limit:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._pending_items() <= len(batch):
+                on_their_way = self._backlog() - len(batch)
+                if on_their_way <= 0:
+                    break
+                now = time.monotonic()
+                deadline = long if on_their_way >= self.config.decode_workers else short
+                if now >= deadline:
                     break
                 try:
-                    job = self._jobs.get(timeout=remaining)
+                    job = self._jobs.get(timeout=min(deadline - now, _WAIT_SLICE))
                 except queue.Empty:
-                    break
+                    continue  # re-check: decoders may have gone idle meanwhile
             if isinstance(job, _Command):
                 return batch, job
             batch.append(job)
         return batch, None
 
-    def _run_batch(self, batch: list[Job]) -> None:
+    def _backlog(self) -> int:
+        """Admitted items not in a forward pass yet: decoding, or queued here."""
+        return self._pending_items() - self._streams.items()
+
+    def _batch_limit(self) -> int:
+        share = -(-self._backlog() // self._streams.count)  # ceiling division
+        return max(1, min(self.config.batch_size, share))
+
+    def _start_batch(self, batch: list[Job]) -> None:
+        """Check the batch against the model and hand it to a free stream (model thread)."""
         self._last_work = time.monotonic()
         if self._stopping:
             return  # the caller already answered these requests
@@ -302,28 +438,53 @@ class ModelWorker:
             else:
                 ready.append(job)
                 arrays.append(pixels)
-        if not ready:
-            return
+        if ready:
+            self._trim_due = True
+            # A batch with nothing running beside it and nothing behind it (one photo
+            # asked for alone, the end of a burst) gets every thread: it is the latency.
+            streams = self._streams
+            alone = streams.busy() == 0 and self._backlog() <= len(ready)
+            threads = streams.threads_all if alone else streams.threads_each
+            work = functools.partial(self._embed_batch, model, ready, arrays)
+            streams.run(work, len(ready), threads)
+
+    def _embed_batch(self, model: LoadedModel, batch: list[Job], arrays: list[np.ndarray]) -> None:
+        """One forward pass and its replies (a stream thread).  Every path answers every
+        item: nobody reads the stream's own result, so an escaped exception would leave
+        the requests waiting forever."""
+        try:
+            self._forward_and_reply(model, batch, arrays)
+        except Exception as exc:
+            self._fail_batch(batch, exc)
+        finally:
+            self._last_work = time.monotonic()
+
+    def _forward_and_reply(
+        self, model: LoadedModel, batch: list[Job], arrays: list[np.ndarray]
+    ) -> None:
         try:
             vectors = model.embed(np.stack(arrays))
         except Exception as exc:  # a model bug must not take the daemon down
             log.exception("model forward pass failed")
-            for job in ready:
+            for job in batch:
                 message = f"model: {type(exc).__name__}: {exc}"
                 self._reply(job, error_item(ErrorCode.INTERNAL, message))
             return
         identity = (model.id, model.dim)
         now = time.monotonic()
         with self._lock:
-            self._stats.images_served += len(ready)
+            self._stats.images_served += len(batch)
             self._stats.batches += 1
-            self._stats.batched_items += len(ready)
-            self._stats.largest_batch = max(self._stats.largest_batch, len(ready))
-            self._stats.recent.append((now, len(ready)))
-        for job, vector in zip(ready, vectors, strict=True):
+            self._stats.batched_items += len(batch)
+            self._stats.largest_batch = max(self._stats.largest_batch, len(batch))
+            self._stats.recent.append((now, len(batch)))
+        for job, vector in zip(batch, vectors, strict=True):
             self._reply(job, item_result(job.decoded, vector), model=identity)
-        self._last_work = time.monotonic()
-        self._trim_due = True
+
+    def _fail_batch(self, batch: list[Job], exc: Exception) -> None:
+        log.exception("failed on a batch")
+        for job in batch:  # items already answered ignore a second answer
+            self._reply(job, error_item(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     def _run_command(self, command: _Command) -> bool:
         """Returns True when the thread must exit."""
@@ -393,7 +554,7 @@ class ModelWorker:
     @staticmethod
     def _same_model(choice: ModelChoice, model: LoadedModel) -> bool:
         try:
-            return catalog.model_id(choice) == model.id
+            return catalog.model_id(choice) == catalog.base_id(model.id)
         except (OSError, catalog.ModelUnavailable):
             return False
 
@@ -416,7 +577,7 @@ class ModelWorker:
     def _load(self, choice: ModelChoice) -> LoadedModel | None:
         started = time.monotonic()
         try:
-            model = backend.load_model(choice)
+            model = backend.load_model(choice, half_weights=self.config.clip_weights == "float16")
         except Exception as exc:  # ModelUnavailable, or anything torch raises on bad weights
             message = (
                 str(exc)

@@ -27,7 +27,9 @@ class DaemonConfig:
     model: str = "auto"  # auto | builtin | clip:NAME[/TAG]
     weights: Path | None = None  # open_clip weights file (pretrained=PATH)
     model_config: Path | None = None  # open_clip model config JSON for custom architectures
+    clip_weights: str = "float16"  # how CLIP weights are stored: float16 | float32
     threads: int = _default_threads()  # torch intra-op threads
+    model_streams: int = 0  # forward passes at once, threads split among them; 0 = one per thread
     decode_workers: int = _default_threads()  # isolated decoder processes
     batch_size: int = 32  # largest micro-batch
     batch_wait_ms: float = 4.0  # how long a partial batch waits for company
@@ -52,6 +54,10 @@ class DaemonConfig:
 
 
 _PATH_KEYS = {"socket", "weights", "model_config"}
+
+#: Values of ``clip_weights``: float16 halves the memory of a CLIP model's weights
+#: (computing stays float32; the model id gets :data:`catalog.HALF_WEIGHTS_SUFFIX`).
+CLIP_WEIGHTS = ("float16", "float32")
 
 
 def read_document(path: Path, *, required: bool) -> dict[str, Any]:
@@ -95,6 +101,13 @@ def load(config_file: Path | None = None) -> DaemonConfig:
         if not isinstance(raw, expected) or isinstance(raw, bool):
             raise ConfigError(f"{path}: daemon.{f.name} must be {expected.__name__}, got {raw!r}")
         values[f.name] = raw
+    if values.get("model_streams", 0) < 0:
+        raise ConfigError(f"{path}: daemon.model_streams must be 0 (automatic) or more")
+    if values.get("clip_weights", defaults.clip_weights) not in CLIP_WEIGHTS:
+        raise ConfigError(
+            f"{path}: daemon.clip_weights must be one of {', '.join(CLIP_WEIGHTS)}, "
+            f"got {values['clip_weights']!r}"
+        )
     unknown = set(table) - {f.name for f in fields(DaemonConfig)}
     if unknown:
         raise ConfigError(f"{path}: unknown keys in [daemon]: {', '.join(sorted(unknown))}")

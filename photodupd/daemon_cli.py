@@ -71,7 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-config", type=Path, help="open_clip model config JSON (custom models)"
     )
+    parser.add_argument(
+        "--clip-weights",
+        choices=config.CLIP_WEIGHTS,
+        help="store CLIP weights in float16 (default: half the memory, computed in float32) "
+        "or float32",
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--model-streams",
+        type=int,
+        help="forward passes at once, torch threads split among them (default 0: one per thread)",
+    )
     parser.add_argument("--decode-workers", type=int, help="decoder processes (default: all cores)")
     parser.add_argument("--batch-size", type=int, help="largest micro-batch (default 32)")
     parser.add_argument(
@@ -92,7 +103,9 @@ def make_config(args: argparse.Namespace) -> DaemonConfig:
         model=args.model,
         weights=args.weights,
         model_config=args.model_config,
+        clip_weights=args.clip_weights,
         threads=args.threads,
+        model_streams=args.model_streams,
         decode_workers=args.decode_workers,
         batch_size=args.batch_size,
         idle_unload=args.idle_unload,

@@ -408,8 +408,11 @@ class DecoderPool:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 env={**os.environ, **_CHILD_ENV},
-                # Its own session: a Ctrl-C meant for the daemon does not kill decoders.
-                start_new_session=True,
+                # Its own process group: a Ctrl-C meant for the daemon does not kill
+                # decoders.  Not its own session: with autogroup scheduling (most Linux
+                # desktops) each session is scheduled as a group of its own, so decoders
+                # in new sessions would escape the daemon's nice level and CPU share.
+                process_group=0,
             )
         except OSError as exc:
             parent_sock.close()

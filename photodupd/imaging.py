@@ -129,8 +129,8 @@ IMAGE_EXTENSIONS: Final = frozenset({
 })
 # fmt: on
 
-#: Camera RAW suffixes.  :func:`decode` does not read RAW data; the engine may
-#: list these files (e.g. to pair them with their JPEGs) but not decode them.
+#: Camera RAW suffixes: :func:`decode` reads these files through their embedded preview
+#: when rawpy is installed (:mod:`photodupd.rawimage`), and reports them as unsupported if not.
 # fmt: off
 RAW_EXTENSIONS: Final = frozenset({
     ".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".iiq", ".k25", ".kdc",
@@ -219,7 +219,7 @@ def decode(
     # model's resize (and the hash's working size) on the shorter side.
     draft_side = max(spec.resize if spec is not None else 0, _DRAFT_MIN_SIDE) if draft else None
     try:
-        picture = _decode_upright(data, draft_side)
+        picture = _decode_upright(data, draft_side, None if is_data else source)
         taken, camera, exif_fields = _exif_facts(picture.exif)
         return Decoded(
             pixels=_model_pixels(picture.image, spec) if spec is not None else None,
@@ -253,7 +253,7 @@ def load_preview(
         raise ValueError("max_side must be positive")
     data = _data_from(source) if is_data else read_image_file(source)
     try:
-        upright = _decode_upright(data, max_side).image
+        upright = _decode_upright(data, max_side, None if is_data else source).image
         upright.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         return upright
     except ImageError:
@@ -384,8 +384,17 @@ def _open(data: bytes) -> ImageFile.ImageFile:
         raise _load_error(exc, fmt) from None
 
 
-def _decode_upright(data: bytes, draft_side: int | None) -> _Upright:
-    """Open, check limits, read EXIF, decode (JPEG drafted to ``draft_side``), orient."""
+def _decode_upright(
+    data: bytes, draft_side: int | None, name: str | bytes | os.PathLike[str] | None = None
+) -> _Upright:
+    """Open, check limits, read EXIF, decode (JPEG drafted to ``draft_side``), orient.
+
+    Camera RAW files (known by ``name``, the file's path, or by signature without one) take
+    :mod:`photodupd.rawimage`, which decodes their embedded preview through this function."""
+    from photodupd import rawimage  # imported here: rawimage builds on this module
+
+    if rawimage.is_raw(data, name):
+        return rawimage.decode_upright(data, draft_side)
     image = _open(data)
     try:
         upright = _load_upright(image, draft_side)

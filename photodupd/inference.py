@@ -327,6 +327,7 @@ class InferenceService:
         return {
             **self._worker.status(),
             "threads": self.config.threads,
+            "model_streams": self._worker.streams,
             "decode_workers": self.config.decode_workers,
             "batch_size": self.config.batch_size,
             "idle_unload": self.config.idle_unload,
@@ -339,8 +340,15 @@ class InferenceService:
     def models(self) -> list[dict[str, Any]]:
         active = self.model_info()
         rows = catalog.known_models()
+        served = catalog.base_id(active["id"]) if active["id"] is not None else None
+        half = self.config.clip_weights == "float16"
         for row in rows:
-            row["active"] = row["id"] == active["id"]
+            row["active"] = row["id"] == served
+            # The id replies carry (or would carry): with its weight-storage suffix.
+            if row["active"]:
+                row["id"] = active["id"]
+            elif row["name"] != catalog.BUILTIN:
+                row["id"] = catalog.served_id(row["id"], half_weights=half)
         if active["id"] is not None and not any(row["active"] for row in rows):
             rows.append(
                 {

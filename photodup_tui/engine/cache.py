@@ -4,7 +4,8 @@ One SQLite database (WAL) at ``paths.cache_dir()/cache.sqlite``.  A row is valid
 file's path, device, inode, size and mtime_ns are what they were when it was written; any
 change drops the file's row and all its features.  Per model id it holds the embedding
 (float16: half the disk, far below the thresholds' resolution), the perceptual hash, pixel
-size, EXIF facts, or the permanent error the decoder gave.
+size, EXIF facts, or the permanent error the decoder gave.  Same-shot scores
+(``sameshot.py``) are kept by the pair of content hashes, so renames keep them too.
 
 Safety: writes are batched in transactions, so a killed scan leaves the last committed batch
 and nothing half-written; a database that is not readable at all (corrupt, foreign, or an older
@@ -59,6 +60,13 @@ CREATE TABLE IF NOT EXISTS features (
     error_message TEXT,
     PRIMARY KEY (file_id, model_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS same_shot (
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    method TEXT NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (a, b, method)
+) WITHOUT ROWID;
 """
 
 
@@ -90,10 +98,15 @@ def default_path() -> Path:
 
 
 def quantise(embedding: np.ndarray) -> np.ndarray:
-    """The embedding exactly as the cache gives it back, so fresh and cached scans agree."""
-    half = np.asarray(embedding, dtype=np.float32).astype(np.float16).astype(np.float32)
-    norm = float(np.linalg.norm(half))
-    return half / norm if norm > 0 else half
+    """The embedding exactly as the cache gives it back, so fresh and cached scans agree:
+    float16, which halves what a scan holds (1M x 512 embeddings: 1 GB, not 2).  Rounding a
+    unit vector to float16 moves its cosines by ~1e-4, far below any threshold's resolution;
+    the neighbour search computes them in float32.  Idempotent: a cached value comes back
+    unchanged."""
+    values = np.asarray(embedding)
+    if values.dtype == np.float16:
+        return values.copy()  # the cache's own bytes: already rounded (and read-only)
+    return values.astype(np.float32).astype(np.float16)
 
 
 def _signed(value: int) -> int:
@@ -143,7 +156,10 @@ class Cache:
             version = self._schema_version(db)
             if version not in (None, SCHEMA_VERSION):
                 # Another layout: the cache is disposable, so rebuild rather than migrate.
-                db.executescript("DROP TABLE IF EXISTS features; DROP TABLE IF EXISTS files;")
+                db.executescript(
+                    "DROP TABLE IF EXISTS features; DROP TABLE IF EXISTS files;"
+                    " DROP TABLE IF EXISTS same_shot;"
+                )
             db.executescript(_SCHEMA)
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
@@ -300,12 +316,43 @@ class Cache:
                 raise
             return dropped
 
+    def same_shot_scores(
+        self, pairs: Iterable[tuple[str, str]], method: str
+    ) -> dict[tuple[str, str], float]:
+        """Stored scores for content-hash pairs (either order), by the pair as asked."""
+        found: dict[tuple[str, str], float] = {}
+        query = "SELECT score FROM same_shot WHERE a = ? AND b = ? AND method = ?"
+        with self._lock:
+            for a, b in pairs:
+                row = self._db.execute(query, (min(a, b), max(a, b), method)).fetchone()
+                if row is not None:
+                    found[(a, b)] = float(row[0])
+        return found
+
+    def store_same_shot(self, scores: Iterable[tuple[str, str, float]], method: str) -> None:
+        rows = [(min(a, b), max(a, b), method, s) for a, b, s in scores]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO same_shot VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def purge(self, roots: Iterable[str], seen: Iterable[str]) -> int:
         """After a complete walk of ``roots``: drop rows below them the walk did not see
         (deleted, moved, excluded, or now a hard-link alias).  Returns rows dropped."""
         seen_set = set(seen)
         stale = {p for root in roots for p in self.paths_under(root) if p not in seen_set}
-        return self.forget(sorted(stale)) if stale else 0
+        dropped = self.forget(sorted(stale)) if stale else 0
+        with self._lock:  # scores of contents no file has any more
+            self._db.execute(
+                "DELETE FROM same_shot WHERE a NOT IN (SELECT content_hash FROM files "
+                "WHERE content_hash IS NOT NULL) OR b NOT IN (SELECT content_hash FROM files "
+                "WHERE content_hash IS NOT NULL)"
+            )
+        return dropped
 
 
 def _features(row: tuple[Any, ...]) -> FeatureResult:

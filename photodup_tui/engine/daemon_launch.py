@@ -16,6 +16,7 @@ from photodupd import paths
 from photodupd.client import ConnectionLost, SyncClient
 
 Report = Callable[[str], None]
+SYSTEMD_LOG_HINT = "its log: journalctl --user -u photodupd"
 
 
 class DaemonStartFailed(Exception):
@@ -70,9 +71,26 @@ def _spawn_detached(socket_path: Path, extra_args: list[str]) -> subprocess.Pope
         )
 
 
-def _log_tail(lines: int = 8) -> str:
-    with contextlib.suppress(OSError):
-        text = log_file().read_text(errors="replace").strip().splitlines()
+#: The most of the log a failed start quotes from (a crash loop can write a lot).
+TAIL_BYTES = 64 * 1024
+
+
+def _log_size() -> int:
+    try:
+        return log_file().stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tail(since: int = 0, lines: int = 8) -> str:
+    """The last ``lines`` lines the log got from byte ``since`` on: what this launch wrote,
+    never an earlier run's lines (the log is appended to by every start).  A log that
+    shrank meanwhile (rotated, truncated) is read from its start."""
+    with contextlib.suppress(OSError), log_file().open("rb") as log:
+        size = log.seek(0, os.SEEK_END)
+        start = since if since <= size else 0
+        log.seek(max(start, size - TAIL_BYTES))
+        text = log.read().decode(errors="replace").strip().splitlines()
         return "\n".join(text[-lines:])
     return ""
 
@@ -95,6 +113,7 @@ def ensure_daemon(
     if welcome is not None:
         return welcome
     process: subprocess.Popen[bytes] | None = None
+    log_start = _log_size()  # what is in the log already belongs to earlier runs
     if use_systemd and socket_path is None and _start_with_systemd():
         say("starting photodupd through systemd")
     else:
@@ -113,13 +132,13 @@ def ensure_daemon(
             if welcome is not None:
                 return welcome
             raise DaemonStartFailed(
-                f"photodupd exited with status {process.returncode}.\n{_log_tail()}".strip()
+                f"photodupd exited with status {process.returncode}.\n"
+                f"{_log_tail(log_start)}".strip()
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
-    raise DaemonStartFailed(
-        f"photodupd did not answer within {timeout:.0f} s.\n{_log_tail()}".strip()
-    )
+    where = _log_tail(log_start) if process is not None else SYSTEMD_LOG_HINT
+    raise DaemonStartFailed(f"photodupd did not answer within {timeout:.0f} s.\n{where}".strip())
 
 
 def wait_for_model(

@@ -105,23 +105,61 @@ class Decisions:
             cursor = self._db.execute("DELETE FROM decisions WHERE key = ?", (key,))
             return cursor.rowcount > 0
 
+    def forget_covering(self, group: Group) -> int:
+        """Drop every decision that hides this group (its own, or one taken on a larger group
+        it is part of), so the next scan shows it again; returns how many were dropped."""
+        try:
+            hashes = content_key(group)
+        except DecisionError:
+            return 0  # nothing can cover it
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                keys = [key for key, _decision in self._covering(hashes)]
+                self._db.executemany("DELETE FROM decisions WHERE key = ?", [(k,) for k in keys])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(keys)
+
+    def count(self) -> int:
+        """How many decisions are remembered, for any photos."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM decisions").fetchone()
+        return int(count)
+
+    def _covering(self, hashes: frozenset[str]) -> list[tuple[str, str]]:
+        """(key, decision) of the decisions whose contents include all of ``hashes``; the
+        caller holds the lock."""
+        candidates = self._db.execute(
+            "SELECT d.key, d.decision FROM decision_hashes h JOIN decisions d ON d.key = h.key"
+            " WHERE h.hash = ?",
+            (min(hashes),),
+        ).fetchall()
+        return [(key, decision) for key, decision in candidates if hashes <= set(key.split(","))]
+
     def decision_for(self, group: Group) -> Decision | None:
         try:
             hashes = content_key(group)
         except DecisionError:
             return None  # we could not have recorded one
-        first = min(hashes)
         with self._lock:
-            candidates = self._db.execute(
-                "SELECT d.key, d.decision FROM decision_hashes h JOIN decisions d ON d.key = h.key"
-                " WHERE h.hash = ?",
-                (first,),
-            ).fetchall()
-        for key, decision in candidates:
-            if hashes <= frozenset(key.split(",")):
-                return Decision(decision)
-        return None
+            covering = self._covering(hashes)
+        return Decision(covering[0][1]) if covering else None
 
     def undecided(self, groups: Iterable[Group]) -> list[Group]:
         """The groups the user has not already dismissed."""
-        return [g for g in groups if self.decision_for(g) is None]
+        return self.split(groups)[0]
+
+    def split(self, groups: Iterable[Group]) -> tuple[list[Group], list[tuple[Group, Decision]]]:
+        """(the groups still to review, (group, decision) for those a decision hides)."""
+        shown: list[Group] = []
+        hidden: list[tuple[Group, Decision]] = []
+        for group in groups:
+            decision = self.decision_for(group)
+            if decision is None:
+                shown.append(group)
+            else:
+                hidden.append((group, decision))
+        return shown, hidden

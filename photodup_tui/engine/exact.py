@@ -121,13 +121,15 @@ def candidates_for_full_hash(
     cancel: threading.Event,
     on_partial: Callable[[Photo, str | None, str | None], None],
     known_partials: Mapping[str, str] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> list[Photo]:
     """The photos whose content hash is worth computing.
 
     A photo is a candidate when it has no content hash yet and another replica has the same
     size and the same partial hash.  Partial hashes come from ``known_partials`` (by path,
     from the cache) when possible, so a rescan reads nothing; ``on_partial(photo, digest,
-    error)`` reports each one computed here.  Photos with a (cached) content hash are never
+    error)`` reports each one computed here, after ``on_total(count)`` said how many there
+    will be (for a determinate progress bar).  Photos with a (cached) content hash are never
     fully re-read, but take part in the comparison through their partial hash.
     """
     known = known_partials or {}
@@ -152,6 +154,8 @@ def candidates_for_full_hash(
             photo.error = error
         on_partial(photo, digest, error)
 
+    if on_total is not None:
+        on_total(len(needs_partial))
     hash_all(needs_partial, partial_hash, cancel, record)
     return [
         p

@@ -1,28 +1,36 @@
 """Groups with verdicts users can trust: exact, near, similar, and why.
 
 The unit of grouping is a *content*: all replicas with the same content hash (byte-identical
-copies) travel together.  Then:
+copies) travel together.  A group is a *family*: one keeper and what matches the keeper
+itself, never only another member (no chaining: A~B and B~C with A!~C cannot put A and C
+together via B).  Contents are visited best keeper first (keep rules):
 
-1. ``near`` pass: contents are visited best keeper first (keep rules); each unvisited content
-   with unassigned ``near`` neighbours becomes a keeper and takes exactly those neighbours.
-   Every member therefore matches the keeper itself, never only another member (no
-   chaining: A~B and B~C with A!~C cannot put A and C together via B).
-2. ``similar`` pass: the same over the contents left that have a single replica, with
-   ``similar`` edges.  Byte-identical copies are settled first (step 3), so a photo is never
-   in two groups and a similar group never holds anything pre-marked for deletion.
-3. ``exact``: byte-identical replicas that joined no near group form their own group.
+1. ``near``: each unvisited content with unassigned ``near`` neighbours becomes a keeper and
+   takes exactly those neighbours (and their byte-identical replicas).
+2. ``exact``: byte-identical replicas that joined no near family form their own.
+3. ``similar`` edits join the family of the keeper they match: a crop, a border or a mirror
+   is shown beside its original and the original's re-encoded copies, marked KEEP.  Only
+   single-replica contents join this way (a content with byte-identical copies keeps its own
+   exact family, where those copies are deletable without review).
+4. ``similar`` groups: the contents left over, keeper first, with their similar neighbours.
 
-A member's verdict is its own relation to the keeper: byte-identical (same content hash),
-near, or similar; the group's kind is the weakest verdict in it (a near group may hold
-byte-identical copies of its members).  Byte-identical and near non-keepers are pre-marked
-DELETE; similar ones stay KEEP (rule 6); so do members in a reference folder (rule 11) and
-the other half of a RAW+JPEG pair with the keeper unless settings allow it.
-Undecodable files have no features, so they never join by similarity (rule 7).
+A member's verdict (``Member.verdict``) is its own relation to the keeper: byte-identical
+(same content hash), near, or similar.  The group's kind is the weakest verdict among the
+members the keep rules may mark (exact, or near when any is near); similar members ride
+along and a group of only similar members is ``similar``.  Byte-identical and near
+non-keepers are pre-marked DELETE; similar ones stay KEEP (rule 6); so do members in a
+reference folder (rule 11) and the other half of a RAW+JPEG pair with the keeper unless
+settings allow it.  Undecodable files have no features, so they never join by similarity
+(rule 7).
 
 Verdicts between two contents (thresholds per model id, see settings.py): ``near`` needs the
 near cosine *and* the near pHash distance *and* the same aspect ratio (a re-encode or resize
-keeps it, a crop does not); ``similar`` needs the similar cosine.  Without embeddings the
-pHash distances alone decide.
+keeps it, most crops do not) *and*, with a ``verify`` check, the same-picture pixel check
+(same framing, exposure and colour: an evenly cut crop, a brightened or a grayscale copy is
+demoted to a similar candidate, never pre-marked); ``similar`` needs the similar cosine and, with a ``verify``
+check (the scanner always passes one), the same-shot pixel check (sameshot.py): an edit of
+the keeper, not another shot of the same scene.  Without embeddings the pHash distances
+alone nominate the candidates.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -42,10 +51,29 @@ from photodup_tui.engine.neighbours import (
     hamming_pairs,
     neighbours,
 )
+from photodup_tui.engine.sameshot import SAME_PICTURE_MIN, SAME_SHOT_MIN
 from photodup_tui.engine.settings import Thresholds
 from photodup_tui.engine.types import Action, Group, Kind, Member, Photo
 
 _KIND_ORDER = {Kind.EXACT: 0, Kind.NEAR: 1, Kind.SIMILAR: 2}
+#: A keeper's best similar candidates (by cosine or pHash) get the pixel check, at most this
+#: many: a burst of a thousand frames would otherwise ask about every one.
+CHECKS_PER_KEEPER = 64
+
+
+class Verify(Protocol):
+    """The pixel checks (``SameShotChecker``)."""
+
+    def prefetch(self, pairs: Sequence[tuple[Photo, Photo]], *, near: bool = False) -> None:
+        """Get ready for any of these pairs (e.g. decode thumbnails in parallel)."""
+
+    def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[float | None]:
+        """Same-shot scores (an edit of the other?); None where a pair went unchecked."""
+
+    def near(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[float | None]:
+        """Same-picture scores (a re-encode of the other?); None where unchecked."""
+
+
 #: ``near`` needs the same aspect ratio within this fraction (pixel rounding of small resizes).
 ASPECT_TOLERANCE = 0.02
 
@@ -57,6 +85,7 @@ class Match:
     kind: Kind
     phash_distance: int | None = None
     cosine: float | None = None
+    same_shot: float | None = None  # the pixel check's score (similar verdicts only)
 
     def score(self) -> float:
         """Similarity in [0, 1]: cosine when we have one, else pHash agreement."""
@@ -76,6 +105,8 @@ class Match:
             parts.append(f"pHash distance {self.phash_distance}")
         if self.cosine is not None:
             parts.append(f"cosine {self.cosine:.3f}")
+        if self.same_shot is not None:
+            parts.append(f"same shot {self.same_shot:.2f}")
         return ", ".join(parts)
 
 
@@ -101,44 +132,146 @@ def group_photos(
     rules: KeepRules,
     *,
     delete_raw_jpeg_pairs: bool = False,
-    k: int = 32,
     exact_limit: int = EXACT_LIMIT,
     cancel: threading.Event | None = None,
     tick: Tick | None = None,
+    verify: Verify | None = None,
 ) -> list[Group]:
     """All duplicate groups among ``photos``; ``embeddings`` by path (any replica's).
 
-    ``cancel`` cuts the neighbour search short (the groups then rest on the pairs found so
-    far); ``tick`` is called now and then during it, for progress reports.
+    ``verify`` is the same-shot pixel check (``SameShotChecker``): with it, a ``similar``
+    verdict also needs the pixels to agree after aligning (an edit, not another shot of the
+    scene); without it the features alone decide.  ``cancel`` cuts the neighbour search
+    short (the groups then rest on the pairs found so far); ``tick`` is called now and then
+    during it, for progress reports.
     """
     contents = _contents(photos, rules, embeddings)
-    edges = _edges(contents, thresholds, k, exact_limit, cancel, tick)
+    edges = _edges(contents, thresholds, exact_limit, cancel, tick)
+    check = _Check(contents, edges, verify)
     assigned: set[int] = set()
-    groups: list[Group] = []
-    for kind in (Kind.NEAR, Kind.SIMILAR):
-        if kind is Kind.SIMILAR:
-            # Byte-identical copies settle as an exact group first (deletable without review);
-            # their similar matches show up once the copies are gone.
-            assigned.update(c.index for c in contents if len(c.replicas) > 1)
-        for content in contents:  # best keeper first
-            if content.index in assigned:
-                continue
-            matched = [
-                (contents[j], match)
-                for j, match in sorted(edges[content.index].items())
-                if match.kind is kind and j not in assigned
-            ]
-            if not matched:
-                continue
+    families: list[_Family] = []
+    check.prefetch_near()
+    for content in contents:  # 1. near, best keeper first
+        if content.index in assigned:
+            continue
+        matched = check.near_to(content, assigned)
+        if matched:
             assigned.add(content.index)
             assigned.update(other.index for other, _ in matched)
-            groups.append(_build(content, matched, rules, delete_raw_jpeg_pairs))
-    grouped = {m.photo.path for g in groups for m in g.members}
-    for content in contents:
-        if len(content.replicas) > 1 and content.best.path not in grouped:
-            groups.append(_build(content, [], rules, delete_raw_jpeg_pairs))
+            families.append(_Family(content, matched))
+    for content in contents:  # 2. exact
+        if len(content.replicas) > 1 and content.index not in assigned:
+            assigned.add(content.index)
+            families.append(_Family(content, []))
+    families.sort(key=lambda f: f.keeper.index)
+    # Only keepers are ever asked about: family keepers, and the contents left over.
+    keepers = [f.keeper for f in families]
+    keepers += [c for c in contents if c.index not in assigned and len(c.replicas) == 1]
+    check.prefetch(keepers, assigned)
+    for family in families:  # 3. similar edits join the family of their original
+        joining = check.similar_to(family.keeper, assigned)
+        assigned.update(other.index for other, _ in joining)
+        family.matched.extend(joining)
+    for content in contents:  # 4. similar groups of what is left
+        if content.index in assigned or len(content.replicas) > 1:
+            continue
+        matched = check.similar_to(content, assigned)
+        if matched:
+            assigned.add(content.index)
+            assigned.update(other.index for other, _ in matched)
+            families.append(_Family(content, matched))
+    groups = [_build(f.keeper, f.matched, rules, delete_raw_jpeg_pairs) for f in families]
     groups.sort(key=lambda g: (_KIND_ORDER[g.kind], -g.reclaimable, g.keeper_member.photo.path))
     return groups
+
+
+@dataclass(slots=True)
+class _Family:
+    keeper: _Content
+    matched: list[tuple[_Content, Match]] = field(default_factory=list)
+
+
+class _Check:
+    """Similar candidates of a keeper, confirmed by the pixel check when there is one.
+
+    Only (keeper, candidate) pairs are ever checked, and only when the grouping asks, so a
+    family of twelve copies costs eleven checks, not sixty-six.
+    """
+
+    def __init__(
+        self, contents: list[_Content], edges: list[dict[int, Match]], verify: Verify | None
+    ) -> None:
+        self.contents = contents
+        self.edges = edges
+        self.verify = verify
+
+    def _candidates(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
+        found = [
+            (self.contents[j], match)
+            for j, match in self.edges[keeper.index].items()
+            if match.kind is Kind.SIMILAR
+            and j not in assigned
+            and len(self.contents[j].replicas) == 1
+        ]
+        found.sort(key=lambda cm: (-cm[1].score(), cm[0].index))
+        return found[:CHECKS_PER_KEEPER]
+
+    def prefetch(self, keepers: Sequence[_Content], assigned: set[int]) -> None:
+        """Hand the checker every pair it may be asked about, so it can work in parallel."""
+        if self.verify is None:
+            return
+        pairs = [
+            (keeper.best, other.best)
+            for keeper in keepers
+            for other, _ in self._candidates(keeper, assigned)
+        ]
+        if pairs:
+            self.verify.prefetch(pairs)
+
+    def prefetch_near(self) -> None:
+        if self.verify is None:
+            return
+        pairs = [
+            (self.contents[i].best, self.contents[j].best)
+            for i, row in enumerate(self.edges)
+            for j, match in row.items()
+            if i < j and match.kind is Kind.NEAR
+        ]
+        if pairs:
+            self.verify.prefetch(pairs, near=True)
+
+    def near_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
+        """The keeper's unassigned near candidates that the pixels confirm as re-encodes of
+        it; the others become similar candidates (an edit that kept the aspect ratio)."""
+        candidates = [
+            (self.contents[j], match)
+            for j, match in sorted(self.edges[keeper.index].items())
+            if match.kind is Kind.NEAR and j not in assigned
+        ]
+        if self.verify is None or not candidates:
+            return candidates
+        scores = self.verify.near([(keeper.best, other.best) for other, _ in candidates])
+        confirmed = []
+        for (other, match), value in zip(candidates, scores, strict=True):
+            if value is not None and value >= SAME_PICTURE_MIN:
+                confirmed.append((other, match))
+            else:
+                weaker = replace(match, kind=Kind.SIMILAR)
+                self.edges[keeper.index][other.index] = weaker
+                self.edges[other.index][keeper.index] = weaker
+        return confirmed
+
+    def similar_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
+        candidates = self._candidates(keeper, assigned)
+        if self.verify is None or not candidates:
+            return sorted(candidates, key=lambda cm: cm[0].index)
+        scores = self.verify([(keeper.best, other.best) for other, _ in candidates])
+        confirmed = [
+            (other, replace(match, same_shot=round(value, 4)))
+            for (other, match), value in zip(candidates, scores, strict=True)
+            if value is not None and value >= SAME_SHOT_MIN
+        ]
+        return sorted(confirmed, key=lambda cm: cm[0].index)
 
 
 def _contents(
@@ -172,7 +305,6 @@ def _phash(content: _Content) -> int | None:
 def _edges(
     contents: list[_Content],
     thresholds: Thresholds,
-    k: int,
     exact_limit: int,
     cancel: threading.Event | None,
     tick: Tick | None,
@@ -190,7 +322,7 @@ def _edges(
         ]
         if len(with_vectors) > 1:
             matrix = np.stack([c.embedding for c in with_vectors if c.embedding is not None])
-            pairs = neighbours(matrix, cosine_floor, k, exact_limit, cancel=cancel, tick=tick)
+            pairs = neighbours(matrix, cosine_floor, exact_limit, cancel=cancel, tick=tick)
             for a, b, cosine in pairs:
                 i, j = with_vectors[a].index, with_vectors[b].index
                 ha, hb = hashes[i], hashes[j]
@@ -258,7 +390,9 @@ def _build(
         relations.extend((p, match) for p in content.replicas)
     members: list[Member] = []
     scores: dict[str, float] = {}
-    others = rules.rank([p for p, _ in relations if p is not keeper])
+    # The keeper is explained against the copies it competes with, not the edits beside it.
+    rivals = [p for p, m in relations if p is not keeper and m.kind is not Kind.SIMILAR]
+    others = rules.rank(rivals or [p for p, _ in relations if p is not keeper])
     runner_up = others[0] if others else keeper
     for photo, match in relations:
         scores[photo.path] = match.score()
@@ -267,8 +401,12 @@ def _build(
                 Member(photo, Action.KEEP, f"keeper: {rules.explain(keeper, runner_up)}")
             )
             continue
-        members.append(_member(photo, keeper, match, rules, delete_raw_jpeg_pairs))
-    kind = max((m for _, m in relations), key=lambda m: _KIND_ORDER[m.kind]).kind
+        member = _member(photo, keeper, match, rules, delete_raw_jpeg_pairs)
+        member.verdict = match.kind
+        members.append(member)
+    # The kind is what the keep rules may act on: similar members ride along, never marked.
+    markable = [m.kind for p, m in relations if p is not keeper and m.kind is not Kind.SIMILAR]
+    kind = max(markable, key=_KIND_ORDER.__getitem__) if markable else Kind.SIMILAR
     return Group(
         kind=kind, members=members, reason=_reason(keeper, relations), keeper=0, scores=scores
     )
@@ -295,15 +433,22 @@ def _member(
 
 def _reason(keeper: Photo, relations: list[tuple[Photo, Match]]) -> str:
     others = [(p, m) for p, m in relations if p is not keeper]
-    inexact = [(p, m) for p, m in others if m.kind is not Kind.EXACT]
+    similar = [(p, m) for p, m in others if m.kind is Kind.SIMILAR]
+    markable = [(p, m) for p, m in others if m.kind is not Kind.SIMILAR]
+    told = markable or similar
+    inexact = [(p, m) for p, m in told if m.kind is not Kind.EXACT]
     if not inexact:
-        return "byte-identical"
-    photo, match = min(inexact, key=lambda pm: pm[1].score())
-    text = f"{match.describe()}, {dimensions(keeper)} vs {dimensions(photo)}"
-    if keeper.taken != photo.taken:
-        text += f", taken {keeper.taken or 'no date'} vs {photo.taken or 'no date'}"
-    elif keeper.taken is not None:
-        text += ", same capture time"
-    if len(others) > 1:
-        text += f" (weakest of {len(others)} matches)"
+        text = "byte-identical"
+    else:
+        photo, match = min(inexact, key=lambda pm: pm[1].score())
+        text = f"{match.describe()}, {dimensions(keeper)} vs {dimensions(photo)}"
+        if keeper.taken != photo.taken:
+            text += f", taken {keeper.taken or 'no date'} vs {photo.taken or 'no date'}"
+        elif keeper.taken is not None:
+            text += ", same capture time"
+        if len(told) > 1:
+            text += f" (weakest of {len(told)} matches)"
+    if markable and similar:
+        edits = "edit" if len(similar) == 1 else "edits"
+        text += f"; {len(similar)} similar {edits} beside it, kept"
     return text

@@ -1,151 +1,609 @@
 """Pairs of photos whose embeddings (or perceptual hashes) are close.
 
-Embeddings are L2-normalised, so cosine is a dot product.  Up to ``exact_limit`` vectors an
-exact search by blocked matrix products finds every pair; above it, an HNSW index (usearch,
-cosine, int8) searches ``k`` neighbours per photo, with settings chosen so its pair recall
-stays at 99% or more of the exact search (tests/engine/test_neighbours.py).  Every cosine
-returned is recomputed exactly in float32, so the index can miss a pair but never invent one.
+Embeddings are L2-normalised, so cosine is a dot product.  Grouping needs every pair at or
+above one fairly high cosine (the lowest threshold in use), not each photo's k nearest
+neighbours, and photo embeddings are clustered.  So:
+
+* up to ``exact_limit`` vectors, blocked matrix products compare every pair;
+* above it the vectors are partitioned (an inverted file): spherical k-means on a sample
+  gives a few hundred cells (1,000 at 1M).  Each vector lives in its best cell (its *home*)
+  and also *probes* the other cells whose centroids score within ``margin`` of its best.
+  Within each cell, matrix products compare the home members with each other and with the
+  probing vectors.  A pair is found when one of its photos probes the other's home.
+
+The margin is measured on the data at hand, by a pilot: random cells are searched with the
+margin widened a step at a time.  A pair first found at a step needs that margin, so the new
+pairs per step show how fast the ones still missing thin out; the pilot stops when two steps
+in a row add next to nothing (``_Pilot``), and the other cells are searched at that margin.
+Where pairs keep coming up to ``MAX_MARGIN`` (data without cluster structure, a threshold so
+low that pairs are everywhere) or the partition would cost more than half of the exact
+search, the exact search runs instead.  Every cosine is a float32 dot product (float16 input
+is converted block by block), so the partition can miss a pair but never invents one.
 
 Perceptual hashes are compared exhaustively in blocks (XOR + popcount on 64-bit words).
 
-All searches work in chunks: between chunks they call ``tick()`` (progress) and stop early
-when ``cancel`` is set, returning the pairs found so far.
+Work runs in chunks on one thread per core, each chunk's matrix products single-threaded:
+OpenBLAS's own threads wait on each other after every product, which on small products and
+a busy machine made the search several times slower (bench/README.md).  Between chunks the
+calling thread calls ``tick()`` (progress) and stops early when ``cancel`` is set, returning
+the pairs found so far.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-#: Exact search up to here.  On 1280-d embeddings with 2 cores the blocked matmul took
-#: ~170 CPU-s at 100k where the HNSW index (build + search) took ~370 CPU-s, so the index
-#: only pays off beyond ~200k photos.  Configurable: ``exact_search_limit`` in [scan].
-EXACT_LIMIT = 100_000
-ANN_SLACK = 0.03  # cosine margin for the index's quantised distances
-ANN_CHUNK = 4096  # vectors added or searched between cancel checks
-BLOCK_BYTES = 64 * 1024 * 1024  # the size of one block of the similarity matrix
+#: Exact search up to here (every pair found, 0.3-0.4 s); the partition above.  Measured on
+#: the benchmark's library: at 3,000 x 1280 the two cost the same, at 5,000 the partition
+#: takes 0.6x the CPU time, at 20,000 0.15x.  Configurable: ``exact_search_limit`` in [scan].
+EXACT_LIMIT = 5_000
+#: Up to here one matrix product in the calling thread: pools and BLAS limits cost more.
+SMALL = 512
+BLOCK_BYTES = 32 * 1024 * 1024  # the size of one block of a similarity matrix
+TILE = 2048  # the exact search compares TILE x TILE vectors at a time
+CELL_WORK = 1 << 22  # dot products per chunk of the partitioned search (cells batched)
+
+#: cells = this x cube root of N: 271 at 20,000, 1,000 at 1M.  More cells are purer and
+#: need a smaller margin (the benchmark's library, 20,000 x 1280 at cosine 0.70: 283 cells
+#: compare each vector in 1.9 cells, 141 in 6.8), but every vector is scored against every
+#: centroid, and at 1M that assignment (N x cells) is the biggest cost: sqrt(N) cells there,
+#: more than sqrt(N) below.
+CELLS_PER_CUBE_ROOT = 10.0
+KMEANS_SAMPLE_PER_CELL = 32
+#: Lloyd iterations, each on this share of the sample: the first ones only need to get the
+#: centroids roughly right, so they run on part of it (2/3 of the work of 6 full ones).
+KMEANS_SCHEDULE = (0.25, 0.25, 0.5, 1.0, 1.0, 1.0)
+MARGIN_STEP = 0.01  # cosine: the pilot widens the probe margin this much at a time ...
+RING_SHARE = 0.001  # ... until QUIET_RINGS steps in a row each add at most this share of
+QUIET_RINGS = 2  # the pairs found
+MAX_MARGIN = 0.12  # pairs still coming at this margin: no useful partition, go exact
+MAX_PROBES = 32  # cells a vector may be compared in, its home included
+PILOT_SHARE = 0.15  # the pilot cells hold this share of the vectors ...
+PILOT_MIN = 2_000  # ... and at least this many ...
+PILOT_PAIRS = 200  # ... and more cells until its pairs are enough to judge the margin by
+FALLBACK_SHARE = 0.5  # partition search work above this share of the exact search: go exact
+FLOAT32_COPY_BYTES = 768 * 1024 * 1024  # float16 input converted up front up to this size
+SEED = 20_240_601  # k-means and sampling are seeded: the same library gives the same pairs
 
 Pair = tuple[int, int, float]
 Tick = Callable[[], None]
+Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, cosine) arrays
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-class _Stop:
-    """Cancel check plus progress tick, called between chunks of work."""
+@dataclass
+class SearchStats:
+    """How one search went (benchmarks, tests): filled in when passed to ``neighbours``."""
 
-    def __init__(self, cancel: threading.Event | None, tick: Tick | None) -> None:
+    method: str = ""  # "exact", "partitioned", or "exact (fallback)"
+    cells: int = 0
+    margin: float = 0.0  # the probe margin the pilot chose
+    rings: int = 0  # margin steps the pilot searched
+    pilot_pairs: int = 0  # pairs the pilot found
+    probes_per_vector: float = 0.0  # cells each vector is compared in, on average
+    work_share: float = 0.0  # dot products in the cells / those of the exact search
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # the process's CPU time
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            spent = time.process_time() - cpu
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + spent
+
+
+class _Cancelled(Exception):
+    """Raised between chunks when the caller cancelled; the pairs found so far stand."""
+
+
+class _Runner:
+    """Runs chunks of work on one thread per core; the calling thread ticks, checks for
+    cancellation between results, and keeps the results in order."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        workers: int,
+        cancel: threading.Event | None,
+        tick: Tick | None,
+    ) -> None:
+        self._pool = pool
+        self._workers = workers
         self._cancel = cancel
         self._tick = tick
 
-    def __call__(self) -> bool:
+    def check(self) -> None:
         if self._tick is not None:
             self._tick()
-        return self._cancel is not None and self._cancel.is_set()
+        if self._cancel is not None and self._cancel.is_set():
+            raise _Cancelled
+
+    def map(self, work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """``work(item)`` for each item, results in order; a few chunks in flight at a time
+        (memory stays bounded) and never a new one once cancelled."""
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                if len(pending) > self._workers:
+                    self.check()
+                    yield pending.popleft().result()
+                pending.append(self._pool.submit(work, item))
+            while pending:
+                self.check()
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def neighbours(
     embeddings: np.ndarray,
     threshold: float,
-    k: int = 32,
     exact_limit: int = EXACT_LIMIT,
     *,
     cancel: threading.Event | None = None,
     tick: Tick | None = None,
+    stats: SearchStats | None = None,
 ) -> list[Pair]:
-    """Every pair ``(i, j, cosine)`` with ``i < j`` and ``cosine >= threshold``.
+    """Every pair ``(i, j, cosine)`` with ``i < j`` and ``cosine >= threshold``, sorted.
 
-    Exact up to ``exact_limit`` rows; approximate above, where each photo keeps its ``k``
-    nearest neighbours (a pair is found when either side lists the other).
+    ``embeddings``: one L2-normalised row per photo, float16 (kept as is: half the memory) or
+    anything numpy converts to float32.  Exact up to ``exact_limit`` rows; above, the
+    partitioned search finds >= 99% of the pairs (tests/engine/test_neighbours.py).
     """
-    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+    vectors = np.asarray(embeddings)
+    if vectors.dtype != np.float16:
+        vectors = vectors.astype(np.float32, copy=False)
+    vectors = np.ascontiguousarray(vectors)
     if vectors.ndim != 2:
         raise ValueError("embeddings must be a 2-D array")
     if len(vectors) < 2:
         return []
-    stop = _Stop(cancel, tick)
-    if len(vectors) <= exact_limit:
-        return exact_pairs(vectors, threshold, stop)
-    return ann_pairs(vectors, threshold, k, stop)
+    stats = stats if stats is not None else SearchStats()
+    if len(vectors) <= SMALL:
+        # A few photos (a folder, a test, a pair judged alone): one product, no threads.
+        stats.method = "exact"
+        block = vectors.astype(np.float32) @ vectors.astype(np.float32).T
+        i, j = np.nonzero(np.triu(block >= threshold, k=1))
+        return list(zip(i.tolist(), j.tolist(), block[i, j].tolist(), strict=True))
+    found = _Found(len(vectors))
+    workers = _cores()
+    try:
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            ThreadPoolExecutor(workers, thread_name_prefix="neighbours") as pool,
+        ):
+            run = _Runner(pool, workers, cancel, tick)
+            if len(vectors) <= exact_limit:
+                stats.method = "exact"
+                with stats.phase("exact"):
+                    _exact(vectors, threshold, found, run)
+            else:
+                _partitioned(vectors, threshold, found, run, stats)
+    except _Cancelled:
+        pass
+    with stats.phase("pairs"):
+        return found.pairs()
 
 
-def exact_pairs(
-    vectors: np.ndarray, threshold: float, stop: Callable[[], bool] = lambda: False
-) -> list[Pair]:
-    n = len(vectors)
-    rows = max(1, BLOCK_BYTES // (4 * n))
-    pairs: list[Pair] = []
-    for start in range(0, n, rows):
-        if stop():
-            break
-        # Only the upper triangle: a row block against itself and everything after it.
-        block = vectors[start : start + rows] @ vectors[start:].T
-        i, j = np.nonzero(block >= threshold)
-        keep = j > i
-        i, j = i[keep], j[keep]
-        cosines = block[i, j]
-        pairs.extend(zip((i + start).tolist(), (j + start).tolist(), cosines.tolist(), strict=True))
-    return pairs
+class _Found:
+    """Pairs collected as arrays; duplicates (one pair seen from two cells) merged at the end."""
 
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._a: list[np.ndarray] = []
+        self._b: list[np.ndarray] = []
+        self._cosines: list[np.ndarray] = []
 
-def ann_pairs(
-    vectors: np.ndarray, threshold: float, k: int, stop: Callable[[], bool] = lambda: False
-) -> list[Pair]:
-    from usearch.index import Index
+    def add(self, hits: Hits) -> None:
+        a, b, cosines = hits
+        if len(a):
+            self._a.append(np.minimum(a, b).astype(np.int64))
+            self._b.append(np.maximum(a, b).astype(np.int64))
+            self._cosines.append(cosines)
 
-    n, dim = vectors.shape
-    k = min(k + 1, n)  # +1: a vector finds itself
-    index = Index(
-        ndim=dim,
-        metric="cos",
-        # int8 (VNNI where the CPU has it): ~1.7x faster than f16 at the same recall, a
-        # quarter of f32's memory; its small cosine error is absorbed by ANN_SLACK.
-        dtype="i8",
-        # Measured on clustered data: M=16 with ef_search=64 sat right at 0.99 pair recall
-        # and dipped to 0.988 on some multi-threaded builds; ef_search=128 keeps a margin.
-        # M=12/ef=48 fell to 0.96.  At 100k x 1280-d the build matters too (one-sided recall
-        # of true pairs, ef_add/ef_search): 64/128 0.967, 128/64 0.975, 128/128 0.995.
-        connectivity=16,
-        expansion_add=128,
-        expansion_search=max(128, 4 * k),
-    )
-    threads = _threads()
-    for start in range(0, n, ANN_CHUNK):
-        if stop():
+    def pairs(self) -> list[Pair]:
+        """Unique pairs, sorted by (i, j)."""
+        if not self._a:
             return []
-        end = min(n, start + ANN_CHUNK)
-        index.add(np.arange(start, end, dtype=np.uint64), vectors[start:end], threads=threads)
-    pairs: list[Pair] = []
-    for start in range(0, n, ANN_CHUNK):
-        if stop():
-            break
-        end = min(n, start + ANN_CHUNK)
-        matches = index.search(vectors[start:end], k, threads=threads)
-        pairs.extend(_verified(vectors, start, matches, threshold))
-    # A pair is listed by both of its photos; keep one, in a stable order.
-    unique = {(a, b): c for a, b, c in pairs}
-    return [(a, b, c) for (a, b), c in sorted(unique.items())]
+        keys = np.concatenate(self._a) * self._n + np.concatenate(self._b)
+        keys, first = np.unique(keys, return_index=True)
+        cosines = np.concatenate(self._cosines)[first]
+        return list(
+            zip(
+                (keys // self._n).tolist(), (keys % self._n).tolist(), cosines.tolist(), strict=True
+            )
+        )
 
 
-def _verified(vectors: np.ndarray, start: int, matches: Any, threshold: float) -> list[Pair]:
-    """Candidate pairs from one chunk of search results, with exact cosines."""
-    keys = np.asarray(matches.keys, dtype=np.int64)
-    rows = len(keys)
-    keys = keys.reshape(rows, -1)
-    distances = np.asarray(matches.distances, dtype=np.float32).reshape(rows, -1)
-    counts = np.asarray(getattr(matches, "counts", np.full(rows, keys.shape[1]))).reshape(rows)
-    rank = np.arange(keys.shape[1])[None, :]
-    valid = (rank < counts[:, None]) & (distances <= 1.0 - threshold + ANN_SLACK)
-    src = np.broadcast_to(np.arange(start, start + rows)[:, None], keys.shape)[valid]
-    dst = keys[valid]
-    keep = src != dst
-    a = np.minimum(src[keep], dst[keep])
-    b = np.maximum(src[keep], dst[keep])
-    cosines = np.einsum("ij,ij->i", vectors[a], vectors[b])
-    ok = cosines >= threshold
-    return list(zip(a[ok].tolist(), b[ok].tolist(), cosines[ok].tolist(), strict=True))
+def _cores() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cpus or 1)
+
+
+def _float32(rows: np.ndarray) -> np.ndarray:
+    return rows.astype(np.float32, copy=False)
+
+
+def _rows_per_block(width: int, rows: int | None = None) -> int:
+    """Rows whose ``rows x width`` float32 scores fit in one block; given the number of
+    ``rows``, also at most an eighth of them, so that every core gets work."""
+    step = max(1, BLOCK_BYTES // (4 * max(1, width)))
+    return step if rows is None else min(step, max(256, -(-rows // 8)))
+
+
+def _starts(n: int, step: int) -> range:
+    return range(0, n, step)
+
+
+# ------------------------------------------------------------------------------ exact
+
+
+def _exact(vectors: np.ndarray, threshold: float, found: _Found, run: _Runner) -> None:
+    """Every pair, in tiles of the upper triangle (each tile converted to float32 on its own,
+    so float16 input never needs a float32 copy of the whole matrix)."""
+    n = len(vectors)
+    tiles = [(r, c) for r in range(0, n, TILE) for c in range(r, n, TILE)]
+
+    def tile(corner: tuple[int, int]) -> Hits:
+        r, c = corner
+        rows = _float32(vectors[r : r + TILE])
+        if r == c:  # a diagonal tile: each pair once, no self-pairs
+            return _upper(rows @ rows.T, np.arange(r, r + len(rows)), threshold)
+        sims = rows @ _float32(vectors[c : c + TILE]).T
+        i, j = np.nonzero(sims >= threshold)
+        return i + r, j + c, sims[i, j]
+
+    for hits in run.map(tile, tiles):
+        found.add(hits)
+
+
+# ------------------------------------------------------------------------------ partitioned
+
+
+@dataclass
+class _Cells:
+    """Each cell's home members, and the vectors that may probe it (their centroid score
+    within ``MAX_MARGIN`` of their best; home excluded) with how far below their best."""
+
+    home_rows: np.ndarray  # vector ids sorted by home cell (ascending within a cell)
+    home_bounds: np.ndarray  # cell c's home members: home_rows[home_bounds[c]:home_bounds[c+1]]
+    probe_rows: np.ndarray  # vector ids sorted by probed cell
+    probe_gaps: np.ndarray  # best score - this cell's score, in the same order
+    probe_bounds: np.ndarray
+
+    def home(self, cell: int) -> np.ndarray:
+        return self.home_rows[self.home_bounds[cell] : self.home_bounds[cell + 1]]
+
+    def probes(self, cell: int, low: float, high: float, probers: np.ndarray) -> np.ndarray:
+        """Vectors probing ``cell`` at a margin in (low, high], of those ``probers`` allows."""
+        start, end = self.probe_bounds[cell], self.probe_bounds[cell + 1]
+        rows, gaps = self.probe_rows[start:end], self.probe_gaps[start:end]
+        return rows[(gaps > low) & (gaps <= high) & probers[rows]]
+
+    def work(self, low: float, high: float, probers: np.ndarray, homes: bool) -> np.ndarray:
+        """Dot products per cell: its probes in (low, high] that ``probers`` allows, times its
+        home members; ``homes``: plus home x home."""
+        sizes = np.diff(self.home_bounds).astype(np.float64)
+        rows, gaps = self.probe_rows, self.probe_gaps
+        inside = (gaps > low) & (gaps <= high) & probers[rows]
+        counts = np.diff(np.r_[0, np.cumsum(inside)][self.probe_bounds])
+        return counts * sizes + (sizes * sizes / 2 if homes else 0.0)
+
+
+def _partitioned(
+    vectors: np.ndarray, threshold: float, found: _Found, run: _Runner, stats: SearchStats
+) -> None:
+    n = len(vectors)
+    if vectors.dtype != np.float32 and vectors.nbytes * 2 <= FLOAT32_COPY_BYTES:
+        # Each vector is read several times and numpy converts float16 to float32 slowly
+        # (~3 ns a value): convert once when it fits.
+        vectors = vectors.astype(np.float32)
+    rng = np.random.default_rng(SEED)
+    with stats.phase("k-means"):
+        centroids = _kmeans(vectors, _cell_count(n), rng, run)
+    stats.cells = len(centroids)
+    with stats.phase("assignment"):
+        cells = _assign(vectors, centroids, run)
+    search = _Search(vectors, cells, threshold, found, run)
+    pilot = _Pilot(search, rng)
+    with stats.phase("pilot"):
+        margin = pilot.widen(stats)
+    if margin is not None:
+        stats.margin = margin
+        stats.probes_per_vector = 1 + float(np.count_nonzero(cells.probe_gaps <= margin)) / n
+        work = cells.work(-1.0, margin, np.ones(n, dtype=bool), homes=True).sum()
+        stats.work_share = float(work) / (n * (n - 1) / 2)
+    if margin is None or stats.work_share > FALLBACK_SHARE:
+        stats.method = "exact (fallback)"
+        with stats.phase("exact"):
+            _exact(vectors, threshold, found, run)
+        return
+    stats.method = "partitioned"
+    with stats.phase("search"):
+        # The pilot searched its cells, and its members' probes into the others.
+        search(~pilot.cells, -1.0, margin, ~pilot.members, homes=True)
+
+
+def _cell_count(n: int) -> int:
+    return max(2, min(round(CELLS_PER_CUBE_ROOT * n ** (1 / 3)), n // 2))
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+def _kmeans(vectors: np.ndarray, cells: int, rng: np.random.Generator, run: _Runner) -> np.ndarray:
+    """Spherical k-means (unit centroids, cosine assignment) on a sample of the vectors."""
+    n = len(vectors)
+    size = min(n, cells * KMEANS_SAMPLE_PER_CELL)
+    sample = _float32(vectors[np.sort(rng.choice(n, size=size, replace=False))])
+    centroids = sample[rng.choice(size, size=cells, replace=False)]
+    for share in KMEANS_SCHEDULE:
+        rows = sample[: max(cells, int(share * size))]
+        labels = _nearest(rows, centroids, run)
+        members, bounds = _by_cell(np.arange(len(rows)), labels, cells)
+        grouped = rows[members]
+        # A cell nobody chose restarts at a random sample vector.
+        updated = sample[rng.choice(size, size=cells, replace=False)]
+        for c in np.flatnonzero(np.diff(bounds)):  # a loop of sums beats np.add.reduceat here
+            updated[c] = grouped[bounds[c] : bounds[c + 1]].sum(axis=0)
+        centroids = _unit_rows(updated)
+    return centroids
+
+
+def _nearest(rows: np.ndarray, centroids: np.ndarray, run: _Runner) -> np.ndarray:
+    """Each row's best centroid, a block of rows per chunk."""
+    step = _rows_per_block(len(centroids), len(rows))
+
+    def best(start: int) -> np.ndarray:
+        return np.argmax(rows[start : start + step] @ centroids.T, axis=1)
+
+    return np.concatenate(list(run.map(best, _starts(len(rows), step))))
+
+
+def _assign(vectors: np.ndarray, centroids: np.ndarray, run: _Runner) -> _Cells:
+    """Every vector's home cell, and the cells it may probe (``MAX_PROBES - 1`` at most)."""
+    n, count = len(vectors), len(centroids)
+    step = _rows_per_block(count, n)
+
+    def assign(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        scores = _float32(vectors[start : start + step]) @ centroids.T
+        home = scores.argmax(axis=1)
+        best = scores[np.arange(len(scores)), home]
+        # N x cells values: every pass over them counts, so no matrix of gaps, and only the
+        # rows with a cell besides their home (few, on clustered data) are looked into.
+        candidate = scores >= (best - MAX_MARGIN)[:, None]
+        counts = np.count_nonzero(candidate, axis=1)
+        several = np.flatnonzero(counts > 1)
+        candidate = candidate[several]
+        crowded = np.flatnonzero(counts[several] > MAX_PROBES)
+        if len(crowded):  # keep the MAX_PROBES best, home included
+            ranked = np.argsort(-scores[several[crowded]], axis=1)[:, :MAX_PROBES]
+            candidate[crowded] = False
+            candidate[crowded[:, None], ranked] = True
+        r, c = np.nonzero(candidate)
+        r = several[r]
+        away = c != home[r]
+        r, c = r[away], c[away]
+        return home, (r + start).astype(np.int32), c.astype(np.int32), best[r] - scores[r, c]
+
+    parts = list(run.map(assign, _starts(n, step)))
+    home = np.concatenate([part[0] for part in parts])
+    home_rows, home_bounds = _by_cell(np.arange(n, dtype=np.int32), home, count)
+    order, probe_bounds = _by_cell(
+        np.arange(sum(len(part[1]) for part in parts)),
+        np.concatenate([part[2] for part in parts]),
+        count,
+    )
+    probe_rows = np.concatenate([part[1] for part in parts])[order]
+    probe_gaps = np.concatenate([part[3] for part in parts])[order]
+    return _Cells(home_rows, home_bounds, probe_rows, probe_gaps, probe_bounds)
+
+
+def _by_cell(rows: np.ndarray, cells: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(cells, kind="stable")  # stable: ascending vector ids within a cell
+    bounds = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cells, minlength=count), out=bounds[1:])
+    return rows[order], bounds
+
+
+class _Search:
+    """Searches chosen cells of the partition; every pair found goes to ``found``."""
+
+    def __init__(
+        self, vectors: np.ndarray, cells: _Cells, threshold: float, found: _Found, run: _Runner
+    ) -> None:
+        self.vectors = vectors
+        self.cells = cells
+        self.threshold = threshold
+        self.found = found
+        self.run = run
+
+    def __call__(
+        self, chosen: np.ndarray, low: float, high: float, probers: np.ndarray, *, homes: bool
+    ) -> np.ndarray:
+        """Pairs in the ``chosen`` cells (bool by cell) between their home members and the
+        ``probers`` (bool by vector) probing them at a margin in (low, high]; ``homes``: also
+        among the home members.  Returns the pairs found as sorted unique keys i * N + j."""
+        vectors, cells, threshold = self.vectors, self.cells, self.threshold
+        work = cells.work(low, high, probers, homes)
+        work[~chosen] = 0
+
+        def search(chunk: list[int]) -> list[Hits]:
+            hits: list[Hits] = []
+            for c in chunk:
+                home = cells.home(c)
+                probes = cells.probes(c, low, high, probers)
+                members = _float32(vectors[home])
+                if homes:
+                    hits.extend(_compare_within(members, home, threshold))
+                if len(probes):
+                    others = _float32(vectors[probes])
+                    hits.extend(_compare(others, probes, members, home, threshold))
+            return hits
+
+        n = len(vectors)
+        keys = [np.empty(0, dtype=np.int64)]
+        for hits in self.run.map(search, _chunks(work)):
+            for a, b, cosines in hits:
+                self.found.add((a, b, cosines))
+                keys.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
+        return np.unique(np.concatenate(keys))
+
+
+class _Pilot:
+    """Picks the probe margin on random cells (the pilot), searching them as it goes.
+
+    The pilot finds the pairs of its members both ways (anyone probing a pilot cell, and
+    members probing the other cells) with a margin widened ``MARGIN_STEP`` at a time.  A
+    pair first found at step k needs that margin, so the new pairs per step show how fast
+    the pairs still missing thin out.  It stops once ``QUIET_RINGS`` steps in a row each
+    added at most ``RING_SHARE`` of the pairs seen, with ``PILOT_PAIRS`` pairs seen at least
+    (it takes in more cells until it has them).  With fewer pairs in the whole library it
+    searches everything up to ``MAX_MARGIN``.
+    """
+
+    def __init__(self, search: _Search, rng: np.random.Generator) -> None:
+        self._search = search
+        cells = search.cells
+        self._order = rng.permutation(len(cells.home_bounds) - 1)
+        self._held = np.cumsum(np.diff(cells.home_bounds)[self._order])
+        self._taken = 0  # cells of self._order in the pilot
+        self.cells = np.zeros(len(self._order), dtype=bool)
+        self.members = np.zeros(len(search.vectors), dtype=bool)
+        self._seen = np.empty(0, dtype=np.int64)
+
+    def widen(self, stats: SearchStats) -> float | None:
+        """The margin for the other cells; None when the partition does not work here."""
+        n = len(self.members)
+        self._grow(max(PILOT_SHARE * n, min(PILOT_MIN, n)), -1.0)
+        high, quiet, new = MARGIN_STEP, 0, 0
+        self._ring(-1.0, high, homes=True)
+        stats.rings = 1
+        while not (quiet == QUIET_RINGS and len(self._seen) >= PILOT_PAIRS):
+            if len(self._seen) < PILOT_PAIRS and self._taken < len(self._order):
+                self._grow(2 * self._held[self._taken - 1], high)  # too few pairs to judge
+                quiet = 0
+            if high >= MAX_MARGIN - 1e-9:
+                # Few pairs in the whole library, or pairs at every margin: the last step
+                # tells which.
+                stats.pilot_pairs = len(self._seen)
+                return high if new <= max(1.0, RING_SHARE * len(self._seen)) else None
+            new = self._ring(high, high + MARGIN_STEP, homes=False)
+            high += MARGIN_STEP
+            stats.rings += 1
+            quiet = quiet + 1 if new <= RING_SHARE * len(self._seen) else 0
+        stats.pilot_pairs = len(self._seen)
+        return high
+
+    def _ring(self, low: float, high: float, *, homes: bool) -> int:
+        """Search the pilot's pairs at a margin in (low, high]; how many are new."""
+        everyone = np.ones(len(self.members), dtype=bool)
+        found = np.union1d(
+            self._search(self.cells, low, high, everyone, homes=homes),
+            self._search(~self.cells, low, high, self.members, homes=False),
+        )
+        new = np.setdiff1d(found, self._seen, assume_unique=True)
+        self._seen = np.union1d(self._seen, new)
+        return len(new)
+
+    def _grow(self, members: float, margin: float) -> None:
+        """Take in random cells until the pilot holds ``members`` vectors, and search them up
+        to ``margin`` (the pilot so far already probed them from its side)."""
+        start = self._taken
+        self._taken = min(len(self._order), int(np.searchsorted(self._held, members)) + 1)
+        added = np.zeros_like(self.cells)
+        added[self._order[start : self._taken]] = True
+        newcomers = np.zeros_like(self.members)
+        for cell in np.flatnonzero(added).tolist():
+            newcomers[self._search.cells.home(cell)] = True
+        if margin >= 0:
+            self._seen = np.union1d(
+                self._seen,
+                np.union1d(
+                    self._search(added, -1.0, margin, ~self.members, homes=True),
+                    self._search(~(self.cells | added), -1.0, margin, newcomers, homes=False),
+                ),
+            )
+        self.cells |= added
+        self.members |= newcomers
+
+
+def _chunks(work: np.ndarray) -> Iterator[list[int]]:
+    """Cells with work to do, in chunks of about ``CELL_WORK`` dot products (a big cell is a
+    chunk alone)."""
+    chunk: list[int] = []
+    total = 0.0
+    for cell in np.flatnonzero(work).tolist():
+        chunk.append(cell)
+        total += work[cell]
+        if total >= CELL_WORK:
+            yield chunk
+            chunk, total = [], 0.0
+    if chunk:
+        yield chunk
+
+
+def _compare(
+    rows: np.ndarray,
+    row_ids: np.ndarray,
+    cols: np.ndarray,
+    col_ids: np.ndarray,
+    threshold: float,
+) -> Iterator[Hits]:
+    """Pairs between ``rows`` and ``cols`` at or above the threshold, a block at a time."""
+    step = _rows_per_block(len(cols))
+    for start in range(0, len(rows), step):
+        sims = rows[start : start + step] @ cols.T
+        i, j = np.nonzero(sims >= threshold)
+        yield row_ids[i + start], col_ids[j], sims[i, j]
+
+
+def _compare_within(rows: np.ndarray, row_ids: np.ndarray, threshold: float) -> Iterator[Hits]:
+    """Pairs among ``rows`` at or above the threshold, a block at a time."""
+    step = max(1, math.isqrt(BLOCK_BYTES // 4))
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        # numpy computes a matrix times its own transpose with BLAS syrk: half the work.
+        yield _upper(block @ block.T, row_ids[start : start + step], threshold)
+        if start + step < len(rows):
+            yield from _compare(
+                block,
+                row_ids[start : start + step],
+                rows[start + step :],
+                row_ids[start + step :],
+                threshold,
+            )
+
+
+def _upper(sims: np.ndarray, ids: np.ndarray, threshold: float) -> Hits:
+    """Pairs above the diagonal of a square block of similarities."""
+    i, j = np.nonzero(sims >= threshold)
+    keep = j > i
+    i, j = i[keep], j[keep]
+    return ids[i], ids[j], sims[i, j]
+
+
+# ------------------------------------------------------------------------------ hashes
 
 
 def hamming_pairs(
@@ -161,10 +619,11 @@ def hamming_pairs(
     pairs: list[tuple[int, int, int]] = []
     if n < 2:
         return pairs
-    stop = _Stop(cancel, tick)
     rows = max(1, BLOCK_BYTES // (8 * n))
     for start in range(0, n, rows):
-        if stop():
+        if tick is not None:
+            tick()
+        if cancel is not None and cancel.is_set():
             break
         block = np.bitwise_count(values[start : start + rows, None] ^ values[None, start:])
         i, j = np.nonzero(block <= max_distance)
@@ -179,8 +638,3 @@ def hamming_pairs(
 
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
-
-
-def _threads() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cpus or 1)

@@ -20,6 +20,7 @@ JSON report, version 1::
               "format": "JPEG", "taken": "2021-06-01T12:30:00",  # null if unknown
               "action": "keep" | "delete",
               "keeper": true,                  # exactly one member per group
+              "verdict": null | "exact" | "near" | "similar",  # own relation to the keeper
               "why": "keeper: higher resolution (4000x3000 vs 2000x1500)",
               "dev": 2049, "ino": 1234567, "mtime_ns": ..., "ctime_ns": ...,  # lstat at scan
               "content_hash": "<BLAKE2b-256 hex>",
@@ -32,8 +33,10 @@ JSON report, version 1::
       "errors": [{"path": "...", "reason": "truncated: ..."}]
     }
 
-Groups come exact first, then near, then similar, biggest savings first.  ``similar``
-members are never pre-marked ``delete``.  ``dev``, ``ino``, ``size``, ``mtime_ns``,
+Groups come exact first, then near, then similar, biggest savings first.  A group's
+``kind`` is the weakest verdict among the members the keep rules may mark; ``similar``
+members (edits of the keeper: crops, borders, mirrors ...) may sit in an exact or near
+group beside the copies of their original, and are never pre-marked ``delete``.  ``dev``, ``ino``, ``size``, ``mtime_ns``,
 ``ctime_ns`` and ``content_hash`` let ``photodup apply`` refuse a file that changed since.
 
 File names that are not valid UTF-8 are written the way Python spells them (surrogate
@@ -141,6 +144,7 @@ def _member_doc(member: Member, keeper: bool) -> dict[str, Any]:
         "taken": photo.taken,
         "action": member.action.value,
         "keeper": keeper,
+        "verdict": None if member.verdict is None else member.verdict.value,
         "why": member.why,
         "dev": st.dev,
         "ino": st.ino,
@@ -244,7 +248,13 @@ def _parse_member(document: Any, where: str) -> tuple[Member, bool]:
         reference=bool(doc.optional("reference", bool)),
     )
     keeper = doc.optional("keeper", bool)
-    return Member(photo, action, str(doc.optional("why", str) or "")), bool(keeper)
+    verdict_text = doc.optional("verdict", str)
+    try:
+        verdict = None if verdict_text is None else Kind(verdict_text)
+    except ValueError:
+        raise ReportError(f"{where}: verdict must be exact, near, similar or null") from None
+    member = Member(photo, action, str(doc.optional("why", str) or ""), verdict)
+    return member, bool(keeper)
 
 
 class _Checked:

@@ -24,13 +24,18 @@ from photodup_tui.engine.decisions import Decisions
 from photodup_tui.engine.features import PERMANENT_ERRORS, FeatureResult, FeatureSource
 from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
+from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, Photo
-from photodup_tui.engine.walk import Walker
+from photodup_tui.engine.walk import Walker, is_raw
+from photodupd import rawimage
 
 PROGRESS_INTERVAL = 0.25
 CACHE_BATCH = 500
 CACHE_BATCH_SECONDS = 1.0
+#: The two parts of the hashing phase, as progress reports name them.
+QUICK_CHECK = "quick check of files that share a size"
+FULL_READ = "reading possible copies in full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,14 @@ class ScanProgress:
     current_dir: str
     rate: float  # files per second in the current phase
     eta_seconds: float | None  # None when the phase has no known total
+    # Determinate progress: items of this phase done, of phase_total (None: no total is
+    # known, as while walking or grouping).  Walking counts files found.
+    phase_done: int = 0
+    phase_total: int | None = None
+    step: str = ""  # which part of a phase runs, for phases done in parts (hashing)
+    #: (path, reason) of every file found unusable so far, in the order found: the UI lists
+    #: them while the scan runs.  A snapshot: later reports carry the later ones too.
+    error_files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -91,12 +104,15 @@ class _Progress:
         self.errors = 0
         self._phase_done = 0
         self._phase_total: int | None = None
+        self._step = ""
         self._phase_start = self._scan_start = time.monotonic()
         self._last = 0.0
+        self.error_files: list[tuple[str, str]] = []  # the run's own list, shared
 
-    def start_phase(self, phase: str, total: int | None) -> None:
+    def start_phase(self, phase: str, total: int | None, step: str = "") -> None:
         with self._lock:
             self.phase, self._phase_total, self._phase_done = phase, total, 0
+            self._step = step
             self._phase_start = time.monotonic()
         self.report(force=True)
 
@@ -123,6 +139,7 @@ class _Progress:
             eta = None
             if self._phase_total is not None and rate > 0:
                 eta = max(0.0, (self._phase_total - self._phase_done) / rate)
+            phase_done = stats.files_found if self.phase == "walking" else self._phase_done
             snapshot = ScanProgress(
                 phase=self.phase,
                 files_found=stats.files_found,
@@ -134,6 +151,10 @@ class _Progress:
                 current_dir=stats.current_dir,
                 rate=rate,
                 eta_seconds=eta,
+                phase_done=phase_done,
+                phase_total=self._phase_total,
+                step=self._step,
+                error_files=(*stats.errors, *self.error_files),
             )
         self._callback(snapshot)
 
@@ -210,9 +231,24 @@ class _Run:
         self.warnings: list[str] = []
         self.writer = _CacheWriter(scanner.cache, self.warnings)
         self.errors: list[tuple[str, str]] = []
+        self.tracker.error_files = self.errors  # progress reports list them as they come
         self._errors_lock = threading.Lock()
         self.embeddings: dict[str, np.ndarray] = {}
         self.partials: dict[str, str] = {}  # cached partial hashes, by path
+
+    def _same_shot_checker(self) -> SameShotChecker | None:
+        if not self.settings.same_shot_check:
+            return None
+
+        def stage(step: str, total: int) -> None:
+            self.tracker.start_phase("grouping", total, step)
+            self.tracker.report(force=True)
+
+        def advance(done: int) -> None:
+            self.tracker.step(done)
+            self.tracker.report()
+
+        return SameShotChecker(self.scanner.cache, cancel=self.cancel, stage=stage, advance=advance)
 
     def error(self, path: str, reason: str) -> None:
         with self._errors_lock:
@@ -244,10 +280,10 @@ class _Run:
             self.settings.thresholds_for(model_id),
             self.scanner.rules,
             delete_raw_jpeg_pairs=self.settings.delete_raw_jpeg_pairs,
-            k=self.settings.neighbours_k,
             exact_limit=self.settings.exact_search_limit,
             cancel=self.cancel,
             tick=self.tracker.report,
+            verify=self._same_shot_checker(),
         )
         groups = self._hash_members(groups)
         self.writer.flush()
@@ -316,7 +352,7 @@ class _Run:
                     self.error(photo.path, photo.error or "undecodable")
 
     def _exact_tier(self, photos: list[Photo]) -> None:
-        self.tracker.start_phase("hashing", None)
+        self.tracker.start_phase("hashing", None, QUICK_CHECK)
 
         def partial_done(photo: Photo, digest: str | None, error: str | None) -> None:
             self.tracker.step(hashed=1)
@@ -326,8 +362,13 @@ class _Run:
                 self.error(photo.path, error or "unreadable")
             self.tracker.report()
 
-        full = exact.candidates_for_full_hash(photos, self.cancel, partial_done, self.partials)
-        self.tracker.start_phase("hashing", len(full))
+        def partial_total(count: int) -> None:
+            self.tracker.start_phase("hashing", count, QUICK_CHECK)
+
+        full = exact.candidates_for_full_hash(
+            photos, self.cancel, partial_done, self.partials, on_total=partial_total
+        )
+        self.tracker.start_phase("hashing", len(full), FULL_READ)
         self._full_hashes(full)
 
     def _full_hashes(self, photos: Sequence[Photo]) -> None:
@@ -337,6 +378,7 @@ class _Run:
             self.tracker.report()
 
         exact.hash_all(photos, exact.full_hash, self.cancel, done)
+        self.tracker.report(force=True)  # the bar ends full, not at its last timed report
 
     def _hashed(self, photo: Photo, digest: str | None, error: str | None) -> None:
         if digest is not None:
@@ -348,7 +390,7 @@ class _Run:
 
     def _features(self, photos: list[Photo]) -> None:
         """Features once per content: byte-identical replicas share their representative's."""
-        todo = self._representatives(photos)
+        todo = self._askable(self._representatives(photos))
         if not todo:
             return
         self.tracker.start_phase("features", len(todo))
@@ -379,6 +421,21 @@ class _Run:
         self.tracker.report(force=True)
         if failure:
             self.warnings.append(f"feature computation stopped early: {failure[0]}")
+
+    def _askable(self, todo: dict[str, list[Photo]]) -> dict[str, list[Photo]]:
+        """Without rawpy no decoder here reads RAW files: rather than an error for each on every
+        scan, they are left out of the feature stage with one warning.  They keep the exact
+        tier and RAW+JPEG pairing; ``decodable`` stays None (never tried), so they never join
+        a group by similarity, and nothing is cached: a scan after installing rawpy asks."""
+        raw = [path for path in todo if is_raw(path)]
+        if not raw or rawimage.available():
+            return todo
+        files = sum(len(todo.pop(path)) for path in raw)
+        self.warnings.append(
+            f"{files} RAW {'file' if files == 1 else 'files'} compared byte for byte only: "
+            "install photodup[raw] to compare their previews"
+        )
+        return todo
 
     def _representatives(self, photos: list[Photo]) -> dict[str, list[Photo]]:
         """Representative path -> the replicas it stands for (representative first), for every

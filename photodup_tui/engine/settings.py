@@ -1,7 +1,7 @@
 """What a scan looks at and how it judges: defaults < ``[scan]`` table of config.toml < flags.
 
-Thresholds are per model id because every model spreads its cosines differently.
-The values below are provisional; the quality benchmark calibrates them.
+Thresholds are per model id because every model spreads its cosines differently; the
+built-in model's and the no-model ones are calibrated by bench/quality.py.
 
 ``[scan]`` keys (all optional)::
 
@@ -15,13 +15,14 @@ The values below are provisional; the quality benchmark calibrates them.
     prefer_paths = ["*/Originals/*"]             # keep rule "path_patterns": earlier = stronger
     avoid_paths = ["*/Downloads/*", "* copy*"]
     delete_raw_jpeg_pairs = false
-    exact_search_limit = 100000                  # above this many embeddings, use the ANN index
-    neighbours_k = 32
+    exact_search_limit = 5000                    # above: the partitioned search (>= 99% of pairs)
+
+    same_shot_check = true                       # similar needs the pixel check (sameshot.py)
 
     [scan.thresholds."builtin:efficientnet_lite0/imagenet"]
-    near_cosine = 0.90
-    near_phash = 10
-    similar_cosine = 0.80
+    near_cosine = 0.80
+    near_phash = 2
+    similar_cosine = 0.65
 """
 
 from __future__ import annotations
@@ -79,18 +80,21 @@ class Thresholds:
     embeddings (``local:phash-v1``) only the pHash distances apply.
     """
 
-    near_cosine: float | None = 0.90
-    near_phash: int | None = 10
-    similar_cosine: float | None = 0.80
+    near_cosine: float | None = 0.80
+    near_phash: int | None = 2
+    similar_cosine: float | None = 0.65
     similar_phash: int | None = None
 
 
 DEFAULT_THRESHOLDS: Mapping[str, Thresholds] = {
     # Exact ids first, then families (the part before ":"), then "*".
-    "builtin:efficientnet_lite0/imagenet": Thresholds(0.90, 10, 0.80, None),
-    "clip": Thresholds(0.92, 10, 0.85, None),
-    LOCAL_MODEL_ID: Thresholds(None, 8, None, 10),
-    "*": Thresholds(0.90, 10, 0.80, None),
+    # Calibrated on bench/quality.py: near = a re-encode (pHash within 2 bits: the stereo
+    # pair, a burst, sits at 4+), similar = candidates the same-shot pixel check confirms.
+    "builtin:efficientnet_lite0/imagenet": Thresholds(0.80, 2, 0.65, None),
+    # CLIP spreads cosines wider; not calibrated here (no weights offline): conservative.
+    "clip": Thresholds(0.90, 2, 0.80, None),
+    LOCAL_MODEL_ID: Thresholds(None, 2, None, 12),
+    "*": Thresholds(0.80, 2, 0.65, None),
 }
 
 
@@ -107,7 +111,7 @@ class ScanSettings:
     avoid_paths: tuple[str, ...] = ()
     delete_raw_jpeg_pairs: bool = False
     exact_search_limit: int = EXACT_LIMIT
-    neighbours_k: int = 32
+    same_shot_check: bool = True
     thresholds: Mapping[str, Thresholds] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
     def thresholds_for(self, model_id: str) -> Thresholds:
@@ -171,11 +175,11 @@ def _convert(name: str, raw: Any, where: str) -> Any:
     def fail(expected: str) -> SettingsError:
         return SettingsError(f"{where}: scan.{name} must be {expected}, got {raw!r}")
 
-    if name in ("include_hidden", "raw", "delete_raw_jpeg_pairs"):
+    if name in ("include_hidden", "raw", "delete_raw_jpeg_pairs", "same_shot_check"):
         if not isinstance(raw, bool):
             raise fail("true or false")
         return raw
-    if name in ("min_size", "exact_search_limit", "neighbours_k"):
+    if name in ("min_size", "exact_search_limit"):
         if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
             raise fail("a non-negative integer")
         return raw

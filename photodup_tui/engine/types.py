@@ -17,7 +17,7 @@ class Kind(enum.StrEnum):
 
     EXACT = "exact"  # byte-identical
     NEAR = "near"  # same picture re-encoded, resized, re-formatted, re-tagged
-    SIMILAR = "similar"  # edits, crops, bursts: never auto-selected (rule 6)
+    SIMILAR = "similar"  # edits: crops, borders, mirrors ...; never auto-selected (rule 6)
 
 
 class Action(enum.StrEnum):
@@ -72,11 +72,18 @@ class Member:
     photo: Photo
     action: Action = Action.KEEP
     why: str = ""  # why the keep rules chose this action
+    #: Its own relation to the group's keeper as the scan found it (None: the keeper, or not
+    #: known, as in reports written before it was recorded: then the group's kind applies).
+    verdict: Kind | None = None
 
 
 @dataclass(slots=True)
 class Group:
-    """Photos that match the group's keeper (``members[keeper]``), never only each other."""
+    """Photos that match the group's keeper (``members[keeper]``), never only each other.
+
+    ``kind`` is the weakest verdict among the members the keep rules may mark; ``similar``
+    members (edits) may ride along in an exact or near group, never marked by the rules.
+    """
 
     kind: Kind
     members: list[Member]

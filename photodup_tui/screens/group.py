@@ -17,6 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from photodup_tui.engine.types import Action
 from photodup_tui.formatting import display_path, human_size, plural
+from photodup_tui.messages import GroupShownAgain
 from photodup_tui.review_state import Review
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.group_table import KIND_STYLE
@@ -71,6 +72,7 @@ class GroupScreen(Screen[None]):
         self.roots = list(roots)
         self.selected = 0
         self._loading = asyncio.Lock()
+        self._hidden_at: dict[int, int] = {}  # group index -> its position when hidden here
 
     @property
     def papp(self) -> PhotodupApp:
@@ -87,7 +89,7 @@ class GroupScreen(Screen[None]):
         yield HorizontalScroll(id="cards")
         yield MetadataTable(self.roots, id="metadata")
         yield Static(id="member-detail")
-        yield Footer()
+        yield Footer(compact=True)  # many keys: the roomy footer would cut off "q Quit"
 
     async def on_screen_resume(self) -> None:
         # A batch or an undo may have changed this group (or emptied it) meanwhile.
@@ -186,13 +188,22 @@ class GroupScreen(Screen[None]):
 
     async def action_not_duplicates(self) -> None:
         index = self.group_index
-        self.review.dismiss(index)
-        self.papp.not_duplicates(self.review.groups[index])
+        self.papp.not_duplicates(index)
+        self._hidden_at[index] = self.position
         self.order.remove(index)
         if not self.order:
             self.app.pop_screen()
             return
         self.position = min(self.position, len(self.order) - 1)
+        await self._load_group()
+
+    async def on_group_shown_again(self, message: GroupShownAgain) -> None:
+        """u right after n: the group comes back where it was, and is shown."""
+        index = message.group_index
+        if index not in self.order:
+            position = self._hidden_at.pop(index, self.position)
+            self.order.insert(min(position, len(self.order)), index)
+        self.position = self.order.index(index)
         await self._load_group()
 
     def action_open_file(self) -> None:

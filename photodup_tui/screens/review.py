@@ -13,9 +13,11 @@ from textual.widgets import Footer, Header, Input, Static
 from photodup_tui.engine.scan import ScanResult
 from photodup_tui.engine.types import Kind
 from photodup_tui.formatting import display_path, human_size, plural
+from photodup_tui.messages import GroupShownAgain
 from photodup_tui.review_state import Review, SortKey
 from photodup_tui.screens.errors import ErrorsScreen
 from photodup_tui.screens.group import GroupScreen
+from photodup_tui.screens.hidden import HiddenScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.group_table import GroupTable
 from photodup_tui.widgets.text_input import TextInput
@@ -35,10 +37,11 @@ SORT_COLUMN = {
 class ReviewScreen(Screen[None]):
     HELP = (
         "Each row is a group of photos that match. exact = byte-identical copies; near = the "
-        "same picture re-saved, resized or re-tagged; similar = edits, crops and bursts, which "
-        "are never marked for you. In exact and near groups the keep rules chose one copy to "
+        "same picture re-saved, resized or re-tagged; similar = edits (crops, borders, mirrors, "
+        "brightened or grayscale copies), shown beside their original, never marked for you. In exact and near groups the keep rules chose one copy to "
         "keep and marked the others; open a group to see them side by side and change that. "
-        "d moves every marked file to the trash after you confirm; u puts them back."
+        "d moves every marked file to the trash after you confirm; u puts them back. n hides "
+        "a group for good (remembered by content); u right after, or h, brings it back."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open_group", "Open group"),
@@ -48,6 +51,7 @@ class ReviewScreen(Screen[None]):
         Binding("s", "sort", "Sort"),
         Binding("slash", "filter", "Filter"),
         Binding("e", "errors", "Errors"),
+        Binding("h", "hidden", "Hidden"),
         Binding("x", "unmark_all", "Unmark all", show=False),
         Binding("r", "rescan", "Rescan", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -102,7 +106,7 @@ class ReviewScreen(Screen[None]):
         yield GroupTable(self.result.roots, id="groups")
         yield Static(id="empty")
         yield Static(id="detail")
-        yield Footer()
+        yield Footer(compact=True)  # many keys: the roomy footer would cut off "q Quit"
 
     def on_mount(self) -> None:
         self.refresh_all()
@@ -113,10 +117,11 @@ class ReviewScreen(Screen[None]):
 
     # ------------------------------------------------------------------ drawing
 
-    def refresh_all(self) -> None:
+    def refresh_all(self, cursor_on: int | None = None) -> None:
+        """Redraw from the review; ``cursor_on``: the group to put the cursor on, if shown."""
         order = self.review.visible(self.sort, self.filter_text)
         table = self.query_one(GroupTable)
-        table.show(self.review.groups, order, SORT_COLUMN[self.sort])
+        table.show(self.review.groups, order, SORT_COLUMN[self.sort], cursor_on=cursor_on)
         empty = self.query_one("#empty", Static)
         empty.display = not order
         table.display = bool(order)
@@ -126,20 +131,20 @@ class ReviewScreen(Screen[None]):
         self._show_detail()
 
     def _show_summary(self) -> None:
-        shown = self.review.visible(sort=None)
-        kinds = {kind: 0 for kind in Kind}
-        for index in shown:
-            kinds[self.review.groups[index].kind] += 1
-        marked = self.review.marked(shown)
+        kinds = self.review.kinds()  # kept up to date by the review: no walk over the groups
+        shown = sum(kinds.values())
+        marked = self.review.marked()
         counts = self.result.counts
         where = ", ".join(display_path(r) for r in self.result.roots)
         text = Text.assemble(
-            (plural(len(shown), "group"), "bold"),
+            (plural(shown, "group"), "bold"),
             f": {kinds[Kind.EXACT]} exact · {kinds[Kind.NEAR]} near · {kinds[Kind.SIMILAR]} "
             f"similar, among {plural(counts.files, 'photo')} in {where}",
         )
         if self.result.errors:
             text.append(f" · {plural(len(self.result.errors), 'file')} unreadable (e)", "yellow")
+        if self.review.dismissed:
+            text.append(f" · {len(self.review.dismissed):,} hidden (h)", "dim")
         if not shown:
             self.query_one("#summary", Static).update(text)
             return
@@ -237,9 +242,14 @@ class ReviewScreen(Screen[None]):
         index = self.query_one(GroupTable).current_group()
         if index is None:
             return
-        self.review.dismiss(index)
-        self.papp.not_duplicates(self.review.groups[index])
+        self.papp.not_duplicates(index)
         self.refresh_all()
+
+    def on_group_shown_again(self, message: GroupShownAgain) -> None:
+        self.refresh_all(cursor_on=message.group_index)
+
+    def action_hidden(self) -> None:
+        self.app.push_screen(HiddenScreen(self.review, self.result.roots))
 
     def action_sort(self) -> None:
         self.sort = self.sort.next()

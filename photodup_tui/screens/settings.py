@@ -85,10 +85,27 @@ def save_form(
     return checked, replace(ui, use_model=form.use_model)
 
 
+def configured_model() -> str | None:
+    """The ``[daemon] model`` the config file names now (None: not set, photodupd's default)."""
+    table = ui_settings.read_config().get("daemon")
+    model = table.get("model") if isinstance(table, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def save_and_recall(
+    form: SettingsForm, ui: ui_settings.UiSettings
+) -> tuple[ScanSettings, ui_settings.UiSettings, str | None]:
+    """:func:`save_form`, plus the model setting it replaced (put back if the switch fails)."""
+    previous = configured_model()
+    settings, saved_ui = save_form(form, ui)
+    return settings, saved_ui, previous
+
+
 class SettingsScreen(Screen[None]):
     HELP = (
-        "Settings are saved to your config file and used from the next scan on. The model "
-        "setting is read by photodupd when it starts."
+        "Settings are saved to your config file and used from the next scan on. A new model "
+        "is loaded by photodupd at once (the status line shows it loading); if it cannot be "
+        "loaded, photodupd keeps the model it had and the setting goes back."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Cancel"),
@@ -121,6 +138,10 @@ class SettingsScreen(Screen[None]):
         margin-top: 1;
     }
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chosen_model: str | None = None  # the model picked in the form, if any
 
     @property
     def papp(self) -> PhotodupApp:
@@ -188,15 +209,20 @@ class SettingsScreen(Screen[None]):
             reference_folders=self.query_one("#reference", Input).value,
         )
         ui = self.papp.ui
-        self.run_worker(lambda: save_form(form, ui), thread=True, exit_on_error=False, name="save")
+        self._chosen_model = form.model
+        self.run_worker(
+            lambda: save_and_recall(form, ui), thread=True, exit_on_error=False, name="save"
+        )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.name != "save":
             return
         if event.state is WorkerState.SUCCESS:
-            settings, ui = cast("tuple[ScanSettings, ui_settings.UiSettings]", event.worker.result)
-            self.papp.apply_settings(settings, ui)
+            settings, ui, previous = cast(
+                "tuple[ScanSettings, ui_settings.UiSettings, str | None]", event.worker.result
+            )
             self.notify("Saved. The next scan uses these settings.")
             self.app.pop_screen()
+            self.papp.apply_settings(settings, ui, self._chosen_model, previous)
         elif event.state is WorkerState.ERROR:
             self.query_one("#settings-error", Static).update(f"Not saved: {event.worker.error}")

@@ -34,6 +34,8 @@ def describe(status: DaemonStatus, loading_seconds: float | None = None) -> str:
         return f"photodupd is loading {model}{elapsed}…"
     if status.state == "ready":
         busy = f" · {status.images_per_s:.0f} images/s" if status.images_per_s >= 1 else ""
+        if status.note:  # the UI's news (a failed switch) before the daemon's reason
+            return f"photodupd ready{busy} · {model} · {status.note}"
         why = f" ({status.why})" if status.why else ""
         return f"photodupd ready{busy} · {model}{why}"
     if status.state == "unloaded":

@@ -37,10 +37,17 @@ class GroupTable(VirtualTable):
         self._groups: Sequence[Group] = ()
         self._order: list[int] = []
 
-    def show(self, groups: Sequence[Group], order: Sequence[int], sorted_by: str = "") -> None:
-        """Show ``groups[i] for i in order``; the cursor stays on the same group if shown.
-        ``sorted_by`` names the column the order follows; its header gets an arrow."""
-        current = self.current_group()
+    def show(
+        self,
+        groups: Sequence[Group],
+        order: Sequence[int],
+        sorted_by: str = "",
+        cursor_on: int | None = None,
+    ) -> None:
+        """Show ``groups[i] for i in order``; the cursor stays on the same group if shown (or
+        goes to ``cursor_on``).  ``sorted_by`` names the column the order follows; its header
+        gets an arrow."""
+        current = self.current_group() if cursor_on is None else cursor_on
         self._groups, self._order = groups, list(order)
         arrows = {sorted_by: SORT_ARROWS.get(sorted_by, "")}
         self.set_columns([Column(c.key, c.label + arrows.get(c.key, ""), c.width) for c in COLUMNS])

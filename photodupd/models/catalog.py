@@ -284,6 +284,23 @@ def model_id(choice: ModelChoice) -> str:
     return choice.resolved
 
 
+#: Last part of the id of a CLIP model whose weights are stored in float16 (and
+#: computed with in float32).  Its embeddings differ from float32 storage in the
+#: 7th digit, so they get an id of their own and caches never mix the two.  A
+#: path part, so ``clip:ViT-B-32`` and ``clip:ViT-B-32/TAG`` still match it as prefixes.
+HALF_WEIGHTS_SUFFIX: Final = "/fp16-weights"
+
+
+def served_id(base: str, *, half_weights: bool) -> str:
+    """The id replies carry for a model of id ``base`` with this weight storage."""
+    return base + HALF_WEIGHTS_SUFFIX if half_weights else base
+
+
+def base_id(served: str) -> str:
+    """The model's id without the storage suffix: the same weights, however stored."""
+    return served.removesuffix(HALF_WEIGHTS_SUFFIX)
+
+
 def known_models(cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every model photodupd can run without extra flags, and whether its weights are here."""
     folder = cache_dir if cache_dir is not None else hf_cache_dir()

@@ -280,6 +280,8 @@ async def test_auto_with_no_clip_weights_serves_builtin_and_says_why(
     assert rows["builtin"]["active"] is True
     clip = rows["clip:ViT-B-32/laion2b_s34b_b79k"]
     assert clip["available"] is False and clip["active"] is False
+    # Listed with the id its replies would carry (weights stored in float16 by default).
+    assert clip["id"] == "clip:ViT-B-32/laion2b_s34b_b79k" + catalog.HALF_WEIGHTS_SUFFIX
 
 
 async def test_auto_falls_back_to_builtin_when_cached_clip_weights_are_broken(
@@ -316,7 +318,9 @@ async def test_switching_models_changes_the_id_in_replies(
     await service.wait_ready()
     [path] = jpeg_files(tmp_path, range(1))
     info = await service.load("clip", str(tiny.weights))
-    assert info["id"] == f"clip:{tiny.name}/file-{catalog.weights_fingerprint(tiny.weights)}"
+    file_id = f"clip:{tiny.name}/file-{catalog.weights_fingerprint(tiny.weights)}"
+    # CLIP weights are stored in float16 by default, and the id says so.
+    assert info["id"] == file_id + catalog.HALF_WEIGHTS_SUFFIX
     assert info["dim"] == TINY_EMBED_DIM
     reply = await service.features([FeatureItem(path=str(path))])
     assert reply["model"] == {"id": info["id"], "dim": TINY_EMBED_DIM}
@@ -339,6 +343,33 @@ async def test_loading_the_active_model_again_is_free(make_service: Factory) -> 
     info = await service.load("builtin")
     assert info["id"] == catalog.BUILTIN_ID and info["why"] == "the built-in model was requested"
     assert service.status()["loads"] == 1
+
+
+async def test_clip_weight_storage_is_in_the_id_and_reloading_the_same_model_is_free(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    tiny = write_tiny_clip(tmp_path / "tiny")
+    [path] = jpeg_files(tmp_path, range(1))
+    options = {"model": "clip", "weights": tiny.weights, "model_config": tiny.config}
+    half = await make_service(**options)
+    info = await half.wait_ready()
+    assert info["id"].endswith(catalog.HALF_WEIGHTS_SUFFIX)
+    assert (await half.load("clip", str(tiny.weights)))["id"] == info["id"]
+    assert half.status()["loads"] == 1
+    assert [row["id"] for row in half.models() if row["active"]] == [info["id"]]
+    full = await make_service(**options, clip_weights="float32")
+    full_info = await full.wait_ready()
+    assert full_info["id"] == catalog.base_id(info["id"])
+    item = [FeatureItem(path=str(path))]
+    half_reply, full_reply = await half.features(item), await full.features(item)
+    assert half_reply["model"]["id"] != full_reply["model"]["id"]
+    closeness = float(
+        np.dot(
+            vector(half_reply["items"][0], TINY_EMBED_DIM),
+            vector(full_reply["items"][0], TINY_EMBED_DIM),
+        )
+    )
+    assert closeness >= 0.9999
 
 
 async def test_a_switch_waits_for_items_in_flight(make_service: Factory, tmp_path: Path) -> None:

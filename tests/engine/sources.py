@@ -10,6 +10,8 @@ from PIL import Image
 
 from photodup_tui.engine.features import FeatureResult, FeatureSource
 from photodupd import imaging
+from photodupd.imaging import Decoded, PreprocessSpec
+from photodupd.protocol import FeatureItem
 
 
 class Counting:
@@ -70,10 +72,16 @@ def embed(path: str) -> FeatureResult:
     return FeatureResult.from_decoded(decoded, vector.astype(np.float32))
 
 
-def crashing_decoder(path: str) -> FeatureResult:
-    """Runs in a worker process: dies on files named "crash*", else a fake result."""
+def misbehaving_decoder(item: FeatureItem, spec: PreprocessSpec | None) -> Decoded:
+    """Runs in a decoder worker: dies on files named "crash*", hangs on "hang*", else a fake
+    result whose pHash is the path's length."""
     import os
+    import threading
 
-    if os.path.basename(path).startswith("crash"):
+    path = os.fsdecode(item.path or b"")
+    name = os.path.basename(path)
+    if name.startswith("crash"):
         os._exit(3)  # what a segfaulting native decoder looks like from outside
-    return FeatureResult(None, len(path), 1, 1, "JPEG", None, None, 0)
+    if name.startswith("hang"):
+        threading.Event().wait()
+    return Decoded(None, len(path), 1, 1, "JPEG")

@@ -113,9 +113,14 @@ def test_threshold_changes_what_counts_as_near(tmp_path: Path) -> None:
     lib = distinct(tmp_path / "lib")
     assert cli.main(["scan", str(lib), "--no-model", "-q"]) == cli.EXIT_NO_DUPLICATES
     report = tmp_path / "r.json"
-    # 64 bits: every pHash is "near" every other; the flag reached the grouping.
+    # 64 bits: every pHash is a "near" candidate of every other, but the same-picture
+    # pixel check still says these are different photos...
     argv = ["scan", str(lib), "--no-model", "-q", "--threshold", "64", "--json", str(report)]
-    assert cli.main(argv) == cli.EXIT_DUPLICATES
+    assert cli.main(argv) == cli.EXIT_NO_DUPLICATES
+    # ...and without the check the flag alone decides: it reached the grouping.
+    config = tmp_path / "config.toml"
+    config.write_text("[scan]\nsame_shot_check = false\n")
+    assert cli.main([*argv, "--config", str(config)]) == cli.EXIT_DUPLICATES
     (group,) = load_report(report).groups
     assert group.kind.value == "near"
     assert len(group.members) == 3

@@ -66,7 +66,10 @@ def test_every_member_matches_its_keeper_on_random_data() -> None:
             if member.photo is not keeper:
                 cosine = float(vectors[keeper.path] @ vectors[member.photo.path])
                 assert cosine >= MODEL.similar_cosine - 1e-6  # type: ignore[operator]
-        assert RULES.rank([m.photo for m in group.members])[0] is keeper
+        # The keeper is the best of the copies it competes with; an edit beside them (a
+        # bordered copy has more pixels) never takes its place.
+        core = [m.photo for m in group.members if m.verdict is not Kind.SIMILAR]
+        assert RULES.rank(core)[0] is keeper
 
 
 def test_exact_group_from_content_hash_alone() -> None:
@@ -152,18 +155,44 @@ def test_near_group_carries_byte_identical_copies_of_its_members() -> None:
     assert whys["/backup/small.jpg"].startswith("near duplicate of the keeper")
 
 
-def test_multi_copy_contents_settle_as_exact_before_similar() -> None:
+def test_a_similar_edit_joins_its_originals_exact_family_unmarked() -> None:
     a = photo("/p/a.jpg", content_hash="h")
     a_copy = photo("/q/a.jpg", content_hash="h")
-    other = photo("/p/other.jpg", phash=(1 << 30) - 1)
+    edit = photo("/p/edit.jpg", phash=(1 << 30) - 1)
     vectors = {
         "/p/a.jpg": unit_at(0),
         "/q/a.jpg": unit_at(0),
-        "/p/other.jpg": unit_at(angle_for(0.85)),
+        "/p/edit.jpg": unit_at(angle_for(0.85)),
     }
-    (group,) = run([a, a_copy, other], vectors)
+    (group,) = run([a, a_copy, edit], vectors)
+    # Still an exact group: what the rules may mark is byte-identical; the edit rides along.
     assert group.kind is Kind.EXACT
-    assert paths(group) == {"/p/a.jpg", "/q/a.jpg"}
+    assert paths(group) == {"/p/a.jpg", "/q/a.jpg", "/p/edit.jpg"}
+    verdicts = {m.photo.path: (m.verdict, m.action) for m in group.members}
+    assert verdicts["/q/a.jpg"] == (Kind.EXACT, Action.DELETE)
+    assert verdicts["/p/edit.jpg"] == (Kind.SIMILAR, Action.KEEP)
+    assert group.reason == "byte-identical; 1 similar edit beside it, kept"
+
+
+def test_a_content_with_byte_identical_copies_keeps_its_own_exact_group() -> None:
+    # Its copies are deletable without review; joining another family as a mere "similar"
+    # member would hide that.
+    original = photo("/p/a.jpg", width=4000, height=3000)
+    edit = photo("/p/edit.jpg", content_hash="e", phash=(1 << 30) - 1)
+    edit_copy = photo("/q/edit.jpg", content_hash="e", phash=(1 << 30) - 1)
+    vectors = {
+        "/p/a.jpg": unit_at(0),
+        "/p/edit.jpg": unit_at(angle_for(0.85)),
+        "/q/edit.jpg": unit_at(angle_for(0.85)),
+    }
+    (group,) = run([original, edit, edit_copy], vectors)
+    assert group.kind is Kind.EXACT
+    verdicts = {m.photo.path: (m.verdict, m.action) for m in group.members}
+    assert verdicts == {
+        "/p/edit.jpg": (None, Action.KEEP),
+        "/q/edit.jpg": (Kind.EXACT, Action.DELETE),
+        "/p/a.jpg": (Kind.SIMILAR, Action.KEEP),  # shown beside it, never marked
+    }
 
 
 def test_reference_members_are_never_marked_delete() -> None:
@@ -199,14 +228,14 @@ def test_raw_jpeg_pair_is_not_a_delete_pair_unless_asked() -> None:
 
 def test_phash_only_thresholds() -> None:
     local = ScanSettings().thresholds_for(LOCAL_MODEL_ID)
-    assert local.near_phash == 8
+    assert (local.near_phash, local.similar_phash) == (2, 12)
     keeper = photo("/p/a.jpg", phash=0)
-    near = photo("/p/b.jpg", phash=(1 << 8) - 1, width=100, height=75)  # 8 bits
-    similar = photo("/p/c.jpg", phash=(1 << 10) - 1 << 20, width=100, height=100)  # 10 bits
-    far = photo("/p/d.jpg", phash=(1 << 11) - 1 << 40, width=100, height=100)  # 11 bits
+    near = photo("/p/b.jpg", phash=(1 << 2) - 1, width=100, height=75)  # 2 bits
+    similar = photo("/p/c.jpg", phash=(1 << 12) - 1 << 20, width=100, height=100)  # 12 bits
+    far = photo("/p/d.jpg", phash=(1 << 13) - 1 << 40, width=100, height=100)  # 13 bits
     groups = run([keeper, near, far], thresholds=local)
     assert [(g.kind, paths(g)) for g in groups] == [(Kind.NEAR, {"/p/a.jpg", "/p/b.jpg"})]
-    assert groups[0].reason.startswith("pHash distance 8, 4000x3000 vs 100x75")
+    assert groups[0].reason.startswith("pHash distance 2, 4000x3000 vs 100x75")
     groups = run([keeper, similar, far], thresholds=local)
     assert [(g.kind, paths(g)) for g in groups] == [(Kind.SIMILAR, {"/p/a.jpg", "/p/c.jpg"})]
 
@@ -236,7 +265,9 @@ def test_a_crop_is_never_near_however_close_the_hashes() -> None:
     vectors = {"/p/full.jpg": unit_at(0), "/p/crop.jpg": unit_at(2), "/p/small.jpg": unit_at(1)}
     (group,) = run([keeper, crop, resized], vectors)
     assert group.kind is Kind.NEAR
-    assert paths(group) == {"/p/full.jpg", "/p/small.jpg"}  # the crop is not near anyone
+    verdicts = {m.photo.path: (m.verdict, m.action) for m in group.members}
+    assert verdicts["/p/small.jpg"] == (Kind.NEAR, Action.DELETE)
+    assert verdicts["/p/crop.jpg"] == (Kind.SIMILAR, Action.KEEP)  # not near anyone
     (group,) = run([keeper, crop], vectors)
     assert group.kind is Kind.SIMILAR
     local = ScanSettings().thresholds_for(LOCAL_MODEL_ID)

@@ -1,64 +1,204 @@
-"""Neighbour search: the exact search finds every pair; the ANN index finds >= 99% of them."""
+"""Neighbour search: the exact search finds every pair above the threshold; the partitioned
+search finds >= 99% of them and never a false one, on clustered data, on data without
+clusters (where it may fall back to the exact search), on bursts of equal embeddings."""
 
 from __future__ import annotations
 
 import threading
 
 import numpy as np
+import pytest
 
 from photodup_tui.engine import neighbours as nb
 
+PAIRS = set[tuple[int, int]]
 
-def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    """Clusters of 1-4 vectors around random centres; cosines inside a cluster ~0.75-0.98."""
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near_copies(rows: np.ndarray, cosines: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of each row at exactly the given cosine to it (noise orthogonal to the row)."""
+    noise = rng.standard_normal(rows.shape).astype(np.float32)
+    noise -= np.sum(noise * rows, axis=1, keepdims=True) * rows
+    noise = unit(noise)
+    sines = np.sqrt(1 - cosines**2)[:, None]
+    return unit(cosines[:, None] * rows + sines * noise)
+
+
+def library(n: int, dim: int, floor: float, *, topics: int = 100, seed: int = 0) -> np.ndarray:
+    """What a photo library looks like to a model: photos around ``topics`` subjects
+    (same-subject cosine ~0.5, bench/grouping_bench.py), and 20% of them near copies of
+    another photo at cosines spread from ``floor`` to 0.995.  float16, as scans hold them."""
     rng = np.random.default_rng(seed)
-    sizes = rng.integers(1, 5, n)
-    owner = np.repeat(np.arange(n), sizes)[:n]
-    centres = rng.normal(size=(n, dim)).astype(np.float32)
-    spread = rng.uniform(0.15, 0.55, size=(n, 1)).astype(np.float32)
-    vectors = centres[owner] + spread * rng.normal(size=(n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors
+    centres = unit(rng.standard_normal((topics, dim)))
+    originals = int(n * 0.8)
+    noise = rng.standard_normal((originals, dim)).astype(np.float32) / np.sqrt(dim)
+    photos = unit(centres[rng.integers(0, topics, originals)] + noise)
+    sources = photos[rng.integers(0, originals, n - originals)]
+    copies = near_copies(sources, rng.uniform(floor + 0.002, 0.995, n - originals), rng)
+    return np.concatenate([photos, copies]).astype(np.float16)
 
 
-def brute_force(vectors: np.ndarray, threshold: float) -> set[tuple[int, int]]:
-    sims = vectors @ vectors.T
-    i, j = np.nonzero(np.triu(sims >= threshold, k=1))
+def truth(vectors: np.ndarray, threshold: float) -> PAIRS:
+    full = vectors.astype(np.float32)
+    i, j = np.nonzero(np.triu(full @ full.T >= threshold, k=1))
     return set(zip(i.tolist(), j.tolist(), strict=True))
 
 
-def test_exact_search_finds_exactly_the_pairs_above_threshold() -> None:
-    vectors = clustered(1500, 64, seed=1)
-    nb_block = nb.BLOCK_BYTES
-    try:
-        nb.BLOCK_BYTES = 4 * 1500 * 7  # force many small, uneven blocks
-        pairs = nb.neighbours(vectors, 0.8, exact_limit=10_000)
-    finally:
-        nb.BLOCK_BYTES = nb_block
-    found = {(i, j) for i, j, _ in pairs}
-    assert found == brute_force(vectors, 0.8)
-    assert len(found) > 500  # the data really has pairs to find
-    for i, j, cosine in pairs[:50]:
-        assert i < j
-        assert abs(cosine - float(vectors[i] @ vectors[j])) < 1e-5
+def pairs_of(found: list[nb.Pair]) -> PAIRS:
+    return {(i, j) for i, j, _ in found}
 
 
-def test_ann_recall_of_true_pairs_is_at_least_99_percent() -> None:
-    vectors = clustered(3000, 256, seed=2)
-    truth = brute_force(vectors, 0.8)
-    pairs = nb.neighbours(vectors, 0.8, k=32, exact_limit=100)  # low cutover: use the index
-    found = {(i, j) for i, j, _ in pairs}
-    assert len(truth) > 1000
-    recall = len(found & truth) / len(truth)
-    assert recall >= 0.99, recall
-    assert found <= truth  # cosines are recomputed exactly: no false pairs
-    for i, j, cosine in pairs[:50]:
-        assert abs(cosine - float(vectors[i] @ vectors[j])) < 1e-5
+def assert_true_pairs(found: list[nb.Pair], vectors: np.ndarray, threshold: float) -> None:
+    """Sorted, i < j, each cosine exact and at or above the threshold: no false pairs."""
+    assert found == sorted(found)
+    full = vectors.astype(np.float32)
+    i = np.array([p[0] for p in found], dtype=np.int64)
+    j = np.array([p[1] for p in found], dtype=np.int64)
+    cosines = np.array([p[2] for p in found])
+    assert np.all(i < j)
+    assert np.allclose(cosines, np.sum(full[i] * full[j], axis=1), atol=1e-5)
+    assert np.all(cosines >= threshold)
 
 
-def test_tiny_inputs() -> None:
-    assert nb.neighbours(np.zeros((0, 8), np.float32), 0.5) == []
-    assert nb.neighbours(np.ones((1, 8), np.float32) / np.sqrt(8), 0.5) == []
+def partitioned(vectors: np.ndarray, threshold: float) -> tuple[list[nb.Pair], nb.SearchStats]:
+    stats = nb.SearchStats()
+    found = nb.neighbours(vectors, threshold, exact_limit=0, stats=stats)
+    return found, stats
+
+
+def test_exact_search_finds_exactly_the_pairs_above_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(nb, "TILE", 300)  # many uneven tiles, on both cores
+    for dtype in (np.float32, np.float16):
+        vectors = library(1500, 64, 0.8, seed=1).astype(dtype)
+        stats = nb.SearchStats()
+        found = nb.neighbours(vectors, 0.8, exact_limit=10_000, stats=stats)
+        assert stats.method == "exact"
+        assert pairs_of(found) == truth(vectors, 0.8)
+        assert len(found) > 200  # the data really has pairs to find
+        assert_true_pairs(found, vectors, 0.8)
+
+
+@pytest.mark.parametrize(
+    ("n", "dim", "floor"),
+    # CLIP's floor (0.80-0.85) and the built-in model's (0.65-0.70)
+    [(6000, 512, 0.85), (6000, 512, 0.80), (6000, 512, 0.70), (4000, 1280, 0.65)],
+)
+def test_partitioned_search_finds_99_percent_of_clustered_pairs(
+    n: int, dim: int, floor: float
+) -> None:
+    vectors = library(n, dim, floor, seed=dim)
+    expected = truth(vectors, floor)
+    found, stats = partitioned(vectors, floor)
+    assert stats.method == "partitioned"
+    assert stats.work_share < 0.3  # it did not just compare everything
+    assert len(expected) > 600
+    recall = len(pairs_of(found) & expected) / len(expected)
+    assert recall >= 0.99, (recall, stats)
+    assert_true_pairs(found, vectors, floor)
+
+
+def test_pairs_just_above_the_threshold_are_found_and_just_below_are_not() -> None:
+    rng = np.random.default_rng(2)
+    background = library(4000, 256, 0.8, seed=2).astype(np.float32)
+    picked = rng.choice(4000, 300, replace=False)
+    above = near_copies(background[picked[:150]], np.full(150, 0.8 + 2e-3, np.float32), rng)
+    below = near_copies(background[picked[150:]], np.full(150, 0.8 - 2e-3, np.float32), rng)
+    vectors = np.concatenate([background, above, below])
+    found, stats = partitioned(vectors, 0.8)
+    assert stats.method == "partitioned"
+    planted = [
+        (min(a, b), max(a, b)) for a, b in zip(picked.tolist(), range(4000, 4300), strict=True)
+    ]
+    hits = pairs_of(found)
+    assert len(hits & set(planted[:150])) >= 0.99 * 150
+    assert not hits & set(planted[150:])
+    assert_true_pairs(found, vectors, 0.8)
+
+
+def test_data_without_clusters_is_searched_well_or_exactly() -> None:
+    rng = np.random.default_rng(3)
+    # Uniform random photos, each 20% with a near copy: no cluster for a cell to follow.
+    photos = unit(rng.standard_normal((4000, 512)))
+    copies = near_copies(photos[:800], rng.uniform(0.70, 0.99, 800).astype(np.float32), rng)
+    vectors = np.concatenate([photos, copies])
+    expected = truth(vectors, 0.7)
+    found, stats = partitioned(vectors, 0.7)
+    assert len(pairs_of(found) & expected) >= 0.99 * len(expected)
+    assert_true_pairs(found, vectors, 0.7)
+    # Few dimensions and a low threshold: pairs at every margin, so no partition finds them
+    # cheaply and the search falls back to comparing everything, exactly.
+    flat = unit(rng.standard_normal((3000, 16)))
+    found, stats = partitioned(flat, 0.7)
+    assert stats.method == "exact (fallback)"
+    assert pairs_of(found) == truth(flat, 0.7)
+
+
+def test_a_burst_of_equal_embeddings_is_all_pairs() -> None:
+    vectors = library(5000, 512, 0.85, seed=4)
+    vectors[1000:1500] = vectors[1000]  # one burst photographed 500 times, identically
+    found, stats = partitioned(vectors, 0.85)
+    assert stats.method == "partitioned"
+    burst = {(i, j) for i in range(1000, 1500) for j in range(i + 1, 1500)}
+    assert burst <= pairs_of(found)
+    assert all(c > 0.999 for i, j, c in found if 1000 <= i < 1500 and 1000 <= j < 1500)
+    expected = truth(vectors, 0.85)
+    assert len(pairs_of(found) & expected) >= 0.99 * len(expected)
+
+
+def test_same_input_gives_the_same_pairs() -> None:
+    vectors = library(3000, 128, 0.8, seed=5)
+    assert partitioned(vectors, 0.8)[0] == partitioned(vectors.copy(), 0.8)[0]
+
+
+@pytest.mark.parametrize("exact_limit", [0, 10_000])
+def test_searches_tick_from_the_calling_thread_and_stop_when_cancelled(
+    exact_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nb, "TILE", 500)  # the exact search: 55 tiles
+    vectors = library(5000, 64, 0.8, seed=6)
+    callers: set[int] = set()
+    ticks = 0
+
+    def count() -> None:
+        nonlocal ticks
+        ticks += 1
+        callers.add(threading.get_ident())
+
+    everything = nb.neighbours(vectors, 0.8, exact_limit=exact_limit, tick=count)
+    assert callers == {threading.get_ident()}
+    total, ticks = ticks, 0
+    assert total >= 10
+    cancel = threading.Event()
+
+    def cancel_late() -> None:
+        nonlocal ticks
+        ticks += 1
+        if ticks == total - 5:  # in the last phase: pairs have been found by then
+            cancel.set()
+
+    partial = nb.neighbours(vectors, 0.8, exact_limit=exact_limit, cancel=cancel, tick=cancel_late)
+    assert ticks == total - 5  # no tick, so no chunk, once cancelled
+    assert partial
+    assert set(partial) < set(everything)  # what was found is right, just not all
+    assert nb.neighbours(vectors, 0.8, exact_limit=exact_limit, cancel=cancel) == []
+
+
+@pytest.mark.parametrize("exact_limit", [0, 10_000])
+def test_tiny_inputs(exact_limit: int) -> None:
+    def search(rows: list[list[float]]) -> list[nb.Pair]:
+        return nb.neighbours(np.array(rows, np.float32).reshape(-1, 2), 0.9, exact_limit)
+
+    assert search([]) == []
+    assert search([[1, 0]]) == []
+    assert [(i, j) for i, j, _ in search([[1, 0], [1, 0]])] == [(0, 1)]
+    assert [(i, j) for i, j, _ in search([[1, 0], [0, 1], [0.99, 0.141]])] == [(0, 2)]
+    with pytest.raises(ValueError, match="2-D"):
+        nb.neighbours(np.zeros(5, np.float32), 0.5)
 
 
 def test_hamming_pairs_match_brute_force() -> None:
@@ -76,27 +216,3 @@ def test_hamming_pairs_match_brute_force() -> None:
     }
     assert set(pairs) == expected
     assert len(expected) >= 400
-
-
-def test_searches_tick_and_stop_when_cancelled() -> None:
-    vectors = clustered(2000, 32, seed=4)
-    ticks: list[int] = []
-    cancel = threading.Event()
-
-    def tick() -> None:
-        ticks.append(1)
-        if len(ticks) == 2:
-            cancel.set()
-
-    saved = nb.BLOCK_BYTES
-    try:
-        nb.BLOCK_BYTES = 4 * 2000 * 100  # 100-row blocks: 20 of them
-        partial = nb.neighbours(vectors, 0.8, exact_limit=10_000, cancel=cancel, tick=tick)
-    finally:
-        nb.BLOCK_BYTES = saved
-    everything = nb.neighbours(vectors, 0.8, exact_limit=10_000)
-    assert len(ticks) == 2  # one block searched, then the cancel was seen
-    assert partial
-    assert set(partial) < set(everything)  # what was found is right, just not all
-    cancel.set()
-    assert nb.neighbours(vectors, 0.8, exact_limit=100, cancel=cancel) == []

@@ -38,7 +38,7 @@ def sample() -> Report:
             Kind.EXACT,
             [
                 Member(keeper, Action.KEEP, "keeper: shorter path"),
-                Member(victim, Action.DELETE, "byte-identical"),
+                Member(victim, Action.DELETE, "byte-identical", Kind.EXACT),
             ],
             "byte-identical",
             keeper=0,
@@ -47,7 +47,7 @@ def sample() -> Report:
         Group(
             Kind.NEAR,
             [
-                Member(near_victim, Action.DELETE, "near"),
+                Member(near_victim, Action.DELETE, "near", Kind.NEAR),
                 Member(near_keeper, Action.KEEP, "keeper"),
             ],
             "pHash distance 2, cosine 0.990, 4000x3000 vs 400x300",
@@ -90,6 +90,7 @@ def test_json_has_the_documented_keys() -> None:
         "taken",
         "action",
         "keeper",
+        "verdict",
         "why",
         "dev",
         "ino",

@@ -74,10 +74,10 @@ def test_bad_values_say_what_is_wrong(tmp_path: Path, toml: str, message: str) -
 
 def test_threshold_flag_means_cosine_for_models_and_bits_without() -> None:
     settings = ScanSettings()
-    model = settings.with_threshold("builtin:efficientnet_lite0/imagenet", 0.75)
+    model = settings.with_threshold("builtin:efficientnet_lite0/imagenet", 0.6)
     changed = model.thresholds_for("builtin:efficientnet_lite0/imagenet")
-    assert changed.near_cosine == 0.75
-    assert changed.similar_cosine == 0.75  # similar never stricter than near
+    assert changed.near_cosine == 0.6
+    assert changed.similar_cosine == 0.6  # similar never stricter than near
     assert settings.with_threshold(LOCAL_MODEL_ID, 5).thresholds_for(LOCAL_MODEL_ID).near_phash == 5
     with pytest.raises(SettingsError):
         settings.with_threshold(LOCAL_MODEL_ID, 0.5)

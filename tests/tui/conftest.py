@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from textual.worker import WorkerCancelled, WorkerError, WorkerFailed, WorkerSta
 from photodup_tui.engine.daemon_launch import Report
 from photodup_tui.engine.local_features import LocalFeatureSource
 from photodup_tui.workers import OpenedSource
+from tests.daemon.daemon_proc import DaemonProcess
 from tests.photos import make_photo, write_jpeg
 
 SIZE = (120, 36)
@@ -84,3 +86,21 @@ def trash_files(xdg_data_home: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.fixture
+def daemon_socket(
+    isolated_dirs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A real photodupd with the built-in model on a short socket path, stopped by SIGTERM.
+    Its Hugging Face cache is empty: CLIP weights are never there, as on a fresh offline
+    computer."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    socket_path = isolated_dirs.parent / "d.sock"
+    daemon = DaemonProcess(socket_path, tmp_path / "daemon", "--model", "builtin")
+    try:
+        daemon.wait_hello(timeout=120)
+        daemon.wait_state("ready", timeout=300)
+        yield socket_path
+    finally:
+        assert daemon.terminate() == 0, daemon.output()

@@ -133,6 +133,12 @@ def progress() -> ScanProgress:
         current_dir=f"{ROOT}/2021/08",
         rate=41.0,
         eta_seconds=95.0,
+        phase_done=96,
+        phase_total=310,
+        error_files=(
+            (f"{ROOT}/2018/broken.jpg", "truncated: image file is truncated"),
+            (f"{ROOT}/2018/secret.jpg", "unreadable: Permission denied"),
+        ),
     )
 
 

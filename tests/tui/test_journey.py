@@ -4,10 +4,7 @@ undo; after each step the disk itself is read back."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from photodup_tui.app import PhotodupApp, create_app
 from photodup_tui.engine.types import Action, Kind
@@ -16,7 +13,6 @@ from photodup_tui.screens.confirm import ConfirmScreen
 from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.review import ReviewScreen
 from photodup_tui.workers import open_feature_source
-from tests.daemon.daemon_proc import DaemonProcess
 from tests.tui.conftest import SIZE, Library, idle, local_source, trash_files
 
 
@@ -92,19 +88,6 @@ async def test_journey_without_model(library: Library) -> None:
         cursor_blink=False,
     )
     await journey(app, library)
-
-
-@pytest.fixture
-def daemon_socket(isolated_dirs: Path, tmp_path: Path) -> Iterator[Path]:
-    """A real photodupd with the built-in model on a short socket path, stopped by SIGTERM."""
-    socket_path = isolated_dirs.parent / "d.sock"
-    daemon = DaemonProcess(socket_path, tmp_path / "daemon", "--model", "builtin")
-    try:
-        daemon.wait_hello(timeout=120)
-        daemon.wait_state("ready", timeout=300)
-        yield socket_path
-    finally:
-        assert daemon.terminate() == 0, daemon.output()
 
 
 async def test_journey_with_daemon(library: Library, daemon_socket: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 from textual.widgets import Static
@@ -60,13 +59,12 @@ async def test_keys_are_handled_while_a_scan_runs(library: Library) -> None:
         assert isinstance(app.screen, ScanScreen)
         scan = next(w for w in app.workers if w.name == "scan")
 
-        started = time.perf_counter()
+        # The scan is held inside the feature stage (the gate): a key handled now was handled
+        # during the scan, whatever the machine's load (timings live in bench/tui_bench.py).
         await pilot.press("question_mark")
         await pilot.pause()
-        latency = time.perf_counter() - started
         assert isinstance(app.screen, HelpScreen)  # the key was handled ...
         assert scan.is_running  # ... while the scan is still running
-        assert latency < 1.0, f"help took {latency:.3f} s to open during a scan"
 
         await pilot.press("escape")
         await pilot.pause()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
 from photodup_tui.review_state import Review, SortKey
 
@@ -112,3 +115,116 @@ def test_sort_and_filter() -> None:
     assert review.visible(text="/Q/") == [1]
     assert review.visible(text="exact") == [0]
     assert SortKey.PATH.next() is SortKey.RECLAIMABLE
+
+
+# ------------------------------------------------------------------ the caches stay right
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["toggle", "keeper", "dismiss", "show", "rules", "unmark", "remove", "restore"]
+        ),
+        st.integers(0, 5),
+        st.integers(0, 3),
+    ),
+    max_size=25,
+)
+
+
+def _library() -> list[Group]:
+    sizes = (300, 100, 700, 100, 500, 900)
+    kinds = (Kind.EXACT, Kind.NEAR, Kind.SIMILAR, Kind.NEAR, Kind.EXACT, Kind.NEAR)
+    groups = []
+    for n, (size, kind) in enumerate(zip(sizes, kinds, strict=True)):
+        paths = [f"/lib/g{n}/{'ab'[m % 2]}{m}.jpg" for m in range(2 + n % 3)]
+        groups.append(group(kind, *paths, size=size))
+    # A hard link: group 4's second member is the same file as group 1's second.
+    twin = groups[1].members[1]
+    groups[4].members[1] = Member(
+        Photo("/lib/g4/link.jpg", twin.photo.stat, content_hash="t"), Action.DELETE, "rules"
+    )
+    return groups
+
+
+def _expected_visible(review: Review, sort: SortKey, needle: str) -> list[int]:
+    """The review's rules computed from scratch, the slow way."""
+
+    def shown(i: int) -> bool:
+        g = review.groups[i]
+        if i in review.dismissed or len(g.members) < 2:
+            return False
+        return (
+            not needle
+            or needle == g.kind.value
+            or any(needle in m.photo.path.casefold() for m in g.members)
+        )
+
+    def key(i: int) -> tuple[object, ...]:
+        g = review.groups[i]
+        path, rank = g.keeper_member.photo.path, _RANK[g.kind]
+        return {
+            SortKey.RECLAIMABLE: (-g.reclaimable, rank, path),
+            SortKey.KIND: (rank, -g.reclaimable, path),
+            SortKey.FILES: (-len(g.members), -g.reclaimable, path),
+            SortKey.PATH: (path,),
+        }[sort]
+
+    return sorted((i for i in range(len(review.groups)) if shown(i)), key=key)
+
+
+def _expected_marked(review: Review) -> tuple[int, int, int]:
+    files = groups = size = 0
+    seen: set[tuple[int, int]] = set()
+    for i in _expected_visible(review, SortKey.PATH, ""):
+        victims = [m for m in review.groups[i].members if m.action is Action.DELETE]
+        files, groups = files + len(victims), groups + bool(victims)
+        for m in victims:
+            if m.photo.stat.replica not in seen:
+                seen.add(m.photo.stat.replica)
+                size += m.photo.stat.size
+    return files, size, groups
+
+
+_RANK = {Kind.EXACT: 0, Kind.NEAR: 1, Kind.SIMILAR: 2}
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=_OPS)
+def test_kept_totals_and_orders_match_a_fresh_computation(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    review = Review(_library())
+    trashed: list[str] = []
+    for op, g, m in ops:
+        # Ask for the orders and filters between changes, so the caches have a past.
+        for sort in SortKey:
+            review.visible(sort)
+        review.visible(SortKey.RECLAIMABLE, "g")
+        members = review.groups[g].members
+        if op == "toggle":
+            review.toggle(g, m % len(members))
+        elif op == "keeper":
+            review.set_keeper(g, m % len(members))
+        elif op == "dismiss":
+            review.dismiss(g)
+        elif op == "show":
+            review.show_again(g)
+        elif op == "rules":
+            review.apply_rules()
+        elif op == "unmark":
+            review.unmark_all()
+        elif op == "remove":
+            victims = [x.photo.path for x in members if x.action is Action.DELETE][:1]
+            review.remove(victims)
+            trashed += victims
+        elif trashed:
+            review.restore([trashed.pop()])
+        for sort in SortKey:
+            for needle in ("", "g1", "/lib/g", "near", "a"):
+                assert review.visible(sort, needle) == _expected_visible(review, sort, needle)
+        marked = review.marked()
+        assert (marked.files, marked.bytes, marked.groups) == _expected_marked(review)
+        kinds = {kind: 0 for kind in Kind}
+        for i in _expected_visible(review, SortKey.PATH, ""):
+            kinds[review.groups[i].kind] += 1
+        assert review.kinds() == kinds

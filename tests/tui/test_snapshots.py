@@ -102,3 +102,9 @@ def test_errors_screen(snap_compare: Snap) -> None:
 
 def test_settings_screen(snap_compare: Snap) -> None:
     assert snap_compare(app(result=fixed_data.result()), press=["comma"], terminal_size=SIZE)
+
+
+def test_hidden_screen(snap_compare: Snap) -> None:
+    assert snap_compare(
+        app(result=fixed_data.result()), press=["n", "h"], terminal_size=SIZE, run_before=settle
+    )

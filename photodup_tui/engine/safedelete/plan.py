@@ -41,6 +41,9 @@ class FileRef:
 class Operation:
     kind: OpKind
     group: int  # index of the group in the input, so the executor can skip whole groups
+    #: The verdict that justifies this one deletion (``victim_verdict``): byte-identical ops
+    #: are byte-compared before acting.  (Named for the group's kind, which it was before
+    #: similar edits could share a group with deletable copies; journals keep the name.)
     group_kind: Kind
     victim: FileRef
     keeper: FileRef
@@ -120,7 +123,10 @@ def make_plan(
             plan.refused += [(m.photo.path, group_reason or "no keeper") for m in victims]
             continue
         for victim in victims:
-            reason = _victim_refusal(victim, keeper, group.kind, kept, protected, mode)
+            verdict = victim_verdict(victim, keeper, group)
+            reason = _victim_refusal(victim, keeper, verdict, kept, protected, mode)
+            if reason is None and verdict is Kind.SIMILAR and not allow_similar:
+                reason = "similar to the keeper: only deleted after your explicit choice (rule 6)"
             entry = _dir_entry(victim.photo.path)
             if reason is None and entry in planned:
                 reason = "already planned (the same folder entry, reached by another path)"
@@ -132,13 +138,29 @@ def make_plan(
                 Operation(
                     kind=mode,
                     group=index,
-                    group_kind=group.kind,
+                    group_kind=verdict,
                     victim=FileRef.of(victim),
                     keeper=FileRef.of(keeper),
                     move_to=move_to if mode is OpKind.MOVE else None,
                 )
             )
     return plan
+
+
+def victim_verdict(victim: Member, keeper: Member, group: Group) -> Kind:
+    """The relation that must justify deleting ``victim`` while ``keeper`` stays.
+
+    Byte-identical when both content hashes are known and equal (then compared byte for byte
+    before acting, rule 5), whatever group they are in; similar when either of them is only
+    an edit of the group's keeper (rule 6), e.g. after the user made a crop the keeper;
+    otherwise the group's kind.
+    """
+    a, b = victim.photo.content_hash, keeper.photo.content_hash
+    if a and b and a == b:
+        return Kind.EXACT
+    if Kind.SIMILAR in (victim.verdict, keeper.verdict):
+        return Kind.SIMILAR
+    return group.kind
 
 
 def _group_refusal(group: Group, allow_similar: bool) -> tuple[Member | None, str | None]:

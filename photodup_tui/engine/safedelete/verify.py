@@ -66,19 +66,20 @@ def group_problem(ops: Sequence[Operation], expect: Expectations) -> str | None:
 
     Every op of a group shares its keeper.  The keeper must be present, unchanged and
     readable to the end (rule 1); no victim may be the keeper's inode (rule 2); every
-    member must be unchanged (rule 4); an exact group must match byte for byte (rule 5).
+    member must be unchanged (rule 4); a byte-identical victim must match the keeper byte for
+    byte (rule 5).
     Stats are checked again after the reads, which take time.
     """
     keeper = ops[0].keeper
     problem = _stats_problem(ops, expect)
     if problem is not None:
         return problem
-    if ops[0].group_kind is Kind.EXACT:
-        for op in ops:
+    for op in ops:
+        if op.group_kind is Kind.EXACT:
             problem = compare_bytes(keeper, op.victim, expect)
             if problem is not None:
                 return f"byte compare with the keeper failed: {problem} (rule 5)"
-    else:
+    if any(op.group_kind is not Kind.EXACT for op in ops):
         problem = read_through(keeper, expect)
         if problem is not None:
             return f"keeper is not readable: {problem} (rule 1)"

@@ -1,0 +1,223 @@
+"""Same-shot checks for candidate pairs: thumbnails decoded in worker processes, scores
+computed here, both remembered.
+
+The grouping asks about the pairs that embeddings or hashes call ``similar``; each answer is
+a :func:`photodup_tui.engine.sameshot.score`.  Thumbnails are decoded by the same hardened
+decoder as everything else (``photodupd.imaging``), in worker processes, so a decoder crash
+costs a check, never the scan.  Scores are cached by the pair of content hashes: a rescan
+asks nothing twice.  A pair that cannot be checked (a file that fails to decode now, a
+cancelled scan) gets no score, and so no ``similar`` verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from photodup_tui.engine import sameshot
+from photodup_tui.engine.cache import Cache, CacheError
+from photodup_tui.engine.types import Photo
+
+#: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
+METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v3"
+NEAR_METHOD = f"same-picture-rms-{sameshot.THUMB_SIDE}-v1"
+#: Thumbnails are decoded from a preview this big (JPEG draft mode keeps it cheap).
+PREVIEW_SIDE = 4 * sameshot.THUMB_SIDE
+CHUNK = 16
+#: Progress steps, as the scan's progress reports name them.
+DECODING = "thumbnails for the same-shot check"
+COMPARING = "comparing similar photos pixel by pixel"
+COMPARING_NEAR = "checking near duplicates pixel by pixel"
+
+
+def thumbnail_file(path: str) -> sameshot.Thumb | None:
+    """Worker side: the thumbnail of one file, or None when it does not decode."""
+    from photodupd import imaging
+
+    try:
+        return sameshot.thumbnail_from(imaging.load_preview(path, PREVIEW_SIDE))
+    except Exception:  # undecodable now: the pair simply goes unchecked
+        return None
+
+
+def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
+    return [thumbnail_file(p) for p in paths]
+
+
+class SameShotChecker:
+    """Callable the grouping uses: scores for pairs of photos, None where unknown."""
+
+    def __init__(
+        self,
+        cache: Cache | None = None,
+        workers: int | None = None,
+        cancel: threading.Event | None = None,
+        stage: Callable[[str, int], None] | None = None,
+        advance: Callable[[int], None] | None = None,
+        isolate: bool = True,
+    ) -> None:
+        """``stage(step, total)`` and ``advance(done)`` report progress (thumbnails decoded,
+        then pairs compared); ``isolate=False`` decodes in this process: for trusted files
+        (tests, benchmarks)."""
+        self.cache = cache
+        self.workers = workers or _cpus()
+        self.cancel = cancel
+        self.stage = stage
+        self.advance = advance
+        self.isolate = isolate
+        self.decoded = 0  # thumbnails decoded, for tests and reports
+        self.scored = 0  # pairs scored (not from the cache)
+        # Within one checker (one scan) nothing is decoded or scored twice.
+        self._thumbs: dict[str, sameshot.Thumb | None] = {}
+        self._checks = {
+            METHOD: _Check(METHOD, sameshot.score),
+            NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture),
+        }
+
+    def prefetch(self, pairs: Sequence[tuple[Photo, Photo]], *, near: bool = False) -> None:
+        """Decode, in parallel and at once, the thumbnails any of ``pairs`` may need: the
+        grouping then asks about a few pairs at a time without waiting on workers."""
+        check = self._checks[NEAR_METHOD if near else METHOD]
+        check.known.update(self._cached(pairs, check.method))
+        unknown = [pair for pair in pairs if not check.has(*pair)]
+        needed = sorted({p.path for pair in unknown for p in pair} - set(self._thumbs))
+        if needed and self.stage is not None:
+            self.stage(DECODING, len(needed))
+        self._thumbnails(needed)
+        if unknown and self.stage is not None:
+            # At most: only keepers' pairs are asked.
+            self.stage(COMPARING_NEAR if near else COMPARING, len(unknown))
+
+    def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
+        """Same-shot scores (:func:`sameshot.score`) for ``similar`` candidates."""
+        return self._run(self._checks[METHOD], pairs)
+
+    def near(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
+        """Same-picture scores (:func:`sameshot.same_picture`) for ``near`` candidates."""
+        return self._run(self._checks[NEAR_METHOD], pairs)
+
+    def _run(self, check: _Check, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
+        asked = [pair for pair in pairs if not check.has(*pair)]
+        check.known.update(self._cached(asked, check.method))
+        todo = [pair for pair in pairs if not check.has(*pair)]
+        thumbs = self._thumbnails(sorted({p.path for pair in todo for p in pair}))
+        fresh: list[tuple[str, str, float]] = []
+        for a, b in todo:
+            if self._cancelled():
+                break
+            ta, tb = thumbs.get(a.path), thumbs.get(b.path)
+            if ta is None or tb is None:
+                continue
+            value = check.measure(ta, tb)
+            check.computed[(a.path, b.path)] = check.computed[(b.path, a.path)] = value
+            self.scored += 1
+            self._advance(1)
+            if a.content_hash and b.content_hash:
+                fresh.append((a.content_hash, b.content_hash, value))
+        if fresh and self.cache is not None:
+            # A cache is an optimisation only: failing to write one loses nothing.
+            with contextlib.suppress(CacheError, OSError, sqlite3.Error):
+                self.cache.store_same_shot(fresh, check.method)
+        return [check.get(a, b) for a, b in pairs]
+
+    def _advance(self, done: int) -> None:
+        if self.advance is not None:
+            self.advance(done)
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _cached(
+        self, pairs: Sequence[tuple[Photo, Photo]], method: str
+    ) -> dict[tuple[str, str], float]:
+        if self.cache is None:
+            return {}
+        keys = [k for k in (_key(a, b) for a, b in pairs) if k is not None]
+        try:
+            return self.cache.same_shot_scores(keys, method)
+        except (CacheError, OSError, sqlite3.Error):  # unreadable cache: compute instead
+            return {}
+
+    def _thumbnails(self, paths: list[str]) -> dict[str, sameshot.Thumb]:
+        missing = [p for p in paths if p not in self._thumbs]
+        if missing and not self._cancelled():
+            if not self.isolate:
+                found = {}
+                for path in missing:
+                    found[path] = thumbnail_file(path)
+                    self._advance(1)
+            else:
+                found = self._in_workers(missing)
+            self.decoded += sum(t is not None for t in found.values())
+            self._thumbs.update(found)
+        return {p: t for p in paths if (t := self._thumbs.get(p)) is not None}
+
+    def _in_workers(self, paths: list[str]) -> dict[str, sameshot.Thumb | None]:
+        """Chunks of files per task, in parallel.  A decoder crash breaks the pool and loses
+        the chunks in flight: their files are then retried one at a time, each in a fresh
+        worker, so only a file that crashes on its own goes without a thumbnail."""
+        found: dict[str, sameshot.Thumb | None] = {}
+        chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+        context = multiprocessing.get_context("spawn")
+        lost: list[str] = []
+        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+            futures = [(c, pool.submit(thumbnail_chunk, c)) for c in chunks]
+            for chunk, future in futures:
+                if self._cancelled():
+                    future.cancel()
+                    continue
+                try:
+                    found.update(zip(chunk, future.result(), strict=True))
+                    self._advance(len(chunk))
+                except BrokenProcessPool:
+                    lost.extend(chunk)
+        for path in lost:
+            if self._cancelled():
+                break
+            try:
+                with ProcessPoolExecutor(1, mp_context=context) as alone:
+                    found[path] = alone.submit(thumbnail_file, path).result()
+            except BrokenProcessPool:
+                found[path] = None
+        return found
+
+
+class _Check:
+    """One kind of pixel check: its scores from the cache (by content hashes) and from this
+    scan (by paths)."""
+
+    def __init__(
+        self, method: str, measure: Callable[[sameshot.Thumb, sameshot.Thumb], float]
+    ) -> None:
+        self.method = method
+        self.measure = measure
+        self.known: dict[tuple[str, str], float] = {}
+        self.computed: dict[tuple[str, str], float] = {}
+
+    def get(self, a: Photo, b: Photo) -> float | None:
+        key = _key(a, b)
+        if key is not None and key in self.known:
+            return self.known[key]
+        if key is not None and (key[1], key[0]) in self.known:
+            return self.known[(key[1], key[0])]
+        return self.computed.get((a.path, b.path))
+
+    def has(self, a: Photo, b: Photo) -> bool:
+        return self.get(a, b) is not None
+
+
+def _key(a: Photo, b: Photo) -> tuple[str, str] | None:
+    if a.content_hash and b.content_hash:
+        return (a.content_hash, b.content_hash)
+    return None
+
+
+def _cpus() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cpus or 1)

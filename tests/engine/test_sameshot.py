@@ -1,0 +1,278 @@
+"""The same-shot pixel check: edits of one photo pass, another shot of the scene does not."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image, ImageEnhance, ImageOps
+
+from photodup_tui.engine import sameshot
+from photodup_tui.engine.cache import Cache
+from photodup_tui.engine.grouping import group_photos
+from photodup_tui.engine.keeprules import KeepRules
+from photodup_tui.engine.local_features import LocalFeatureSource
+from photodup_tui.engine.sameshot import SAME_SHOT_MIN
+from photodup_tui.engine.sameshot_check import METHOD, SameShotChecker
+from photodup_tui.engine.scan import Scanner
+from photodup_tui.engine.settings import ScanSettings, Thresholds
+from photodup_tui.engine.types import Action, Kind, Photo
+from tests.engine.helpers import photo, unit_at
+from tests.photos import make_photo
+
+
+def thumb(image: Image.Image) -> sameshot.Thumb:
+    return sameshot.thumbnail_from(image)
+
+
+def crop(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    return image.crop((round(0.05 * w), round(0.05 * h), round(0.97 * w), round(0.97 * h)))
+
+
+EDITS = {
+    "crop 8%": crop,
+    "white border": lambda im: ImageOps.expand(im, border=30, fill=(255, 255, 255)),
+    "mirror": ImageOps.mirror,
+    "brightness +35%": lambda im: ImageEnhance.Brightness(im).enhance(1.35),
+    "grayscale": lambda im: im.convert("L"),
+    "half size": lambda im: im.reduce(2),
+}
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return Image.fromarray(skimage.data.astronaut())
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edited_copy_is_the_same_shot(astronaut: Image.Image, edit: str) -> None:
+    copy = EDITS[edit](astronaut)
+    value = sameshot.score(thumb(astronaut), thumb(copy))
+    assert value >= SAME_SHOT_MIN, (edit, value)
+    assert sameshot.score(thumb(copy), thumb(astronaut)) == pytest.approx(value)
+
+
+def test_the_other_half_of_a_stereo_pair_is_another_shot() -> None:
+    # The two views differ by parallax: their embeddings (0.93) and pHashes (4 bits) are
+    # closer than many edits', but no single alignment makes the pixels agree.
+    left, right, _ = skimage.data.stereo_motorcycle()
+    a, b = thumb(Image.fromarray(left)), thumb(Image.fromarray(right))
+    assert sameshot.score(a, b) < SAME_SHOT_MIN - 0.02
+    assert sameshot.score(a, thumb(Image.fromarray(left).reduce(2))) >= SAME_SHOT_MIN
+
+
+def test_unrelated_photos_score_low(astronaut: Image.Image) -> None:
+    coffee = Image.fromarray(skimage.data.coffee())
+    assert sameshot.score(thumb(astronaut), thumb(coffee)) < 0.7
+
+
+def test_two_smooth_scenes_do_not_align_on_shading_alone() -> None:
+    # Gradients and soft blobs, like a sky or a backdrop: once brightness and contrast are
+    # normalised, any two ramps correlate; only the detail tells two pictures apart.
+    scenes = [thumb(make_photo(seed, (640, 480))) for seed in (1, 2, 4, 10)]
+    for i, a in enumerate(scenes):
+        for b in scenes[i + 1 :]:
+            assert sameshot.score(a, b) < SAME_SHOT_MIN - 0.1
+    resized = thumb(make_photo(1, (480, 360)))
+    assert sameshot.score(scenes[0], resized) >= SAME_SHOT_MIN
+
+
+def test_flat_or_tiny_images_say_nothing() -> None:
+    flat = sameshot.Thumb(np.full((64, 48), 128, dtype=np.float32), 0.0)
+    pixels = np.random.default_rng(1).uniform(0, 255, (64, 48)).astype(np.float32)
+    noise = sameshot.Thumb(pixels, 0.0)
+    assert sameshot.score(flat, noise) == -1.0
+    assert sameshot.score(sameshot.Thumb(pixels[:5, :5], 0.0), noise) == -1.0
+    assert sameshot.same_picture(sameshot.Thumb(pixels[:5, :5], 0.0), noise) == -1.0
+
+
+def centre_crop(image: Image.Image) -> Image.Image:
+    """8% cut away evenly: the aspect ratio stays, so shapes and hashes look like a resize."""
+    w, h = image.size
+    return image.crop((round(0.04 * w), round(0.04 * h), round(0.96 * w), round(0.96 * h)))
+
+
+NOT_RE_ENCODES = {
+    "crop keeping the aspect ratio": centre_crop,
+    "mirror": ImageOps.mirror,
+    "brightness +35%": lambda im: ImageEnhance.Brightness(im).enhance(1.35),
+    "grayscale": lambda im: im.convert("L").convert("RGB"),
+    "white border": lambda im: ImageOps.expand(im, border=30, fill=(255, 255, 255)),
+}
+
+
+def reencoded(image: Image.Image, size: tuple[int, int], quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.resize(size, Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def test_a_re_encode_or_resize_is_the_same_picture(astronaut: Image.Image) -> None:
+    for size, quality in (((512, 512), 40), ((256, 256), 85), ((300, 300), 95)):
+        value = sameshot.same_picture(thumb(astronaut), thumb(reencoded(astronaut, size, quality)))
+        assert value >= sameshot.SAME_PICTURE_MIN, (size, quality, value)
+
+
+@pytest.mark.parametrize("edit", sorted(NOT_RE_ENCODES))
+def test_an_edit_is_never_the_same_picture(astronaut: Image.Image, edit: str) -> None:
+    # These are what "near" must never be: near pre-marks deletions.
+    copy = NOT_RE_ENCODES[edit](astronaut)
+    assert sameshot.same_picture(thumb(astronaut), thumb(copy)) < sameshot.SAME_PICTURE_MIN
+    assert sameshot.score(thumb(astronaut), thumb(copy)) >= SAME_SHOT_MIN  # but similar
+
+
+def save(image: Image.Image, path: Path) -> Path:
+    image.convert("RGB").save(path, "JPEG", quality=90)
+    return path
+
+
+def test_checker_scores_pairs_and_remembers_them_by_content(
+    tmp_path: Path, astronaut: Image.Image
+) -> None:
+    left, right, _ = skimage.data.stereo_motorcycle()
+    files = {
+        "orig": save(astronaut, tmp_path / "orig.jpg"),
+        "mirror": save(ImageOps.mirror(astronaut), tmp_path / "mirror.jpg"),
+        "left": save(Image.fromarray(left), tmp_path / "left.jpg"),
+        "right": save(Image.fromarray(right), tmp_path / "right.jpg"),
+        "broken": tmp_path / "broken.jpg",
+    }
+    files["broken"].write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    photos = {k: photo(str(p), content_hash=f"hash-{k}") for k, p in files.items()}
+    pairs = [
+        (photos["orig"], photos["mirror"]),
+        (photos["left"], photos["right"]),
+        (photos["orig"], photos["broken"]),
+    ]
+    with Cache(tmp_path / "cache.sqlite") as cache:
+        checker = SameShotChecker(cache, workers=2)  # real worker processes
+        mirror, stereo, broken = checker(pairs)
+        assert mirror is not None and mirror >= SAME_SHOT_MIN
+        assert stereo is not None and stereo < SAME_SHOT_MIN
+        assert broken is None  # cannot be checked: no verdict, never a guess
+        assert checker.scored == 2
+        # Stored by content hash: a rename or a rescan asks nothing again.
+        stored = cache.same_shot_scores([("hash-mirror", "hash-orig")], METHOD)
+        assert stored == {("hash-mirror", "hash-orig"): pytest.approx(mirror)}
+        again = SameShotChecker(cache, isolate=False)
+        assert again(pairs[:2]) == [pytest.approx(mirror), pytest.approx(stereo)]
+        assert (again.decoded, again.scored) == (0, 0)
+
+
+def test_cancel_leaves_pairs_unchecked(tmp_path: Path, astronaut: Image.Image) -> None:
+    a = photo(str(save(astronaut, tmp_path / "a.jpg")))
+    b = photo(str(save(crop(astronaut), tmp_path / "b.jpg")))
+    cancel = threading.Event()
+    cancel.set()
+    assert SameShotChecker(cancel=cancel, isolate=False)([(a, b)]) == [None]
+
+
+def test_grouping_keeps_a_similar_verdict_only_when_the_pixels_agree() -> None:
+    keeper = photo("/p/a.jpg", phash=0)
+    edit = photo("/p/edit.jpg", phash=(1 << 20) - 1, width=3000, height=3000)
+    burst = photo("/p/burst.jpg", phash=((1 << 30) - 1) << 30, width=3000, height=2000)
+    vectors = {"/p/a.jpg": unit_at(0), "/p/edit.jpg": unit_at(20), "/p/burst.jpg": unit_at(15)}
+    asked: list[set[str]] = []
+
+    class Verify:
+        def __init__(self) -> None:
+            self.prefetched: list[tuple[Photo, Photo]] = []
+
+        def prefetch(self, pairs: Sequence[tuple[Photo, Photo]], *, near: bool = False) -> None:
+            self.prefetched.extend(pairs)
+
+        def near(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
+            return [0.99 for _ in pairs]
+
+        def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
+            out: list[float | None] = []
+            for a, b in pairs:
+                asked.append({a.path, b.path})
+                out.append(0.97 if "/p/edit.jpg" in (a.path, b.path) else 0.70)
+            return out
+
+    verify = Verify()
+
+    thresholds = Thresholds(0.95, 2, 0.65, None)
+    rules = KeepRules(ScanSettings())
+    (group,) = group_photos([keeper, edit, burst], vectors, thresholds, rules, verify=verify)
+    assert group.kind is Kind.SIMILAR
+    assert {m.photo.path for m in group.members} == {"/p/a.jpg", "/p/edit.jpg"}
+    assert "same shot 0.97" in group.reason
+    assert {"/p/a.jpg", "/p/burst.jpg"} in asked
+    # Only keeper-candidate pairs are ever scored, never edit ~ burst.
+    assert {"/p/edit.jpg", "/p/burst.jpg"} not in asked
+    assert len(verify.prefetched) >= len(asked)
+    # Without the check the features alone decide: the burst frame joins.
+    (group,) = group_photos([keeper, edit, burst], vectors, thresholds, rules)
+    assert len(group.members) == 3
+
+
+def test_grouping_demotes_a_near_candidate_the_pixels_reject() -> None:
+    # Same aspect ratio, pHash 1 bit apart, cosine 0.999: a centred crop looks exactly like a
+    # resize to the features.  The pixel check says otherwise, so it is never pre-marked.
+    keeper = photo("/p/a.jpg", width=4000, height=3000, phash=0)
+    resized = photo("/p/small.jpg", width=2000, height=1500, phash=1)
+    crop = photo("/p/crop.jpg", width=3680, height=2760, phash=1)
+    vectors = {"/p/a.jpg": unit_at(0), "/p/small.jpg": unit_at(1), "/p/crop.jpg": unit_at(2)}
+
+    class Verify:
+        def prefetch(self, pairs: Sequence[tuple[Photo, Photo]], *, near: bool = False) -> None:
+            pass
+
+        def near(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
+            return [0.5 if "/p/crop.jpg" in (a.path, b.path) else 0.99 for a, b in pairs]
+
+        def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
+            return [0.95 for _ in pairs]
+
+    thresholds = Thresholds(0.95, 2, 0.65, None)
+    rules = KeepRules(ScanSettings())
+    (group,) = group_photos([keeper, resized, crop], vectors, thresholds, rules, verify=Verify())
+    verdicts = {m.photo.path: (m.verdict, m.action) for m in group.members}
+    assert verdicts == {
+        "/p/a.jpg": (None, Action.KEEP),
+        "/p/small.jpg": (Kind.NEAR, Action.DELETE),
+        "/p/crop.jpg": (Kind.SIMILAR, Action.KEEP),
+    }
+
+
+def test_a_scan_never_pre_marks_an_aspect_keeping_crop(
+    tmp_path: Path, astronaut: Image.Image
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    save(astronaut, root / "astronaut.png")
+    save(centre_crop(astronaut), root / "astronaut_crop.jpg")
+    save(astronaut.resize((256, 256)), root / "astronaut_small.jpg")
+    with Cache(tmp_path / "cache.sqlite") as cache:
+        scanner = Scanner(ScanSettings(), LocalFeatureSource(workers=1), cache)
+        result = scanner.run([str(root)], lambda _: None, threading.Event())
+    (group,) = result.groups
+    actions = {Path(m.photo.path).name: m.action for m in group.members}
+    assert actions["astronaut_small.jpg"] is Action.DELETE
+    assert actions["astronaut_crop.jpg"] is Action.KEEP
+
+
+def test_a_scan_shows_an_edit_but_not_the_other_stereo_view(
+    tmp_path: Path, astronaut: Image.Image
+) -> None:
+    left, right, _ = skimage.data.stereo_motorcycle()
+    root = tmp_path / "photos"
+    root.mkdir()
+    save(astronaut, root / "astronaut.jpg")
+    save(ImageEnhance.Brightness(astronaut).enhance(1.35), root / "astronaut_bright.jpg")
+    save(Image.fromarray(left), root / "left.jpg")
+    save(Image.fromarray(right), root / "right.jpg")
+    with Cache(tmp_path / "cache.sqlite") as cache:
+        scanner = Scanner(ScanSettings(), LocalFeatureSource(workers=1), cache)
+        result = scanner.run([str(root)], lambda _: None, threading.Event())
+    found = [{Path(m.photo.path).name for m in g.members} for g in result.groups]
+    assert {"astronaut.jpg", "astronaut_bright.jpg"} in found
+    assert not any("left.jpg" in names for names in found)
