@@ -4,8 +4,8 @@ One SQLite database (WAL) at ``paths.cache_dir()/cache.sqlite``.  A row is valid
 file's path, device, inode, size and mtime_ns are what they were when it was written; any
 change drops the file's row and all its features.  Per model id it holds the embedding
 (float16: half the disk, far below the thresholds' resolution), the perceptual hash, pixel
-size, EXIF facts, or the permanent error the decoder gave.  Same-shot scores
-(``sameshot.py``) are kept by the pair of content hashes, so renames keep them too.
+size, EXIF facts, or the permanent error the decoder gave.  Pixel-check scores
+(``sameshot.py``) are kept by the pair of file identities, so renames keep them too.
 
 Safety: writes are batched in transactions, so a killed scan leaves the last committed batch
 and nothing half-written; a database that is not readable at all (corrupt, foreign, or an older
@@ -107,6 +107,14 @@ def quantise(embedding: np.ndarray) -> np.ndarray:
     if values.dtype == np.float16:
         return values.copy()  # the cache's own bytes: already rounded (and read-only)
     return values.astype(np.float32).astype(np.float16)
+
+
+def pixel_key(photo: Photo) -> str:
+    """What pixel-check scores are stored under: the file's identity, which survives a rename
+    within a filesystem.  (Not the content hash: a file whose size no other file shares is
+    only hashed in full once it is in a group, so it would change keys between scans.)"""
+    st = photo.stat
+    return f"file:{_signed(st.dev)}:{_signed(st.ino)}:{st.size}:{st.mtime_ns}"
 
 
 def _signed(value: int) -> int:
@@ -346,12 +354,9 @@ class Cache:
         seen_set = set(seen)
         stale = {p for root in roots for p in self.paths_under(root) if p not in seen_set}
         dropped = self.forget(sorted(stale)) if stale else 0
-        with self._lock:  # scores of contents no file has any more
-            self._db.execute(
-                "DELETE FROM same_shot WHERE a NOT IN (SELECT content_hash FROM files "
-                "WHERE content_hash IS NOT NULL) OR b NOT IN (SELECT content_hash FROM files "
-                "WHERE content_hash IS NOT NULL)"
-            )
+        keys = "SELECT 'file:' || dev || ':' || ino || ':' || size || ':' || mtime_ns FROM files"
+        with self._lock:  # scores of files that are gone or changed
+            self._db.execute(f"DELETE FROM same_shot WHERE a NOT IN ({keys}) OR b NOT IN ({keys})")
         return dropped
 
 

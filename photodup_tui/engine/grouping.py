@@ -58,7 +58,7 @@ from photodup_tui.engine.types import Action, Group, Kind, Member, Photo
 _KIND_ORDER = {Kind.EXACT: 0, Kind.NEAR: 1, Kind.SIMILAR: 2}
 #: A keeper's best similar candidates (by cosine or pHash) get the pixel check, at most this
 #: many: a burst of a thousand frames would otherwise ask about every one.
-CHECKS_PER_KEEPER = 64
+CHECKS_PER_KEEPER = 16
 
 
 class Verify(Protocol):

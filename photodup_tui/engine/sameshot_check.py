@@ -1,12 +1,12 @@
-"""Same-shot checks for candidate pairs: thumbnails decoded in worker processes, scores
+"""Pixel checks for candidate pairs: thumbnails decoded in worker processes, scores
 computed here, both remembered.
 
-The grouping asks about the pairs that embeddings or hashes call ``similar``; each answer is
-a :func:`photodup_tui.engine.sameshot.score`.  Thumbnails are decoded by the same hardened
-decoder as everything else (``photodupd.imaging``), in worker processes, so a decoder crash
-costs a check, never the scan.  Scores are cached by the pair of content hashes: a rescan
-asks nothing twice.  A pair that cannot be checked (a file that fails to decode now, a
-cancelled scan) gets no score, and so no ``similar`` verdict.
+The grouping asks about the pairs that embeddings or hashes call ``near`` (same picture?)
+or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  Thumbnails are
+decoded by the same hardened decoder as everything else (``photodupd.imaging``), in worker
+processes, so a decoder crash costs a check, never the scan.  Scores are cached by the pair
+of file identities (``cache.pixel_key``), so a rescan asks nothing twice.  A pair that cannot be checked (a file that fails to decode
+now, a cancelled scan) gets no score, and so no verdict from it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from photodup_tui.engine import sameshot
-from photodup_tui.engine.cache import Cache, CacheError
+from photodup_tui.engine.cache import Cache, CacheError, pixel_key
 from photodup_tui.engine.types import Photo
 
 #: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
-METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v3"
+METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v4"
 NEAR_METHOD = f"same-picture-rms-{sameshot.THUMB_SIDE}-v1"
 #: Thumbnails are decoded from a preview this big (JPEG draft mode keeps it cheap).
 PREVIEW_SIDE = 4 * sameshot.THUMB_SIDE
@@ -118,8 +118,7 @@ class SameShotChecker:
             check.computed[(a.path, b.path)] = check.computed[(b.path, a.path)] = value
             self.scored += 1
             self._advance(1)
-            if a.content_hash and b.content_hash:
-                fresh.append((a.content_hash, b.content_hash, value))
+            fresh.append((pixel_key(a), pixel_key(b), value))
         if fresh and self.cache is not None:
             # A cache is an optimisation only: failing to write one loses nothing.
             with contextlib.suppress(CacheError, OSError, sqlite3.Error):
@@ -138,7 +137,7 @@ class SameShotChecker:
     ) -> dict[tuple[str, str], float]:
         if self.cache is None:
             return {}
-        keys = [k for k in (_key(a, b) for a, b in pairs) if k is not None]
+        keys = [_key(a, b) for a, b in pairs]
         try:
             return self.cache.same_shot_scores(keys, method)
         except (CacheError, OSError, sqlite3.Error):  # unreadable cache: compute instead
@@ -202,9 +201,9 @@ class _Check:
 
     def get(self, a: Photo, b: Photo) -> float | None:
         key = _key(a, b)
-        if key is not None and key in self.known:
+        if key in self.known:
             return self.known[key]
-        if key is not None and (key[1], key[0]) in self.known:
+        if (key[1], key[0]) in self.known:
             return self.known[(key[1], key[0])]
         return self.computed.get((a.path, b.path))
 
@@ -212,10 +211,8 @@ class _Check:
         return self.get(a, b) is not None
 
 
-def _key(a: Photo, b: Photo) -> tuple[str, str] | None:
-    if a.content_hash and b.content_hash:
-        return (a.content_hash, b.content_hash)
-    return None
+def _key(a: Photo, b: Photo) -> tuple[str, str]:
+    return (pixel_key(a), pixel_key(b))
 
 
 def _cpus() -> int:

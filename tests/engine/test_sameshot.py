@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image, ImageEnhance, ImageOps
 
 from photodup_tui.engine import sameshot
-from photodup_tui.engine.cache import Cache
+from photodup_tui.engine.cache import Cache, pixel_key
 from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.local_features import LocalFeatureSource
@@ -21,7 +21,7 @@ from photodup_tui.engine.sameshot import SAME_SHOT_MIN
 from photodup_tui.engine.sameshot_check import METHOD, SameShotChecker
 from photodup_tui.engine.scan import Scanner
 from photodup_tui.engine.settings import ScanSettings, Thresholds
-from photodup_tui.engine.types import Action, Kind, Photo
+from photodup_tui.engine.types import Action, Group, Kind, Photo
 from tests.engine.helpers import photo, unit_at
 from tests.photos import make_photo
 
@@ -157,9 +157,9 @@ def test_checker_scores_pairs_and_remembers_them_by_content(
         assert stereo is not None and stereo < SAME_SHOT_MIN
         assert broken is None  # cannot be checked: no verdict, never a guess
         assert checker.scored == 2
-        # Stored by content hash: a rename or a rescan asks nothing again.
-        stored = cache.same_shot_scores([("hash-mirror", "hash-orig")], METHOD)
-        assert stored == {("hash-mirror", "hash-orig"): pytest.approx(mirror)}
+        # Stored by file identity: a rename or a rescan asks nothing again.
+        key = (pixel_key(photos["mirror"]), pixel_key(photos["orig"]))
+        assert cache.same_shot_scores([key], METHOD) == {key: pytest.approx(mirror)}
         again = SameShotChecker(cache, isolate=False)
         assert again(pairs[:2]) == [pytest.approx(mirror), pytest.approx(stereo)]
         assert (again.decoded, again.scored) == (0, 0)
@@ -276,3 +276,37 @@ def test_a_scan_shows_an_edit_but_not_the_other_stereo_view(
     found = [{Path(m.photo.path).name for m in g.members} for g in result.groups]
     assert {"astronaut.jpg", "astronaut_bright.jpg"} in found
     assert not any("left.jpg" in names for names in found)
+
+
+def test_a_rescan_decodes_and_compares_nothing_again(
+    tmp_path: Path, astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sizes differ, so the exact tier does not hash these files in full before grouping:
+    # the scores are remembered by file identity.
+    root = tmp_path / "photos"
+    root.mkdir()
+    save(astronaut, root / "astronaut.jpg")
+    save(ImageEnhance.Brightness(astronaut).enhance(1.35), root / "bright.jpg")
+    save(astronaut.resize((256, 256)), root / "small.jpg")
+    asked: list[list[str]] = []
+    original = SameShotChecker._thumbnails
+
+    def recording(self: SameShotChecker, paths: list[str]) -> dict[str, sameshot.Thumb]:
+        if paths:
+            asked.append(paths)
+        return original(self, paths)
+
+    monkeypatch.setattr(SameShotChecker, "_thumbnails", recording)
+    with Cache(tmp_path / "cache.sqlite") as cache:
+        scanner = Scanner(ScanSettings(), LocalFeatureSource(workers=1), cache)
+        first = scanner.run([str(root)], lambda _: None, threading.Event())
+        assert asked
+        asked.clear()
+        again = Scanner(ScanSettings(), LocalFeatureSource(workers=1), cache)
+        second = again.run([str(root)], lambda _: None, threading.Event())
+    assert asked == []
+
+    def shape(groups: list[Group]) -> list[list[tuple[str, Action]]]:
+        return [sorted((m.photo.path, m.action) for m in g.members) for g in groups]
+
+    assert shape(second.groups) == shape(first.groups) and first.groups
