@@ -6,7 +6,6 @@ at 100,000 photos."""
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 from typing import Any
 
@@ -35,8 +34,13 @@ def app_on(photos: int) -> PhotodupApp:
     )
 
 
-async def per_key_medians(photos: int) -> dict[str, float]:
-    """Median seconds from key to handled, for the keys used over and over on a list."""
+async def per_key_costs(photos: int) -> dict[str, float]:
+    """Fastest seconds from key to handled, for the keys used over and over on a list.
+
+    The fastest of several presses, not the median: a key's latency is bimodal (about
+    1.5 ms, or about 11 ms when the press lands while the app is painting), so a median of
+    a few presses flips between the two modes at random, while work that grows with the
+    library is in every press, the fastest included."""
     app = app_on(photos)
     samples: dict[str, list[float]] = {"down": [], "n": [], "u": [], "s": []}
     async with app.run_test(size=SIZE):
@@ -63,15 +67,15 @@ async def per_key_medians(photos: int) -> dict[str, float]:
             samples["u"].append(
                 await key_to_handled(app, "u", lambda h=hidden: len(review.dismissed) == h)
             )
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: min(values) for name, values in samples.items()}
 
 
 async def test_keys_cost_the_same_on_a_ten_times_bigger_library() -> None:
     """Up to three tries: a busy machine can slow one run down, an O(N) key slows them all."""
     tries = []
     for _ in range(3):
-        small = await per_key_medians(2_000)
-        big = await per_key_medians(20_000)
+        small = await per_key_costs(2_000)
+        big = await per_key_costs(20_000)
         ratios = {name: big[name] / small[name] for name in small}
         tries.append(ratios)
         if all(ratio < MAX_RATIO for ratio in ratios.values()):
