@@ -284,7 +284,7 @@ def _contents(
             singles.append([photo])
         else:
             by_hash[photo.content_hash].append(photo)
-    clusters = [rules.rank(c) for c in [*by_hash.values(), *singles]]
+    clusters = [c if len(c) == 1 else rules.rank(c) for c in [*by_hash.values(), *singles]]
     clusters.sort(key=lambda c: rules.key(c[0]))
     contents = [_Content(i, c) for i, c in enumerate(clusters)]
     for content in contents:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,10 @@ class KeepRules:
             for tier, names in enumerate(settings.format_priority)
             for name in names
         }
-        self._prefer = settings.prefer_paths
-        self._avoid = settings.avoid_paths
+        # Compiled once: a million-photo library asks for a million keys.
+        self._prefer = [re.compile(fnmatch.translate(p)).match for p in settings.prefer_paths]
+        self._avoid = [re.compile(fnmatch.translate(p)).match for p in settings.avoid_paths]
+        self._tiers: dict[tuple[str, str | None], int] = {}
         every = self._all_rules()
         unknown = [name for name in settings.keep_rules if name not in every]
         if unknown:
@@ -95,9 +98,10 @@ class KeepRules:
             *(every[name] for name in settings.keep_rules),
             _Rule("path", lambda p: p.path, lambda w, o: "first by path (every rule tied)"),
         ]
+        self._keys = [rule.key for rule in self.rules]
 
     def key(self, photo: Photo) -> tuple[Any, ...]:
-        return tuple(rule.key(photo) for rule in self.rules)
+        return tuple([key(photo) for key in self._keys])
 
     def rank(self, photos: Sequence[Photo]) -> list[Photo]:
         """Best keeper first."""
@@ -111,14 +115,20 @@ class KeepRules:
         return "identical on every rule"
 
     def _format_tier(self, photo: Photo) -> int:
-        return self._format_rank.get(format_name(photo), len(self._format_rank) + 1)
+        # format_name depends only on the extension and the decoded format: memoised on them.
+        seen = (os.path.splitext(photo.path)[1].lower(), photo.format)
+        tier = self._tiers.get(seen)
+        if tier is None:
+            tier = self._format_rank.get(format_name(photo), len(self._format_rank) + 1)
+            self._tiers[seen] = tier
+        return tier
 
     def _pattern_key(self, photo: Photo) -> tuple[int, int]:
+        path = photo.path
         preferred = next(
-            (i for i, p in enumerate(self._prefer) if fnmatch.fnmatchcase(photo.path, p)),
-            len(self._prefer),
+            (i for i, match in enumerate(self._prefer) if match(path)), len(self._prefer)
         )
-        avoided = any(fnmatch.fnmatchcase(photo.path, p) for p in self._avoid)
+        avoided = any(match(path) for match in self._avoid)
         return (preferred, int(avoided))
 
     def _all_rules(self) -> dict[str, _Rule]:
