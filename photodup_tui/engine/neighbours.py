@@ -22,6 +22,15 @@ is converted block by block), so the partition can miss a pair but never invents
 
 Perceptual hashes are compared exhaustively in blocks (XOR + popcount on 64-bit words).
 
+Each photo keeps at most ``MAX_PER_PHOTO`` neighbours, its strongest: a pair stays when it
+is among the strongest of either of its photos.  Grouping never asks for more (a keeper's
+pixel checks stop at 16 candidates), and without the cap a library whose photos all look
+alike to the model (scanned pages, a thousand frames of one scene, tiny icons) has a pair
+for almost every two photos: 200 million at 20,000 photos, tens of GB as Python tuples.
+Every block of similarities is cut to its strongest per row and per column as it is
+computed (a pair among a photo's strongest overall is among its strongest in any block),
+and what is collected is cut again whenever it grows, so memory stays O(N x cap).
+
 Work runs in chunks on one thread per core, each chunk's matrix products single-threaded:
 OpenBLAS's own threads wait on each other after every product, which on small products and
 a busy machine made the search several times slower (bench/README.md).  Between chunks the
@@ -75,6 +84,8 @@ PILOT_MIN = 2_000  # ... and at least this many ...
 PILOT_PAIRS = 200  # ... and more cells until its pairs are enough to judge the margin by
 FALLBACK_SHARE = 0.5  # partition search work above this share of the exact search: go exact
 FLOAT32_COPY_BYTES = 768 * 1024 * 1024  # float16 input converted up front up to this size
+MAX_PER_PHOTO = 64  # neighbours a photo keeps (its strongest), see the module docstring
+PRUNE_AT = 4_000_000  # pairs collected before they are cut to MAX_PER_PHOTO per photo again
 SEED = 20_240_601  # k-means and sampling are seeded: the same library gives the same pairs
 
 Pair = tuple[int, int, float]
@@ -180,9 +191,10 @@ def neighbours(
     if len(vectors) <= SMALL:
         # A few photos (a folder, a test, a pair judged alone): one product, no threads.
         stats.method = "exact"
-        block = vectors.astype(np.float32) @ vectors.astype(np.float32).T
-        i, j = np.nonzero(np.triu(block >= threshold, k=1))
-        return list(zip(i.tolist(), j.tolist(), block[i, j].tolist(), strict=True))
+        rows = vectors.astype(np.float32)
+        small = _Found(len(rows))
+        small.add(_upper(rows @ rows.T, np.arange(len(rows)), threshold))
+        return small.pairs()
     found = _Found(len(vectors))
     workers = _cores()
     try:
@@ -204,33 +216,94 @@ def neighbours(
 
 
 class _Found:
-    """Pairs collected as arrays; duplicates (one pair seen from two cells) merged at the end."""
+    """Pairs collected as arrays; duplicates (one pair seen from two cells) merged, and each
+    photo cut to its ``MAX_PER_PHOTO`` strongest, whenever they grow past ``PRUNE_AT``."""
 
     def __init__(self, n: int) -> None:
         self._n = n
         self._a: list[np.ndarray] = []
         self._b: list[np.ndarray] = []
-        self._cosines: list[np.ndarray] = []
+        self._scores: list[np.ndarray] = []
+        self._count = 0
+        self._prune_at = PRUNE_AT
 
     def add(self, hits: Hits) -> None:
-        a, b, cosines = hits
+        a, b, scores = hits
         if len(a):
             self._a.append(np.minimum(a, b).astype(np.int64))
             self._b.append(np.maximum(a, b).astype(np.int64))
-            self._cosines.append(cosines)
+            self._scores.append(scores)
+            self._count += len(a)
+            if self._count > self._prune_at:
+                self._merge()
+                # What survives a cut stays: the next cut waits for as much again.
+                self._prune_at = self._count + PRUNE_AT
+
+    def arrays(self) -> Hits:
+        """Unique pairs ``(i, j, score)``, ``i < j``, sorted by (i, j), at most
+        ``MAX_PER_PHOTO`` per photo."""
+        self._merge()
+        if not self._a:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0)
+        return self._a[0], self._b[0], self._scores[0]
 
     def pairs(self) -> list[Pair]:
-        """Unique pairs, sorted by (i, j)."""
+        a, b, scores = self.arrays()
+        return list(zip(a.tolist(), b.tolist(), scores.tolist(), strict=True))
+
+    def _merge(self) -> None:
         if not self._a:
-            return []
+            return
         keys = np.concatenate(self._a) * self._n + np.concatenate(self._b)
         keys, first = np.unique(keys, return_index=True)
-        cosines = np.concatenate(self._cosines)[first]
-        return list(
-            zip(
-                (keys // self._n).tolist(), (keys % self._n).tolist(), cosines.tolist(), strict=True
-            )
-        )
+        scores = np.concatenate(self._scores)[first]
+        a, b = keys // self._n, keys % self._n
+        keep = _strongest_per_photo(a, b, scores)
+        self._a, self._b, self._scores = [a[keep]], [b[keep]], [scores[keep]]
+        self._count = int(np.count_nonzero(keep))
+
+
+def _strongest_per_photo(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Which of these unique pairs are among the ``MAX_PER_PHOTO`` strongest of ``a`` or of
+    ``b`` (ties broken by position, so the cut is exact even among equal scores)."""
+    count = len(a)
+    if count <= MAX_PER_PHOTO:
+        return np.ones(count, dtype=bool)
+    ends = np.concatenate([a, b])
+    order = np.lexsort((-np.concatenate([scores, scores]), ends))  # by photo, strongest first
+    ends = ends[order]
+    rank = np.arange(len(ends)) - np.searchsorted(ends, ends, side="left")
+    keep = np.zeros(count, dtype=bool)
+    keep[order[rank < MAX_PER_PHOTO] % count] = True
+    return keep
+
+
+def _strongest(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) where ``mask`` holds, cut to the ``MAX_PER_PHOTO`` highest ``scores`` of each
+    row and of each column (a pair stays when it is among the highest of either)."""
+    i, j = np.nonzero(mask)
+    if len(i) <= MAX_PER_PHOTO:
+        return i, j
+    heavy_rows = np.flatnonzero(np.bincount(i, minlength=mask.shape[0]) > MAX_PER_PHOTO)
+    heavy_cols = np.flatnonzero(np.bincount(j, minlength=mask.shape[1]) > MAX_PER_PHOTO)
+    if not len(heavy_rows) and not len(heavy_cols):
+        return i, j
+    by_row = mask.copy()
+    if len(heavy_rows):
+        ranked = np.where(mask[heavy_rows], scores[heavy_rows], -np.inf)  # only candidates
+        top = np.argpartition(ranked, -MAX_PER_PHOTO, axis=1)[:, -MAX_PER_PHOTO:]
+        chosen = np.zeros((len(heavy_rows), mask.shape[1]), dtype=bool)
+        np.put_along_axis(chosen, top, True, axis=1)
+        by_row[heavy_rows] &= chosen
+    by_col = mask.copy()
+    if len(heavy_cols):
+        ranked = np.where(mask[:, heavy_cols], scores[:, heavy_cols], -np.inf)
+        top = np.argpartition(ranked, -MAX_PER_PHOTO, axis=0)[-MAX_PER_PHOTO:]
+        chosen = np.zeros((mask.shape[0], len(heavy_cols)), dtype=bool)
+        np.put_along_axis(chosen, top, True, axis=0)
+        by_col[:, heavy_cols] &= chosen
+    return np.nonzero(by_row | by_col)
 
 
 def _cores() -> int:
@@ -268,7 +341,7 @@ def _exact(vectors: np.ndarray, threshold: float, found: _Found, run: _Runner) -
         if r == c:  # a diagonal tile: each pair once, no self-pairs
             return _upper(rows @ rows.T, np.arange(r, r + len(rows)), threshold)
         sims = rows @ _float32(vectors[c : c + TILE]).T
-        i, j = np.nonzero(sims >= threshold)
+        i, j = _strongest(sims, sims >= threshold)
         return i + r, j + c, sims[i, j]
 
     for hits in run.map(tile, tiles):
@@ -574,7 +647,7 @@ def _compare(
     step = _rows_per_block(len(cols))
     for start in range(0, len(rows), step):
         sims = rows[start : start + step] @ cols.T
-        i, j = np.nonzero(sims >= threshold)
+        i, j = _strongest(sims, sims >= threshold)
         yield row_ids[i + start], col_ids[j], sims[i, j]
 
 
@@ -596,10 +669,10 @@ def _compare_within(rows: np.ndarray, row_ids: np.ndarray, threshold: float) -> 
 
 
 def _upper(sims: np.ndarray, ids: np.ndarray, threshold: float) -> Hits:
-    """Pairs above the diagonal of a square block of similarities."""
-    i, j = np.nonzero(sims >= threshold)
-    keep = j > i
-    i, j = i[keep], j[keep]
+    """Pairs above the diagonal of a square block of similarities.  Only those enter the
+    per-photo cut: a photo's row then holds its later neighbours and its column its earlier
+    ones, so no share of the cut goes to a mirrored pair that is dropped afterwards."""
+    i, j = _strongest(sims, np.triu(sims >= threshold, k=1))
     return ids[i], ids[j], sims[i, j]
 
 
@@ -616,9 +689,9 @@ def hamming_pairs(
     """Every pair ``(i, j, distance)``, ``i < j``, of 64-bit hashes within ``max_distance`` bits."""
     values = np.ascontiguousarray(hashes, dtype=np.uint64)
     n = len(values)
-    pairs: list[tuple[int, int, int]] = []
     if n < 2:
-        return pairs
+        return []
+    found = _Found(n)
     rows = max(1, BLOCK_BYTES // (8 * n))
     for start in range(0, n, rows):
         if tick is not None:
@@ -626,14 +699,13 @@ def hamming_pairs(
         if cancel is not None and cancel.is_set():
             break
         block = np.bitwise_count(values[start : start + rows, None] ^ values[None, start:])
-        i, j = np.nonzero(block <= max_distance)
-        keep = j > i
-        i, j = i[keep], j[keep]
-        distances = block[i, j]
-        pairs.extend(
-            zip((i + start).tolist(), (j + start).tolist(), distances.tolist(), strict=True)
-        )
-    return pairs
+        # Column k of the block is row k: only pairs above that diagonal, each once (as in
+        # _upper), enter the per-photo cut.
+        close = np.triu(block <= max_distance, k=1)
+        i, j = _strongest(-block.astype(np.int16), close)  # fewer differing bits first
+        found.add((i + start, j + start, -block[i, j].astype(np.int16)))
+    a, b, scores = found.arrays()
+    return list(zip(a.tolist(), b.tolist(), (-scores).tolist(), strict=True))
 
 
 def hamming(a: int, b: int) -> int:

@@ -138,16 +138,97 @@ def test_data_without_clusters_is_searched_well_or_exactly() -> None:
     assert pairs_of(found) == truth(flat, 0.7)
 
 
-def test_a_burst_of_equal_embeddings_is_all_pairs() -> None:
+def kth_strongest(scored: dict[tuple[int, int], float]) -> dict[int, float]:
+    """Each photo's ``MAX_PER_PHOTO``-th highest pair score (-inf with fewer pairs)."""
+    by_photo: dict[int, list[float]] = {}
+    for pair, score in scored.items():
+        for photo in pair:
+            by_photo.setdefault(photo, []).append(score)
+    return {
+        photo: sorted(scores, reverse=True)[nb.MAX_PER_PHOTO - 1]
+        if len(scores) >= nb.MAX_PER_PHOTO
+        else -np.inf
+        for photo, scores in by_photo.items()
+    }
+
+
+def assert_strongest_of_either(
+    kept: PAIRS, scored: dict[tuple[int, int], float], tolerance: float
+) -> None:
+    """``kept`` is the pairs among the ``MAX_PER_PHOTO`` strongest of either of their
+    photos; scores within ``tolerance`` of a photo's cut may fall either way (the search's
+    float32 products are blocked differently from the reference's)."""
+    cut = kth_strongest(scored)
+    for pair, score in scored.items():
+        margin = max(score - cut[pair[0]], score - cut[pair[1]])
+        if margin > tolerance:
+            assert pair in kept, (pair, margin)
+        elif margin < -tolerance:
+            assert pair not in kept, (pair, margin)
+    assert kept <= scored.keys()
+
+
+def test_a_burst_of_equal_embeddings_keeps_each_photos_strongest() -> None:
     vectors = library(5000, 512, 0.85, seed=4)
     vectors[1000:1500] = vectors[1000]  # one burst photographed 500 times, identically
     found, stats = partitioned(vectors, 0.85)
     assert stats.method == "partitioned"
-    burst = {(i, j) for i in range(1000, 1500) for j in range(i + 1, 1500)}
-    assert burst <= pairs_of(found)
-    assert all(c > 0.999 for i, j, c in found if 1000 <= i < 1500 and 1000 <= j < 1500)
-    expected = truth(vectors, 0.85)
+    burst = range(1000, 1500)
+    degree = {photo: 0 for photo in burst}
+    for i, j, cosine in found:
+        if i in degree and j in degree:
+            degree[i] += 1
+            degree[j] += 1
+            assert cosine > 0.999
+    # Every frame keeps as many of its equals as the cap allows, and no more than the cap
+    # lets through (a pair stays when either photo counts it among its strongest).
+    assert min(degree.values()) >= nb.MAX_PER_PHOTO
+    assert sum(degree.values()) // 2 <= len(burst) * nb.MAX_PER_PHOTO
+    expected = {(i, j) for i, j in truth(vectors, 0.85) if i not in degree and j not in degree}
     assert len(pairs_of(found) & expected) >= 0.99 * len(expected)
+
+
+@pytest.mark.parametrize("n", [400, 2600])  # one product; two tiles of the exact search
+def test_photos_that_all_look_alike_keep_their_strongest_neighbours(n: int) -> None:
+    """A library where almost every two photos pass the threshold (pages of one scanner):
+    the search keeps, exactly, each photo's MAX_PER_PHOTO strongest pairs, not n^2 / 2."""
+    rng = np.random.default_rng(n)
+    centre = unit(rng.standard_normal((1, 256)))
+    vectors = near_copies(np.repeat(centre, n, axis=0), rng.uniform(0.9, 0.99, n), rng)
+    full = vectors.astype(np.float32) @ vectors.astype(np.float32).T
+    scored = {
+        (i, j): float(full[i, j])
+        for i, j in zip(*np.nonzero(np.triu(full >= 0.8, k=1)), strict=True)
+    }
+    assert len(scored) > n * nb.MAX_PER_PHOTO * 3  # the cap has work to do
+    found = nb.neighbours(vectors, 0.8, exact_limit=5000)
+    assert_strongest_of_either(pairs_of(found), scored, tolerance=1e-5)
+    assert_true_pairs(found, vectors, 0.8)
+
+
+def test_the_cap_also_holds_for_perceptual_hashes() -> None:
+    rng = np.random.default_rng(5)
+    base = int(rng.integers(0, 2**63))
+    hashes = np.array(
+        [base ^ sum(1 << int(b) for b in rng.choice(64, 3, replace=False)) for _ in range(700)],
+        dtype=np.uint64,
+    )
+    distance = {
+        (i, j): bin(int(hashes[i]) ^ int(hashes[j])).count("1")
+        for i in range(len(hashes))
+        for j in range(i + 1, len(hashes))
+    }
+    close = {pair: -d for pair, d in distance.items() if d <= 6}
+    assert len(close) > len(hashes) * nb.MAX_PER_PHOTO * 2
+    found = nb.hamming_pairs(hashes, 6)
+    kept = {(i, j) for i, j, _ in found}
+    assert all(d == distance[(i, j)] for i, j, d in found)
+    # Ties are broken arbitrarily, so compare how strong, not which: each photo's strongest
+    # distances are kept, and no photo keeps fewer than the cap allows.
+    for photo in range(len(hashes)):
+        mine = sorted(d for (i, j), d in distance.items() if photo in (i, j) and d <= 6)
+        kept_mine = sorted(distance[p] for p in kept if photo in p)
+        assert kept_mine[: nb.MAX_PER_PHOTO] == mine[: nb.MAX_PER_PHOTO]
 
 
 def test_same_input_gives_the_same_pairs() -> None:
