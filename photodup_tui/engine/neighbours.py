@@ -303,7 +303,8 @@ def _strongest(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nda
         chosen = np.zeros((mask.shape[0], len(heavy_cols)), dtype=bool)
         np.put_along_axis(chosen, top, True, axis=0)
         by_col[:, heavy_cols] &= chosen
-    return np.nonzero(by_row | by_col)
+    i, j = np.nonzero(by_row | by_col)
+    return i, j
 
 
 def _cores() -> int:
