@@ -1,5 +1,6 @@
-"""Pixel checks for candidate pairs: thumbnails decoded in worker processes, scores
-computed here, both remembered.
+"""Pixel checks for candidate pairs: thumbnails decoded in worker processes, same-shot
+scores computed in a pool of worker processes (one per core: the search is pure numpy
+under the GIL, ~4 ms a pair), both remembered.
 
 The grouping asks about the pairs that embeddings or hashes call ``near`` (same picture?)
 or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  Thumbnails are
@@ -50,6 +51,15 @@ def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
     return [thumbnail_file(p) for p in paths]
 
 
+def score_chunk(pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]]) -> list[float]:
+    """Worker side: same-shot scores of thumbnail pairs."""
+    return [sameshot.score(a, b) for a, b in pairs]
+
+
+#: Same-shot checks at once below which the pool is not worth its messages.
+POOL_MIN_PAIRS = 4
+
+
 class SameShotChecker:
     """Callable the grouping uses: scores for pairs of photos, None where unknown."""
 
@@ -79,6 +89,19 @@ class SameShotChecker:
             METHOD: _Check(METHOD, sameshot.score),
             NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture),
         }
+        self._scorers: ProcessPoolExecutor | None = None  # started on first use, see close()
+
+    def close(self) -> None:
+        """Stop the scoring workers (the checker still works after, in this process)."""
+        if self._scorers is not None:
+            self._scorers.shutdown(wait=True, cancel_futures=True)
+            self._scorers = None
+
+    def __enter__(self) -> SameShotChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def prefetch(self, pairs: Sequence[tuple[Photo, Photo]], *, near: bool = False) -> None:
         """Decode, in parallel and at once, the thumbnails any of ``pairs`` may need: the
@@ -107,23 +130,57 @@ class SameShotChecker:
         check.known.update(self._cached(asked, check.method))
         todo = [pair for pair in pairs if not check.has(*pair)]
         thumbs = self._thumbnails(sorted({p.path for pair in todo for p in pair}))
+        ready = [(a, b) for a, b in todo if a.path in thumbs and b.path in thumbs]
         fresh: list[tuple[str, str, float]] = []
-        for a, b in todo:
-            if self._cancelled():
-                break
-            ta, tb = thumbs.get(a.path), thumbs.get(b.path)
-            if ta is None or tb is None:
-                continue
-            value = check.measure(ta, tb)
+        for (a, b), value in self._scores(check, ready, thumbs):
             check.computed[(a.path, b.path)] = check.computed[(b.path, a.path)] = value
             self.scored += 1
-            self._advance(1)
             fresh.append((pixel_key(a), pixel_key(b), value))
         if fresh and self.cache is not None:
             # A cache is an optimisation only: failing to write one loses nothing.
             with contextlib.suppress(CacheError, OSError, sqlite3.Error):
                 self.cache.store_same_shot(fresh, check.method)
         return [check.get(a, b) for a, b in pairs]
+
+    def _scores(
+        self,
+        check: _Check,
+        pairs: list[tuple[Photo, Photo]],
+        thumbs: dict[str, sameshot.Thumb],
+    ) -> list[tuple[tuple[Photo, Photo], float]]:
+        """Scores of ``pairs`` (thumbnails at hand), in the pool when that pays; fewer when
+        the scan is cancelled meanwhile."""
+        scorers = self._scoring_pool() if check.method == METHOD else None
+        if scorers is not None and len(pairs) >= POOL_MIN_PAIRS and not self._cancelled():
+            share = -(-len(pairs) // self.workers)  # one chunk per worker: few messages
+            chunks = [pairs[i : i + share] for i in range(0, len(pairs), share)]
+            try:
+                futures = [
+                    scorers.submit(score_chunk, [(thumbs[a.path], thumbs[b.path]) for a, b in c])
+                    for c in chunks
+                ]
+                done: list[tuple[tuple[Photo, Photo], float]] = []
+                for chunk, future in zip(chunks, futures, strict=True):
+                    done.extend(zip(chunk, future.result(), strict=True))
+                    self._advance(len(chunk))
+                return done
+            except BrokenProcessPool:  # a worker was killed (memory?): score here instead
+                self._scorers = None
+        done = []
+        for a, b in pairs:
+            if self._cancelled():
+                break
+            done.append(((a, b), check.measure(thumbs[a.path], thumbs[b.path])))
+            self._advance(1)
+        return done
+
+    def _scoring_pool(self) -> ProcessPoolExecutor | None:
+        if not self.isolate or self.workers < 2:
+            return None
+        if self._scorers is None:
+            context = multiprocessing.get_context("spawn")
+            self._scorers = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._scorers
 
     def _advance(self, done: int) -> None:
         if self.advance is not None:

@@ -250,6 +250,22 @@ class _Run:
 
         return SameShotChecker(self.scanner.cache, cancel=self.cancel, stage=stage, advance=advance)
 
+    def _group(
+        self, photos: list[Photo], model_id: str, checker: SameShotChecker | None
+    ) -> list[Group]:
+        return group_photos(
+            # Files that changed or vanished while we read them are left out.
+            [p for p in photos if p.error is None or p.decodable is False],
+            self.embeddings,
+            self.settings.thresholds_for(model_id),
+            self.scanner.rules,
+            delete_raw_jpeg_pairs=self.settings.delete_raw_jpeg_pairs,
+            exact_limit=self.settings.exact_search_limit,
+            cancel=self.cancel,
+            tick=self.tracker.report,
+            verify=checker,
+        )
+
     def error(self, path: str, reason: str) -> None:
         with self._errors_lock:
             self.errors.append((path, reason))
@@ -273,18 +289,12 @@ class _Run:
         self.writer.flush()
 
         self.tracker.start_phase("grouping", None)
-        groups = group_photos(
-            # Files that changed or vanished while we read them are left out.
-            [p for p in photos if p.error is None or p.decodable is False],
-            self.embeddings,
-            self.settings.thresholds_for(model_id),
-            self.scanner.rules,
-            delete_raw_jpeg_pairs=self.settings.delete_raw_jpeg_pairs,
-            exact_limit=self.settings.exact_search_limit,
-            cancel=self.cancel,
-            tick=self.tracker.report,
-            verify=self._same_shot_checker(),
-        )
+        checker = self._same_shot_checker()
+        try:
+            groups = self._group(photos, model_id, checker)
+        finally:
+            if checker is not None:
+                checker.close()
         groups = self._hash_members(groups)
         self.writer.flush()
         counts = ScanCounts()

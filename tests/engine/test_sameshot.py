@@ -18,7 +18,7 @@ from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.local_features import LocalFeatureSource
 from photodup_tui.engine.sameshot import SAME_SHOT_MIN
-from photodup_tui.engine.sameshot_check import METHOD, SameShotChecker
+from photodup_tui.engine.sameshot_check import METHOD, POOL_MIN_PAIRS, SameShotChecker
 from photodup_tui.engine.scan import Scanner
 from photodup_tui.engine.settings import ScanSettings, Thresholds
 from photodup_tui.engine.types import Action, Group, Kind, Photo
@@ -310,3 +310,29 @@ def test_a_rescan_decodes_and_compares_nothing_again(
         return [sorted((m.photo.path, m.action) for m in g.members) for g in groups]
 
     assert shape(second.groups) == shape(first.groups) and first.groups
+
+
+def test_scores_computed_by_the_worker_pool_equal_those_computed_here(
+    tmp_path: Path, astronaut: Image.Image
+) -> None:
+    """Enough pairs at once go to the scoring workers; their scores are the very scores the
+    check computes in this process, and close() stops the workers."""
+    edits = [astronaut, ImageOps.mirror(astronaut), crop(astronaut), astronaut.rotate(3)]
+    left, right, _ = skimage.data.stereo_motorcycle()
+    edits += [Image.fromarray(left), Image.fromarray(right)]
+    photos = [
+        photo(str(save(image, tmp_path / f"{i}.jpg")), content_hash=f"hash-{i}")
+        for i, image in enumerate(edits)
+    ]
+    pairs = [(photos[0], other) for other in photos[1:]] + [(photos[4], photos[5])]
+    assert len(pairs) >= POOL_MIN_PAIRS
+    with SameShotChecker(workers=2) as pooled:
+        from_pool = pooled(pairs)
+        workers = pooled._scorers
+        assert workers is not None  # the pool did the scoring
+        processes = list(workers._processes.values())
+    assert pooled._scorers is None and not any(p.is_alive() for p in processes)
+    here = SameShotChecker(isolate=False)(pairs)
+    assert from_pool == here
+    assert all(score is not None for score in from_pool)
+    assert from_pool[0] is not None and from_pool[0] >= SAME_SHOT_MIN  # its mirror
