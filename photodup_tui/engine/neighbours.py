@@ -82,6 +82,11 @@ MAX_PROBES = 32  # cells a vector may be compared in, its home included
 PILOT_SHARE = 0.15  # the pilot cells hold this share of the vectors ...
 PILOT_MIN = 2_000  # ... and at least this many ...
 PILOT_PAIRS = 200  # ... and more cells until its pairs are enough to judge the margin by
+#: Pairs per pilot vector in its first ring above which the library is dense (photos that
+#: all look alike): the exact search then, at once.  Photo libraries have well under one
+#: (the grouping benchmark's: 0.1); a library of look-alikes has most photos at the
+#: MAX_PER_PHOTO cap.
+DENSE_PAIRS = 8
 FALLBACK_SHARE = 0.5  # partition search work above this share of the exact search: go exact
 FLOAT32_COPY_BYTES = 768 * 1024 * 1024  # float16 input converted up front up to this size
 MAX_PER_PHOTO = 64  # neighbours a photo keeps (its strongest), see the module docstring
@@ -573,6 +578,11 @@ class _Pilot:
         high, quiet, new = MARGIN_STEP, 0, 0
         self._ring(-1.0, high, homes=True)
         stats.rings = 1
+        if len(self._seen) > DENSE_PAIRS * np.count_nonzero(self.members):
+            # Photos that all look alike: pairs everywhere, at every margin.  Widening would
+            # only collect millions of them to learn what the first ring already shows.
+            stats.pilot_pairs = len(self._seen)
+            return None
         while not (quiet == QUIET_RINGS and len(self._seen) >= PILOT_PAIRS):
             if len(self._seen) < PILOT_PAIRS and self._taken < len(self._order):
                 self._grow(2 * self._held[self._taken - 1], high)  # too few pairs to judge

@@ -188,10 +188,16 @@ def test_a_burst_of_equal_embeddings_keeps_each_photos_strongest() -> None:
     assert len(pairs_of(found) & expected) >= 0.99 * len(expected)
 
 
-@pytest.mark.parametrize("n", [400, 2600])  # one product; two tiles of the exact search
-def test_photos_that_all_look_alike_keep_their_strongest_neighbours(n: int) -> None:
+@pytest.mark.parametrize(
+    ("n", "exact_limit"),
+    [(400, 5000), (2600, 5000), (2600, 1000)],  # one product; two tiles; the partition's pilot
+)
+def test_photos_that_all_look_alike_keep_their_strongest_neighbours(
+    n: int, exact_limit: int
+) -> None:
     """A library where almost every two photos pass the threshold (pages of one scanner):
-    the search keeps, exactly, each photo's MAX_PER_PHOTO strongest pairs, not n^2 / 2."""
+    the search keeps, exactly, each photo's MAX_PER_PHOTO strongest pairs, not n^2 / 2;
+    above the exact limit the pilot sees the density in its first ring and goes exact."""
     rng = np.random.default_rng(n)
     centre = unit(rng.standard_normal((1, 256)))
     vectors = near_copies(np.repeat(centre, n, axis=0), rng.uniform(0.9, 0.99, n), rng)
@@ -201,8 +207,11 @@ def test_photos_that_all_look_alike_keep_their_strongest_neighbours(n: int) -> N
         for i, j in zip(*np.nonzero(np.triu(full >= 0.8, k=1)), strict=True)
     }
     assert len(scored) > n * nb.MAX_PER_PHOTO * 3  # the cap has work to do
-    found = nb.neighbours(vectors, 0.8, exact_limit=5000)
+    stats = nb.SearchStats()
+    found = nb.neighbours(vectors, 0.8, exact_limit=exact_limit, stats=stats)
     assert_strongest_of_either(pairs_of(found), scored, tolerance=1e-5)
+    if n > exact_limit:
+        assert (stats.method, stats.rings) == ("exact (fallback)", 1)
     assert_true_pairs(found, vectors, 0.8)
 
 
