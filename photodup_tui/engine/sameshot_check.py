@@ -90,6 +90,8 @@ class SameShotChecker:
             NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture),
         }
         self._scorers: ProcessPoolExecutor | None = None  # started on first use, see close()
+        # Per check: thumbnails prefetch() announced, and how many pairs may be scored.
+        self._wanted: dict[str, tuple[list[str], int]] = {}
 
     def close(self) -> None:
         """Stop the scoring workers (the checker still works after, in this process)."""
@@ -104,18 +106,25 @@ class SameShotChecker:
         self.close()
 
     def prefetch(self, pairs: Sequence[tuple[Photo, Photo]], *, near: bool = False) -> None:
-        """Decode, in parallel and at once, the thumbnails any of ``pairs`` may need: the
-        grouping then asks about a few pairs at a time without waiting on workers."""
+        """Any of ``pairs`` may be asked about: their cached scores are read at once, and
+        the thumbnails of the others are decoded in parallel, all together, when the first
+        unscored pair is asked about.  Not before: the grouping asks only about some of
+        them, and a rescan asks only about pairs it already has scores for."""
         check = self._checks[NEAR_METHOD if near else METHOD]
         check.known.update(self._cached(pairs, check.method))
         unknown = [pair for pair in pairs if not check.has(*pair)]
         needed = sorted({p.path for pair in unknown for p in pair} - set(self._thumbs))
+        self._wanted[check.method] = (needed, len(unknown))
+
+    def _decode_wanted(self, check: _Check) -> None:
+        needed, unknown = self._wanted.pop(check.method, ([], 0))
         if needed and self.stage is not None:
             self.stage(DECODING, len(needed))
         self._thumbnails(needed)
         if unknown and self.stage is not None:
             # At most: only keepers' pairs are asked.
-            self.stage(COMPARING_NEAR if near else COMPARING, len(unknown))
+            near = check.method == NEAR_METHOD
+            self.stage(COMPARING_NEAR if near else COMPARING, unknown)
 
     def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
         """Same-shot scores (:func:`sameshot.score`) for ``similar`` candidates."""
@@ -129,6 +138,8 @@ class SameShotChecker:
         asked = [pair for pair in pairs if not check.has(*pair)]
         check.known.update(self._cached(asked, check.method))
         todo = [pair for pair in pairs if not check.has(*pair)]
+        if todo:
+            self._decode_wanted(check)
         thumbs = self._thumbnails(sorted({p.path for pair in todo for p in pair}))
         ready = [(a, b) for a, b in todo if a.path in thumbs and b.path in thumbs]
         fresh: list[tuple[str, str, float]] = []

@@ -161,8 +161,13 @@ def test_checker_scores_pairs_and_remembers_them_by_content(
         key = (pixel_key(photos["mirror"]), pixel_key(photos["orig"]))
         assert cache.same_shot_scores([key], METHOD) == {key: pytest.approx(mirror)}
         again = SameShotChecker(cache, isolate=False)
+        # A rescan announces every candidate pair, the unscored broken one included, but
+        # asks only about scored ones: nothing is decoded for a pair never asked about.
+        again.prefetch(pairs)
         assert again(pairs[:2]) == [pytest.approx(mirror), pytest.approx(stereo)]
         assert (again.decoded, again.scored) == (0, 0)
+        assert again(pairs[2:]) == [None]  # asked: now the announced thumbnails are decoded
+        assert again.decoded == 1  # orig (the broken file has none; the rest were scored)
 
 
 def test_cancel_leaves_pairs_unchecked(tmp_path: Path, astronaut: Image.Image) -> None:
