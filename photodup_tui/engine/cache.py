@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,10 @@ def quantise(embedding: np.ndarray) -> np.ndarray:
     if values.dtype == np.float16:
         return values.copy()  # the cache's own bytes: already rounded (and read-only)
     return values.astype(np.float32).astype(np.float16)
+
+
+#: Keys in one ``IN (...)`` list (SQLite's default limit on parameters is 32,766).
+_KEYS_PER_QUERY = 500
 
 
 def pixel_key(photo: Photo) -> str:
@@ -327,14 +332,26 @@ class Cache:
     def same_shot_scores(
         self, pairs: Iterable[tuple[str, str]], method: str
     ) -> dict[tuple[str, str], float]:
-        """Stored scores for content-hash pairs (either order), by the pair as asked."""
+        """Stored scores for pairs of keys (either order), by the pair as asked.
+
+        One query per few hundred first keys, not one per pair: a rescan looks up every
+        candidate pair of the library at once (hundreds of thousands)."""
+        asked: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        for a, b in pairs:
+            asked[(min(a, b), max(a, b))].append((a, b))
+        firsts = sorted({a for a, _ in asked})
         found: dict[tuple[str, str], float] = {}
-        query = "SELECT score FROM same_shot WHERE a = ? AND b = ? AND method = ?"
         with self._lock:
-            for a, b in pairs:
-                row = self._db.execute(query, (min(a, b), max(a, b), method)).fetchone()
-                if row is not None:
-                    found[(a, b)] = float(row[0])
+            for start in range(0, len(firsts), _KEYS_PER_QUERY):
+                chunk = firsts[start : start + _KEYS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT a, b, score FROM same_shot WHERE method = ? AND a IN ({marks})",
+                    (method, *chunk),
+                )
+                for a, b, score in rows:
+                    for pair in asked.get((a, b), ()):
+                        found[pair] = float(score)
         return found
 
     def store_same_shot(self, scores: Iterable[tuple[str, str, float]], method: str) -> None:

@@ -204,17 +204,25 @@ class _Check:
         self.contents = contents
         self.edges = edges
         self.verify = verify
+        self._ranked: dict[int, list[tuple[_Content, Match]]] = {}  # similar candidates
 
     def _candidates(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
-        found = [
-            (self.contents[j], match)
-            for j, match in self.edges[keeper.index].items()
-            if match.kind is Kind.SIMILAR
-            and j not in assigned
-            and len(self.contents[j].replicas) == 1
-        ]
-        found.sort(key=lambda cm: (-cm[1].score(), cm[0].index))
-        return found[:CHECKS_PER_KEEPER]
+        ranked = self._ranked.get(keeper.index)
+        if ranked is None:  # ranked once: prefetch and similar_to both ask
+            ranked = [
+                (self.contents[j], match)
+                for j, match in self.edges[keeper.index].items()
+                if match.kind is Kind.SIMILAR and len(self.contents[j].replicas) == 1
+            ]
+            ranked.sort(key=lambda cm: (-cm[1].score(), cm[0].index))
+            self._ranked[keeper.index] = ranked
+        found = []
+        for other, match in ranked:
+            if other.index not in assigned:
+                found.append((other, match))
+                if len(found) == CHECKS_PER_KEEPER:
+                    break
+        return found
 
     def prefetch(self, keepers: Sequence[_Content], assigned: set[int]) -> None:
         """Hand the checker every pair it may be asked about, so it can work in parallel."""
@@ -259,6 +267,8 @@ class _Check:
                 weaker = replace(match, kind=Kind.SIMILAR)
                 self.edges[keeper.index][other.index] = weaker
                 self.edges[other.index][keeper.index] = weaker
+                self._ranked.pop(keeper.index, None)
+                self._ranked.pop(other.index, None)
         return confirmed
 
     def similar_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:

@@ -85,9 +85,10 @@ class SameShotChecker:
         self.scored = 0  # pairs scored (not from the cache)
         # Within one checker (one scan) nothing is decoded or scored twice.
         self._thumbs: dict[str, sameshot.Thumb | None] = {}
+        self._keys = _Keys()
         self._checks = {
-            METHOD: _Check(METHOD, sameshot.score),
-            NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture),
+            METHOD: _Check(METHOD, sameshot.score, self._keys),
+            NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture, self._keys),
         }
         self._scorers: ProcessPoolExecutor | None = None  # started on first use, see close()
         # Per check: thumbnails prefetch() announced, and how many pairs may be scored.
@@ -146,7 +147,7 @@ class SameShotChecker:
         for (a, b), value in self._scores(check, ready, thumbs):
             check.computed[(a.path, b.path)] = check.computed[(b.path, a.path)] = value
             self.scored += 1
-            fresh.append((pixel_key(a), pixel_key(b), value))
+            fresh.append((*self._keys.pair(a, b), value))
         if fresh and self.cache is not None:
             # A cache is an optimisation only: failing to write one loses nothing.
             with contextlib.suppress(CacheError, OSError, sqlite3.Error):
@@ -205,7 +206,7 @@ class SameShotChecker:
     ) -> dict[tuple[str, str], float]:
         if self.cache is None:
             return {}
-        keys = [_key(a, b) for a, b in pairs]
+        keys = [self._keys.pair(a, b) for a, b in pairs]
         try:
             return self.cache.same_shot_scores(keys, method)
         except (CacheError, OSError, sqlite3.Error):  # unreadable cache: compute instead
@@ -260,15 +261,19 @@ class _Check:
     scan (by paths)."""
 
     def __init__(
-        self, method: str, measure: Callable[[sameshot.Thumb, sameshot.Thumb], float]
+        self,
+        method: str,
+        measure: Callable[[sameshot.Thumb, sameshot.Thumb], float],
+        keys: _Keys,
     ) -> None:
         self.method = method
         self.measure = measure
+        self.keys = keys
         self.known: dict[tuple[str, str], float] = {}
         self.computed: dict[tuple[str, str], float] = {}
 
     def get(self, a: Photo, b: Photo) -> float | None:
-        key = _key(a, b)
+        key = self.keys.pair(a, b)
         if key in self.known:
             return self.known[key]
         if (key[1], key[0]) in self.known:
@@ -279,8 +284,21 @@ class _Check:
         return self.get(a, b) is not None
 
 
-def _key(a: Photo, b: Photo) -> tuple[str, str]:
-    return (pixel_key(a), pixel_key(b))
+class _Keys:
+    """Cache keys of photos (``pixel_key``), made once per path: a rescan looks up every
+    candidate pair, each photo in dozens of them."""
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, str] = {}
+
+    def of(self, photo: Photo) -> str:
+        key = self._by_path.get(photo.path)
+        if key is None:
+            key = self._by_path[photo.path] = pixel_key(photo)
+        return key
+
+    def pair(self, a: Photo, b: Photo) -> tuple[str, str]:
+        return (self.of(a), self.of(b))
 
 
 def _cpus() -> int:
