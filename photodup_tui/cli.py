@@ -247,7 +247,10 @@ def _feature_source(args: argparse.Namespace, say: _Printer) -> FeatureSource:
     try:
         source = _daemon_source(args.model, say)
     except Exception as exc:  # any reason the daemon cannot serve us
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        if len(lines) > 1:  # a failed start quotes the daemon's log: its last line says why
+            reason += f" {lines[-1].removeprefix('photodupd: ')}"
         say.warn(
             f"photodupd is unavailable ({reason}); falling back to --no-model: perceptual "
             "hashes only (re-encodes and resizes are found; mirrors and most crops are not)"

@@ -142,6 +142,23 @@ def test_daemon_unavailable_falls_back_to_no_model_and_says_so(
     assert load_report(target).model == "local:phash-v1"
 
 
+def test_a_daemon_that_refuses_to_start_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real photodupd, started by the scan, refuses an unsafe runtime dir: the scan falls
+    back to --no-model and quotes the daemon's reason, not only its exit status."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    runtime.chmod(0o755)
+    monkeypatch.setenv("PHOTODUP_RUNTIME_DIR", str(runtime))
+    lib = with_duplicate(tmp_path / "lib")
+    assert cli.main(["scan", str(lib), "-q"]) == cli.EXIT_DUPLICATES
+    err = capsys.readouterr().err
+    assert "photodupd is unavailable (photodupd exited with status" in err
+    assert "it must be 0700" in err
+    assert "falling back to --no-model" in err
+
+
 def test_unwritable_report_exits_3(tmp_path: Path) -> None:
     lib = with_duplicate(tmp_path / "lib")
     target = tmp_path / "no-such-dir" / "report.json"
