@@ -6,12 +6,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
@@ -26,16 +25,14 @@ from photodup_tui.engine.safedelete import (
 )
 from photodup_tui.formatting import display_path, human_size, plural
 from photodup_tui.messages import ActionProgressed
+from photodup_tui.screens.base import AppScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.virtual_table import Column, VirtualTable
-
-if TYPE_CHECKING:
-    from photodup_tui.app import PhotodupApp
 
 PROGRESS_SECONDS = 0.1
 
 
-class ActionScreen(Screen[None]):
+class ActionScreen(AppScreen):
     HELP = (
         "What the last clean-up did to each file. Trashed files are in your system trash; "
         "u puts the last batch back where it was (never over a file that is there now)."
@@ -80,10 +77,6 @@ class ActionScreen(Screen[None]):
     @classmethod
     def undo(cls, roots: Sequence[str]) -> ActionScreen:
         return cls("undo", roots)
-
-    @property
-    def papp(self) -> PhotodupApp:
-        return cast("PhotodupApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import HorizontalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
@@ -19,17 +18,15 @@ from photodup_tui.engine.types import Action
 from photodup_tui.formatting import display_path, human_size, plural
 from photodup_tui.messages import GroupShownAgain
 from photodup_tui.review_state import Review
+from photodup_tui.screens.base import AppScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.group_table import KIND_STYLE
 from photodup_tui.widgets.member_card import MemberCard
 from photodup_tui.widgets.metadata_table import MetadataTable
 from photodup_tui.workers import open_in_viewer
 
-if TYPE_CHECKING:
-    from photodup_tui.app import PhotodupApp
 
-
-class GroupScreen(Screen[None]):
+class GroupScreen(AppScreen):
     HELP = (
         "The photos of one group, side by side. ★ is the copy that stays; ✗ marks copies "
         "that go to the trash when you press d (after a confirmation). Yellow values differ "
@@ -73,10 +70,6 @@ class GroupScreen(Screen[None]):
         self.selected = 0
         self._loading = asyncio.Lock()
         self._hidden_at: dict[int, int] = {}  # group index -> its position when hidden here
-
-    @property
-    def papp(self) -> PhotodupApp:
-        return cast("PhotodupApp", self.app)
 
     @property
     def group_index(self) -> int:

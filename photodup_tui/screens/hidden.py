@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
@@ -16,12 +15,10 @@ from photodup_tui.engine.decisions import Decision
 from photodup_tui.formatting import display_path, plural
 from photodup_tui.messages import GroupShownAgain
 from photodup_tui.review_state import Review
+from photodup_tui.screens.base import AppScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.group_table import KIND_STYLE
 from photodup_tui.widgets.virtual_table import Cell, Column, VirtualTable
-
-if TYPE_CHECKING:
-    from photodup_tui.app import PhotodupApp
 
 ANSWERS = {Decision.NOT_DUPLICATES: "not duplicates", Decision.KEEP_ALL: "keep all"}
 COLUMNS = (
@@ -33,7 +30,7 @@ COLUMNS = (
 )
 
 
-class HiddenScreen(Screen[None]):
+class HiddenScreen(AppScreen):
     HELP = (
         "Groups you said are not duplicates (or that you keep all of) are hidden, and "
         "photodup remembers that by the photos' content, so renamed or moved copies stay "
@@ -59,10 +56,6 @@ class HiddenScreen(Screen[None]):
         self.roots = list(roots)
         self.rows: list[int] = []  # group indices, the most recently hidden first
         self.elsewhere: int | None = None  # remembered answers about photos not shown here
-
-    @property
-    def papp(self) -> PhotodupApp:
-        return cast("PhotodupApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from photodup_tui.engine.scan import ScanResult
@@ -15,16 +14,13 @@ from photodup_tui.engine.types import Kind
 from photodup_tui.formatting import display_path, human_size, plural
 from photodup_tui.messages import GroupShownAgain
 from photodup_tui.review_state import Review, SortKey
+from photodup_tui.screens.base import AppScreen
 from photodup_tui.screens.errors import ErrorsScreen
 from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.hidden import HiddenScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.group_table import GroupTable
 from photodup_tui.widgets.text_input import TextInput
-
-if TYPE_CHECKING:
-    from photodup_tui.app import PhotodupApp
-
 
 SORT_COLUMN = {
     SortKey.RECLAIMABLE: "reclaim",
@@ -34,7 +30,7 @@ SORT_COLUMN = {
 }
 
 
-class ReviewScreen(Screen[None]):
+class ReviewScreen(AppScreen):
     HELP = (
         "Each row is a group of photos that match. exact = byte-identical copies; near = the "
         "same picture re-saved, resized or re-tagged; similar = edits (crops, borders, mirrors, "
@@ -89,10 +85,6 @@ class ReviewScreen(Screen[None]):
         self.review = review
         self.sort = SortKey.RECLAIMABLE
         self.filter_text = ""
-
-    @property
-    def papp(self) -> PhotodupApp:
-        return cast("PhotodupApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -5,31 +5,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from photodup_tui.engine.scan import ScanProgress
 from photodup_tui.formatting import display_path
 from photodup_tui.messages import DaemonReport, ScanProgressed, ScanSourceReady
+from photodup_tui.screens.base import AppScreen
 from photodup_tui.screens.errors import ErrorsScreen
 from photodup_tui.screens.start import StartScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.scan_stats import ScanStats, bar_label
 from photodup_tui.workers import Cancelled, Scanned, run_scan
 
-if TYPE_CHECKING:
-    from photodup_tui.app import PhotodupApp
-
 WAITING = ScanProgress("walking", 0, 0, 0, 0, 0, 0, "", 0.0, None)
 
 
-class ScanScreen(Screen[None]):
+class ScanScreen(AppScreen):
     HELP = (
         "photodup is reading your folders. Everything it learns is kept in a cache, so "
         "stopping now loses nothing and the next scan only looks at new or changed files. "
@@ -77,10 +74,6 @@ class ScanScreen(Screen[None]):
         self.latest = WAITING
         self._errors_screen: ErrorsScreen | None = None  # the live list, while it is open
         self._outcome: Callable[[], object] | None = None  # what to show once back on top
-
-    @property
-    def papp(self) -> PhotodupApp:
-        return cast("PhotodupApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()

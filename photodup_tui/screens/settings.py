@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
 from textual.worker import Worker, WorkerState
 
 from photodup_tui import ui_settings
 from photodup_tui.engine import settings as scan_settings
 from photodup_tui.engine.settings import KEEP_RULES, LOCAL_MODEL_ID, ScanSettings
+from photodup_tui.screens.base import AppScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.text_input import TextInput
-
-if TYPE_CHECKING:
-    from photodup_tui.app import PhotodupApp
 
 BUILTIN_ID = "builtin:efficientnet_lite0/imagenet"
 MODELS = [
@@ -101,7 +98,7 @@ def save_and_recall(
     return settings, saved_ui, previous
 
 
-class SettingsScreen(Screen[None]):
+class SettingsScreen(AppScreen):
     HELP = (
         "Settings are saved to your config file and used from the next scan on. A new model "
         "is loaded by photodupd at once (the status line shows it loading); if it cannot be "
@@ -142,10 +139,6 @@ class SettingsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._chosen_model: str | None = None  # the model picked in the form, if any
-
-    @property
-    def papp(self) -> PhotodupApp:
-        return cast("PhotodupApp", self.app)
 
     def _model_id(self) -> str:
         if not self.papp.ui.use_model:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.suggester import Suggester
 from textual.widgets import Footer, Header, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from photodup_tui.screens.base import AppScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.text_input import TextInput
-
-if TYPE_CHECKING:
-    from photodup_tui.app import PhotodupApp
 
 
 class FolderSuggester(Suggester):
@@ -60,7 +57,7 @@ def check_folders(paths: list[str]) -> str | None:
     return None
 
 
-class StartScreen(Screen[None]):
+class StartScreen(AppScreen):
     HELP = (
         "Type a folder and press enter to look for duplicate photos in it, or pick a folder "
         "you scanned before. Nothing is changed on disk until you confirm a clean-up."
@@ -92,10 +89,6 @@ class StartScreen(Screen[None]):
         super().__init__()
         self.error = error
         self.value = value
-
-    @property
-    def papp(self) -> PhotodupApp:
-        return cast("PhotodupApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()
