@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -149,16 +149,8 @@ def group_photos(
     edges = _edges(contents, thresholds, exact_limit, cancel, tick)
     check = _Check(contents, edges, verify)
     assigned: set[int] = set()
-    families: list[_Family] = []
     check.prefetch_near()
-    for content in contents:  # 1. near, best keeper first
-        if content.index in assigned:
-            continue
-        matched = check.near_to(content, assigned)
-        if matched:
-            assigned.add(content.index)
-            assigned.update(other.index for other, _ in matched)
-            families.append(_Family(content, matched))
+    families = _new_families(contents, check.near_to, assigned)  # 1. near, best keeper first
     for content in contents:  # 2. exact
         if len(content.replicas) > 1 and content.index not in assigned:
             assigned.add(content.index)
@@ -172,14 +164,8 @@ def group_photos(
         joining = check.similar_to(family.keeper, assigned)
         assigned.update(other.index for other, _ in joining)
         family.matched.extend(joining)
-    for content in contents:  # 4. similar groups of what is left
-        if content.index in assigned or len(content.replicas) > 1:
-            continue
-        matched = check.similar_to(content, assigned)
-        if matched:
-            assigned.add(content.index)
-            assigned.update(other.index for other, _ in matched)
-            families.append(_Family(content, matched))
+    singles = [c for c in contents if len(c.replicas) == 1]
+    families += _new_families(singles, check.similar_to, assigned)  # 4. similar, what is left
     groups = [_build(f.keeper, f.matched, rules, delete_raw_jpeg_pairs) for f in families]
     groups.sort(key=lambda g: (_KIND_ORDER[g.kind], -g.reclaimable, g.keeper_member.photo.path))
     return groups
@@ -189,6 +175,25 @@ def group_photos(
 class _Family:
     keeper: _Content
     matched: list[tuple[_Content, Match]] = field(default_factory=list)
+
+
+def _new_families(
+    candidates: Sequence[_Content],
+    match: Callable[[_Content, set[int]], list[tuple[_Content, Match]]],
+    assigned: set[int],
+) -> list[_Family]:
+    """Each unassigned candidate (best keeper first) that ``match`` finds unassigned
+    partners for becomes a keeper with them; ``assigned`` grows with every family."""
+    families = []
+    for content in candidates:
+        if content.index in assigned:
+            continue
+        matched = match(content, assigned)
+        if matched:
+            assigned.add(content.index)
+            assigned.update(other.index for other, _ in matched)
+            families.append(_Family(content, matched))
+    return families
 
 
 class _Check:
