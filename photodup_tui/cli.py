@@ -482,7 +482,9 @@ class _Printer:
             )
         kinds = ", ".join(f"{c.groups.get(k, 0)} {k}" for k in ("exact", "near", "similar"))
         dismissed = f" ({c.dismissed} dismissed earlier)" if c.dismissed else ""
-        print(f"Found {len(result.groups):,} groups: {kinds}{dismissed}", file=out)
+        reused = " (nothing changed since the last scan: its grouping reused)"
+        reused = reused if c.groups_reused else ""
+        print(f"Found {len(result.groups):,} groups: {kinds}{dismissed}{reused}", file=out)
         for number, group in enumerate(result.groups[:SHOWN_GROUPS], start=1):
             print(f"\n[{number}] {group.kind.value}: {group.reason}", file=out)
             for member in group.members:

@@ -5,7 +5,9 @@ file's path, device, inode, size and mtime_ns are what they were when it was wri
 change drops the file's row and all its features.  Per model id it holds the embedding
 (float16: half the disk, far below the thresholds' resolution), the perceptual hash, pixel
 size, EXIF facts, or the permanent error the decoder gave.  Pixel-check scores
-(``sameshot.py``) are kept by the pair of file identities, so renames keep them too.
+(``sameshot.py``) are kept by the pair of file identities, so renames keep them too.  The
+last few groupings are kept by the fingerprint of their inputs (``stored_groups.py``), so a
+rescan of an unchanged library does not group it again.
 
 Safety: writes are batched in transactions, so a killed scan leaves the last committed batch
 and nothing half-written; a database that is not readable at all (corrupt, foreign, or an older
@@ -68,7 +70,15 @@ CREATE TABLE IF NOT EXISTS same_shot (
     score REAL NOT NULL,
     PRIMARY KEY (a, b, method)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groupings (
+    fingerprint BLOB PRIMARY KEY,
+    payload BLOB NOT NULL,
+    used REAL NOT NULL
+);
 """
+#: Groupings kept (``stored_groups.py``): the newest few, for users who scan a few
+#: different sets of folders in turn.
+GROUPINGS_KEPT = 4
 
 
 class CacheError(Exception):
@@ -171,7 +181,7 @@ class Cache:
                 # Another layout: the cache is disposable, so rebuild rather than migrate.
                 db.executescript(
                     "DROP TABLE IF EXISTS features; DROP TABLE IF EXISTS files;"
-                    " DROP TABLE IF EXISTS same_shot;"
+                    " DROP TABLE IF EXISTS same_shot; DROP TABLE IF EXISTS groupings;"
                 )
             db.executescript(_SCHEMA)
             db.execute(
@@ -360,6 +370,38 @@ class Cache:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO same_shot VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def stored_groups(self, fingerprint: bytes) -> bytes | None:
+        """The grouping stored under ``fingerprint``, if it is still kept."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT payload FROM groupings WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE groupings SET used = ? WHERE fingerprint = ?", (time.time(), fingerprint)
+            )
+        return bytes(row[0])
+
+    def store_groups(self, fingerprint: bytes, payload: bytes) -> None:
+        """Keep a grouping; only the ``GROUPINGS_KEPT`` most recently used stay."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO groupings VALUES (?, ?, ?)",
+                    (fingerprint, payload, time.time()),
+                )
+                self._db.execute(
+                    "DELETE FROM groupings WHERE fingerprint NOT IN"
+                    " (SELECT fingerprint FROM groupings ORDER BY used DESC LIMIT ?)",
+                    (GROUPINGS_KEPT,),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -83,6 +83,9 @@ class SameShotChecker:
         self.isolate = isolate
         self.decoded = 0  # thumbnails decoded, for tests and reports
         self.scored = 0  # pairs scored (not from the cache)
+        #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
+        #: that rests on them is not stored for reuse (stored_groups.py).
+        self.unanswered = 0
         # Within one checker (one scan) nothing is decoded or scored twice.
         self._thumbs: dict[str, sameshot.Thumb | None] = {}
         self._keys = _Keys()
@@ -152,7 +155,9 @@ class SameShotChecker:
             # A cache is an optimisation only: failing to write one loses nothing.
             with contextlib.suppress(CacheError, OSError, sqlite3.Error):
                 self.cache.store_same_shot(fresh, check.method)
-        return [check.get(a, b) for a, b in pairs]
+        scores = [check.get(a, b) for a, b in pairs]
+        self.unanswered += scores.count(None)
+        return scores
 
     def _scores(
         self,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from photodup_tui.engine import exact
+from photodup_tui.engine import exact, stored_groups
 from photodup_tui.engine.cache import Cache, Record, quantise
 from photodup_tui.engine.decisions import Decisions
 from photodup_tui.engine.features import PERMANENT_ERRORS, FeatureResult, FeatureSource
@@ -68,6 +68,7 @@ class ScanCounts:
     cache_hits: int = 0
     embedded: int = 0
     feature_requests: int = 0
+    groups_reused: bool = False  # an unchanged library: the last scan's grouping, not redone
     symlinks_skipped: int = 0
     aliases_skipped: int = 0  # hard links and repeated/overlapping roots, counted once
     trash_skipped: int = 0
@@ -235,6 +236,7 @@ class _Run:
         self._errors_lock = threading.Lock()
         self.embeddings: dict[str, np.ndarray] = {}
         self.partials: dict[str, str] = {}  # cached partial hashes, by path
+        self.groups_reused = False  # the groups came from an earlier scan's stored grouping
 
     def _same_shot_checker(self) -> SameShotChecker | None:
         if not self.settings.same_shot_check:
@@ -250,12 +252,47 @@ class _Run:
 
         return SameShotChecker(self.scanner.cache, cancel=self.cancel, stage=stage, advance=advance)
 
+    def _grouped(self, photos: list[Photo], model_id: str) -> list[Group]:
+        """The groups: as stored by an earlier scan of the very same inputs, or computed
+        (and stored when complete, see stored_groups.py)."""
+        # Files that changed or vanished while we read them are left out.
+        eligible = [p for p in photos if p.error is None or p.decodable is False]
+        cache = self.scanner.cache
+        key = stored_groups.fingerprint(
+            eligible,
+            self.embeddings,
+            model_id,
+            self.settings,
+            checked=self.settings.same_shot_check,
+        )
+        try:
+            payload = cache.stored_groups(key)
+        except Exception:  # a cache problem never fails a scan: group afresh
+            payload = None
+        if payload is not None:
+            groups = stored_groups.decode(payload, eligible)
+            if groups is not None:
+                self.groups_reused = True
+                return groups
+        checker = self._same_shot_checker()
+        try:
+            groups = self._group(eligible, model_id, checker)
+        finally:
+            if checker is not None:
+                checker.close()
+        complete = not self.cancel.is_set() and (checker is None or checker.unanswered == 0)
+        if complete:
+            try:
+                cache.store_groups(key, stored_groups.encode(groups))
+            except Exception as exc:
+                self.warnings.append(f"could not store the grouping for the next scan: {exc}")
+        return groups
+
     def _group(
-        self, photos: list[Photo], model_id: str, checker: SameShotChecker | None
+        self, eligible: list[Photo], model_id: str, checker: SameShotChecker | None
     ) -> list[Group]:
         return group_photos(
-            # Files that changed or vanished while we read them are left out.
-            [p for p in photos if p.error is None or p.decodable is False],
+            eligible,
             self.embeddings,
             self.settings.thresholds_for(model_id),
             self.scanner.rules,
@@ -289,12 +326,7 @@ class _Run:
         self.writer.flush()
 
         self.tracker.start_phase("grouping", None)
-        checker = self._same_shot_checker()
-        try:
-            groups = self._group(photos, model_id, checker)
-        finally:
-            if checker is not None:
-                checker.close()
+        groups = self._grouped(photos, model_id)
         groups = self._hash_members(groups)
         self.writer.flush()
         counts = ScanCounts()
@@ -335,6 +367,7 @@ class _Run:
         counts.hashed, counts.cache_hits = self.tracker.hashed, self.tracker.cache_hits
         counts.embedded = self.tracker.embedded
         counts.feature_requests = self.tracker.requested
+        counts.groups_reused = self.groups_reused
         counts.symlinks_skipped = stats.symlinks_skipped
         counts.aliases_skipped = stats.aliases_skipped
         counts.trash_skipped = stats.trash_skipped

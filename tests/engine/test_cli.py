@@ -38,6 +38,17 @@ def test_no_duplicates_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "Found 0 groups" in out
 
 
+def test_a_second_scan_of_an_unchanged_library_says_its_grouping_was_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = with_duplicate(tmp_path / "lib")
+    assert cli.main(["scan", str(lib), "--no-model"]) == cli.EXIT_DUPLICATES
+    assert "grouping reused" not in capsys.readouterr().out
+    assert cli.main(["scan", str(lib), "--no-model"]) == cli.EXIT_DUPLICATES
+    out = capsys.readouterr().out
+    assert "Found 1 groups: 1 exact, 0 near, 0 similar (nothing changed since the last scan" in out
+
+
 def test_duplicates_exit_1_and_the_json_report_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
