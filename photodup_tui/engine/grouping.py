@@ -44,13 +44,7 @@ from typing import Protocol
 import numpy as np
 
 from photodup_tui.engine.keeprules import KeepRules, dimensions, is_raw_jpeg_pair
-from photodup_tui.engine.neighbours import (
-    EXACT_LIMIT,
-    Tick,
-    hamming,
-    hamming_pairs,
-    neighbours,
-)
+from photodup_tui.engine.neighbours import EXACT_LIMIT, Tick, hamming_arrays, neighbour_arrays
 from photodup_tui.engine.sameshot import SAME_PICTURE_MIN, SAME_SHOT_MIN
 from photodup_tui.engine.settings import Thresholds
 from photodup_tui.engine.types import Action, Group, Kind, Member, Photo
@@ -213,13 +207,12 @@ class _Check:
 
     def _candidates(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
         ranked = self._ranked.get(keeper.index)
-        if ranked is None:  # ranked once: prefetch and similar_to both ask
+        if ranked is None:  # once: prefetch and similar_to both ask (edges come ranked)
             ranked = [
                 (self.contents[j], match)
                 for j, match in self.edges[keeper.index].items()
                 if match.kind is Kind.SIMILAR and len(self.contents[j].replicas) == 1
             ]
-            ranked.sort(key=lambda cm: (-cm[1].score(), cm[0].index))
             self._ranked[keeper.index] = ranked
         found = []
         for other, match in ranked:
@@ -324,8 +317,12 @@ def _edges(
     cancel: threading.Event | None,
     tick: Tick | None,
 ) -> list[dict[int, Match]]:
-    """For each content, its near/similar neighbours (both directions)."""
-    edges: list[dict[int, Match]] = [{} for _ in contents]
+    """For each content, its near/similar neighbours (both directions), strongest first
+    (``Match.score``, then lower index): the order a keeper's candidates are checked in.
+
+    Candidate pairs come as arrays and are classified as arrays: a library whose photos
+    all look alike has dozens of candidates per photo, and a Python step per pair would
+    cost seconds at 20,000 photos."""
     hashes = [_phash(c) for c in contents]
     cosine_floor = min(
         (t for t in (thresholds.near_cosine, thresholds.similar_cosine) if t is not None),
@@ -335,61 +332,116 @@ def _edges(
         with_vectors = [
             c for c in contents if c.embedding is not None and c.best.decodable is not False
         ]
-        if len(with_vectors) > 1:
-            matrix = np.stack([c.embedding for c in with_vectors if c.embedding is not None])
-            pairs = neighbours(matrix, cosine_floor, exact_limit, cancel=cancel, tick=tick)
-            for a, b, cosine in pairs:
-                i, j = with_vectors[a].index, with_vectors[b].index
-                ha, hb = hashes[i], hashes[j]
-                distance = hamming(ha, hb) if ha is not None and hb is not None else None
-                shape = _same_shape(contents[i].best, contents[j].best)
-                match = _classify(thresholds, distance, cosine, shape)
-                if match is not None:
-                    edges[i][j] = edges[j][i] = match
-        return edges
-    limit = max(
-        (t for t in (thresholds.near_phash, thresholds.similar_phash) if t is not None),
-        default=None,
-    )
-    if limit is None:
-        return edges
-    hashed = [c.index for c in contents if hashes[c.index] is not None]
-    values = np.array([hashes[i] for i in hashed], dtype=np.uint64)
-    for a, b, distance in hamming_pairs(values, limit, cancel=cancel, tick=tick):
-        i, j = hashed[a], hashed[b]
-        match = _classify(
-            thresholds, distance, None, _same_shape(contents[i].best, contents[j].best)
+        if len(with_vectors) < 2:
+            return [{} for _ in contents]
+        matrix = np.stack([c.embedding for c in with_vectors if c.embedding is not None])
+        a, b, scores = neighbour_arrays(matrix, cosine_floor, exact_limit, cancel=cancel, tick=tick)
+        index = np.array([c.index for c in with_vectors], dtype=np.int64)
+        i, j = index[a], index[b]
+        cosines: np.ndarray | None = scores.astype(np.float64)  # compared as Python did
+        distances = _distances(hashes, i, j)
+    else:
+        limit = max(
+            (t for t in (thresholds.near_phash, thresholds.similar_phash) if t is not None),
+            default=None,
         )
-        if match is not None:
-            edges[i][j] = edges[j][i] = match
-    return edges
+        hashed = np.array([c.index for c in contents if hashes[c.index] is not None], np.int64)
+        if limit is None or len(hashed) < 2:
+            return [{} for _ in contents]
+        values = np.array([hashes[k] for k in hashed.tolist()], dtype=np.uint64)
+        a, b, distances = hamming_arrays(values, limit, cancel=cancel, tick=tick)
+        i, j = hashed[a], hashed[b]
+        cosines = None
+    kinds = _classify(thresholds, distances, cosines, _same_shape(contents, i, j))
+    return _ranked_edges(len(contents), i, j, kinds, distances, cosines)
 
 
-def _same_shape(a: Photo, b: Photo) -> bool:
-    """Re-encodes, resizes and re-formats keep the aspect ratio; crops do not."""
-    if not (a.width and a.height and b.width and b.height):
-        return True  # unknown: let the hashes decide
-    ratio_a, ratio_b = a.width / a.height, b.width / b.height
-    return abs(ratio_a - ratio_b) <= ASPECT_TOLERANCE * max(ratio_a, ratio_b)
+def _distances(hashes: list[int | None], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """pHash distance of each pair, -1 where either photo has no hash."""
+    known = np.array([h is not None for h in hashes], dtype=bool)
+    values = np.array([h or 0 for h in hashes], dtype=np.uint64)
+    distances = np.bitwise_count(values[i] ^ values[j]).astype(np.int64)
+    distances[~(known[i] & known[j])] = -1
+    return distances
+
+
+def _same_shape(contents: list[_Content], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Re-encodes, resizes and re-formats keep the aspect ratio; crops do not.  A pair
+    whose pixel size is unknown on either side counts as the same shape (the hashes decide).
+    """
+    ratio = np.full(len(contents), np.nan)
+    for content in contents:
+        best = content.best
+        if best.width and best.height:
+            ratio[content.index] = best.width / best.height
+    ra, rb = ratio[i], ratio[j]
+    with np.errstate(invalid="ignore"):
+        close = np.abs(ra - rb) <= ASPECT_TOLERANCE * np.maximum(ra, rb)
+    return close | np.isnan(ra) | np.isnan(rb)
+
+
+_NONE, _NEAR, _SIMILAR = 0, 1, 2
 
 
 def _classify(
-    t: Thresholds, distance: int | None, cosine: float | None, same_shape: bool
-) -> Match | None:
-    if cosine is not None:
-        phash_ok = t.near_phash is None or (distance is not None and distance <= t.near_phash)
-        if t.near_cosine is not None and cosine >= t.near_cosine and phash_ok and same_shape:
-            return Match(Kind.NEAR, distance, cosine)
-        if t.similar_cosine is not None and cosine >= t.similar_cosine:
-            return Match(Kind.SIMILAR, distance, cosine)
-        return None
-    if distance is None:
-        return None
-    if t.near_phash is not None and distance <= t.near_phash and same_shape:
-        return Match(Kind.NEAR, distance, None)
-    if t.similar_phash is not None and distance <= t.similar_phash:
-        return Match(Kind.SIMILAR, distance, None)
-    return None
+    t: Thresholds, distances: np.ndarray, cosines: np.ndarray | None, same_shape: np.ndarray
+) -> np.ndarray:
+    """The verdict of each pair: ``_NEAR``, ``_SIMILAR`` or ``_NONE`` (see the module doc)."""
+    known = distances >= 0
+    if cosines is not None:
+        phash_ok = np.ones(len(distances), bool) if t.near_phash is None else known
+        if t.near_phash is not None:
+            phash_ok &= distances <= t.near_phash
+        near = np.zeros(len(distances), bool)
+        if t.near_cosine is not None:
+            near = (cosines >= t.near_cosine) & phash_ok & same_shape
+        similar = np.zeros(len(distances), bool)
+        if t.similar_cosine is not None:
+            similar = ~near & (cosines >= t.similar_cosine)
+    else:
+        near = np.zeros(len(distances), bool)
+        if t.near_phash is not None:
+            near = known & (distances <= t.near_phash) & same_shape
+        similar = np.zeros(len(distances), bool)
+        if t.similar_phash is not None:
+            similar = ~near & known & (distances <= t.similar_phash)
+    kinds = np.full(len(distances), _NONE, dtype=np.int8)
+    kinds[near] = _NEAR
+    kinds[similar] = _SIMILAR
+    return kinds
+
+
+def _ranked_edges(
+    count: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    kinds: np.ndarray,
+    distances: np.ndarray,
+    cosines: np.ndarray | None,
+) -> list[dict[int, Match]]:
+    """Both directions of every matching pair, each row strongest first (then by index)."""
+    edges: list[dict[int, Match]] = [{} for _ in range(count)]
+    keep = np.flatnonzero(kinds != _NONE)
+    if not len(keep):
+        return edges
+    i, j, kinds, distances = i[keep], j[keep], kinds[keep], distances[keep]
+    kind_of = {_NEAR: Kind.NEAR, _SIMILAR: Kind.SIMILAR}
+    distance_list = [None if d < 0 else d for d in distances.tolist()]
+    unknown: list[float | None] = [None] * len(keep)
+    cosine_list = cosines[keep].tolist() if cosines is not None else unknown
+    matches = [
+        Match(kind_of[k], d, c)
+        for k, d, c in zip(kinds.tolist(), distance_list, cosine_list, strict=True)
+    ]
+    strength = np.array([m.score() for m in matches])  # as the checks rank them
+    rows, others = np.concatenate([i, j]), np.concatenate([j, i])
+    order = np.lexsort((others, -np.concatenate([strength, strength]), rows))
+    pair_of = order % len(keep)
+    for row, other, pair in zip(
+        rows[order].tolist(), others[order].tolist(), pair_of.tolist(), strict=True
+    ):
+        edges[row][other] = matches[pair]
+    return edges
 
 
 def _build(

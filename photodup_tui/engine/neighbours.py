@@ -184,6 +184,22 @@ def neighbours(
     anything numpy converts to float32.  Exact up to ``exact_limit`` rows; above, the
     partitioned search finds >= 99% of the pairs (tests/engine/test_neighbours.py).
     """
+    a, b, scores = neighbour_arrays(
+        embeddings, threshold, exact_limit, cancel=cancel, tick=tick, stats=stats
+    )
+    return list(zip(a.tolist(), b.tolist(), scores.tolist(), strict=True))
+
+
+def neighbour_arrays(
+    embeddings: np.ndarray,
+    threshold: float,
+    exact_limit: int = EXACT_LIMIT,
+    *,
+    cancel: threading.Event | None = None,
+    tick: Tick | None = None,
+    stats: SearchStats | None = None,
+) -> Hits:
+    """:func:`neighbours` as arrays ``(i, j, cosine)``: no Python object per pair."""
     vectors = np.asarray(embeddings)
     if vectors.dtype != np.float16:
         vectors = vectors.astype(np.float32, copy=False)
@@ -191,7 +207,7 @@ def neighbours(
     if vectors.ndim != 2:
         raise ValueError("embeddings must be a 2-D array")
     if len(vectors) < 2:
-        return []
+        return _Found(0).arrays()
     stats = stats if stats is not None else SearchStats()
     if len(vectors) <= SMALL:
         # A few photos (a folder, a test, a pair judged alone): one product, no threads.
@@ -199,7 +215,7 @@ def neighbours(
         rows = vectors.astype(np.float32)
         small = _Found(len(rows))
         small.add(_upper(rows @ rows.T, np.arange(len(rows)), threshold))
-        return small.pairs()
+        return small.arrays()
     found = _Found(len(vectors))
     workers = _cores()
     try:
@@ -217,7 +233,7 @@ def neighbours(
     except _Cancelled:
         pass
     with stats.phase("pairs"):
-        return found.pairs()
+        return found.arrays()
 
 
 class _Found:
@@ -252,10 +268,6 @@ class _Found:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty, np.empty(0)
         return self._a[0], self._b[0], self._scores[0]
-
-    def pairs(self) -> list[Pair]:
-        a, b, scores = self.arrays()
-        return list(zip(a.tolist(), b.tolist(), scores.tolist(), strict=True))
 
     def _merge(self) -> None:
         if not self._a:
@@ -698,11 +710,24 @@ def hamming_pairs(
     tick: Tick | None = None,
 ) -> list[tuple[int, int, int]]:
     """Every pair ``(i, j, distance)``, ``i < j``, of 64-bit hashes within ``max_distance`` bits."""
+    a, b, distances = hamming_arrays(hashes, max_distance, cancel=cancel, tick=tick)
+    return list(zip(a.tolist(), b.tolist(), distances.tolist(), strict=True))
+
+
+def hamming_arrays(
+    hashes: np.ndarray,
+    max_distance: int,
+    *,
+    cancel: threading.Event | None = None,
+    tick: Tick | None = None,
+) -> Hits:
+    """:func:`hamming_pairs` as arrays ``(i, j, distance)``."""
     values = np.ascontiguousarray(hashes, dtype=np.uint64)
     n = len(values)
-    if n < 2:
-        return []
     found = _Found(n)
+    if n < 2:
+        a, b, _ = found.arrays()
+        return a, b, np.empty(0, dtype=np.int64)
     rows = max(1, BLOCK_BYTES // (8 * n))
     for start in range(0, n, rows):
         if tick is not None:
@@ -716,7 +741,7 @@ def hamming_pairs(
         i, j = _strongest(-block.astype(np.int16), close)  # fewer differing bits first
         found.add((i + start, j + start, -block[i, j].astype(np.int16)))
     a, b, scores = found.arrays()
-    return list(zip(a.tolist(), b.tolist(), (-scores).tolist(), strict=True))
+    return a, b, -scores.astype(np.int64)
 
 
 def hamming(a: int, b: int) -> int:

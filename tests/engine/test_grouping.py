@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from photodup_tui.engine.grouping import group_photos
+from photodup_tui.engine.grouping import CHECKS_PER_KEEPER, group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.settings import LOCAL_MODEL_ID, ScanSettings, Thresholds
 from photodup_tui.engine.types import Action, Group, Kind, Photo
@@ -273,3 +273,43 @@ def test_a_crop_is_never_near_however_close_the_hashes() -> None:
     local = ScanSettings().thresholds_for(LOCAL_MODEL_ID)
     (group,) = run([keeper, crop], thresholds=local)
     assert group.kind is Kind.SIMILAR
+
+
+class _AllSameShot:
+    """The pixel check's stand-in: every pair it is asked about is the same shot."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def prefetch(self, pairs: list[tuple[Photo, Photo]], *, near: bool = False) -> None:
+        pass
+
+    def __call__(self, pairs: list[tuple[Photo, Photo]]) -> list[float]:
+        self.asked += [(a.path, b.path) for a, b in pairs]
+        return [1.0] * len(pairs)
+
+    def near(self, pairs: list[tuple[Photo, Photo]]) -> list[float]:
+        return [1.0] * len(pairs)
+
+
+def test_a_keeper_checks_only_its_strongest_similar_candidates_strongest_first() -> None:
+    keeper = photo("/k/keeper.jpg", phash=0)
+    cosines = [0.81 + 0.004 * k for k in range(CHECKS_PER_KEEPER + 4)]
+    # Each candidate its own shape and a far pHash: similar to the keeper, never near.
+    hashes = np.random.default_rng(7).integers(0, 2**63, len(cosines)).tolist()
+    candidates = [
+        photo(f"/c/{k:02}.jpg", width=100 + 5 * k, height=100, phash=hashes[k])
+        for k in range(len(cosines))
+    ]
+    vectors = {keeper.path: unit_at(0)}
+    vectors.update(
+        {c.path: unit_at(angle_for(v)) for c, v in zip(candidates, cosines, strict=True)}
+    )
+    check = _AllSameShot()
+    groups = run([keeper, *candidates], vectors, verify=check)
+    by_strength = [c.path for _, c in sorted(zip(cosines, candidates, strict=True), reverse=True)]
+    asked_for_keeper = [b for a, b in check.asked if a == keeper.path]
+    assert asked_for_keeper == by_strength[:CHECKS_PER_KEEPER]
+    family = next(g for g in groups if g.keeper_member.photo is keeper)
+    assert paths(family) == {keeper.path, *by_strength[:CHECKS_PER_KEEPER]}
+    assert all(m.verdict is Kind.SIMILAR for m in family.members[1:])
