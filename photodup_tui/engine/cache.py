@@ -218,26 +218,33 @@ class Cache:
     def lookup(self, photos: Sequence[Photo], model_id: str) -> dict[str, CachedFile]:
         """Valid cached facts by path; a file whose identity or stat moved is not returned."""
         found: dict[str, CachedFile] = {}
-        query = """
-            SELECT f.dev, f.ino, f.size, f.mtime_ns, f.content_hash, x.embedding, x.phash,
-                   x.width, x.height, x.format, x.taken, x.camera, x.exif_fields,
-                   x.error_code, x.error_message, x.model_id, f.partial_hash
-            FROM files f LEFT JOIN features x ON x.file_id = f.id AND x.model_id = ?
-            WHERE f.path = ?"""
+        by_key = {os.fsencode(photo.path): photo for photo in photos}
+        keys = list(by_key)
         with self._lock:
-            for photo in photos:
-                row = self._db.execute(query, (model_id, os.fsencode(photo.path))).fetchone()
-                if row is None:
-                    continue
-                st = photo.stat
-                if (_unsigned(row[0]), _unsigned(row[1]), row[2], row[3]) != (
-                    st.dev,
-                    st.ino,
-                    st.size,
-                    st.mtime_ns,
-                ):
-                    continue
-                found[photo.path] = CachedFile(row[4], row[16], _features(row) if row[15] else None)
+            # A few hundred paths a query: a rescan asks about every file of the library.
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                chunk = keys[start : start + _KEYS_PER_QUERY]
+                rows = self._db.execute(
+                    f"""SELECT f.dev, f.ino, f.size, f.mtime_ns, f.content_hash, x.embedding,
+                           x.phash, x.width, x.height, x.format, x.taken, x.camera,
+                           x.exif_fields, x.error_code, x.error_message, x.model_id,
+                           f.partial_hash, f.path
+                    FROM files f LEFT JOIN features x ON x.file_id = f.id AND x.model_id = ?
+                    WHERE f.path IN ({",".join("?" * len(chunk))})""",
+                    (model_id, *chunk),
+                )
+                for row in rows:
+                    photo = by_key[row[17]]
+                    st = photo.stat
+                    if (_unsigned(row[0]), _unsigned(row[1]), row[2], row[3]) != (
+                        st.dev,
+                        st.ino,
+                        st.size,
+                        st.mtime_ns,
+                    ):
+                        continue
+                    features = _features(row) if row[15] else None
+                    found[photo.path] = CachedFile(row[4], row[16], features)
         return found
 
     def paths_under(self, root: str) -> list[str]:

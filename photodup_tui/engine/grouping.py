@@ -70,6 +70,8 @@ class Verify(Protocol):
 
 #: ``near`` needs the same aspect ratio within this fraction (pixel rounding of small resizes).
 ASPECT_TOLERANCE = 0.02
+#: A candidate pair's verdict while pairs are classified as arrays (``_classify``).
+_NONE, _NEAR, _SIMILAR = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,9 +380,6 @@ def _same_shape(contents: list[_Content], i: np.ndarray, j: np.ndarray) -> np.nd
     with np.errstate(invalid="ignore"):
         close = np.abs(ra - rb) <= ASPECT_TOLERANCE * np.maximum(ra, rb)
     return close | np.isnan(ra) | np.isnan(rb)
-
-
-_NONE, _NEAR, _SIMILAR = 0, 1, 2
 
 
 def _classify(

@@ -112,7 +112,7 @@ def fingerprint(
             digest.update(b"\0")
         else:
             vector = np.ascontiguousarray(embedding)
-            digest.update(packer.pack([str(vector.dtype), vector.shape[0]]))
+            digest.update(packer.pack([vector.dtype.str, vector.shape[0]]))
             digest.update(vector.data)
     return digest.digest()
 
