@@ -7,7 +7,8 @@
 
 Exit codes of ``scan``: 0 no duplicates, 1 duplicates found, 2 usage or configuration
 error (bad flag, missing folder, bad config, unusable cache), 3 a report could not be
-written, 130 interrupted (the reports then hold what was found so far).  When photodupd
+written, 130 interrupted (the reports then hold what was found so far), 141 stdout closed
+early (``| head``: the output stops quietly; reports are written first).  When photodupd
 cannot start and ``--no-model`` was not given, the scan says so on stderr, falls back to
 perceptual hashes only, and exits 0 or 1 as usual.
 """
@@ -30,6 +31,7 @@ EXIT_DUPLICATES = 1
 EXIT_USAGE = 2
 EXIT_REPORT_FAILED = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a program that SIGPIPE stopped
 
 SUBCOMMANDS = ("scan", "apply", "undo")
 _T = TypeVar("_T")
@@ -48,7 +50,7 @@ def _scan_parser() -> argparse.ArgumentParser:
         prog="photodup scan",
         description="Find duplicate and near-duplicate photos without the TUI.",
         epilog="Exit codes: 0 no duplicates, 1 duplicates found, 2 usage/config error, "
-        "3 report not written, 130 interrupted.",
+        "3 report not written, 130 interrupted, 141 stdout closed early.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="folders (or files) to scan")
     parser.add_argument("--json", metavar="FILE", help="write the JSON report here ('-': stdout)")
@@ -132,6 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except _Exit as exc:
         return exc.code
+    except BrokenPipeError:
+        # The reader went away (`photodup scan ... | head`): stop quietly, as Unix tools do.
+        # Nothing is lost: reports are written, and trash moves done, before anything prints.
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

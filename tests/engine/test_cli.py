@@ -205,6 +205,25 @@ def test_subprocess_progress_is_sparse_lines_when_not_a_tty(tmp_path: Path) -> N
     assert "Found 1 groups: 1 exact" in done.stdout
 
 
+def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> None:
+    """`photodup scan ... | head -1`: the summary meets a closed pipe; no traceback."""
+    lib = with_duplicate(tmp_path / "lib")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    target = tmp_path / "report.json"
+    child = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM, "scan", str(lib), "--no-model", "--json", str(target)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader is gone before the scan prints a line
+    errors = child.stderr.read().decode()
+    assert child.wait(timeout=120) == cli.EXIT_BROKEN_PIPE, errors
+    assert "Traceback" not in errors and "BrokenPipe" not in errors
+    assert len(load_report(target).groups) == 1  # the report was written all the same
+
+
 def test_apply_dry_run_then_yes_then_undo(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
