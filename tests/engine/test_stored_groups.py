@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -200,8 +201,10 @@ def test_encoding_round_trips_odd_names_and_refuses_what_does_not_fit() -> None:
     assert decoded == groups
     assert decoded is not None and decoded[0].members[1].photo is copy
     assert stored_groups.decode(payload, [keeper]) is None  # a member this scan did not find
-    assert stored_groups.decode(b"\xc1 not msgpack", [keeper, copy]) is None
-    assert stored_groups.decode(b"\x92\x63\x90", [keeper, copy]) is None  # another format
+    assert stored_groups.decode(b"\xc1 not zlib", [keeper, copy]) is None
+    assert stored_groups.decode(zlib.compress(b"\xc1 not msgpack"), [keeper, copy]) is None
+    another_format = zlib.compress(b"\x92\x63\x90")  # [99, []]
+    assert stored_groups.decode(another_format, [keeper, copy]) is None
 
 
 def test_the_cache_keeps_the_newest_groupings(tmp_path: Path) -> None:
