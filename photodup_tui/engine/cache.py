@@ -17,6 +17,7 @@ Paths are stored as bytes (``os.fsencode``) so names that are not valid UTF-8 wo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -390,9 +391,11 @@ class Cache:
             ).fetchone()
             if row is None:
                 return None
-            self._db.execute(
-                "UPDATE groupings SET used = ? WHERE fingerprint = ?", (time.time(), fingerprint)
-            )
+            with contextlib.suppress(sqlite3.Error):  # read-only cache: still a good answer
+                self._db.execute(
+                    "UPDATE groupings SET used = ? WHERE fingerprint = ?",
+                    (time.time(), fingerprint),
+                )
         return bytes(row[0])
 
     def store_groups(self, fingerprint: bytes, payload: bytes) -> None:

@@ -217,3 +217,10 @@ def test_the_cache_keeps_the_newest_groupings(tmp_path: Path) -> None:
         assert cache.stored_groups(newest) == b"payload %d" % (GROUPINGS_KEPT + 1)
     with Cache(tmp_path / "c.sqlite") as reopened:  # and they survive a restart
         assert reopened.stored_groups(newest) is not None
+
+
+def test_a_cache_that_cannot_be_written_still_gives_its_grouping(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.sqlite") as cache:
+        cache.store_groups(b"k" * 16, b"payload")
+        cache._db.execute("PRAGMA query_only = ON")  # as a read-only cache file would be
+        assert cache.stored_groups(b"k" * 16) == b"payload"
