@@ -52,7 +52,7 @@ from _common import ROOT, emit, machine_line, markdown_table, say, verdict
 from photodup_tui.engine import grouping
 from photodup_tui.engine.cache import quantise
 from photodup_tui.engine.keeprules import KeepRules
-from photodup_tui.engine.neighbours import Pair, SearchStats
+from photodup_tui.engine.neighbours import Hits, SearchStats
 from photodup_tui.engine.settings import ScanSettings, Thresholds
 from photodup_tui.engine.types import FileStat, Photo
 
@@ -151,11 +151,11 @@ def _add(
 
 
 class NeighbourProbe:
-    """Stands in the engine's seat for ``neighbours``: calls the real one, times it, and then
-    brute-forces sampled rows of the very matrix it searched (that time is kept apart)."""
+    """Stands in the engine's seat for ``neighbour_arrays``: calls the real one, times it, and
+    then brute-forces sampled rows of the very matrix it searched (that time is kept apart)."""
 
     def __init__(self, queries: int, rng: np.random.Generator) -> None:
-        self.real = grouping.neighbours
+        self.real = grouping.neighbour_arrays
         self.queries = queries
         self.rng = rng
         self.seconds = 0.0
@@ -173,14 +173,14 @@ class NeighbourProbe:
         threshold: float,
         *args: Any,  # exact_limit ...
         **options: Any,  # cancel, tick ...: passed through untouched
-    ) -> list[Pair]:
+    ) -> Hits:
         _phase(f"search of {len(embeddings):,} {embeddings.dtype} vectors running")
         started, cpu = time.perf_counter(), time.process_time()
         pairs = self.real(embeddings, threshold, *args, stats=self.stats, **options)
         self.seconds = time.perf_counter() - started
         self.cpu_seconds = time.process_time() - cpu
         _phase(f"{self.stats.method} search done in {self.seconds:.1f} s; checking recall")
-        self.pairs = len(pairs)
+        self.pairs = len(pairs[0])
         started, cpu = time.perf_counter(), time.process_time()
         self._check(embeddings, threshold, pairs)
         self.check_seconds = time.perf_counter() - started
@@ -188,7 +188,7 @@ class NeighbourProbe:
         _phase("recall checked; grouping")
         return pairs
 
-    def _check(self, vectors: np.ndarray, threshold: float, pairs: list[Pair]) -> None:
+    def _check(self, vectors: np.ndarray, threshold: float, pairs: Hits) -> None:
         n = len(vectors)
         sample = np.sort(self.rng.choice(n, size=min(self.queries, n), replace=False))
         chosen = np.zeros(n, dtype=bool)
@@ -201,13 +201,9 @@ class NeighbourProbe:
             for q, j in zip(sample[hits_q].tolist(), (hits_j + start).tolist(), strict=True):
                 if q != j:
                     truth.add((min(q, j), max(q, j)))
-        if pairs:
-            found_a = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
-            found_b = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
-            mine = chosen[found_a] | chosen[found_b]
-            found = set(zip(found_a[mine].tolist(), found_b[mine].tolist(), strict=True))
-        else:
-            found = set()
+        found_a, found_b, _ = pairs
+        mine = chosen[found_a] | chosen[found_b]
+        found = set(zip(found_a[mine].tolist(), found_b[mine].tolist(), strict=True))
         self.truth_pairs = len(truth)
         self.recall = len(truth & found) / len(truth) if truth else 1.0
 
@@ -250,7 +246,7 @@ def run_case(n: int, dim: int, queries: int, seed: int = 7) -> CaseResult:
     _phase(f"library built, RSS {inputs / 2**30:.2f} GiB; group_photos running")
     probe = NeighbourProbe(queries, rng)
     load_before = os.getloadavg()[0]
-    grouping.neighbours = probe  # instrument, not replace
+    grouping.neighbour_arrays = probe  # instrument, not replace
     try:
         started, cpu = time.perf_counter(), time.process_time()
         groups = grouping.group_photos(
@@ -263,7 +259,7 @@ def run_case(n: int, dim: int, queries: int, seed: int = 7) -> CaseResult:
         total = time.perf_counter() - started - probe.check_seconds
         total_cpu = time.process_time() - cpu - probe.check_cpu_seconds
     finally:
-        grouping.neighbours = probe.real
+        grouping.neighbour_arrays = probe.real
     peak = _peak()
     stats = probe.stats
     search = stats.method

@@ -93,7 +93,6 @@ MAX_PER_PHOTO = 64  # neighbours a photo keeps (its strongest), see the module d
 PRUNE_AT = 4_000_000  # pairs collected before they are cut to MAX_PER_PHOTO per photo again
 SEED = 20_240_601  # k-means and sampling are seeded: the same library gives the same pairs
 
-Pair = tuple[int, int, float]
 Tick = Callable[[], None]
 Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, cosine) arrays
 T = TypeVar("T")
@@ -169,27 +168,6 @@ class _Runner:
                 future.cancel()
 
 
-def neighbours(
-    embeddings: np.ndarray,
-    threshold: float,
-    exact_limit: int = EXACT_LIMIT,
-    *,
-    cancel: threading.Event | None = None,
-    tick: Tick | None = None,
-    stats: SearchStats | None = None,
-) -> list[Pair]:
-    """Every pair ``(i, j, cosine)`` with ``i < j`` and ``cosine >= threshold``, sorted.
-
-    ``embeddings``: one L2-normalised row per photo, float16 (kept as is: half the memory) or
-    anything numpy converts to float32.  Exact up to ``exact_limit`` rows; above, the
-    partitioned search finds >= 99% of the pairs (tests/engine/test_neighbours.py).
-    """
-    a, b, scores = neighbour_arrays(
-        embeddings, threshold, exact_limit, cancel=cancel, tick=tick, stats=stats
-    )
-    return list(zip(a.tolist(), b.tolist(), scores.tolist(), strict=True))
-
-
 def neighbour_arrays(
     embeddings: np.ndarray,
     threshold: float,
@@ -199,7 +177,13 @@ def neighbour_arrays(
     tick: Tick | None = None,
     stats: SearchStats | None = None,
 ) -> Hits:
-    """:func:`neighbours` as arrays ``(i, j, cosine)``: no Python object per pair."""
+    """Every pair ``(i, j, cosine)`` with ``i < j`` and ``cosine >= threshold``, sorted, as
+    three arrays (no Python object per pair: a dense library has millions).
+
+    ``embeddings``: one L2-normalised row per photo, float16 (kept as is: half the memory) or
+    anything numpy converts to float32.  Exact up to ``exact_limit`` rows; above, the
+    partitioned search finds >= 99% of the pairs (tests/engine/test_neighbours.py).
+    """
     vectors = np.asarray(embeddings)
     if vectors.dtype != np.float16:
         vectors = vectors.astype(np.float32, copy=False)
@@ -702,18 +686,6 @@ def _upper(sims: np.ndarray, ids: np.ndarray, threshold: float) -> Hits:
 # ------------------------------------------------------------------------------ hashes
 
 
-def hamming_pairs(
-    hashes: np.ndarray,
-    max_distance: int,
-    *,
-    cancel: threading.Event | None = None,
-    tick: Tick | None = None,
-) -> list[tuple[int, int, int]]:
-    """Every pair ``(i, j, distance)``, ``i < j``, of 64-bit hashes within ``max_distance`` bits."""
-    a, b, distances = hamming_arrays(hashes, max_distance, cancel=cancel, tick=tick)
-    return list(zip(a.tolist(), b.tolist(), distances.tolist(), strict=True))
-
-
 def hamming_arrays(
     hashes: np.ndarray,
     max_distance: int,
@@ -721,7 +693,8 @@ def hamming_arrays(
     cancel: threading.Event | None = None,
     tick: Tick | None = None,
 ) -> Hits:
-    """:func:`hamming_pairs` as arrays ``(i, j, distance)``."""
+    """Every pair ``(i, j, distance)``, ``i < j``, of 64-bit hashes within ``max_distance``
+    bits, sorted, as three arrays."""
     values = np.ascontiguousarray(hashes, dtype=np.uint64)
     n = len(values)
     found = _Found(n)

@@ -5,6 +5,7 @@ clusters (where it may fall back to the exact search), on bursts of equal embedd
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,23 @@ import pytest
 from photodup_tui.engine import neighbours as nb
 
 PAIRS = set[tuple[int, int]]
+Pair = tuple[int, int, float]
+
+
+def neighbours(
+    vectors: np.ndarray,
+    threshold: float,
+    exact_limit: int = nb.EXACT_LIMIT,
+    **options: Any,  # cancel, tick, stats
+) -> list[Pair]:
+    """The search's three arrays as one sorted list of (i, j, cosine), for comparing."""
+    a, b, scores = nb.neighbour_arrays(vectors, threshold, exact_limit, **options)
+    return list(zip(a.tolist(), b.tolist(), scores.tolist(), strict=True))
+
+
+def hamming_pairs(hashes: np.ndarray, max_distance: int) -> list[tuple[int, int, int]]:
+    a, b, distances = nb.hamming_arrays(hashes, max_distance)
+    return list(zip(a.tolist(), b.tolist(), distances.tolist(), strict=True))
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -47,11 +65,11 @@ def truth(vectors: np.ndarray, threshold: float) -> PAIRS:
     return set(zip(i.tolist(), j.tolist(), strict=True))
 
 
-def pairs_of(found: list[nb.Pair]) -> PAIRS:
+def pairs_of(found: list[Pair]) -> PAIRS:
     return {(i, j) for i, j, _ in found}
 
 
-def assert_true_pairs(found: list[nb.Pair], vectors: np.ndarray, threshold: float) -> None:
+def assert_true_pairs(found: list[Pair], vectors: np.ndarray, threshold: float) -> None:
     """Sorted, i < j, each cosine exact and at or above the threshold: no false pairs."""
     assert found == sorted(found)
     full = vectors.astype(np.float32)
@@ -63,9 +81,9 @@ def assert_true_pairs(found: list[nb.Pair], vectors: np.ndarray, threshold: floa
     assert np.all(cosines >= threshold)
 
 
-def partitioned(vectors: np.ndarray, threshold: float) -> tuple[list[nb.Pair], nb.SearchStats]:
+def partitioned(vectors: np.ndarray, threshold: float) -> tuple[list[Pair], nb.SearchStats]:
     stats = nb.SearchStats()
-    found = nb.neighbours(vectors, threshold, exact_limit=0, stats=stats)
+    found = neighbours(vectors, threshold, exact_limit=0, stats=stats)
     return found, stats
 
 
@@ -76,7 +94,7 @@ def test_exact_search_finds_exactly_the_pairs_above_threshold(
     for dtype in (np.float32, np.float16):
         vectors = library(1500, 64, 0.8, seed=1).astype(dtype)
         stats = nb.SearchStats()
-        found = nb.neighbours(vectors, 0.8, exact_limit=10_000, stats=stats)
+        found = neighbours(vectors, 0.8, exact_limit=10_000, stats=stats)
         assert stats.method == "exact"
         assert pairs_of(found) == truth(vectors, 0.8)
         assert len(found) > 200  # the data really has pairs to find
@@ -208,7 +226,7 @@ def test_photos_that_all_look_alike_keep_their_strongest_neighbours(
     }
     assert len(scored) > n * nb.MAX_PER_PHOTO * 3  # the cap has work to do
     stats = nb.SearchStats()
-    found = nb.neighbours(vectors, 0.8, exact_limit=exact_limit, stats=stats)
+    found = neighbours(vectors, 0.8, exact_limit=exact_limit, stats=stats)
     assert_strongest_of_either(pairs_of(found), scored, tolerance=1e-5)
     if n > exact_limit:
         assert (stats.method, stats.rings) == ("exact (fallback)", 1)
@@ -229,7 +247,7 @@ def test_the_cap_also_holds_for_perceptual_hashes() -> None:
     }
     close = {pair: -d for pair, d in distance.items() if d <= 6}
     assert len(close) > len(hashes) * nb.MAX_PER_PHOTO * 2
-    found = nb.hamming_pairs(hashes, 6)
+    found = hamming_pairs(hashes, 6)
     kept = {(i, j) for i, j, _ in found}
     assert all(d == distance[(i, j)] for i, j, d in found)
     # Ties are broken arbitrarily, so compare how strong, not which: each photo's strongest
@@ -259,7 +277,7 @@ def test_searches_tick_from_the_calling_thread_and_stop_when_cancelled(
         ticks += 1
         callers.add(threading.get_ident())
 
-    everything = nb.neighbours(vectors, 0.8, exact_limit=exact_limit, tick=count)
+    everything = neighbours(vectors, 0.8, exact_limit=exact_limit, tick=count)
     assert callers == {threading.get_ident()}
     total, ticks = ticks, 0
     assert total >= 10
@@ -271,24 +289,24 @@ def test_searches_tick_from_the_calling_thread_and_stop_when_cancelled(
         if ticks == total - 5:  # in the last phase: pairs have been found by then
             cancel.set()
 
-    partial = nb.neighbours(vectors, 0.8, exact_limit=exact_limit, cancel=cancel, tick=cancel_late)
+    partial = neighbours(vectors, 0.8, exact_limit=exact_limit, cancel=cancel, tick=cancel_late)
     assert ticks == total - 5  # no tick, so no chunk, once cancelled
     assert partial
     assert set(partial) < set(everything)  # what was found is right, just not all
-    assert nb.neighbours(vectors, 0.8, exact_limit=exact_limit, cancel=cancel) == []
+    assert neighbours(vectors, 0.8, exact_limit=exact_limit, cancel=cancel) == []
 
 
 @pytest.mark.parametrize("exact_limit", [0, 10_000])
 def test_tiny_inputs(exact_limit: int) -> None:
-    def search(rows: list[list[float]]) -> list[nb.Pair]:
-        return nb.neighbours(np.array(rows, np.float32).reshape(-1, 2), 0.9, exact_limit)
+    def search(rows: list[list[float]]) -> list[Pair]:
+        return neighbours(np.array(rows, np.float32).reshape(-1, 2), 0.9, exact_limit)
 
     assert search([]) == []
     assert search([[1, 0]]) == []
     assert [(i, j) for i, j, _ in search([[1, 0], [1, 0]])] == [(0, 1)]
     assert [(i, j) for i, j, _ in search([[1, 0], [0, 1], [0.99, 0.141]])] == [(0, 2)]
     with pytest.raises(ValueError, match="2-D"):
-        nb.neighbours(np.zeros(5, np.float32), 0.5)
+        neighbours(np.zeros(5, np.float32), 0.5)
 
 
 def test_hamming_pairs_match_brute_force() -> None:
@@ -296,7 +314,7 @@ def test_hamming_pairs_match_brute_force() -> None:
     base = rng.integers(0, 2**63, size=400, dtype=np.uint64)
     flips = np.uint64(1) << rng.integers(0, 64, size=400).astype(np.uint64)
     hashes = np.concatenate([base, base ^ flips, base[:50] ^ (flips[:50] * np.uint64(3))])
-    pairs = nb.hamming_pairs(hashes, 4)
+    pairs = hamming_pairs(hashes, 4)
     values = [int(h) for h in hashes]
     expected = {
         (i, j, (values[i] ^ values[j]).bit_count())
