@@ -17,9 +17,10 @@ from photodup_tui.engine.decisions import Decision, Decisions
 from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.scan import Scanner, ScanResult
 from photodup_tui.engine.settings import ScanSettings
-from photodup_tui.engine.types import Action, Group, Kind, Member
+from photodup_tui.engine.types import Kind
 from tests.engine.helpers import photo
 from tests.engine.sources import ThumbnailModel
+from tests.engine.test_report import sample
 from tests.engine.test_scan import build_library, scan
 from tests.photos import make_photo, write_jpeg
 
@@ -182,29 +183,21 @@ def test_fingerprint_follows_the_grouping_code(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_encoding_round_trips_odd_names_and_refuses_what_does_not_fit() -> None:
-    odd = os.fsdecode(b"/p/caf\xe9\nnew line.jpg")  # invalid UTF-8 and a newline
-    keeper, copy = photo("/p/a.jpg"), photo(odd)
-    groups = [
-        Group(
-            Kind.NEAR,
-            [
-                Member(keeper, Action.KEEP, "keeper: larger"),
-                Member(copy, Action.DELETE, "near", Kind.NEAR),
-            ],
-            "pHash distance 1, cosine 0.990",
-            0,
-            {"/p/a.jpg": 1.0, odd: 0.99},
-        )
-    ]
+    # The report tests' groups: names with invalid UTF-8 and newlines, a keeper that is not
+    # first, a reference member, members with and without a verdict.
+    groups = sample().groups
+    photos = [m.photo for g in groups for m in g.members]
     payload = stored_groups.encode(groups)
-    decoded = stored_groups.decode(payload, [copy, keeper])
+    decoded = stored_groups.decode(payload, list(reversed(photos)))
     assert decoded == groups
-    assert decoded is not None and decoded[0].members[1].photo is copy
-    assert stored_groups.decode(payload, [keeper]) is None  # a member this scan did not find
-    assert stored_groups.decode(b"\xc1 not zlib", [keeper, copy]) is None
-    assert stored_groups.decode(zlib.compress(b"\xc1 not msgpack"), [keeper, copy]) is None
+    assert decoded is not None
+    members = [m.photo for g in decoded for m in g.members]
+    assert [id(p) for p in members] == [id(p) for p in photos]  # the very same objects
+    assert stored_groups.decode(payload, photos[1:]) is None  # a member this scan did not find
+    assert stored_groups.decode(b"\xc1 not zlib", photos) is None
+    assert stored_groups.decode(zlib.compress(b"\xc1 not msgpack"), photos) is None
     another_format = zlib.compress(b"\x92\x63\x90")  # [99, []]
-    assert stored_groups.decode(another_format, [keeper, copy]) is None
+    assert stored_groups.decode(another_format, photos) is None
 
 
 def test_the_cache_keeps_the_newest_groupings(tmp_path: Path) -> None:
