@@ -205,20 +205,12 @@ class _Check:
         self.contents = contents
         self.edges = edges
         self.verify = verify
-        self._ranked: dict[int, list[tuple[_Content, Match]]] = {}  # similar candidates
 
     def _candidates(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
-        ranked = self._ranked.get(keeper.index)
-        if ranked is None:  # once: prefetch and similar_to both ask (edges come ranked)
-            ranked = [
-                (self.contents[j], match)
-                for j, match in self.edges[keeper.index].items()
-                if match.kind is Kind.SIMILAR and len(self.contents[j].replicas) == 1
-            ]
-            self._ranked[keeper.index] = ranked
         found = []
-        for other, match in ranked:
-            if other.index not in assigned:
+        for j, match in self.edges[keeper.index].items():  # strongest first (_ranked_edges)
+            other = self.contents[j]
+            if match.kind is Kind.SIMILAR and j not in assigned and len(other.replicas) == 1:
                 found.append((other, match))
                 if len(found) == CHECKS_PER_KEEPER:
                     break
@@ -267,8 +259,6 @@ class _Check:
                 weaker = replace(match, kind=Kind.SIMILAR)
                 self.edges[keeper.index][other.index] = weaker
                 self.edges[other.index][keeper.index] = weaker
-                self._ranked.pop(keeper.index, None)
-                self._ranked.pop(other.index, None)
         return confirmed
 
     def similar_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
@@ -388,9 +378,7 @@ def _classify(
     """The verdict of each pair: ``_NEAR``, ``_SIMILAR`` or ``_NONE`` (see the module doc)."""
     known = distances >= 0
     if cosines is not None:
-        phash_ok = np.ones(len(distances), bool) if t.near_phash is None else known
-        if t.near_phash is not None:
-            phash_ok &= distances <= t.near_phash
+        phash_ok = True if t.near_phash is None else known & (distances <= t.near_phash)
         near = np.zeros(len(distances), bool)
         if t.near_cosine is not None:
             near = (cosines >= t.near_cosine) & phash_ok & same_shape

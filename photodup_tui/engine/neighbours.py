@@ -715,7 +715,3 @@ def hamming_arrays(
         found.add((i + start, j + start, -block[i, j].astype(np.int16)))
     a, b, scores = found.arrays()
     return a, b, -scores.astype(np.int64)
-
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
