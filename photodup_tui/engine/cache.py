@@ -23,10 +23,10 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -121,8 +121,17 @@ def quantise(embedding: np.ndarray) -> np.ndarray:
     return values.astype(np.float32).astype(np.float16)
 
 
+_K = TypeVar("_K")
 #: Keys in one ``IN (...)`` list (SQLite's default limit on parameters is 32,766).
 _KEYS_PER_QUERY = 500
+
+
+def _in_lists(keys: Sequence[_K]) -> Iterator[tuple[Sequence[_K], str]]:
+    """``keys`` a few hundred at a time, each with its ``?,?,...`` list: a rescan asks about
+    every file and every candidate pair of the library, one query per key would dominate."""
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[start : start + _KEYS_PER_QUERY]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def pixel_key(photo: Photo) -> str:
@@ -222,16 +231,14 @@ class Cache:
         by_key = {os.fsencode(photo.path): photo for photo in photos}
         keys = list(by_key)
         with self._lock:
-            # A few hundred paths a query: a rescan asks about every file of the library.
-            for start in range(0, len(keys), _KEYS_PER_QUERY):
-                chunk = keys[start : start + _KEYS_PER_QUERY]
+            for chunk, marks in _in_lists(keys):
                 rows = self._db.execute(
                     f"""SELECT f.dev, f.ino, f.size, f.mtime_ns, f.content_hash, x.embedding,
                            x.phash, x.width, x.height, x.format, x.taken, x.camera,
                            x.exif_fields, x.error_code, x.error_message, x.model_id,
                            f.partial_hash, f.path
                     FROM files f LEFT JOIN features x ON x.file_id = f.id AND x.model_id = ?
-                    WHERE f.path IN ({",".join("?" * len(chunk))})""",
+                    WHERE f.path IN ({marks})""",
                     (model_id, *chunk),
                 )
                 for row in rows:
@@ -350,19 +357,15 @@ class Cache:
     def same_shot_scores(
         self, pairs: Iterable[tuple[str, str]], method: str
     ) -> dict[tuple[str, str], float]:
-        """Stored scores for pairs of keys (either order), by the pair as asked.
-
-        One query per few hundred first keys, not one per pair: a rescan looks up every
-        candidate pair of the library at once (hundreds of thousands)."""
+        """Stored scores for pairs of keys (either order), by the pair as asked; one query
+        per few hundred first keys (``_in_lists``)."""
         asked: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for a, b in pairs:
             asked[(min(a, b), max(a, b))].append((a, b))
         firsts = sorted({a for a, _ in asked})
         found: dict[tuple[str, str], float] = {}
         with self._lock:
-            for start in range(0, len(firsts), _KEYS_PER_QUERY):
-                chunk = firsts[start : start + _KEYS_PER_QUERY]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _in_lists(firsts):
                 rows = self._db.execute(
                     f"SELECT a, b, score FROM same_shot WHERE method = ? AND a IN ({marks})",
                     (method, *chunk),
