@@ -349,25 +349,35 @@ def undo_command(args: argparse.Namespace) -> int:
 
 def _cancellable(work: Callable[[], _T], cancel: threading.Event) -> tuple[_T, bool]:
     """Run ``work`` on a thread so Ctrl-C becomes ``cancel`` instead of an exception in the
-    middle of a file operation or a database write."""
+    middle of a file operation or a database write.
+
+    The main thread waits on an Event the worker sets when it ends, not on ``join``: a
+    KeyboardInterrupt inside ``Thread.join`` can leave ``is_alive()`` False while the worker
+    still runs (CPython's tstate lock is released by the interrupted wait), and the result
+    would be read before it exists.
+    """
     outcome: dict[str, Any] = {}
+    finished = threading.Event()
 
     def target() -> None:
         try:
             outcome["value"] = work()
         except BaseException as exc:
             outcome["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=target, name="photodup-work")
+    worker = threading.Thread(target=target, name="photodup-work", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    while not finished.is_set():
         try:
-            worker.join(0.2)
+            finished.wait(0.2)
         except KeyboardInterrupt:
+            if not interrupted:
+                print("photodup: interrupted: finishing the current file", file=sys.stderr)
             interrupted = True
             cancel.set()
-            print("photodup: interrupted: finishing the current file", file=sys.stderr)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"], interrupted
