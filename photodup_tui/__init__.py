@@ -1,3 +1,5 @@
 """photodup: find, review and safely trash duplicate photos."""
 
-__version__ = "0.1.0"
+from photodupd import __version__
+
+__all__ = ["__version__"]

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
+from photodup_tui import __version__
 from photodup_tui.engine.features import FeatureSource
 
 EXIT_NO_DUPLICATES = 0
@@ -31,11 +32,14 @@ EXIT_DUPLICATES = 1
 EXIT_USAGE = 2
 EXIT_REPORT_FAILED = 3
 EXIT_INTERRUPTED = 130
+EXIT_APPLY_FAILED = 1  # apply: a file failed a check after it was moved
+EXIT_APPLY_SKIPPED = 4  # apply: some marked files were skipped (they stay in place)
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a program that SIGPIPE stopped
 
 SUBCOMMANDS = ("scan", "apply", "undo")
 _T = TypeVar("_T")
 SHOWN_GROUPS = 20
+SHOWN_ERRORS = 5
 
 
 class UsageError(Exception):
@@ -93,6 +97,10 @@ def _apply_parser() -> argparse.ArgumentParser:
         prog="photodup apply",
         description="Move the files a report marks for deletion to the trash.",
     )
+    parser.epilog = (
+        "Exit codes: 0 every marked file moved (or would be), 4 some skipped (listed, left in "
+        "place), 1 a check failed after a move, 2 unusable report, 130 interrupted."
+    )
     parser.add_argument("report", metavar="REPORT", help="a JSON report from photodup scan --json")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="say what would happen, touch nothing")
@@ -115,6 +123,7 @@ def _tui_parser() -> argparse.ArgumentParser:
         "Subcommands: scan, apply, undo (photodup scan --help).",
     )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="folders to open")
+    parser.add_argument("--version", action="version", version=f"photodup {__version__}")
     return parser
 
 
@@ -174,9 +183,7 @@ def scan_command(args: argparse.Namespace) -> int:
     from photodup_tui.engine.decisions import Decisions
     from photodup_tui.engine.scan import Scanner
 
-    for path in args.paths:
-        if not os.path.lexists(path):
-            raise UsageError(f"{display(path)}: no such file or folder")
+    _check_roots(args.paths)
     try:
         settings = config.load(Path(args.config) if args.config else None)
         settings = _with_flags(settings, args)
@@ -229,6 +236,21 @@ def scan_command(args: argparse.Namespace) -> int:
         status = EXIT_REPORT_FAILED
     say.summary(result, args)
     return status
+
+
+def _check_roots(paths: Sequence[str]) -> None:
+    """A root must be a folder or a photo: a typo'd ``notes.txt`` is a usage error, not
+    "Scanned 0 photos"."""
+    from photodup_tui.engine.walk import IMAGE_EXTENSIONS, RAW_EXTENSIONS
+
+    for path in paths:
+        if not os.path.lexists(path):
+            raise UsageError(f"{display(path)}: no such file or folder")
+        if os.path.isdir(path):
+            continue
+        extension = os.path.splitext(path)[1].lower()
+        if not os.path.isfile(path) or extension not in IMAGE_EXTENSIONS | RAW_EXTENSIONS:
+            raise UsageError(f"{display(path)}: not a folder or a photo photodup reads")
 
 
 def _status(result: Any) -> int:
@@ -299,8 +321,9 @@ def _model_matches(requested: str, model_id: str) -> bool:
 
 
 def apply_command(args: argparse.Namespace) -> int:
-    """Exit codes: 0 done (skipped files are listed, not errors), 1 some file failed a check
-    after acting, 2 the report is unusable, 130 interrupted."""
+    """Exit codes: 0 every marked file moved (a dry run: would move), 4 some were skipped and
+    stay where they are (listed, with why), 1 some file failed a check after acting, 2 the
+    report is unusable, 130 interrupted."""
     from pathlib import Path
 
     from photodup_tui.engine import safedelete
@@ -319,7 +342,7 @@ def apply_command(args: argparse.Namespace) -> int:
         print(line)
     verb = "would move" if outcome.dry_run else "moved"
     print(
-        f"{verb} {len(outcome.trashed):,} files to the trash "
+        f"{verb} {count(len(outcome.trashed), 'file')} to the trash "
         f"({human_bytes(sum(size for _, _, size in outcome.trashed))}); "
         f"{len(outcome.skipped):,} skipped, {len(outcome.failed):,} failed"
     )
@@ -327,7 +350,9 @@ def apply_command(args: argparse.Namespace) -> int:
         print(f"batch {outcome.batch_id}: undo with `photodup undo {outcome.batch_id}`")
     if interrupted or outcome.cancelled:
         return EXIT_INTERRUPTED
-    return 1 if outcome.failed else 0
+    if outcome.failed:
+        return EXIT_APPLY_FAILED
+    return EXIT_APPLY_SKIPPED if outcome.skipped else 0
 
 
 def undo_command(args: argparse.Namespace) -> int:
@@ -341,6 +366,9 @@ def undo_command(args: argparse.Namespace) -> int:
         raise UsageError(str(exc) or "nothing to undo") from None
     for line in outcome.lines():
         print(line)
+    if not outcome.restored and not outcome.refused:
+        print(f"batch {outcome.batch_id}: already undone, nothing left to restore")
+        return 0
     print(
         f"batch {outcome.batch_id}: {len(outcome.restored):,} restored, {len(outcome.refused):,} not"
     )
@@ -401,6 +429,11 @@ def display(path: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def count(n: int, noun: str) -> str:
+    """``1 photo``, ``2 photos``, ``1,234 errors``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def human_bytes(size: int) -> str:
@@ -495,11 +528,15 @@ class _Printer:
         out = self.err if self.to_stderr else sys.stdout
         c = result.counts
         print(
-            f"Scanned {c.files:,} photos ({human_bytes(c.bytes)}) in {result.elapsed:.1f} s "
-            f"with {result.model_id}: {c.cache_hits:,} from cache, {c.embedded:,} computed, "
-            f"{c.hashed:,} hashed, {len(result.errors):,} errors",
+            f"Scanned {count(c.files, 'photo')} ({human_bytes(c.bytes)}) in "
+            f"{result.elapsed:.1f} s with {result.model_id}: {c.cache_hits:,} from cache, "
+            f"{c.embedded:,} computed, {c.hashed:,} hashed, {count(len(result.errors), 'error')}",
             file=out,
         )
+        for path, reason in result.errors[:SHOWN_ERRORS]:
+            print(f"  could not read {display(path)}: {reason}", file=out)
+        if len(result.errors) > SHOWN_ERRORS:
+            print(f"  ... and {len(result.errors) - SHOWN_ERRORS:,} more (see --json)", file=out)
         if c.aliases_skipped or c.symlinks_skipped:
             print(
                 f"  skipped {c.aliases_skipped:,} hard links or repeated paths "
@@ -510,7 +547,7 @@ class _Printer:
         dismissed = f" ({c.dismissed} dismissed earlier)" if c.dismissed else ""
         reused = " (nothing changed since the last scan: its grouping reused)"
         reused = reused if c.groups_reused else ""
-        print(f"Found {len(result.groups):,} groups: {kinds}{dismissed}{reused}", file=out)
+        print(f"Found {count(len(result.groups), 'group')}: {kinds}{dismissed}{reused}", file=out)
         for number, group in enumerate(result.groups[:SHOWN_GROUPS], start=1):
             print(f"\n[{number}] {group.kind.value}: {group.reason}", file=out)
             for member in group.members:
@@ -518,7 +555,7 @@ class _Printer:
                 print(f"  {mark} {display(member.photo.path)}", file=out)
         if len(result.groups) > SHOWN_GROUPS:
             print(
-                f"\n... and {len(result.groups) - SHOWN_GROUPS:,} more groups "
+                f"\n... and {count(len(result.groups) - SHOWN_GROUPS, 'more group')} "
                 "(see --json or --csv)",
                 file=out,
             )
@@ -530,7 +567,7 @@ class _Printer:
                 else ("photodup scan ... --json REPORT, then photodup apply REPORT --dry-run")
             )
             print(
-                f"\n{marked:,} files ({human_bytes(c.reclaimable)}) are marked for deletion; "
+                f"\n{count(marked, 'file')} ({human_bytes(c.reclaimable)}) marked for deletion; "
                 f"review them in photodup, or: {hint}",
                 file=out,
             )

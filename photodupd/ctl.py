@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from photodupd import paths
+from photodupd import __version__, paths
 from photodupd.client import ConnectionLost, SyncClient
 from photodupd.protocol import RemoteError
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", type=Path, help=f"socket path (default {paths.default_socket_path()})"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    parser.add_argument("--version", action="version", version=f"photodup-ctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="state, model, load and memory of the daemon")
     status.add_argument("--json", action="store_true", help="machine-readable output")

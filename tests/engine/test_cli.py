@@ -46,7 +46,7 @@ def test_a_second_scan_of_an_unchanged_library_says_its_grouping_was_reused(
     assert "grouping reused" not in capsys.readouterr().out
     assert cli.main(["scan", str(lib), "--no-model"]) == cli.EXIT_DUPLICATES
     out = capsys.readouterr().out
-    assert "Found 1 groups: 1 exact, 0 near, 0 similar (nothing changed since the last scan" in out
+    assert "Found 1 group: 1 exact, 0 near, 0 similar (nothing changed since the last scan" in out
 
 
 def test_duplicates_exit_1_and_the_json_report_is_written(
@@ -109,6 +109,17 @@ def test_usage_errors_exit_2(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == cli.EXIT_USAGE
+
+
+def test_a_file_that_is_not_a_photo_is_a_usage_error_not_an_empty_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list")
+    assert cli.main(["scan", str(notes), "--no-model"]) == cli.EXIT_USAGE
+    assert "notes.txt: not a folder or a photo" in capsys.readouterr().err
+    photo = write_jpeg(tmp_path / "one.jpg", make_photo(1, (64, 48)))
+    assert cli.main(["scan", str(photo), "--no-model"]) == cli.EXIT_NO_DUPLICATES
 
 
 def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +213,7 @@ def test_subprocess_progress_is_sparse_lines_when_not_a_tty(tmp_path: Path) -> N
         and "embedded" in lines[-1]
         and "ETA" in lines[-1]
     )
-    assert "Found 1 groups: 1 exact" in done.stdout
+    assert "Found 1 group: 1 exact" in done.stdout
 
 
 def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> None:
@@ -233,11 +244,18 @@ def test_apply_dry_run_then_yes_then_undo(
     cli.main(["scan", str(lib), "--no-model", "-q", "--json", str(report)])
     assert cli.main(["apply", str(report), "--dry-run"]) == 0
     assert victim.exists()
-    assert "would move 1 files" in capsys.readouterr().out
+    assert "would move 1 file to the trash" in capsys.readouterr().out
     assert cli.main(["apply", str(report), "--yes"]) == 0
     assert not victim.exists()
     assert (lib / "p0.jpg").exists()
+    # The same report again: its victim is gone, so it is skipped, and the exit code says so.
+    assert cli.main(["apply", str(report), "--yes"]) == cli.EXIT_APPLY_SKIPPED
+    assert "is gone" in capsys.readouterr().out
     assert cli.main(["undo"]) == 0
+    assert victim.exists()
+    batch = next(line for line in capsys.readouterr().out.splitlines() if "restored," in line)
+    assert cli.main(["undo", batch.split()[1].rstrip(":")]) == 0
+    assert "already undone" in capsys.readouterr().out
     assert victim.exists()
 
 
@@ -245,3 +263,29 @@ def test_display_escapes_control_characters_and_bad_bytes() -> None:
     assert cli.display("/a/new\nline.jpg") == "/a/new\\nline.jpg"
     assert cli.display(os.fsdecode(b"/a/\xff.jpg")) == "/a/\\xff.jpg"
     assert cli.display("/a/café.jpg") == "/a/café.jpg"
+
+
+@pytest.mark.parametrize("command", ["photodup", "photodup-ctl", "photodupd"])
+def test_every_command_prints_the_installed_version(command: str) -> None:
+    from importlib.metadata import version
+
+    from photodupd import __version__
+
+    done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [command, __version__]
+    assert version("photodup") == __version__
+
+
+def test_the_summary_names_unreadable_files_and_counts_in_good_english(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_jpeg(lib / "fine.jpg", make_photo(3, (64, 48)))
+    (lib / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert cli.main(["scan", str(lib), "--no-model"]) == cli.EXIT_NO_DUPLICATES
+    out = capsys.readouterr().out
+    assert "Scanned 2 photos" in out and "1 error" in out and "1 errors" not in out
+    assert f"could not read {lib / 'broken.jpg'}: " in out
+    assert "Found 0 groups" in out
