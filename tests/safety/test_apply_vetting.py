@@ -450,3 +450,21 @@ def test_when_the_user_keeps_a_copy_the_verdicts_are_proven_against_that_copy(
     trashed = {e.original: e.data for e in trash_entries(home_trash)}
     assert trashed == {os.fsencode(p): before[os.fsencode(p)] for p in (original, twin)}
     assert read(near_copy) == before[os.fsencode(near_copy)]
+
+
+def test_a_root_that_is_a_symlink_to_the_library_still_holds_its_files(
+    tmp_path: Path, home_trash: Path
+) -> None:
+    """The walk follows a root the user named even when it is a symlink: its files are
+    under that root, resolved or not."""
+    real = tmp_path / "disk" / "Pictures"
+    keeper = photo_file(real / "a.jpg")
+    copy(keeper, real / "b.jpg")
+    (tmp_path / "Pictures").symlink_to(real)
+    root = str(tmp_path / "Pictures")
+    members = [keep(f"{root}/a.jpg"), delete(f"{root}/b.jpg", Kind.EXACT)]
+    report = save(tmp_path, [(Kind.EXACT, members)], [root])
+
+    assert apply_report(report, dry_run=False).skipped == []
+    assert [e.original for e in trash_entries(home_trash)] == [os.fsencode(f"{root}/b.jpg")]
+    assert read(keeper) == read(trash_entries(home_trash)[0].files_path)
