@@ -105,6 +105,11 @@ def _apply_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="say what would happen, touch nothing")
     mode.add_argument("--yes", action="store_true", help="really move the files to the trash")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file whose reference_folders are protected too (default: the user's)",
+    )
     return parser
 
 
@@ -332,7 +337,10 @@ def apply_command(args: argparse.Namespace) -> int:
     try:
         outcome, interrupted = _cancellable(
             lambda: safedelete.apply_report(
-                Path(args.report), dry_run=bool(args.dry_run), cancel=cancel
+                Path(args.report),
+                dry_run=bool(args.dry_run),
+                config_file=Path(args.config) if args.config else None,
+                cancel=cancel,
             ),
             cancel,
         )

@@ -20,7 +20,8 @@ JSON report, version 1::
               "format": "JPEG", "taken": "2021-06-01T12:30:00",  # null if unknown
               "action": "keep" | "delete",
               "keeper": true,                  # exactly one member per group
-              "verdict": null | "exact" | "near" | "similar",  # own relation to the keeper
+              "verdict": null | "exact" | "near" | "similar",  # own relation to the keeper;
+                                               # apply proves it, refuses a deletion without
               "why": "keeper: higher resolution (4000x3000 vs 2000x1500)",
               "dev": 2049, "ino": 1234567, "mtime_ns": ..., "ctime_ns": ...,  # lstat at scan
               "content_hash": "<BLAKE2b-256 hex>",

@@ -10,14 +10,18 @@ from typing import Any
 import pytest
 
 from photodup_tui.engine import report as reports
+from photodup_tui.engine.exact import full_hash
 from photodup_tui.engine.safedelete import ReportError, apply_report
-from photodup_tui.engine.types import Kind
+from photodup_tui.engine.types import FileStat, Kind
+from tests.photos import jpeg_bytes, make_photo
 from tests.safety.helpers import group, read, snapshot, trash_entries, write
 
-DATA = b"\xff\xd8" + b"pixels" * 400
+#: A real photo: apply only acts on image files (the vetting reads their signature).
+DATA = jpeg_bytes(make_photo(3, (64, 48)))
 
 
 def report_member(path: str, action: str) -> dict[str, Any]:
+    """As the scan writes it: lstat, content hash, and (for a copy) its verdict."""
     st = os.lstat(path)
     return {
         "path": path,
@@ -31,8 +35,9 @@ def report_member(path: str, action: str) -> dict[str, Any]:
         "ino": st.st_ino,
         "mtime_ns": st.st_mtime_ns,
         "ctime_ns": st.st_ctime_ns,
-        "content_hash": "ab" * 16,
+        "content_hash": full_hash(path, FileStat.of(st)),
         "keeper": action == "keep",
+        "verdict": None if action == "keep" else "exact",
         "why": "test",
     }
 
@@ -152,6 +157,9 @@ def test_reports_written_by_the_scan_are_applied_with_their_protections(
     in_ref_folder = write(ref / "c.jpg", DATA)
     flagged = write(tmp_path / "p/flagged.jpg", DATA)
     g = group(Kind.EXACT, a, b, in_ref_folder, flagged)
+    for m in g.members:
+        m.photo.content_hash = full_hash(m.photo.path, m.photo.stat)
+        m.verdict = None if m is g.keeper_member else Kind.EXACT
     g.members[3].photo.reference = True
     saved = reports.Report(1, "test", [str(tmp_path)], [g], reference_folders=[str(ref)])
     reports.write_json(saved, tmp_path / "r.json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,11 @@ class PlanError(ValueError):
     """The caller asked for something the plan cannot express (e.g. MOVE without a folder)."""
 
 
+#: A further check of one deletion, given (victim, keeper): why it may not happen, or None.
+#: ``photodup apply`` passes the vetting of a saved report (``vetting.py``).
+Vet = Callable[[Member, Member], str | None]
+
+
 def make_plan(
     groups: Sequence[Group],
     *,
@@ -102,11 +107,14 @@ def make_plan(
     reference_dirs: Sequence[str] = (),
     mode: OpKind = OpKind.TRASH,
     move_to: str | None = None,
+    vet: Vet | None = None,
 ) -> Plan:
-    """One operation per member marked DELETE that passes the static rules.
+    """One operation per member marked DELETE that passes the static rules (and ``vet``).
 
     ``allow_similar`` must only be True when every ``similar`` group's marks come from the
     user's explicit choice for that group (the TUI's review), never from auto-selection.
+    ``vet`` refuses more, after the static rules: its refusals land in ``Plan.refused`` too,
+    so a dry run lists them like the real run.
     """
     if mode is OpKind.MOVE and not (move_to and os.path.isabs(move_to)):
         raise PlanError("moving needs an absolute destination folder")
@@ -125,6 +133,8 @@ def make_plan(
         for victim in victims:
             verdict = victim_verdict(victim, keeper, group)
             reason = _victim_refusal(victim, keeper, verdict, kept, protected, mode)
+            if reason is None and vet is not None:
+                reason = vet(victim, keeper)
             if reason is None and verdict is Kind.SIMILAR and not allow_similar:
                 reason = "similar to the keeper: only deleted after your explicit choice (rule 6)"
             entry = _dir_entry(victim.photo.path)
@@ -163,14 +173,21 @@ def victim_verdict(victim: Member, keeper: Member, group: Group) -> Kind:
     return group.kind
 
 
+def chosen_keeper(group: Group) -> Member | None:
+    """The member that survives for the group: its keeper, or the first member kept when
+    the user marked the keeper itself; None when every member is marked."""
+    if group.keeper_member.action is Action.KEEP:
+        return group.keeper_member
+    return next((m for m in group.members if m.action is Action.KEEP), None)
+
+
 def _group_refusal(group: Group, allow_similar: bool) -> tuple[Member | None, str | None]:
     """The member that must survive, or why no deletion in this group may happen."""
     if group.kind is Kind.SIMILAR and not allow_similar:
         return None, "similar group: only deleted after your explicit choice (rule 6)"
-    kept = [m for m in group.members if m.action is Action.KEEP]
-    if not kept:
+    keeper = chosen_keeper(group)
+    if keeper is None:
         return None, "every member is marked for deletion; a group must keep one copy (rule 1)"
-    keeper = group.keeper_member if group.keeper_member.action is Action.KEEP else kept[0]
     if not os.path.isabs(keeper.photo.path):
         return None, "keeper path is not absolute"
     if _is_symlink(keeper.photo.path):
