@@ -48,8 +48,10 @@ def apply(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) ->
         runs = []
         for mode in ("--dry-run", "--yes"):
             capsys.readouterr()
-            assert cli.main(["apply", str(path), mode]) == 0
+            status = cli.main(["apply", str(path), mode])
             out = capsys.readouterr().out.splitlines()
+            skipped = any(line.startswith("skipped") for line in out)
+            assert status == (cli.EXIT_APPLY_SKIPPED if skipped else 0)
             runs.append([line for line in out if line.startswith(("would", "trashed", "skip"))])
         return runs[0], runs[1]
 
@@ -368,7 +370,9 @@ def test_apply_reads_the_config_it_is_given(tmp_path: Path, home_trash: Path) ->
     )
     config = tmp_path / "other.toml"
     config.write_text(f"[scan]\nreference_folders = [{json.dumps(str(lib / 'Archive'))}]\n")
-    assert cli.main(["apply", str(report), "--yes", "--config", str(config)]) == 0
+    assert (
+        cli.main(["apply", str(report), "--yes", "--config", str(config)]) == cli.EXIT_APPLY_SKIPPED
+    )
     assert read(archived) == read(keeper) and trash_entries(home_trash) == []
     config.write_text("[scan]\nreference_folders = 7\n")  # unreadable: nothing is done
     assert cli.main(["apply", str(report), "--yes", "--config", str(config)]) == cli.EXIT_USAGE
@@ -399,7 +403,7 @@ def test_an_honest_report_of_real_near_copies_is_still_applied(
     assert cli.main(["apply", str(report), "--dry-run"]) == 0
     assert snapshot(lib) == before
     assert cli.main(["apply", str(report), "--yes"]) == 0
-    assert "moved 1 files" in capsys.readouterr().out
+    assert "moved 1 file to the trash" in capsys.readouterr().out
     (entry,) = trash_entries(home_trash)
     assert entry.original == os.fsencode(near_copy)
     assert entry.data == before[os.fsencode(near_copy)]
