@@ -63,11 +63,13 @@ def make_tree(root: Path) -> list[str]:
 KILL_POINTS = {
     "after_begin": 0,
     "after_intent": 0,
+    "info_write": 0,  # the info file's temporary exists, nothing written yet
     "info_written": 0,
     "after_info": 0,
     "after_rename": 1,
     "after_done": 1,
     "after_intent:2": 1,
+    "info_write:2": 1,
     "info_written:2": 1,
     "after_info:2": 1,
     "after_rename:3": 3,
@@ -104,6 +106,53 @@ def test_kill_at_each_step_of_a_batch(tmp_path: Path, home_trash: Path, point: s
         assert sorted(report.restored) == sorted(os.fsdecode(p) for p in trashed)
     assert snapshot(tmp_path / "p") == before
     assert trash_entries(home_trash) == []
+
+
+def test_kills_while_writing_info_files_leave_no_empty_info(
+    tmp_path: Path, home_trash: Path
+) -> None:
+    """Killed between creating an info file and writing it, five times over: recovery
+    leaves info/ holding exactly the infos of the files in the trash, none empty."""
+    paths = make_tree(tmp_path / "p")
+    before = snapshot(tmp_path / "p")
+    for nth in (1, 2, 1, 2, 1):
+        child = run_child({"do": "batch", "paths": paths}, f"kill@info_write:{nth}")
+        assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+        paths = [paths[0]] + [p for p in paths[1:] if os.path.lexists(p)]
+    recover()
+    _in_place, trashed = assert_accounted_for(before, [home_trash])  # strict
+    info = home_trash / "info"  # re-read: no empty info, no temporary left
+    names = sorted(os.listdir(info))
+    assert names == sorted(
+        os.path.basename(e.files_path).decode() + ".trashinfo" for e in trash_entries(home_trash)
+    )
+    assert all(os.path.getsize(info / n) > 0 for n in names)
+    assert len(trashed) == 2  # each kill at the 2nd info file let one file go first
+    assert interrupted_batches() == []
+
+
+def test_undo_after_a_kill_undoes_the_killed_batch_not_the_one_before(
+    tmp_path: Path, home_trash: Path
+) -> None:
+    """Killed right after its first rename, the newest batch is what plain undo puts back
+    (recovering it first), and the complete batch before it stays as it is."""
+    earlier = make_tree(tmp_path / "earlier")
+    execute(make_plan([group(Kind.EXACT, *earlier)]), dry_run=False)
+    paths = make_tree(tmp_path / "p")
+    before = snapshot(tmp_path / "p")
+    child = run_child({"do": "batch", "paths": paths}, "kill@after_rename:1")
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    assert not os.path.lexists(paths[1])
+
+    report = undo()  # no recover() first: undo does it
+    assert report.restored == [paths[1]] and report.refused == []
+    assert snapshot(tmp_path / "p") == before
+    assert not any(os.path.lexists(p) for p in earlier[1:])  # still in the trash
+    assert sorted(e.original for e in trash_entries(home_trash)) == sorted(
+        os.fsencode(p) for p in earlier[1:]
+    )
+    assert [b.state for b in list_batches()] == ["undone", "complete"]
+    assert interrupted_batches() == []
 
 
 @pytest.mark.parametrize("nth", [1, 2])

@@ -166,3 +166,19 @@ def test_odd_file_names_round_trip_exactly(tmp_path: Path, home_trash: Path) -> 
     for i, name in enumerate(ODD_NAMES):
         assert os.listdir(os.path.join(root, b"d%d" % i)) == [name]
     assert trash_entries(home_trash) == []
+
+
+def test_info_files_are_published_whole_also_without_hard_links(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, home_trash: Path
+) -> None:
+    """FAT has no link(2): the whole info file then arrives by a no-replace rename."""
+
+    def no_links(*_args: object, **_kw: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    keeper, victim = trash_pair(tmp_path / "p")
+    monkeypatch.setattr(os, "link", no_links)
+    report = execute(make_plan([group(Kind.EXACT, keeper, victim)]), dry_run=False)
+    monkeypatch.undo()
+    [entry] = trash_entries(home_trash)  # strict: no temporary left in info/ either
+    assert entry.original == os.fsencode(victim) and report.failed == []

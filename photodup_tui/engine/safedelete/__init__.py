@@ -14,6 +14,7 @@ from photodup_tui.engine.safedelete.batches import (
 )
 from photodup_tui.engine.safedelete.execute import RunReport, execute
 from photodup_tui.engine.safedelete.journal import BatchBusy, BatchNotFound, JournalError
+from photodup_tui.engine.safedelete.locks import ActingBusy
 from photodup_tui.engine.safedelete.plan import (
     FileRef,
     Operation,
@@ -26,6 +27,7 @@ from photodup_tui.engine.safedelete.trash import TrashEntry, TrashUnavailable, h
 from photodup_tui.engine.safedelete.undo import UndoReport, undo
 
 __all__ = [
+    "ActingBusy",
     "BatchBusy",
     "BatchInfo",
     "BatchNotFound",

@@ -3,10 +3,15 @@
 A dry run walks exactly the same path (the same verification, the same trash choice, the
 same refusals) and stops short of the first destructive step of each operation, so its
 report lists the same operations with the same outcomes as the real run would.
+
+A real run holds the acting lock for the whole batch and, around each group's checks and
+moves, a lock on each of the group's files (``locks.py``): another photodup cannot move a
+keeper between "the keeper is present" and the victim's move.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -25,6 +30,15 @@ from photodup_tui.engine.safedelete.journal import (
     entry_to_json,
     new_batch_id,
 )
+from photodup_tui.engine.safedelete.locks import (
+    DEFAULT_WAIT,
+    ActingBusy,
+    LockCancelled,
+    OnWait,
+    acquire_acting,
+    lock_files,
+)
+from photodup_tui.engine.safedelete.mounts import mount_of
 from photodup_tui.engine.safedelete.plan import FileRef, Operation, OpKind, Plan
 from photodup_tui.engine.safedelete.verify import Expectations, group_problem, op_problem
 
@@ -42,10 +56,13 @@ class RunReport:
     bytes_reclaimed: int = 0  # freed once the trash is emptied (last links only)
     cancelled: bool = False
     journal: Path | None = None
+    #: who held the acting lock when this run started ("... (pid 1234)"); None: nobody
+    waited_for: str | None = None
 
     def lines(self) -> list[str]:
         verb = "would trash" if self.dry_run else "trashed"
-        out = [f"{verb} {p!r} -> {where!r} ({size} bytes)" for p, where, size in self.trashed]
+        out = [f"waited for {self.waited_for} to finish first"] if self.waited_for else []
+        out += [f"{verb} {p!r} -> {where!r} ({size} bytes)" for p, where, size in self.trashed]
         out += [f"skipped {p!r}: {why}" for p, why in self.skipped]
         out += [f"FAILED {p!r}: {why}" for p, why in self.failed]
         return out
@@ -62,12 +79,16 @@ def execute(
     journal_dir: Path | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    on_wait: OnWait | None = None,
+    lock_timeout: float = DEFAULT_WAIT,
 ) -> RunReport:
     """Run ``plan``; a dry run makes the same decisions and changes nothing.
 
-    Raises ``JournalError`` (before acting, or stopping before the next destructive step)
-    when the journal cannot be written; the next start then reports the batch as
-    interrupted.
+    A real run first takes the acting lock; while another photodup holds it, ``on_wait``
+    is told who, once, and the run waits up to ``lock_timeout`` seconds (``ActingBusy``
+    after that; a ``cancel`` while waiting skips every operation).  Raises
+    ``JournalError`` (before acting, or stopping before the next destructive step) when
+    the journal cannot be written; the next start then reports the batch as interrupted.
     """
     batch_id = new_batch_id()
     report = RunReport(batch_id=batch_id, dry_run=dry_run)
@@ -76,44 +97,87 @@ def execute(
         _Batch(plan, report, None).run(progress, cancel)
         return report
     directory = journal_dir or default_journal_dir()
-    journal = JournalWriter.create(directory, batch_id, plan.operations)
-    report.journal = journal.path
-    with journal:
-        # An exception escaping here (say, the journal's disk is full) leaves no ``end``
-        # record: the batch then shows as interrupted and ``recover`` accounts for it.
-        _Batch(plan, report, journal).run(progress, cancel)
-        fault_point("before_end")
-        journal.write("end", cancelled=report.cancelled)
+    try:
+        lock = acquire_acting(directory, timeout=lock_timeout, on_wait=on_wait, cancel=cancel)
+    except LockCancelled:
+        _Batch(plan, report, None).run(progress, cancel)  # cancelled: skips every operation
+        return report
+    with lock:
+        report.waited_for = lock.waited_for
+        journal = JournalWriter.create(directory, batch_id, plan.operations)
+        report.journal = journal.path
+        with journal:
+            # An exception escaping here (say, the journal's disk is full) leaves no ``end``
+            # record: the batch then shows as interrupted and ``recover`` accounts for it.
+            _Batch(plan, report, journal, lock_timeout, on_wait).run(progress, cancel)
+            fault_point("before_end")
+            journal.write("end", cancelled=report.cancelled)
     return report
 
 
 class _Batch:
-    def __init__(self, plan: Plan, report: RunReport, journal: JournalWriter | None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        report: RunReport,
+        journal: JournalWriter | None,
+        lock_timeout: float = DEFAULT_WAIT,
+        on_wait: OnWait | None = None,
+    ) -> None:
         self.plan = plan
         self.report = report
         self.journal = journal
+        self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
         self.expect = Expectations()
         self.acted_links: Counter[tuple[int, int]] = Counter()
 
     def run(self, progress: Progress | None, cancel: threading.Event | None) -> None:
         total, done = len(self.plan.operations), 0
         for group_ops in _by_group(self.plan.operations):
-            reason: str | None = None
-            if not (cancel and cancel.is_set()):
-                reason = group_problem([op for _, op in group_ops], self.expect)
-            for i, op in group_ops:
-                if cancel and cancel.is_set():
-                    self.report.cancelled = True
-                    self._skip(i, op, "cancelled before acting")
-                else:
-                    reason = reason or op_problem(op, self.expect)
-                    if reason is not None:  # one change skips the rest of the group too
-                        self._skip(i, op, reason)
+            with contextlib.ExitStack() as held:
+                reason: str | None = None
+                if not (cancel and cancel.is_set()):
+                    ops = [op for _, op in group_ops]
+                    reason = self._lock_files(ops, cancel, held) or group_problem(ops, self.expect)
+                for i, op in group_ops:
+                    if cancel and cancel.is_set():
+                        self.report.cancelled = True
+                        self._skip(i, op, "cancelled before acting")
                     else:
-                        self._act(i, op)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                        reason = reason or op_problem(op, self.expect)
+                        if reason is not None:  # one change skips the rest of the group too
+                            self._skip(i, op, reason)
+                        else:
+                            self._act(i, op)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+
+    def _lock_files(
+        self, ops: list[Operation], cancel: threading.Event | None, held: contextlib.ExitStack
+    ) -> str | None:
+        """Lock the group's files for its checks and moves (a real run only)."""
+        if self.journal is None:
+            return None  # a dry run moves nothing, so it excludes nobody
+        paths = [ops[0].keeper.path, *(op.victim.path for op in ops)]
+        try:
+            locks = lock_files(
+                paths, timeout=self.lock_timeout, on_wait=self._waiting, cancel=cancel
+            )
+            held.enter_context(locks)
+        except LockCancelled:
+            return None  # the caller sees ``cancel`` and skips the group as cancelled
+        except ActingBusy as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot lock the files ({exc.strerror or exc})"
+        return None
+
+    def _waiting(self, who: str) -> None:
+        self.report.waited_for = self.report.waited_for or who
+        if self.on_wait is not None:
+            self.on_wait(who)
 
     # -- one operation -------------------------------------------------------------------
 
@@ -162,6 +226,8 @@ class _Batch:
                 self._fail(i, op, f"could not trash: {exc}", entry=None)
             return
         fault_point("after_rename")
+        if self._swapped_in(i, op, entry.files_path, entry, link_tmp):
+            return
         self.expect.touched(op.victim, entry.files_path)
         v = op.victim.stat
         problem = trash.check_entry(entry, v.dev, v.ino, v.size) or _still_there(op.victim)
@@ -213,6 +279,8 @@ class _Batch:
             self._skip(i, op, f"could not move ({exc.strerror or exc}); file left in place")
             return
         fault_point("after_rename")
+        if self._swapped_in(i, op, dest, None, None):
+            return
         problem = _still_there(op.victim)
         if replica_at(dest) != op.victim.stat.replica:
             problem = "the moved file is not at its destination"
@@ -221,6 +289,52 @@ class _Batch:
             return
         self.journal.write("done", op=i, dest=dest)
         self._succeeded(op, dest, nlink)
+
+    def _swapped_in(
+        self,
+        i: int,
+        op: Operation,
+        moved_to: str,
+        entry: trash.TrashEntry | None,
+        link_tmp: str | None,
+    ) -> bool:
+        """Put back a file that another process swapped in at the victim's path in time.
+
+        Linux cannot rename a file by its descriptor, so a swap between the last check and
+        ``rename`` moves the other file.  What arrived is looked at: if it is not the
+        victim, it goes back where it came from (no-replace), and the operation is
+        skipped.  If it cannot go back, the journal records what was moved, so ``undo``
+        restores it.  True when the victim was not what moved.
+        """
+        assert self.journal is not None
+        arrived = replica_at(moved_to)
+        if arrived is None or arrived == op.victim.stat.replica:
+            return False  # the victim, or nothing (the rule-9 check reports that)
+        self.journal.write("putting_back", op=i, src=moved_to, moved=list(arrived))
+        fault_point("before_put_back")
+        try:
+            rename_noreplace(moved_to, op.victim.path)
+        except OSError as exc:
+            if link_tmp is not None:
+                drop_spare_link(link_tmp, op.keeper.path)
+            self._fail(
+                i,
+                op,
+                f"another file was swapped in at this path just before the move and went to "
+                f"{moved_to!r}; it could not be put back ({exc.strerror or exc}); "
+                "undo restores it",
+                entry=entry_to_json(entry) if entry is not None else None,
+                dest=moved_to if entry is None else None,
+                moved=list(arrived),
+            )
+            return True
+        if entry is not None:
+            trash.remove_info(entry)
+            self.journal.write("released", op=i, reason="put back")
+        if link_tmp is not None:
+            drop_spare_link(link_tmp, op.keeper.path)
+        self._skip(i, op, "another file was swapped in at this path just before the move; put back")
+        return True
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -248,9 +362,13 @@ class _Batch:
         *,
         entry: dict[str, object] | None = None,
         dest: str | None = None,
+        moved: list[int] | None = None,
     ) -> None:
         assert self.journal is not None
-        self.journal.write("failed", op=i, reason=reason, entry=entry, dest=dest)
+        fields: dict[str, object] = {"entry": entry, "dest": dest}
+        if moved is not None:  # what went there was not the victim: undo restores this one
+            fields["moved"] = moved
+        self.journal.write("failed", op=i, reason=reason, **fields)
         self.report.failed.append((op.victim.path, reason))
 
 
@@ -287,8 +405,10 @@ def _move_target(victim: FileRef, folder: str) -> str:
         st, vfs = os.stat(existing), os.statvfs(existing)
     except OSError as exc:
         raise _Refused(f"destination cannot be checked ({exc.strerror})") from None
-    if st.st_dev != victim.stat.dev:
-        raise _Refused("destination folder is on another device; photodup never copies")
+    if st.st_dev != victim.stat.dev or mount_of(os.path.realpath(existing)) != mount_of(
+        victim.path
+    ):
+        raise _Refused("destination folder is on another device or mount; photodup never copies")
     if vfs.f_flag & os.ST_RDONLY:
         raise _Refused("destination is on a read-only filesystem")
     return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -19,6 +20,8 @@ _renamex_np = getattr(_libc, "renamex_np", None)  # macOS >= 10.12
 
 #: The kernel or filesystem cannot do a no-replace rename (old kernels, NFS, FUSE).
 _NO_SUPPORT = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+#: link(2) on a filesystem without hard links (FAT, exFAT, some FUSE).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 def rename_noreplace(src: str, dst: str) -> None:
@@ -28,6 +31,10 @@ def rename_noreplace(src: str, dst: str) -> None:
     file is always either at ``src`` or at ``dst``, never at both or neither.
     """
     fault_point("rename")
+    _rename_noreplace(src, dst)
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
     src_b, dst_b = os.fsencode(src), os.fsencode(dst)
     if _renameat2 is not None:
         if _renameat2(_AT_FDCWD, src_b, _AT_FDCWD, dst_b, _RENAME_NOREPLACE) == 0:
@@ -42,19 +49,22 @@ def rename_noreplace(src: str, dst: str) -> None:
         if err not in _NO_SUPPORT:
             raise OSError(err, os.strerror(err), src, None, dst)
     # No atomic primitive here.  Callers have already reserved ``dst`` (the trash info file
-    # is created with O_EXCL), so the window below only matters against foreign writers.
+    # is created with link(2)), so the window below only matters against foreign writers.
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
     os.rename(src, dst)
 
 
-def create_exclusive(path: str, data: bytes, point: str) -> None:
-    """Create ``path`` (0600, O_EXCL, no symlink followed), write ``data`` and fsync it.
+def create_whole(path: str, data: bytes, tmp: str, point: str) -> None:
+    """Create ``path`` (0600) holding ``data``, whole or not at all; never replace it.
 
-    On any failure after the file exists, it is removed again: we only ever remove a
-    file this call itself created.  ``point`` names the fault point for injected errors.
+    The data is written and fsynced under ``tmp`` (a new name in the same folder), then
+    ``link(2)`` gives it the name ``path`` (failing with ``FileExistsError`` if taken), and
+    ``tmp`` goes.  So a kill at any moment leaves ``path`` absent or complete, never empty,
+    plus at most ``tmp``, which the caller's recovery removes.  On filesystems without hard
+    links (FAT) a no-replace rename publishes it instead.  ``point`` names the fault point.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             fault_point(point)
@@ -64,9 +74,15 @@ def create_exclusive(path: str, data: bytes, point: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except BaseException:
-        os.unlink(path)
-        raise
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            _rename_noreplace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):  # a leftover is removed by recovery
+            os.unlink(tmp)
 
 
 def make_private_dir(path: str) -> None:

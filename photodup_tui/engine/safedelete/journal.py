@@ -4,7 +4,9 @@ A batch file starts with ``begin`` (the whole plan), then for each operation the
 the order they happen on disk, each written *before* that step (see ``_DURABLE``):
 ``trying`` (a trash dir) -> ``reserved`` (info file made; its name) -> ``done`` / ``failed``,
 or ``released`` when an attempt was undone; ``link`` and ``moving`` for the hard-link and
-move operations; ``skipped``; then ``end``.  Undo and recovery append to the same file.
+move operations; ``putting_back`` when another file had been swapped in at the victim's
+path and moved instead (it goes back); ``skipped``; then ``end``.  Undo and recovery
+append to the same file.
 While a process works on a batch it holds an exclusive ``flock`` on the file, so "no
 ``end`` and nobody holds the lock" is exactly "interrupted".
 """
@@ -33,7 +35,17 @@ SUFFIX = ".jsonl"
 #: the step (rule 10).  The others ("trying", "done", "skipped" ...) are flushed by the
 #: next fsync; if a power cut loses them, recovery rebuilds them from the disk, because
 #: the durable "reserved" / "moving" / "restoring" record already names where to look.
-_DURABLE = {"begin", "reserved", "link", "moving", "restoring", "end", "recovered", "undo_end"}
+_DURABLE = {
+    "begin",
+    "reserved",
+    "link",
+    "moving",
+    "putting_back",
+    "restoring",
+    "end",
+    "recovered",
+    "undo_end",
+}
 
 
 class JournalError(Exception):
@@ -165,6 +177,9 @@ class OpLog:
     reason: str = ""
     entry: TrashEntry | None = None  # where a done TRASH / HARDLINK put the victim
     dest: str | None = None  # where a done MOVE put the victim
+    #: (dev, ino) of what was moved when it was not the victim (swapped in just before)
+    moved: tuple[int, int] | None = None
+    put_back: tuple[int, int] | None = None  # a swapped-in file being moved back
     restoring: bool = False
     restored: bool = False
     undo_refused: str | None = None
@@ -174,6 +189,11 @@ class OpLog:
         """Started and never settled: where the file is must be found on disk."""
         started = bool(self.trying or self.link_tmp or self.moving)
         return (self.outcome is None and started) or (self.restoring and not self.restored)
+
+    @property
+    def moved_replica(self) -> tuple[int, int]:
+        """The (dev, ino) of what this operation moved: the victim, unless swapped."""
+        return self.moved if self.moved is not None else self.op.victim.stat.replica
 
     @property
     def moved_to(self) -> str | None:
@@ -239,12 +259,21 @@ def _apply(log: BatchLog, rec: dict[str, Any]) -> None:
         op.reason = rec.get("reason", "")
         op.entry = entry_from_json(rec["entry"]) if rec.get("entry") else None
         op.dest = rec.get("dest")
+        op.moved = _replica(rec.get("moved"))
+    elif kind == "putting_back":
+        op.put_back = _replica(rec.get("moved"))
     elif kind == "restoring":
         op.restoring = True
     elif kind == "restored":
         op.restored = True
     elif kind == "undo_refused":
         op.undo_refused = rec.get("reason", "")
+
+
+def _replica(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (value[0], value[1])
+    return None
 
 
 def entry_to_json(entry: TrashEntry) -> dict[str, Any]:

@@ -14,7 +14,9 @@ On macOS ``macos.py`` asks the system trash (NSFileManager) and keeps the result
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import secrets
 import stat
 import sys
 import time
@@ -25,13 +27,16 @@ from urllib.parse import quote, unquote_to_bytes
 
 from photodup_tui.engine.safedelete.faults import fault_point
 from photodup_tui.engine.safedelete.fsops import (
-    create_exclusive,
+    create_whole,
     make_private_dir,
     rename_noreplace,
     replica_at,
 )
+from photodup_tui.engine.safedelete.mounts import mount_of, mount_points
 
 INFO_SUFFIX = ".trashinfo"
+#: Info files are written under a hidden temporary name in info/ first (see ``create_whole``).
+INFO_TMP_PREFIX = ".photodup-"
 _NAME_MAX = 255
 _MAX_CLASHES = 100_000
 #: Room an info file needs: refuse up front on a filesystem with less (a dry run says the same).
@@ -93,18 +98,24 @@ def is_in_trash_dir(path: str) -> bool:
 def locations(path: str) -> list[TrashLocation]:
     """The trash directories that may take ``path``, best first, per the spec.
 
-    Nothing is created.  On the home trash's device, only the home trash (like gio: a
-    rename that still fails with EXDEV there means another mount of the same filesystem,
-    and the file stays).  On any other device ``$topdir/.Trash/$uid`` when
-    ``$topdir/.Trash`` is a real sticky directory, then ``$topdir/.Trash-$uid``.  Never a
-    trash on another device, so nothing is ever copied.
+    Nothing is created.  On the home trash's mount, only the home trash (like gio).  On any
+    other mount, even of the same device (a bind mount, where ``rename`` fails with EXDEV),
+    the spec's topdir trashes of that mount: ``$topdir/.Trash/$uid`` when ``$topdir/.Trash``
+    is a real sticky directory, then ``$topdir/.Trash-$uid``.  Never a trash a rename cannot
+    reach, so nothing is ever copied, and a dry run sees the trash the real run will use.
     """
     dev = os.lstat(path).st_dev
     home = home_trash_dir()
-    if _device_of_nearest(home) == dev:
+    points = mount_points()
+    anchor = _nearest_existing(home)
+    if (
+        anchor is not None
+        and os.stat(anchor).st_dev == dev
+        and mount_of(os.path.realpath(anchor), points) == mount_of(path, points)
+    ):
         return [TrashLocation(home, None, "home")]
     uid = str(os.getuid())
-    top = mount_top(path, dev)
+    top = mount_top(path, dev, points)
     found = []
     admin = os.path.join(top, ".Trash")
     if _is_sticky_real_dir(admin):
@@ -203,14 +214,27 @@ def _base_of(trash_dir: str) -> str:
     return parent  # $topdir/.Trash-$uid, or $XDG_DATA_HOME for the home trash
 
 
-def mount_top(path: str, dev: int) -> str:
-    """The topmost directory on ``dev`` above ``path``: the spec's $topdir."""
+def mount_top(path: str, dev: int, points: frozenset[str] | None = None) -> str:
+    """The spec's $topdir of ``path``: the top of its mount, not above its device.
+
+    Walks up while the device stays the same (a btrfs subvolume has its own) and stops at
+    a mount point (a bind mount of the same device is another mount).
+    """
+    if points is None:
+        points = mount_points()
     current = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    while True:
+    while current not in points:
         parent = os.path.dirname(current)
         if parent == current or os.stat(parent).st_dev != dev:
-            return current
+            break
         current = parent
+    return current
+
+
+def info_tmp_prefix(original: str) -> str:
+    """The temporary info names of one original path start with this (recovery finds them)."""
+    digest = hashlib.blake2b(os.fsencode(os.path.abspath(original)), digest_size=8)
+    return f"{INFO_TMP_PREFIX}{digest.hexdigest()}-"
 
 
 def info_text(original: str, topdir: str | None) -> bytes:
@@ -226,13 +250,18 @@ def info_text(original: str, topdir: str | None) -> bytes:
 
 def _move_in(loc: TrashLocation, original: str, steps: TrashSteps) -> TrashEntry:
     content = info_text(original, loc.topdir)
+    tmp = os.path.join(loc.trash_dir, "info", info_tmp_prefix(original) + secrets.token_hex(4))
     for name in candidate_names(os.fsencode(os.path.basename(original))):
         entry = TrashEntry(loc.trash_dir, os.fsdecode(name), original)
+        # spec: an orphan in files/ also owns the name.  A cheap look first; the link
+        # in create_whole is what makes taking the name atomic.
+        if os.path.lexists(entry.info_path) or os.path.lexists(entry.files_path):
+            continue
         try:
-            create_exclusive(entry.info_path, content, point="info_write")
+            create_whole(entry.info_path, content, tmp, point="info_write")
         except FileExistsError:
-            continue  # another entry has this name: take the next one
-        if os.path.lexists(entry.files_path):  # spec: an orphan in files/ also owns the name
+            continue  # another entry took this name meanwhile: take the next one
+        if os.path.lexists(entry.files_path):
             os.unlink(entry.info_path)
             continue
         try:
@@ -327,11 +356,12 @@ def _is_sticky_real_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and bool(st.st_mode & stat.S_ISVTX)
 
 
-def _device_of_nearest(path: str) -> int | None:
+def _nearest_existing(path: str) -> str | None:
+    """``path`` or its nearest ancestor that exists (following symlinks)."""
     current = path
     while True:
         try:
-            return os.stat(current).st_dev
+            os.stat(current)
         except FileNotFoundError:
             parent = os.path.dirname(current)
             if parent == current:
@@ -339,6 +369,8 @@ def _device_of_nearest(path: str) -> int | None:
             current = parent
         except OSError:
             return None
+        else:
+            return current
 
 
 def _same_or_inside(path: str, folder: str) -> bool:

@@ -1,4 +1,8 @@
-"""Undo a batch: put every file it moved back at its path, never over anything."""
+"""Undo a batch: put every file it moved back at its path, never over anything.
+
+Undo holds the acting lock (``locks.py``) and first settles every interrupted batch, so
+the newest batch, finished or killed half-way, is the one plain ``undo`` puts back.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from photodup_tui.engine.safedelete.batches import batch_file, describe, recover_locked
+from photodup_tui.engine.safedelete.batches import (
+    batch_file,
+    describe,
+    recover_all_held,
+    recover_locked,
+)
 from photodup_tui.engine.safedelete.faults import fault_point
 from photodup_tui.engine.safedelete.fsops import rename_noreplace, replica_at
 from photodup_tui.engine.safedelete.journal import (
@@ -18,6 +27,7 @@ from photodup_tui.engine.safedelete.journal import (
     is_locked,
     load_batch,
 )
+from photodup_tui.engine.safedelete.locks import DEFAULT_WAIT, OnWait, acquire_acting
 from photodup_tui.engine.safedelete.plan import OpKind
 from photodup_tui.engine.safedelete.trash import remove_info
 
@@ -27,9 +37,11 @@ class UndoReport:
     batch_id: str
     restored: list[str] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why it stays put)
+    waited_for: str | None = None  # who held the acting lock when undo started
 
     def lines(self) -> list[str]:
-        out = [f"restored {p!r}" for p in self.restored]
+        out = [f"waited for {self.waited_for} to finish first"] if self.waited_for else []
+        out += [f"restored {p!r}" for p in self.restored]
         out += [f"not restored {p!r}: {why}" for p, why in self.refused]
         return out
 
@@ -38,35 +50,46 @@ class _Refusal(Exception):
     pass
 
 
-def undo(batch_id: str | None = None, *, journal_dir: Path | None = None) -> UndoReport:
+def undo(
+    batch_id: str | None = None,
+    *,
+    journal_dir: Path | None = None,
+    on_wait: OnWait | None = None,
+    lock_timeout: float = DEFAULT_WAIT,
+) -> UndoReport:
     """Restore the newest batch that has something to restore, or the one named.
 
     Each file goes back with a no-replace rename: if anything now stands at its path the
-    file stays in the trash and the refusal says why.  An interrupted batch is recovered
-    first.  Raises ``BatchNotFound`` when there is nothing to undo, ``BatchBusy`` when
-    another photodup process holds the batch.
+    file stays in the trash and the refusal says why.  Every interrupted batch is
+    recovered first, so a batch killed half-way counts as the newest.  Waits for the
+    acting lock like ``execute``.  Raises ``BatchNotFound`` when there is nothing to undo,
+    ``BatchBusy`` when another photodup process holds the batch.
     """
     directory = journal_dir or default_journal_dir()
-    path = batch_file(directory, batch_id) if batch_id else _newest_undoable(directory)
-    with JournalWriter.reopen(path) as writer:
-        log = load_batch(path)
-        if not log.ended or log.undo_open:
-            recover_locked(log, writer)
+    if not directory.is_dir():
+        raise BatchNotFound("nothing to undo")
+    with acquire_acting(directory, timeout=lock_timeout, on_wait=on_wait) as lock:
+        recover_all_held(directory)
+        path = batch_file(directory, batch_id) if batch_id else _newest_undoable(directory)
+        with JournalWriter.reopen(path) as writer:
             log = load_batch(path)
-        report = UndoReport(log.batch_id)
-        writer.write("undo_begin")
-        for index in reversed(range(len(log.ops))):
-            o = log.ops[index]
-            if o.moved_to is None or o.restored:
-                continue
-            try:
-                _restore(index, o, writer)
-            except _Refusal as refusal:
-                writer.write("undo_refused", op=index, reason=str(refusal))
-                report.refused.append((o.op.victim.path, str(refusal)))
-            else:
-                report.restored.append(o.op.victim.path)
-        writer.write("undo_end")
+            if not log.ended or log.undo_open:
+                recover_locked(log, writer)
+                log = load_batch(path)
+            report = UndoReport(log.batch_id, waited_for=lock.waited_for)
+            writer.write("undo_begin")
+            for index in reversed(range(len(log.ops))):
+                o = log.ops[index]
+                if o.moved_to is None or o.restored:
+                    continue
+                try:
+                    _restore(index, o, writer)
+                except _Refusal as refusal:
+                    writer.write("undo_refused", op=index, reason=str(refusal))
+                    report.refused.append((o.op.victim.path, str(refusal)))
+                else:
+                    report.restored.append(o.op.victim.path)
+            writer.write("undo_end")
     return report
 
 
@@ -86,7 +109,7 @@ def _restore(index: int, o: OpLog, writer: JournalWriter) -> None:
     victim, keeper = o.op.victim, o.op.keeper
     source = o.moved_to
     assert source is not None
-    if replica_at(source) != victim.stat.replica:
+    if replica_at(source) != o.moved_replica:  # the victim, or what was swapped in for it
         raise _Refusal(f"no longer at {source!r} (trash emptied or restored by hand?)")
     parent = os.path.dirname(victim.path)
     if os.path.lexists(parent) and not os.path.isdir(parent):
