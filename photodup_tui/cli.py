@@ -341,6 +341,7 @@ def apply_command(args: argparse.Namespace) -> int:
                 dry_run=bool(args.dry_run),
                 config_file=Path(args.config) if args.config else None,
                 cancel=cancel,
+                on_wait=_say_waiting,
             ),
             cancel,
         )
@@ -363,13 +364,17 @@ def apply_command(args: argparse.Namespace) -> int:
     return EXIT_APPLY_SKIPPED if outcome.skipped else 0
 
 
+def _say_waiting(holder: str) -> None:
+    print(f"photodup: waiting for {holder} to finish first ...", file=sys.stderr, flush=True)
+
+
 def undo_command(args: argparse.Namespace) -> int:
     """Exit codes: 0 everything restored, 1 some files stayed in the trash (listed),
     2 no such batch or it is busy."""
     from photodup_tui.engine import safedelete
 
     try:
-        outcome = safedelete.undo(args.batch)
+        outcome = safedelete.undo(args.batch, on_wait=_say_waiting)
     except (safedelete.BatchNotFound, safedelete.BatchBusy) as exc:
         raise UsageError(str(exc) or "nothing to undo") from None
     for line in outcome.lines():

@@ -110,7 +110,7 @@ class ActionScreen(AppScreen):
 
     def _work(self) -> RunReport | UndoReport:
         if self.kind == "undo":
-            return undo()
+            return undo(on_wait=self._waiting)
         assert self.plan is not None
         last = [0.0]
 
@@ -120,7 +120,16 @@ class ActionScreen(AppScreen):
                 last[0] = now
                 self.post_message(ActionProgressed(done, total))
 
-        return execute(self.plan, dry_run=False, progress=progress, cancel=self.cancel)
+        return execute(
+            self.plan, dry_run=False, progress=progress, cancel=self.cancel, on_wait=self._waiting
+        )
+
+    def _waiting(self, holder: str) -> None:
+        """Called on the worker thread while another photodup holds the acting lock."""
+        self.app.call_from_thread(
+            self.query_one("#action-title", Static).update,
+            f"Waiting for {holder} to finish first…",
+        )
 
     def on_action_progressed(self, message: ActionProgressed) -> None:
         self.query_one(ProgressBar).update(total=message.total, progress=message.done)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from photodup_tui.engine.safedelete.execute import Progress, RunReport, execute
+from photodup_tui.engine.safedelete.locks import OnWait
 from photodup_tui.engine.safedelete.plan import make_plan
 from photodup_tui.engine.safedelete.vetting import vet_groups
 from photodup_tui.engine.types import Group
@@ -35,6 +36,7 @@ def apply_report(
     journal_dir: Path | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    on_wait: OnWait | None = None,
 ) -> RunReport:
     """Trash what the report at ``report_path`` marks, as far as it still holds.
 
@@ -69,7 +71,14 @@ def apply_report(
         reference_dirs=[*reference_dirs, *loaded.reference_folders, *today.reference_folders],
         vet=vetting.refusal,
     )
-    return execute(plan, dry_run=dry_run, journal_dir=journal_dir, progress=progress, cancel=cancel)
+    return execute(
+        plan,
+        dry_run=dry_run,
+        journal_dir=journal_dir,
+        progress=progress,
+        cancel=cancel,
+        on_wait=on_wait,
+    )
 
 
 def groups_from_report_dict(data: Any) -> list[Group]:
