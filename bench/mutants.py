@@ -164,15 +164,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         [
             Edit(
                 SAFE + "plan.py",
-                "    keeper = group.keeper_member if group.keeper_member.action is Action.KEEP"
-                " else kept[0]",
-                "    keeper = group.keeper_member if not kept or group.keeper_member.action"
-                " is Action.KEEP else kept[0]  # MUTANT",
-            ),
-            Edit(
-                SAFE + "plan.py",
-                "    if not kept:\n        return None, ",
-                "    if False:  # MUTANT\n        return None, ",
+                "    return next((m for m in group.members if m.action is Action.KEEP), None)",
+                "    return next((m for m in group.members if m.action is Action.KEEP), None)"
+                " or group.keeper_member  # MUTANT",
             ),
         ],
         [T_SAFETY + "test_plan_rules.py::test_whole_group_marked_for_deletion_is_refused"],
@@ -401,8 +395,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         [
             Edit(
                 SAFE + "trash.py",
-                "    if _device_of_nearest(home) == dev:",
-                "    if True:  # MUTANT",
+                "    if (\n        anchor is not None\n        and os.stat(anchor).st_dev == dev\n",
+                "    if True or (  # MUTANT\n        anchor is not None\n        and os.stat(anchor).st_dev == dev\n",
             ),
             Edit(
                 SAFE + "fsops.py",
