@@ -201,15 +201,18 @@ class Cache:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
             db.execute("PRAGMA foreign_keys=ON")
-            # One write transaction: two processes opening an old cache at once must not
-            # both migrate it (the second ALTER would fail and look like a corrupt file).
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                self._ensure_schema(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            if self._schema_version(db) != SCHEMA_VERSION:
+                # One write transaction, the version read again inside it: two processes
+                # opening an old cache at once must not both migrate it (the second ALTER
+                # would fail and look like a corrupt file).
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._ensure_schema(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
         except sqlite3.DatabaseError:
             db.close()
             raise
