@@ -1,17 +1,24 @@
 """The scan cache: what we learnt about each file, so a rescan only needs ``lstat``.
 
 One SQLite database (WAL) at ``paths.cache_dir()/cache.sqlite``.  A row is valid while the
-file's path, device, inode, size and mtime_ns are what they were when it was written; any
-change drops the file's row and all its features.  Per model id it holds the embedding
-(float16: half the disk, far below the thresholds' resolution), the perceptual hash, pixel
-size, EXIF facts, or the permanent error the decoder gave.  Pixel-check scores
-(``sameshot.py``) are kept by the pair of file identities, so renames keep them too.  The
-last few groupings are kept by the fingerprint of their inputs (``stored_groups.py``), so a
-rescan of an unchanged library does not group it again.
+file's path, device, inode, size, mtime_ns and ctime_ns are what they were when it was
+written; any change drops the file's row and all its features.  ctime is what makes this
+safe: a file rewritten in place at the same size with its mtime put back (or deleted and
+re-created on a reused inode) keeps every other field, but a user cannot set a ctime back
+(``utime`` itself bumps it), so such a file always misses.  (Where a filesystem has no real
+ctime, e.g. FAT, the act-time re-hash of near copies and keepers, ``safedelete/verify.py``,
+still refuses what changed.)  Per model id a row holds the embedding (float16: half the
+disk, far below the thresholds' resolution), the perceptual hash, pixel size, EXIF facts,
+or the permanent error the decoder gave.  Pixel-check scores (``sameshot.py``) are kept by
+the pair of file identities (``pixel_key``).  The last few groupings are kept by the
+fingerprint of their inputs (``stored_groups.py``), so a rescan of an unchanged library
+does not group it again.
 
 Safety: writes are batched in transactions, so a killed scan leaves the last committed batch
-and nothing half-written; a database that is not readable at all (corrupt, foreign, or an older
-schema) is moved aside or rebuilt, because a cache can always be recomputed.
+and nothing half-written; a database that is not readable at all (corrupt, foreign, or an
+unknown schema) is moved aside or rebuilt, because a cache can always be recomputed.  A
+version 1 database (identity without ctime) is migrated in place: its rows get a NULL ctime,
+which never matches, so each is recomputed the first time its file is scanned again.
 Paths are stored as bytes (``os.fsencode``) so names that are not valid UTF-8 work.
 """
 
@@ -34,7 +41,8 @@ from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.types import FileStat, Photo
 from photodupd import paths
 
-SCHEMA_VERSION = 1
+#: 2: ctime_ns joined the file identity (version 1 databases are migrated, ``_migrate_v1``).
+SCHEMA_VERSION = 2
 FILE_NAME = "cache.sqlite"
 
 _SCHEMA = """
@@ -46,6 +54,7 @@ CREATE TABLE IF NOT EXISTS files (
     ino INTEGER NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER,  -- NULL: a row from before ctime joined the identity, never a match
     content_hash TEXT,
     partial_hash TEXT
 );
@@ -135,11 +144,17 @@ def _in_lists(keys: Sequence[_K]) -> Iterator[tuple[Sequence[_K], str]]:
 
 
 def pixel_key(photo: Photo) -> str:
-    """What pixel-check scores are stored under: the file's identity, which survives a rename
-    within a filesystem.  (Not the content hash: a file whose size no other file shares is
-    only hashed in full once it is in a group, so it would change keys between scans.)"""
+    """What pixel-check scores are stored under: the file's identity, ctime included, so a
+    file rewritten in place is checked again.  (Not the content hash: a file whose size no
+    other file shares is only hashed in full once it is in a group, so it would change keys
+    between scans.)  ``purge`` builds the same string in SQL."""
     st = photo.stat
-    return f"file:{_signed(st.dev)}:{_signed(st.ino)}:{st.size}:{st.mtime_ns}"
+    return f"file:{_signed(st.dev)}:{_signed(st.ino)}:{st.size}:{st.mtime_ns}:{st.ctime_ns}"
+
+
+def _identity(st: FileStat) -> tuple[int, int, int, int, int]:
+    """What a row must still match for its facts to be this file's (see the module doc)."""
+    return (st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns)
 
 
 def _signed(value: int) -> int:
@@ -186,22 +201,50 @@ class Cache:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
             db.execute("PRAGMA foreign_keys=ON")
-            version = self._schema_version(db)
-            if version not in (None, SCHEMA_VERSION):
-                # Another layout: the cache is disposable, so rebuild rather than migrate.
-                db.executescript(
-                    "DROP TABLE IF EXISTS features; DROP TABLE IF EXISTS files;"
-                    " DROP TABLE IF EXISTS same_shot; DROP TABLE IF EXISTS groupings;"
-                )
-            db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            if self._schema_version(db) != SCHEMA_VERSION:
+                # One write transaction, the version read again inside it: two processes
+                # opening an old cache at once must not both migrate it (the second ALTER
+                # would fail and look like a corrupt file).
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._ensure_schema(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
         except sqlite3.DatabaseError:
             db.close()
             raise
         return db
+
+    @classmethod
+    def _ensure_schema(cls, db: sqlite3.Connection) -> None:
+        version = cls._schema_version(db)
+        if version == 1:
+            cls._migrate_v1(db)
+        elif version not in (None, SCHEMA_VERSION):
+            # An unknown layout: the cache is disposable, so rebuild rather than migrate.
+            for table in ("features", "files", "same_shot", "groupings"):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+        # Statement by statement: ``executescript`` would commit the open transaction.
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    @staticmethod
+    def _migrate_v1(db: sqlite3.Connection) -> None:
+        """Version 1 keyed files without ctime: such a row cannot prove its file was not
+        rewritten in place since, so it gets a NULL ctime and misses (its features are
+        recomputed once, then stored under the full identity).  Pixel scores and groupings
+        were stored under keys without ctime, which no scan asks for any more: dropped."""
+        db.execute("ALTER TABLE files ADD COLUMN ctime_ns INTEGER")
+        db.execute("DELETE FROM same_shot")
+        db.execute("DELETE FROM groupings")
 
     @staticmethod
     def _schema_version(db: sqlite3.Connection) -> int | None:
@@ -236,20 +279,15 @@ class Cache:
                     f"""SELECT f.dev, f.ino, f.size, f.mtime_ns, f.content_hash, x.embedding,
                            x.phash, x.width, x.height, x.format, x.taken, x.camera,
                            x.exif_fields, x.error_code, x.error_message, x.model_id,
-                           f.partial_hash, f.path
+                           f.partial_hash, f.path, f.ctime_ns
                     FROM files f LEFT JOIN features x ON x.file_id = f.id AND x.model_id = ?
                     WHERE f.path IN ({marks})""",
                     (model_id, *chunk),
                 )
                 for row in rows:
                     photo = by_key[row[17]]
-                    st = photo.stat
-                    if (_unsigned(row[0]), _unsigned(row[1]), row[2], row[3]) != (
-                        st.dev,
-                        st.ino,
-                        st.size,
-                        st.mtime_ns,
-                    ):
+                    stored = (_unsigned(row[0]), _unsigned(row[1]), row[2], row[3], row[18])
+                    if stored != _identity(photo.stat):  # a NULL ctime (version 1) never matches
                         continue
                     features = _features(row) if row[15] else None
                     found[photo.path] = CachedFile(row[4], row[16], features)
@@ -292,17 +330,17 @@ class Cache:
     def _store_one(self, record: Record) -> None:
         st = record.stat
         key = os.fsencode(record.path)
-        identity = (_signed(st.dev), _signed(st.ino), st.size, st.mtime_ns)
+        identity = (_signed(st.dev), _signed(st.ino), st.size, st.mtime_ns, st.ctime_ns)
         row = self._db.execute(
-            "SELECT id, dev, ino, size, mtime_ns FROM files WHERE path = ?", (key,)
+            "SELECT id, dev, ino, size, mtime_ns, ctime_ns FROM files WHERE path = ?", (key,)
         ).fetchone()
         if row is not None and tuple(row[1:]) != identity:
             self._db.execute("DELETE FROM files WHERE id = ?", (row[0],))  # features cascade
             row = None
         if row is None:
             file_id = self._db.execute(
-                "INSERT INTO files(path, dev, ino, size, mtime_ns, content_hash, partial_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO files(path, dev, ino, size, mtime_ns, ctime_ns, content_hash,"
+                " partial_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, *identity, record.content_hash, record.partial_hash),
             ).lastrowid
         else:
@@ -426,7 +464,12 @@ class Cache:
         seen_set = set(seen)
         stale = {p for root in roots for p in self.paths_under(root) if p not in seen_set}
         dropped = self.forget(sorted(stale)) if stale else 0
-        keys = "SELECT 'file:' || dev || ':' || ino || ':' || size || ':' || mtime_ns FROM files"
+        # ``pixel_key`` in SQL.  Rows without a ctime (version 1) have no key: left out, as a
+        # NULL in a NOT IN list would make every comparison unknown and purge nothing.
+        keys = (
+            "SELECT 'file:' || dev || ':' || ino || ':' || size || ':' || mtime_ns || ':' ||"
+            " ctime_ns FROM files WHERE ctime_ns IS NOT NULL"
+        )
         with self._lock:  # scores of files that are gone or changed
             self._db.execute(f"DELETE FROM same_shot WHERE a NOT IN ({keys}) OR b NOT IN ({keys})")
         return dropped

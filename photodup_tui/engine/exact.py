@@ -6,8 +6,9 @@ hash of the first and last 64 KiB rules most out; the survivors get a full strea
 byte compare before deleting).
 
 Every read re-checks the file against the walk's ``lstat``: it is opened without following
-symlinks, and its ``fstat`` before and after reading must show the same device, inode, size
-and mtime, else the file changed under us and gets no hash.
+symlinks, and its ``fstat`` before and after reading must show the same device, inode, size,
+mtime and ctime, else the file changed under us and gets no hash.  (ctime, because a user
+can put an mtime back but not a ctime: ``utime`` itself bumps it.)
 """
 
 from __future__ import annotations
@@ -53,12 +54,7 @@ def _check(fd: int, expected: FileStat) -> None:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise FileChanged("no longer a regular file")
-    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
-        expected.dev,
-        expected.ino,
-        expected.size,
-        expected.mtime_ns,
-    ):
+    if FileStat.of(st) != expected:
         raise FileChanged("changed since it was found")
 
 

@@ -8,7 +8,8 @@ does is an ``lstat`` and a cache row per file.  Its result is a pure function of
 so the scan stores it under a fingerprint of all of them and reuses it when the fingerprint
 comes back:
 
-- every photo handed to the grouping: path, identity (dev, ino, size, mtime_ns), reference
+- every photo handed to the grouping: path, identity (dev, ino, size, mtime_ns, ctime_ns
+  as the cache keys it, so a file rewritten in place never reuses a grouping), reference
   flag, decodability and error, pixel size, format, pHash, EXIF facts, and its embedding's
   bytes (not its content hash: that is a function of the identity, and a file whose size no
   other file shares is only hashed once it is in a group, so it would change between scans);
@@ -95,6 +96,7 @@ def fingerprint(
                     st.ino,
                     st.size,
                     st.mtime_ns,
+                    st.ctime_ns,
                     photo.reference,
                     photo.decodable,
                     photo.error,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
+from photodup_tui.engine.exact import FileChanged, full_hash
 from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
 
 
@@ -30,9 +31,20 @@ def write(path: Path | str | bytes, data: bytes) -> str:
 
 
 def member(path: str, action: Action = Action.DELETE, **photo: object) -> Member:
-    """A member with the stat the disk has right now, as a scan would record it."""
-    st = os.lstat(path)
-    return Member(Photo(path, FileStat.of(st), **photo), action)  # type: ignore[arg-type]
+    """A member with the stat the disk has right now, as a scan would record it, and the
+    content hash the scan records for every group member (the file's real BLAKE2b, through
+    the scan's own reader; None where it cannot read it, e.g. a symlink), unless given."""
+    stat = FileStat.of(os.lstat(path))
+    if "content_hash" not in photo:
+        photo["content_hash"] = content_hash(path, stat)
+    return Member(Photo(path, stat, **photo), action)  # type: ignore[arg-type]
+
+
+def content_hash(path: str, stat: FileStat | None = None) -> str | None:
+    try:
+        return full_hash(path, stat or FileStat.of(os.lstat(path)))
+    except (OSError, FileChanged):
+        return None
 
 
 def group(kind: Kind, keeper: str, *victims: str, **photo: object) -> Group:

@@ -26,12 +26,12 @@ def family(tmp_path: Path, *, edit_action: Action = Action.KEEP) -> tuple[Group,
         "near": write(tmp_path / "p/a_small.jpg", NEAR_COPY),
         "edit": write(tmp_path / "p/a_crop.jpg", EDIT),
     }
-    keeper = member(paths["keeper"], Action.KEEP, content_hash="h-orig", decodable=True)
-    copy = member(paths["copy"], content_hash="h-orig", decodable=True)
+    keeper = member(paths["keeper"], Action.KEEP, decodable=True)
+    copy = member(paths["copy"], decodable=True)
     copy.verdict = Kind.EXACT
-    near = member(paths["near"], content_hash="h-near", decodable=True)
+    near = member(paths["near"], decodable=True)
     near.verdict = Kind.NEAR
-    edit = member(paths["edit"], edit_action, content_hash="h-edit", decodable=True)
+    edit = member(paths["edit"], edit_action, decodable=True)
     edit.verdict = Kind.SIMILAR
     return Group(Kind.NEAR, [keeper, copy, near, edit], reason="test"), paths
 

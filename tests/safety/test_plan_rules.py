@@ -171,7 +171,8 @@ def test_truncated_jpeg_beside_its_original(tmp_path: Path, home_trash: Path) ->
         [member(original, Action.KEEP, decodable=True), member(truncated, decodable=False)],
         "t",
     )
-    called_exact = group(Kind.EXACT, original, truncated)  # a wrong or hand-made report
+    # A wrong or hand-made report, without hashes: only the byte compare can tell.
+    called_exact = group(Kind.EXACT, original, truncated, content_hash=None)
     reasons = [
         run_and_check_untouched([g], tmp_path / "p", home_trash)
         for g in (keeper_broken, victim_broken, called_exact)

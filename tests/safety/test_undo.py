@@ -95,7 +95,7 @@ def test_hardlink_mode_replaces_the_victim_and_undo_puts_it_back(
 
 def test_hardlink_mode_is_refused_for_anything_but_exact(tmp_path: Path) -> None:
     keeper = write(tmp_path / "p/a.jpg", DATA)
-    victim = write(tmp_path / "p/b.jpg", DATA)
+    victim = write(tmp_path / "p/b.jpg", DATA[::-1])  # a near copy: other bytes
     g = group(Kind.NEAR, keeper, victim, decodable=True)
     plan = make_plan([g], mode=OpKind.HARDLINK)
     assert plan.operations == [] and "only for byte-identical" in plan.refused[0][1]

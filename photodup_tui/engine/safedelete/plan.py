@@ -27,14 +27,16 @@ class OpKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FileRef:
-    """A path and what ``lstat`` said about it when the groups were made."""
+    """A path, what ``lstat`` said about it when the groups were made, and the content hash
+    of what the scan judged (re-checked before a non-exact op, ``verify.content_problem``)."""
 
     path: str
     stat: FileStat
+    content_hash: str | None = None
 
     @classmethod
     def of(cls, member: Member) -> FileRef:
-        return cls(member.photo.path, member.photo.stat)
+        return cls(member.photo.path, member.photo.stat, member.photo.content_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,13 @@ def _victim_refusal(
         return reason
     if _is_symlink(photo.path):
         return "is a symlink (rule 3)"
+    if kind is not Kind.EXACT and not (photo.content_hash and keeper.photo.content_hash):
+        # Only bytes prove a near copy and its keeper are what the scan judged: the act
+        # re-hashes both (``verify.content_problem``), which needs the scan's hashes.
+        return (
+            "no content hash recorded for it or its keeper: cannot prove they are still"
+            " the photos that were judged"
+        )
     return None
 
 
@@ -325,6 +334,7 @@ def _ref_to_json(ref: FileRef) -> dict[str, Any]:
         "size": s.size,
         "mtime_ns": s.mtime_ns,
         "ctime_ns": s.ctime_ns,
+        "content_hash": ref.content_hash,
     }
 
 
@@ -334,4 +344,5 @@ def _ref_from_json(d: dict[str, Any]) -> FileRef:
         FileStat(
             int(d["dev"]), int(d["ino"]), int(d["size"]), int(d["mtime_ns"]), int(d["ctime_ns"])
         ),
+        d.get("content_hash"),  # absent from journals written before it was recorded
     )

@@ -1,4 +1,11 @@
-"""Re-verification at the moment of acting (rules 1-5), against the disk, not the scan."""
+"""Re-verification at the moment of acting (rules 1-5), against the disk, not the scan.
+
+Stats (dev, ino, size, mtime, ctime) say a file was not touched; only its bytes prove it is
+still what was judged.  Exact victims are compared with their keeper byte for byte.  A near
+(or user-chosen similar) victim is no copy of its keeper's bytes, so it and its keeper are
+hashed again and must give the content hashes the scan recorded for what it judged: a scan
+that trusted a stale cache, or a report edited by hand, cannot make a unique photo a "copy".
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import fields
 
+from photodup_tui.engine.exact import FileChanged, full_hash
 from photodup_tui.engine.safedelete.plan import FileRef, Operation
 from photodup_tui.engine.types import FileStat, Kind
 
@@ -67,7 +75,8 @@ def group_problem(ops: Sequence[Operation], expect: Expectations) -> str | None:
     Every op of a group shares its keeper.  The keeper must be present, unchanged and
     readable to the end (rule 1); no victim may be the keeper's inode (rule 2); every
     member must be unchanged (rule 4); a byte-identical victim must match the keeper byte for
-    byte (rule 5).
+    byte (rule 5); a near or similar victim and the keeper must still hash to what the scan
+    recorded (``content_problem``).
     Stats are checked again after the reads, which take time.
     """
     keeper = ops[0].keeper
@@ -79,11 +88,37 @@ def group_problem(ops: Sequence[Operation], expect: Expectations) -> str | None:
             problem = compare_bytes(keeper, op.victim, expect)
             if problem is not None:
                 return f"byte compare with the keeper failed: {problem} (rule 5)"
-    if any(op.group_kind is not Kind.EXACT for op in ops):
-        problem = read_through(keeper, expect)
-        if problem is not None:
-            return f"keeper is not readable: {problem} (rule 1)"
+    judged = [op.victim for op in ops if op.group_kind is not Kind.EXACT]
+    if judged:
+        # Hashing the keeper also reads it through: it is readable right now (rule 1).
+        for ref in (keeper, *judged):
+            problem = content_problem(ref, expect)
+            if problem is not None:
+                return f"keeper {problem} (rule 1)" if ref is keeper else problem
     return _stats_problem(ops, expect)
+
+
+def content_problem(ref: FileRef, expect: Expectations) -> str | None:
+    """Why the file at ``ref.path`` cannot be proven to be the content the scan judged.
+
+    Hashed through the scan's own fd-checked reader (``exact.full_hash``: no symlink
+    followed, ``fstat`` before and after the read must match what we expect), with the
+    scan's algorithm (BLAKE2b-256), and compared with the hash in ``ref``.
+    """
+    if not ref.content_hash:
+        return (
+            f"{ref.path!r} has no recorded content hash: cannot prove it is the photo"
+            " that was judged"
+        )
+    try:
+        digest = full_hash(ref.path, expect.of(ref))
+    except FileChanged as exc:
+        return f"{ref.path!r} changed while being checked ({exc})"
+    except OSError as exc:
+        return f"{ref.path!r} is not readable ({exc.strerror or exc})"
+    if digest != ref.content_hash:
+        return f"{ref.path!r} is not the photo that was judged (content changed since the scan)"
+    return None
 
 
 def op_problem(op: Operation, expect: Expectations) -> str | None:
@@ -117,17 +152,6 @@ def compare_bytes(keeper: FileRef, victim: FileRef, expect: Expectations) -> str
                     return None
     except OSError as exc:
         return exc.strerror or str(exc)
-
-
-def read_through(ref: FileRef, expect: Expectations) -> str | None:
-    """Read the whole file: proves the surviving copy is readable right now."""
-    try:
-        with _open_checked(ref, expect) as f:
-            while f.read(_CHUNK):
-                pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
 
 
 class _Swapped(OSError):
