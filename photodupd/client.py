@@ -157,7 +157,8 @@ class AsyncClient:
         self.retry_for = retry_for
         self.max_backoff = max_backoff
         self.welcome: dict[str, Any] = {}
-        self.reconnects = 0
+        self.reconnects = 0  # connections opened after the first one
+        self._opened = False
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], ProgressCallback | None]] = {}
         self._reader: asyncio.StreamReader | None = None
@@ -166,6 +167,7 @@ class AsyncClient:
         self._connect_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._closed = False
+        self._last_activity = 0.0  # monotonic time of the last request sent or answered
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -188,6 +190,10 @@ class AsyncClient:
         async with self._connect_lock:
             if self.connected:
                 return self.welcome
+            if self._writer is not None or self._read_task is not None:
+                # The old connection is going (its transport is closing): end its read loop
+                # and its requests first, so that nothing of it touches the new one.
+                await self._drop_connection(ConnectionLost("connection to photodupd lost"))
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_unix_connection(os.fspath(self.path), limit=64 * 1024),
@@ -195,8 +201,11 @@ class AsyncClient:
                 )
             except (OSError, TimeoutError) as exc:
                 raise DaemonUnavailable(f"no photodupd at {self.path}: {exc}") from None
+            if self._opened:
+                self.reconnects += 1
+            self._opened = True
             self._reader, self._writer = reader, writer
-            self._read_task = asyncio.create_task(self._read_loop(reader))
+            self._read_task = asyncio.create_task(self._read_loop(reader, writer))
             try:
                 self.welcome = await self._send("hello", protocol.hello(self.client_name), None)
             except (ConnectionLost, OSError) as exc:
@@ -229,7 +238,17 @@ class AsyncClient:
             if not future.done():
                 future.set_exception(reason)
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    def _quiet_too_long(self) -> bool:
+        """True when the daemon may be about to close this connection as idle: nothing in
+        flight for half the ``idle_timeout`` its welcome announced.  A request sent then
+        could cross the close, and only idempotent ones are re-sent after a lost connection,
+        so the caller reconnects first."""
+        idle = self.welcome.get("idle_timeout")
+        if not isinstance(idle, int | float) or isinstance(idle, bool) or self._pending:
+            return False
+        return time.monotonic() - self._last_activity >= idle / 2
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 header = await reader.readexactly(protocol.HEADER.size)
@@ -259,7 +278,11 @@ class AsyncClient:
             protocol.ProtocolError,
             OSError,
         ) as exc:
-            self._writer = None
+            # The daemon closed (restart, idle timeout) or broke the stream: the next request
+            # reconnects.  Closing our end too, or its file descriptor stays open.
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
             self._fail_pending(ConnectionLost(f"connection to photodupd lost: {exc}"))
 
     async def _send(
@@ -271,6 +294,7 @@ class AsyncClient:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, on_progress)
+        self._last_activity = time.monotonic()
         try:
             frame = protocol.pack(protocol.request(request_id, op, **fields))
             async with self._write_lock:
@@ -286,6 +310,7 @@ class AsyncClient:
             return await future
         finally:
             self._pending.pop(request_id, None)
+            self._last_activity = time.monotonic()
 
     async def request(
         self, op: str, *, on_progress: ProgressCallback | None = None, **fields: Any
@@ -301,9 +326,9 @@ class AsyncClient:
         attempt = 0
         while True:
             try:
+                if self.connected and self._quiet_too_long():
+                    await self._drop_connection(ConnectionLost("idle connection replaced"))
                 if not self.connected:
-                    if attempt > 0:
-                        self.reconnects += 1
                     await self.connect()
                 return await self._send(op, fields, on_progress)
             except (ConnectionLost, DaemonUnavailable) as exc:

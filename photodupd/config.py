@@ -37,8 +37,9 @@ class DaemonConfig:
     decode_timeout: float = 20.0  # seconds before a decoder is replaced
     decode_memory_mb: int = 2048  # address-space cap of a decoder process
     idle_unload: float = 600.0  # seconds without work before the model is unloaded; 0 = never
-    max_connections: int = 256
+    max_connections: int = 256  # ordinary slots; a few more are kept for control (server.py)
     max_in_flight: int = 64  # requests per connection
+    hello_timeout: float = 10.0  # a new connection must complete hello within this
     idle_timeout: float = 600.0  # a connection with nothing in flight is closed after this
     frame_timeout: float = 30.0  # a started frame must complete within this
     drain_timeout: float = 30.0  # on SIGTERM, in-flight work gets this long
@@ -54,6 +55,9 @@ class DaemonConfig:
 
 
 _PATH_KEYS = {"socket", "weights", "model_config"}
+#: Timeouts that mean "close the connection after this long": 0 would close every connection
+#: at once, and a negative value means nothing.
+_POSITIVE_KEYS = ("hello_timeout", "idle_timeout", "frame_timeout")
 
 #: Values of ``clip_weights``: float16 halves the memory of a CLIP model's weights
 #: (computing stays float32; the model id gets :data:`catalog.HALF_WEIGHTS_SUFFIX`).
@@ -101,6 +105,9 @@ def load(config_file: Path | None = None) -> DaemonConfig:
         if not isinstance(raw, expected) or isinstance(raw, bool):
             raise ConfigError(f"{path}: daemon.{f.name} must be {expected.__name__}, got {raw!r}")
         values[f.name] = raw
+    for key in _POSITIVE_KEYS:
+        if key in values and not values[key] > 0:
+            raise ConfigError(f"{path}: daemon.{key} must be more than 0, got {values[key]!r}")
     if values.get("model_streams", 0) < 0:
         raise ConfigError(f"{path}: daemon.model_streams must be 0 (automatic) or more")
     if values.get("clip_weights", defaults.clip_weights) not in CLIP_WEIGHTS:

@@ -55,7 +55,7 @@ class ErrorCode(enum.StrEnum):
     BAD_FRAME = "bad_frame"  # not a msgpack map, bad limits, ext types ...
     FRAME_TOO_LARGE = "frame_too_large"  # length prefix above MAX_FRAME
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"  # hello with another version
-    HELLO_REQUIRED = "hello_required"  # first request was not hello
+    HELLO_REQUIRED = "hello_required"  # first request was not hello, or none came in time
     # Request-level: the connection stays open.
     BAD_REQUEST = "bad_request"  # missing or mistyped field
     UNKNOWN_OP = "unknown_op"
@@ -66,6 +66,7 @@ class ErrorCode(enum.StrEnum):
     DOWNLOAD_FAILED = "download_failed"  # models pull could not fetch
     INTERNAL = "internal"  # a bug; the message says what, never a traceback
     # Item-level (inside a features reply): the rest of the batch is fine.
+    BAD_PATH = "bad_path"  # an empty path or one with a NUL byte: it can name no file
     NOT_FOUND = "not_found"
     PERMISSION_DENIED = "permission_denied"
     UNREADABLE = "unreadable"  # I/O error, a directory, a device ...
@@ -217,14 +218,22 @@ def hello(client: str) -> dict[str, Any]:
     return {"protocol": PROTOCOL_VERSION, "client": client}
 
 
-def welcome_result(server_version: str, model: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def welcome_result(
+    server_version: str, model: Mapping[str, Any], idle_timeout: float | None = None
+) -> dict[str, Any]:
+    """The reply to hello.  ``idle_timeout`` (seconds) tells a client when the daemon closes a
+    connection that has nothing in flight, so it can reconnect before sending rather than
+    send into a connection being closed."""
+    welcome = {
         "protocol": PROTOCOL_VERSION,
         "server_version": server_version,
         "model": dict(model),
         "max_frame": MAX_FRAME,
         "max_items": MAX_ITEMS,
     }
+    if idle_timeout is not None:
+        welcome["idle_timeout"] = idle_timeout
+    return welcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,35 +274,56 @@ class FeatureItem:
         return f"<{len(self.data or b'')} bytes>"
 
 
-def parse_feature_items(fields: Mapping[str, Any]) -> list[FeatureItem]:
-    """Validate the ``items`` of a features request."""
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """An item refused before any decoding, answered in its place in the reply: a value no
+    file or image can have (an empty path, a NUL in a path, empty data).  Like a file that
+    is not there, it fails that item only, never the request."""
+
+    code: ErrorCode
+    message: str
+
+    def reply(self) -> dict[str, Any]:
+        return {"ok": False, "error": {"code": self.code.value, "message": self.message}}
+
+
+def parse_feature_items(fields: Mapping[str, Any]) -> list[FeatureItem | ItemError]:
+    """Validate the ``items`` of a features request.
+
+    A wrongly shaped request (not a list, an item not a map, a field of the wrong type) is
+    a client bug and fails the request with ``bad_request``.  A well-typed value that can
+    name no image is that item's error (:class:`ItemError`); the other items are served.
+    """
     items = fields.get("items")
     if not isinstance(items, list) or not items:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'items' must be a non-empty list")
     if len(items) > MAX_ITEMS:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_ITEMS} items per request")
-    parsed: list[FeatureItem] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index} must be a map")
-        path, data = item.get("path"), item.get("data")
-        if (path is None) == (data is None):
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST, f"item {index} needs exactly one of 'path' or 'data'"
-            )
-        if path is not None:
-            if not isinstance(path, str | bytes) or not path or b"\0" in _as_bytes(path):
-                raise ProtocolError(
-                    ErrorCode.BAD_REQUEST, f"item {index}: 'path' must be a non-empty str or bin"
-                )
-            parsed.append(FeatureItem(path=path))
-        else:
-            if not isinstance(data, bytes) or not data:
-                raise ProtocolError(
-                    ErrorCode.BAD_REQUEST, f"item {index}: 'data' must be non-empty bin"
-                )
-            parsed.append(FeatureItem(data=data))
-    return parsed
+    return [_parse_item(index, item) for index, item in enumerate(items)]
+
+
+def _parse_item(index: int, item: Any) -> FeatureItem | ItemError:
+    if not isinstance(item, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index} must be a map")
+    path, data = item.get("path"), item.get("data")
+    if (path is None) == (data is None):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"item {index} needs exactly one of 'path' or 'data'"
+        )
+    if path is not None:
+        if not isinstance(path, str | bytes):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index}: 'path' must be a str or bin")
+        if not path:
+            return ItemError(ErrorCode.BAD_PATH, "empty path")
+        if b"\0" in _as_bytes(path):
+            return ItemError(ErrorCode.BAD_PATH, "a path cannot contain a NUL byte")
+        return FeatureItem(path=path)
+    if not isinstance(data, bytes):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index}: 'data' must be bin")
+    if not data:
+        # What the decoder says of an empty file, without a trip to a decoder process.
+        return ItemError(ErrorCode.NOT_AN_IMAGE, "empty data")
+    return FeatureItem(data=data)
 
 
 def _as_bytes(value: str | bytes) -> bytes:

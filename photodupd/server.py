@@ -25,6 +25,14 @@ log = logging.getLogger("photodupd.server")
 
 WRITE_TIMEOUT = 30.0
 STREAM_LIMIT = 64 * 1024  # a client that stops reading its replies is dropped after this
+#: Connections let in beyond ``max_connections`` so that ``photodup-ctl status``/``stop``
+#: always get through.  On these only :data:`CONTROL_OPS` are served (anything else is a
+#: retryable ``busy`` until an ordinary slot frees, then the connection takes it), they are
+#: closed after ``hello_timeout`` of silence even after hello, and a newcomer finding them
+#: all taken evicts one with nothing in flight (one still without hello first, else the
+#: longest quiet): idle connections hold the reserve only until the next client arrives.
+CONTROL_SLOTS = 4
+CONTROL_OPS = frozenset({"hello", "ping", "status", "shutdown"})
 
 
 class ServiceError(Exception):
@@ -54,6 +62,8 @@ class ServerStats:
     connections_total: int = 0
     rejected_peers: int = 0
     rejected_busy: int = 0
+    hello_timeouts: int = 0
+    idle_timeouts: int = 0
     requests: int = 0
     request_errors: int = 0
     bad_frames: int = 0
@@ -67,8 +77,20 @@ class Connection:
         self.writer = writer
         self.tasks: set[asyncio.Task[None]] = set()
         self.greeted = False
+        self.control = False  # on a reserved control slot (CONTROL_SLOTS)
         self.write_lock = asyncio.Lock()
         self.closed = False
+        self.opened = time.monotonic()
+        self.last_active = self.opened  # last frame read or request finished
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Count ``task`` as in flight until it ends; its end restarts the idle clock."""
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.last_active = time.monotonic()
 
     async def send(self, document: dict[str, Any]) -> None:
         if self.closed:
@@ -167,16 +189,17 @@ class Server:
             )
             conn.close()
             return
-        if len(self.connections) >= self.config.max_connections:
+        admitted, evicted = self._admit(conn)
+        for refused in evicted if admitted else [conn]:
             self.stats.rejected_busy += 1
-            await conn.send(
+            await refused.send(
                 protocol.error_reply(
                     None, ErrorCode.BUSY, "too many connections; try again shortly"
                 )
             )
-            conn.close()
+            refused.close()
+        if not admitted:
             return
-        self.connections[number] = conn
         self.stats.connections_total += 1
         try:
             await self._serve_connection(conn, reader)
@@ -189,25 +212,92 @@ class Server:
                 task.cancel()
             conn.close()
 
+    def _admit(self, conn: Connection) -> tuple[bool, list[Connection]]:
+        """Give ``conn`` an ordinary slot, else a control slot (evicting an idle control
+        connection when all are taken, see CONTROL_SLOTS); also returns the evicted."""
+        controls = [c for c in self.connections.values() if c.control]
+        evicted: list[Connection] = []
+        if len(self.connections) - len(controls) >= self.config.max_connections:
+            if len(controls) >= CONTROL_SLOTS:
+                idle = [c for c in controls if not c.tasks]
+                if not idle:
+                    return False, []
+                victim = min(idle, key=lambda c: (c.greeted, c.last_active))
+                # Out of the table now, so the count stays exact; its task ends on the close.
+                del self.connections[victim.number]
+                evicted.append(victim)
+            conn.control = True
+        self.connections[conn.number] = conn
+        return True, evicted
+
+    def _promote(self, conn: Connection) -> bool:
+        """Move a control connection to an ordinary slot if one is free."""
+        ordinary = sum(1 for c in self.connections.values() if not c.control)
+        if ordinary >= self.config.max_connections:
+            return False
+        conn.control = False
+        return True
+
+    def _idle_timeout(self, conn: Connection) -> float:
+        # A control connection does one quick thing; a slot of the reserve is not for keeping.
+        return self.config.hello_timeout if conn.control else self.config.idle_timeout
+
+    def _silence_allowed(self, conn: Connection) -> float:
+        """Seconds from now that ``conn`` may stay silent before it is closed."""
+        now = time.monotonic()
+        if not conn.greeted:
+            return conn.opened + self.config.hello_timeout - now
+        if conn.tasks:
+            # Never idle while work is in flight; look again this much later (the last
+            # task's end restarts the clock from then).
+            return self._idle_timeout(conn)
+        return conn.last_active + self._idle_timeout(conn) - now
+
+    async def _first_byte(self, conn: Connection, reader: asyncio.StreamReader) -> bytes | None:
+        """The first byte of the next frame; None when the client left or stayed silent too
+        long after hello.  Before hello, silence past ``hello_timeout`` is a ProtocolError
+        (the client is told why, then closed)."""
+        read = asyncio.ensure_future(reader.readexactly(1))
+        try:
+            while not read.done():
+                allowed = self._silence_allowed(conn)
+                if allowed <= 0:
+                    break
+                await asyncio.wait({read}, timeout=allowed)
+            if read.done():
+                return read.result()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        finally:
+            read.cancel()  # not done: timed out, or this task is being cancelled
+        if not conn.greeted:
+            raise ProtocolError(ErrorCode.HELLO_REQUIRED, self._no_hello_message())
+        self.stats.idle_timeouts += 1
+        log.info("connection %d: idle for %.0f s, closing", conn.number, self._idle_timeout(conn))
+        return None
+
+    def _no_hello_message(self) -> str:
+        return f"no hello within {self.config.hello_timeout:g} s; closing"
+
     async def _read_frame(self, conn: Connection, reader: asyncio.StreamReader) -> bytes | None:
         """Next frame body, or None when the client left or idled out.
 
-        The first byte may take up to ``idle_timeout`` (forever while requests
-        are in flight); once a frame has begun, all of it must arrive within
-        ``frame_timeout`` so a trickling client cannot hold a slot.
+        Before hello, the whole of it must arrive within ``hello_timeout`` of connecting.
+        After hello, the first byte may take up to ``idle_timeout`` counted from the end of
+        the last request (forever while requests are in flight); once a frame has begun, all
+        of it must arrive within ``frame_timeout`` so a trickling client cannot hold a slot.
         """
-        idle = None if conn.tasks else self.config.idle_timeout
-        try:
-            first = await asyncio.wait_for(reader.readexactly(1), idle)
-        except TimeoutError:
-            if conn.tasks:  # pragma: no cover - idle is None then
-                return None
-            log.info(
-                "connection %d: idle for %.0f s, closing", conn.number, self.config.idle_timeout
-            )
+        first = await self._first_byte(conn, reader)
+        if first is None:
             return None
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
+        limit, code, message = (
+            self.config.frame_timeout,
+            ErrorCode.BAD_FRAME,
+            "frame not completed in time",
+        )
+        hello_left = self._silence_allowed(conn)
+        if not conn.greeted and hello_left < limit:
+            limit, code, message = hello_left, ErrorCode.HELLO_REQUIRED, self._no_hello_message()
 
         async def rest() -> bytes:
             header = first + await reader.readexactly(protocol.HEADER.size - 1)
@@ -215,9 +305,9 @@ class Server:
             return await reader.readexactly(length)
 
         try:
-            return await asyncio.wait_for(rest(), self.config.frame_timeout)
+            return await asyncio.wait_for(rest(), limit)
         except TimeoutError:
-            raise ProtocolError(ErrorCode.BAD_FRAME, "frame not completed in time") from None
+            raise ProtocolError(code, message) from None
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
@@ -229,7 +319,11 @@ class Server:
                     return
                 request = protocol.parse_request(protocol.unpack(body))
             except ProtocolError as exc:
-                self.stats.bad_frames += 1
+                if exc.code is ErrorCode.HELLO_REQUIRED:  # the hello deadline passed
+                    self.stats.hello_timeouts += 1
+                    log.debug("connection %d: %s", conn.number, exc.message)
+                else:
+                    self.stats.bad_frames += 1
                 # Frame-level damage: we cannot trust the stream any more.
                 await conn.send(protocol.error_reply(None, exc.code, exc.message))
                 if exc.code is ErrorCode.BAD_REQUEST:
@@ -237,6 +331,7 @@ class Server:
                 conn.close()
                 return
             self.stats.requests += 1
+            conn.last_active = time.monotonic()
             if not conn.greeted:
                 if not await self._handshake(conn, request):
                     conn.close()
@@ -250,9 +345,16 @@ class Server:
                     f"at most {self.config.max_in_flight} requests in flight per connection",
                 )
                 continue
-            task = asyncio.create_task(self._run(conn, request))
-            conn.tasks.add(task)
-            task.add_done_callback(conn.tasks.discard)
+            if conn.control and request.op not in CONTROL_OPS and not self._promote(conn):
+                await self._reply_error(
+                    conn,
+                    request.id,
+                    ErrorCode.BUSY,
+                    "all connection slots are taken; this one may only ping, status or "
+                    "shutdown until one frees",
+                )
+                continue
+            conn.track(asyncio.create_task(self._run(conn, request)))
 
     async def _handshake(self, conn: Connection, request: Request) -> bool:
         if request.op != "hello":
@@ -270,9 +372,13 @@ class Server:
             )
             return False
         conn.greeted = True
-        welcome = protocol.welcome_result(__version__, self.service.model_info())
-        await conn.send(protocol.ok_reply(request.id, welcome))
+        await conn.send(protocol.ok_reply(request.id, self._welcome(conn)))
         return True
+
+    def _welcome(self, conn: Connection) -> dict[str, Any]:
+        return protocol.welcome_result(
+            __version__, self.service.model_info(), self._idle_timeout(conn)
+        )
 
     async def _reply_error(
         self, conn: Connection, request_id: int | None, code: ErrorCode, message: str
@@ -322,7 +428,7 @@ class Server:
         }
 
     async def _op_hello(self, conn: Connection, request: Request) -> Any:
-        return protocol.welcome_result(__version__, self.service.model_info())
+        return self._welcome(conn)
 
     async def _op_ping(self, conn: Connection, request: Request) -> Any:
         return {"pong": True, "time": time.time()}
@@ -342,12 +448,15 @@ class Server:
             "uptime": time.monotonic() - self.stats.started_monotonic,
             "socket": self.socket_path,
             "connections": len(self.connections),
+            "control_connections": sum(1 for c in self.connections.values() if c.control),
             "connections_total": self.stats.connections_total,
             "requests": self.stats.requests,
             "request_errors": self.stats.request_errors,
             "bad_frames": self.stats.bad_frames,
             "rejected_peers": self.stats.rejected_peers,
             "rejected_busy": self.stats.rejected_busy,
+            "hello_timeouts": self.stats.hello_timeouts,
+            "idle_timeouts": self.stats.idle_timeouts,
             "in_flight_requests": sum(len(c.tasks) for c in self.connections.values()),
             "rss": rss,
             "draining": self._draining,
@@ -357,8 +466,18 @@ class Server:
         return {"models": self.service.models(), "active": self.service.model_info()}
 
     async def _op_features(self, conn: Connection, request: Request) -> Any:
-        items = protocol.parse_feature_items(request.fields)
-        return await self.service.features(items)
+        parsed = protocol.parse_feature_items(request.fields)
+        items = [item for item in parsed if isinstance(item, protocol.FeatureItem)]
+        reply = await self.service.features(items)
+        if len(items) == len(parsed):
+            return reply
+        # Items refused by the parser are answered in their places, the rest as served.
+        served = iter(reply["items"])
+        reply["items"] = [
+            next(served) if isinstance(item, protocol.FeatureItem) else item.reply()
+            for item in parsed
+        ]
+        return reply
 
     async def _op_load(self, conn: Connection, request: Request) -> Any:
         name = request.fields.get("model")

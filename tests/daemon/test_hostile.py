@@ -292,7 +292,6 @@ _wrong_path = st.one_of(
     st.booleans(),
     st.lists(st.text(max_size=3), max_size=2),
     st.dictionaries(st.text(max_size=3), _int64, max_size=1),
-    st.sampled_from(["", b"", "a\0b", b"a\0b"]),
 )
 _wrong_data = st.one_of(
     st.text(max_size=6),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -10,9 +11,10 @@ import stat
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -21,7 +23,7 @@ from photodupd import protocol, sockets
 from photodupd.client import AsyncClient, SyncClient
 from photodupd.config import DaemonConfig
 from photodupd.protocol import ErrorCode, RemoteError
-from photodupd.server import Server
+from photodupd.server import CONTROL_SLOTS, Server
 from tests.daemon.stub_service import StubService
 
 
@@ -213,6 +215,22 @@ async def test_unknown_op_keeps_the_connection(running: Running) -> None:
         assert (await client.request("ping"))["pong"]
 
 
+async def test_paths_that_name_no_file_are_per_item_errors(running: Running) -> None:
+    """An empty path or a NUL in one fails that item; the others are served in order."""
+    async with AsyncClient(running.path) as client:
+        reply = await client.features(
+            [{"path": "/p/a.jpg"}, {"path": ""}, {"path": "a\0b"}, {"path": b"/p/\xff.jpg"}]
+        )
+        assert reply["model"]["id"] == "stub:none"
+        items = reply["items"]
+        assert items[0] == {"ok": True, "echo": repr("/p/a.jpg")}
+        assert items[3] == {"ok": True, "echo": repr(b"/p/\xff.jpg")}
+        assert [i["error"]["code"] for i in items[1:3]] == [ErrorCode.BAD_PATH] * 2
+        only_bad = await client.features([{"path": ""}, {"data": b""}])
+        assert [i["error"]["code"] for i in only_bad["items"]] == ["bad_path", "not_an_image"]
+        assert only_bad["model"]["id"] == "stub:none"
+
+
 async def test_bad_request_fields_keep_the_connection(running: Running) -> None:
     async with AsyncClient(running.path) as client:
         with pytest.raises(RemoteError) as err:
@@ -312,29 +330,151 @@ async def test_in_flight_cap_per_connection(running: Running) -> None:
     assert [r["items"][0]["echo"] for r in results] == [repr(f"/x/{i}") for i in range(4)]
 
 
-async def test_connection_cap_answers_busy(isolated_dirs: Path) -> None:
-    config = DaemonConfig(socket=isolated_dirs / "c.sock", max_connections=3)
+@contextlib.asynccontextmanager
+async def serving(isolated_dirs: Path, **settings: Any) -> AsyncIterator[Server]:
+    """A server with its own config (``settings`` over the defaults) and the stub service."""
+    config = DaemonConfig(socket=isolated_dirs / "c.sock", **settings)
     listener = sockets.bind_listener(config.socket_path)
     server = Server(config, StubService())
     await server.start(listener.sock)
     try:
-        clients = [AsyncClient(config.socket_path) for _ in range(3)]
-        for c in clients:
-            await c.connect()
-        reader, _writer = await raw_connection(config.socket_path)
-        reply = await read_doc(reader)
-        assert reply["error"]["code"] == ErrorCode.BUSY and reply["error"]["retryable"]
-        await assert_closed(reader)
-        await clients[0].close()
-        while len(server.connections) > 2:
-            await asyncio.sleep(0.01)
-        async with AsyncClient(config.socket_path) as late:
-            assert (await late.request("ping"))["pong"]
-        for c in clients[1:]:
-            await c.close()
+        yield server
     finally:
         await server.shutdown(1)
         listener.close()
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` (a bound, not a pause)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def sync_status(path: Path) -> dict[str, Any]:
+    with SyncClient(path, timeout=5) as client:
+        client.connect()
+        return dict(client.request("status"))
+
+
+async def test_beyond_the_connection_cap_control_ops_still_get_through(
+    isolated_dirs: Path,
+) -> None:
+    """Ordinary slots full: a newcomer lands on a control slot where ping/status/shutdown are
+    served and anything else is a retryable busy, until an ordinary slot frees and it takes
+    it.  Control slots all taken: a newcomer evicts the one quiet longest (busy, closed)."""
+    async with serving(isolated_dirs, max_connections=3) as server:
+        path = server.config.socket_path
+        clients = [AsyncClient(path) for _ in range(3)]
+        others = [AsyncClient(path) for _ in range(CONTROL_SLOTS - 1)]
+        control = AsyncClient(path, retry_for=0)  # see the refusal itself, not the retry
+        for c in [*clients, *others, control]:
+            await c.connect()
+        status = await control.status()
+        assert status["connections"] == 3 + CONTROL_SLOTS
+        assert status["control_connections"] == CONTROL_SLOTS
+        with pytest.raises(RemoteError) as err:
+            await control.features([{"path": "/x"}])
+        assert err.value.code == ErrorCode.BUSY and err.value.retryable
+        reader, writer = await raw_connection(path)
+        assert (await hello(reader, writer))["ok"] is True
+        evicted = await others[0].status()  # its connection was taken: it reconnected
+        assert evicted["connections"] == 3 + CONTROL_SLOTS and others[0].reconnects == 1
+        await clients[0].close()
+        await wait_for(
+            lambda: sum(not c.control for c in server.connections.values()) == 2, "a slot"
+        )
+        result = await control.features([{"path": "/x"}])
+        assert result["items"][0]["echo"] == repr("/x")
+        assert sum(c.control for c in server.connections.values()) == CONTROL_SLOTS - 1
+        writer.close()
+        for c in [*clients[1:], *others, control]:
+            await c.close()
+
+
+async def test_silent_connections_cannot_lock_out_status(isolated_dirs: Path) -> None:
+    """Every slot, control slots included, taken by connections that never say hello: status
+    still answers (the newcomer evicts the oldest silent control connection with a busy)."""
+    async with serving(isolated_dirs, max_connections=3, hello_timeout=60.0) as server:
+        path = server.config.socket_path
+        silent = [await raw_connection(path) for _ in range(3 + CONTROL_SLOTS)]
+        await wait_for(lambda: len(server.connections) == 3 + CONTROL_SLOTS, "all connections")
+        status = await asyncio.to_thread(sync_status, path)
+        assert status["connections"] == 3 + CONTROL_SLOTS
+        assert status["control_connections"] == CONTROL_SLOTS
+        evicted_reader = silent[3][0]  # the oldest on a control slot
+        reply = await read_doc(evicted_reader)
+        assert reply["error"]["code"] == ErrorCode.BUSY and reply["error"]["retryable"]
+        await assert_closed(evicted_reader)
+        for _reader, writer in silent:
+            writer.close()
+
+
+@pytest.mark.parametrize("sent", [b"", b"\0\0"], ids=["nothing", "half a header"])
+async def test_a_connection_without_hello_is_closed_at_the_hello_deadline(
+    isolated_dirs: Path, sent: bytes
+) -> None:
+    async with serving(isolated_dirs, hello_timeout=0.3, frame_timeout=30.0) as server:
+        reader, writer = await raw_connection(server.config.socket_path)
+        writer.write(sent)
+        reply = await read_doc(reader)
+        assert reply["id"] is None and reply["error"]["code"] == ErrorCode.HELLO_REQUIRED
+        assert "no hello within 0.3 s" in reply["error"]["message"]
+        await assert_closed(reader)
+        assert server.stats.hello_timeouts == 1 and not server.connections
+        async with AsyncClient(server.config.socket_path) as late:  # others are unaffected
+            assert (await late.request("ping"))["pong"]
+
+
+async def test_an_idle_connection_is_closed_after_its_last_request(isolated_dirs: Path) -> None:
+    """The idle clock starts when the last request ends, not when the read began: a client
+    that made a request and went quiet is closed too, and photodup's client reconnects."""
+    async with serving(isolated_dirs, idle_timeout=0.3) as server:
+        client = AsyncClient(server.config.socket_path)
+        await client.connect()
+        assert (await client.request("ping"))["pong"]
+        await wait_for(lambda: not server.connections, "the idle connection to be closed")
+        assert server.stats.idle_timeouts == 1
+        result = await client.features([{"path": "/after"}])
+        assert result["items"][0]["echo"] == repr("/after")
+        assert server.stats.connections_total == 2
+        await client.close()
+
+
+async def test_a_request_in_flight_longer_than_the_idle_timeout_keeps_its_connection(
+    isolated_dirs: Path,
+) -> None:
+    async with serving(isolated_dirs, idle_timeout=0.2) as server:
+        service = server.service
+        assert isinstance(service, StubService)
+        service.release.clear()
+        async with AsyncClient(server.config.socket_path, retry_for=0) as client:
+            pending = asyncio.create_task(client.features([{"path": "/slow"}]))
+            await wait_for(lambda: service.started_features == 1, "the request to start")
+            await asyncio.sleep(0.6)  # three idle timeouts pass while the request is in flight
+            assert len(server.connections) == 1
+            service.release.set()
+            assert (await pending)["items"][0]["echo"] == repr("/slow")
+        assert server.stats.connections_total == 1 and server.stats.idle_timeouts == 0
+
+
+async def test_the_client_reconnects_before_sending_into_an_idle_close(
+    isolated_dirs: Path,
+) -> None:
+    """A request sent as the daemon closes an idle connection would be lost, and only
+    idempotent ops are re-sent; so after half the announced idle timeout the client opens
+    a new connection first, and a ``load`` (not idempotent) goes through."""
+    async with serving(isolated_dirs, idle_timeout=600.0) as server:
+        client = AsyncClient(server.config.socket_path, retry_for=0)
+        welcome = await client.connect()
+        assert welcome["idle_timeout"] == 600.0
+        assert (await client.request("load", model="builtin"))["id"] == "stub:none"
+        assert server.stats.connections_total == 1
+        client._last_activity -= 301  # quiet for just over half the idle timeout
+        assert (await client.request("load", model="builtin"))["id"] == "stub:none"
+        assert server.stats.connections_total == 2
+        await client.close()
 
 
 async def test_two_hundred_concurrent_clients(running: Running) -> None:

@@ -96,10 +96,15 @@ def check_frame_bytes(data: bytes) -> None:
             return
         assert 0 < len(items) <= protocol.MAX_ITEMS
         for item in items:
+            if isinstance(item, protocol.ItemError):
+                assert item.reply()["ok"] is False
+                continue
             assert (item.path is None) != (item.data is None)
             if item.path is not None:
                 raw = item.path if isinstance(item.path, bytes) else item.path.encode()
                 assert raw and b"\0" not in raw
+            else:
+                assert item.data
 
 
 # ------------------------------------------------------------------------------ live server

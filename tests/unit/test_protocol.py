@@ -118,15 +118,39 @@ def test_bad_envelopes(document: dict) -> None:
         [1],
         [{}],
         [{"path": "a", "data": b"x"}],
-        [{"path": ""}],
         [{"path": 5}],
         [{"data": "text"}],
-        [{"path": "a\0b"}],
+        [{"path": "a"}, {"path": None}],
     ],
 )
-def test_bad_feature_items(items: object) -> None:
-    with pytest.raises(ProtocolError):
+def test_badly_shaped_feature_items_fail_the_request(items: object) -> None:
+    with pytest.raises(ProtocolError) as err:
         protocol.parse_feature_items({"items": items})
+    assert err.value.code is ErrorCode.BAD_REQUEST
+
+
+def test_values_that_name_no_image_are_per_item_errors() -> None:
+    """An empty path, a NUL in a path (str or bin) or empty data fails that item only: the
+    README's "one bad image is a per-item error; it never fails the request"."""
+    items = [
+        {"path": "/p/a.jpg"},
+        {"path": ""},
+        {"path": "a\0b"},
+        {"path": b""},
+        {"path": b"/p/\xff\0.jpg"},
+        {"data": b""},
+        {"data": b"\xff\xd8"},
+    ]
+    parsed = protocol.parse_feature_items({"items": items})
+    assert parsed[0] == protocol.FeatureItem(path="/p/a.jpg")
+    assert parsed[6] == protocol.FeatureItem(data=b"\xff\xd8")
+    errors = parsed[1:6]
+    assert all(isinstance(e, protocol.ItemError) for e in errors)
+    assert [e.code for e in errors] == [ErrorCode.BAD_PATH] * 4 + [ErrorCode.NOT_AN_IMAGE]
+    assert errors[0].reply() == {
+        "ok": False,
+        "error": {"code": "bad_path", "message": errors[0].message},
+    }
 
 
 def test_too_many_items() -> None:
@@ -144,7 +168,7 @@ def test_non_utf8_path_travels_as_bin_and_back() -> None:
         body_of(protocol.pack({"id": 1, "op": "features", "items": [{"path": wire}]}))
     )
     (item,) = protocol.parse_feature_items(doc)
-    assert item.path == raw
+    assert isinstance(item, protocol.FeatureItem) and item.path == raw
     assert protocol.path_for_wire("ok.jpg") == "ok.jpg"
 
 

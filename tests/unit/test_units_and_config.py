@@ -89,9 +89,11 @@ def test_config_file_overrides_defaults_and_flags_override_it(tmp_path: Path) ->
     path = tmp_path / "config.toml"
     path.write_text(
         '[daemon]\nmodel = "builtin"\nthreads = 1\nidle_unload = 5\nsocket = "~/x.sock"\n'
+        "hello_timeout = 2\n"
     )
     cfg = config.load(path)
     assert cfg.model == "builtin" and cfg.threads == 1 and cfg.idle_unload == 5.0
+    assert cfg.hello_timeout == 2.0
     assert cfg.socket == Path.home() / "x.sock"
     assert cfg.with_overrides(threads=2, model=None).threads == 2
     assert cfg.with_overrides(model=None).model == "builtin"
@@ -104,6 +106,9 @@ def test_config_file_overrides_defaults_and_flags_override_it(tmp_path: Path) ->
         ("[daemon]\nbogus = 1\n", "unknown keys"),
         ("[daemon\n", "cannot read"),
         ("[daemon]\nthreads = true\n", "threads must be int"),
+        ("[daemon]\nhello_timeout = 0\n", "hello_timeout must be more than 0"),
+        ("[daemon]\nidle_timeout = -1\n", "idle_timeout must be more than 0"),
+        ("[daemon]\nframe_timeout = nan\n", "frame_timeout must be more than 0"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
