@@ -84,14 +84,16 @@ def test_scores_of_a_file_edited_in_place_are_not_reused(tmp_path: Path) -> None
     assert picture_now is not None and picture_now < SAME_PICTURE_MIN
 
 
-def test_scores_survive_a_rename(tmp_path: Path) -> None:
-    """The reason the key is the file identity: moving a folder costs no pixel checks."""
+def test_scores_are_not_reused_once_the_ctime_moved(tmp_path: Path) -> None:
+    """ctime is in the key: a same-size rewrite with its mtime put back (which only ctime
+    shows) must never reuse a score.  The price: a rename or chmod also looks again."""
     original = make_photo(3)
     a, b = tmp_path / "a.bmp", tmp_path / "b.bmp"
     save_bmp(original, a)
     save_bmp(ImageOps.mirror(original), b)
     with Cache(tmp_path / "cache.sqlite") as cache:
         shot, _picture, _ = scores(cache, on_disk(a), on_disk(b))
-        os.rename(b, tmp_path / "renamed.bmp")
-        again, _, decoded = scores(cache, on_disk(a), on_disk(tmp_path / "renamed.bmp"))
-    assert decoded == 0 and again == pytest.approx(shot)
+        assert scores(cache, on_disk(a), on_disk(b))[2] == 0  # unchanged: from the cache
+        os.chmod(b, 0o644 if os.stat(b).st_mode & 0o777 != 0o644 else 0o600)
+        again, _, decoded = scores(cache, on_disk(a), on_disk(b))
+    assert decoded == 2 and again == pytest.approx(shot)
