@@ -49,7 +49,7 @@ from photodupd.imaging import ImageError, decode_item
 from photodupd.protocol import FeatureItem
 from tests.safety.helpers import assert_accounted_for, read, snapshot, trash_entries
 
-# Small contents of one size: the last two differ only in their last byte.
+# Small contents of one size: the first and the last differ only in their last byte.
 SMALL = [b"A" * 64, b"B" * 64, b"A" * 63 + b"Z"]
 # Larger than the exact tier's head and tail reads (64 KiB each): these two differ only in
 # the middle, so their partial hashes are equal and only the full hash tells them apart.
