@@ -16,7 +16,7 @@ from photodupd import batcher, sockets
 from photodupd.client import AsyncClient
 from photodupd.config import DaemonConfig
 from photodupd.inference import InferenceService, ServiceError
-from photodupd.models import catalog
+from photodupd.models import backend, catalog
 from photodupd.protocol import ErrorCode, FeatureItem
 from photodupd.server import Server
 from tests import photos
@@ -171,48 +171,52 @@ async def test_a_full_queue_answers_busy(make_service: Factory, tmp_path: Path) 
     assert (await service.features([FeatureItem(path=str(files[4]))]))["items"][0]["ok"]
 
 
-async def test_the_event_loop_answers_pings_while_a_big_request_is_embedded(
-    make_service: Factory, tmp_path: Path, isolated_dirs: Path
+async def test_the_event_loop_answers_pings_while_a_batch_is_in_the_model(
+    make_service: Factory,
+    tmp_path: Path,
+    isolated_dirs: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Decoding and the model run off the loop: a 64-image request takes seconds of model
-    time, and pings on the same daemon keep coming back in milliseconds meanwhile."""
+    """Decoding and the model run off the loop: while a forward pass is held inside the
+    model, pings on the same connection are answered.  The pass is held by the test (an
+    Event), not made slow by the machine, so the check runs everywhere and says the same."""
+    in_model, release = threading.Event(), threading.Event()
+    real_embed = backend.BuiltinModel.embed
+
+    def held_embed(self: backend.BuiltinModel, pixels: np.ndarray) -> np.ndarray:
+        in_model.set()
+        # A loop that ran this pass itself could not answer the pings that release it: the
+        # pass then goes on alone after a while, and every ping comes after it.
+        release.wait(timeout=15)
+        try:
+            return real_embed(self, pixels)
+        finally:
+            in_model.clear()
+
+    monkeypatch.setattr(backend.BuiltinModel, "embed", held_embed)
     service = await make_service()
     await service.wait_ready()
     config = BASE.with_overrides(socket=isolated_dirs / "d.sock")
     listener = sockets.bind_listener(config.socket_path)
     server = Server(config, service)
     await server.start(listener.sock)
-    files = jpeg_files(tmp_path, range(64), (320, 240))
+    [path] = jpeg_files(tmp_path, range(1))
+    answered_during_the_pass = 0
     try:
         async with AsyncClient(config.socket_path) as client:
-            request = asyncio.ensure_future(client.features([{"path": str(p)} for p in files]))
-            started = last = time.monotonic()
-            # Each cycle is a ping round trip plus a 20 ms pause (so the pings do not starve
-            # the model); a stalled loop stretches whichever cycle it falls in.
-            cycles: list[float] = []
-            while not request.done():
+            request = asyncio.ensure_future(client.features([{"path": str(path)}]))
+            assert await asyncio.to_thread(in_model.wait, 60), "the batch never reached the model"
+            for _ in range(5):
                 assert (await client.request("ping"))["pong"] is True
-                await asyncio.sleep(0.02)
-                now = time.monotonic()
-                cycles.append(now - last)
-                last = now
-            took = time.monotonic() - started
+                answered_during_the_pass += in_model.is_set() and not request.done()
+            release.set()
             reply = await request
     finally:
+        release.set()
         await server.shutdown(drain_timeout=5)
         listener.close()
-    assert all(item["ok"] for item in reply["items"])
-    status = service.status()
-    assert status["images_served"] == 64 and status["batches"] >= 2
-    assert len(cycles) > 10
-    per_batch = took / status["batches"]
-    if per_batch < 1.0:  # a loop blocked for one batch would still answer within the bound
-        pytest.skip(
-            f"a batch takes only {per_batch:.2f}s on this machine; the check proves nothing"
-        )
-    assert max(cycles) < 0.5, (
-        f"slowest ping cycle {max(cycles):.3f}s; a batch takes {per_batch:.1f}s"
-    )
+    assert answered_during_the_pass == 5, "pings waited for the forward pass"
+    assert reply["items"][0]["ok"] and service.status()["images_served"] == 1
 
 
 async def test_memory_is_trimmed_once_after_a_burst_not_during_it(

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from photodup_tui.engine import exact
 from photodup_tui.engine.settings import ScanSettings
@@ -92,6 +93,8 @@ def test_small_and_boundary_sizes_hash_like_hashlib(tmp_path: Path) -> None:
         exact.PARTIAL_BYTES - 1,
         exact.PARTIAL_BYTES,
         exact.PARTIAL_BYTES + 1,
+        2 * exact.PARTIAL_BYTES,
+        2 * exact.PARTIAL_BYTES + 1,
         3 * exact.CHUNK + 7,
     ):
         data = os.urandom(size)
@@ -102,7 +105,28 @@ def test_small_and_boundary_sizes_hash_like_hashlib(tmp_path: Path) -> None:
             exact.full_hash(photo.path, photo.stat)
             == hashlib.blake2b(data, digest_size=32).hexdigest()
         )
-        exact.partial_hash(photo.path, photo.stat)  # does not raise at the boundaries
+        assert exact.partial_hash(photo.path, photo.stat) == head_and_tail_hash(data)
+
+
+def head_and_tail_hash(data: bytes) -> str:
+    """xxh3-128 of the first 64 KiB and of the last 64 KiB that are not part of the first:
+    the whole file when it is at most 128 KiB."""
+    part = exact.PARTIAL_BYTES
+    tail = data[-part:] if len(data) > 2 * part else data[part:]
+    return xxhash.xxh3_128(data[:part] + tail).hexdigest()
+
+
+@pytest.mark.parametrize("where", ["head", "tail"])
+def test_partial_hash_sees_a_change_in_the_head_or_the_tail(tmp_path: Path, where: str) -> None:
+    data = os.urandom(3 * exact.PARTIAL_BYTES)
+    at = 0 if where == "head" else len(data) - 1
+    other = data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+    (tmp_path / "a.jpg").write_bytes(data)
+    (tmp_path / "b.jpg").write_bytes(other)
+    a, b = sorted(walk(tmp_path), key=lambda p: p.path)
+    assert exact.partial_hash(a.path, a.stat) == head_and_tail_hash(data)
+    assert exact.partial_hash(b.path, b.stat) == head_and_tail_hash(other)
+    assert exact.partial_hash(a.path, a.stat) != exact.partial_hash(b.path, b.stat)
 
 
 def test_file_changed_after_the_walk_is_refused(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -175,19 +176,39 @@ def test_special_files_are_skipped(tmp_path: Path) -> None:
     assert found == [str(keep)]
 
 
+@pytest.mark.needs_nonroot
 def test_unreadable_folder_is_an_error_not_a_crash(tmp_path: Path) -> None:
     keep = write(tmp_path / "a.jpg")
     locked = tmp_path / "locked"
     write(locked / "b.jpg")
     locked.chmod(0)
     try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("running as root: permissions are not enforced")
         found, walker = walk([tmp_path])
     finally:
         locked.chmod(0o755)
     assert found == [str(keep)]
-    assert [p for p, _ in walker.stats.errors] == [str(locked)]
+    assert walker.stats.errors == [(str(locked), os.strerror(errno.EACCES))]
+
+
+@pytest.mark.needs_nonroot
+def test_a_folder_listed_but_not_entered_is_an_error_per_entry(tmp_path: Path) -> None:
+    """Read but no search permission: the names can be listed, but no entry can be looked
+    at; each photo there is an error, the walk goes on."""
+    keep = write(tmp_path / "a.jpg")
+    closed = tmp_path / "closed"
+    write(closed / "b.jpg")
+    (closed / "inner").mkdir()
+    closed.chmod(0o444)
+    try:
+        found, walker = walk([tmp_path])
+    finally:
+        closed.chmod(0o755)
+    assert found == [str(keep)]
+    denied = os.strerror(errno.EACCES)
+    assert sorted(walker.stats.errors) == [
+        (str(closed / "b.jpg"), denied),
+        (str(closed / "inner"), denied),
+    ]
 
 
 def test_reference_folders_are_walked_first_and_flagged(tmp_path: Path) -> None:

@@ -78,11 +78,16 @@ def test_a_byte_identical_victim_that_differs_on_disk_stops_its_group(
     tmp_path: Path, home_trash: Path
 ) -> None:
     group, paths = family(tmp_path)
-    # Same size, different bytes: only the byte compare of the EXACT op can tell.
+    # Same size, different bytes, and the scan saw the file as it is now (a rescan that
+    # trusted a stale cache row): every stat matches, so only the byte compare can tell.
     write(paths["copy"], ORIGINAL[::-1])
+    copy = group.members[1]
+    stale_hash = group.keeper_member.photo.content_hash  # what the stale row said: a copy
+    group.members[1] = member(paths["copy"], content_hash=stale_hash, decodable=True)
+    group.members[1].verdict = copy.verdict
     report = execute(make_plan([group]), dry_run=False)
     assert read(paths["copy"]) == ORIGINAL[::-1] and read(paths["near"]) == NEAR_COPY
     assert trash_entries(home_trash) == []
-    assert any(
-        "byte compare" in why or "changed since the scan" in why for _, why in report.skipped
-    )
+    # The whole group stops, the near copy too, and the byte compare is what said no.
+    refusal = "byte compare with the keeper failed: contents differ (rule 5)"
+    assert sorted(report.skipped) == sorted([(paths["copy"], refusal), (paths["near"], refusal)])

@@ -173,3 +173,36 @@ def run_report() -> RunReport:
     report.skipped = [(f"{ROOT}/2020/cat (1).jpg", "changed since the scan (mtime)")]
     report.bytes_reclaimed = 5_724_000
     return report
+
+
+#: What the launcher says when photodupd refuses to start (an unsafe runtime dir).
+DAEMON_DOWN = (
+    "photodupd exited with status 3: refusing to start: /run/user/1000/photodup "
+    "has mode 0755, it must be 0700"
+)
+
+
+def run_report_with_failures() -> RunReport:
+    """A clean-up where the trash refused some files and one check failed after a move."""
+    report = RunReport(batch_id="20250131-120500-000000002-ef01", dry_run=False)
+    report.trashed = [
+        (f"{ROOT}/Backup/IMG_0412.jpg", f"{TRASH}/files/IMG_0412.jpg", 5_412_000),
+    ]
+    report.skipped = [
+        (
+            "/mnt/usb/DCIM/IMG_0412.jpg",
+            "no usable trash on this device (/mnt/usb/.Trash-1000: read-only filesystem)",
+        ),
+        (
+            f"{ROOT}/2020/cat (1).jpg",
+            "byte compare with the keeper failed: contents differ (rule 5)",
+        ),
+    ]
+    report.failed = [
+        (
+            f"{ROOT}/WhatsApp/IMG-20190601-WA0003.jpg",
+            "moved to the trash, but trash info file missing or unreadable",
+        ),
+    ]
+    report.bytes_reclaimed = 5_412_000
+    return report

@@ -7,16 +7,18 @@ Regenerate after an intended change with ``pytest tests/tui/test_snapshots.py
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from textual.pilot import Pilot
 
 from photodup_tui import ui_settings
 from photodup_tui.app import PhotodupApp, create_app
+from photodup_tui.engine.types import Kind
 from photodup_tui.messages import ScanSourceReady
 from photodup_tui.screens.action import ActionScreen
 from photodup_tui.screens.confirm import ConfirmScreen
 from photodup_tui.screens.scan import ScanScreen
+from photodup_tui.workers import UNAVAILABLE
 from tests.tui import fixed_data
 from tests.tui.conftest import SIZE, idle
 
@@ -88,6 +90,29 @@ def test_result_screen(snap_compare: Snap) -> None:
         await idle(pilot)
 
     assert snap_compare(app(result=fixed_data.result()), terminal_size=SIZE, run_before=done)
+
+
+def test_result_screen_after_failed_trash_operations(snap_compare: Snap) -> None:
+    async def done(pilot: Pilot[Any]) -> None:
+        report = fixed_data.run_report_with_failures()
+        await pilot.app.push_screen(ActionScreen("trash", [fixed_data.ROOT], report=report))
+        await idle(pilot)
+
+    assert snap_compare(app(result=fixed_data.result()), terminal_size=SIZE, run_before=done)
+
+
+def test_review_after_the_daemon_would_not_start(snap_compare: Snap) -> None:
+    """The scan fell back to no model: the status line says photodupd is down and why, the
+    review says what that costs.  The app derives both from the scan's fallback reason."""
+
+    async def fell_back(pilot: Pilot[Any]) -> None:
+        result = fixed_data.result()
+        result.groups = [g for g in result.groups if g.kind is not Kind.SIMILAR]  # no model
+        papp = cast(PhotodupApp, pilot.app)
+        papp.show_review(result, fallback_reason=UNAVAILABLE + fixed_data.DAEMON_DOWN)
+        await idle(pilot)
+
+    assert snap_compare(app(daemon_status=None), terminal_size=SIZE, run_before=fell_back)
 
 
 def test_help_screen(snap_compare: Snap) -> None:

@@ -1,8 +1,11 @@
-"""Frame and document rules of protocol v1 (RELIABILITY rule 18)."""
+"""Frame and document rules of protocol v1 (RELIABILITY rule 18).
+
+Every refusal is checked for its code, which decides what the daemon does next: after a
+frame-level one (``bad_frame``, ``frame_too_large``) it closes the connection, after a
+request-level one (``bad_request``) the connection stays."""
 
 from __future__ import annotations
 
-import contextlib
 import struct
 
 import msgpack
@@ -37,8 +40,9 @@ def test_frame_claiming_4_gib_is_refused_before_reading_it() -> None:
 
 
 def test_empty_frame_is_refused() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.frame_length(b"\x00\x00\x00\x00")
+    assert (err.value.code, err.value.message) == (ErrorCode.BAD_FRAME, "empty frame")
 
 
 def test_bin32_header_claiming_4_gb_is_refused() -> None:
@@ -50,48 +54,57 @@ def test_bin32_header_claiming_4_gb_is_refused() -> None:
 
 def test_str32_header_claiming_4_gb_is_refused() -> None:
     body = b"\x81\xa4data" + b"\xdb" + struct.pack(">I", 0xFFFFFFF0) + b"xx"
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(body)
+    assert err.value.code is ErrorCode.BAD_FRAME
 
 
 def test_map_of_two_million_int_keys_is_refused() -> None:
     # map32 header announcing 2M entries, then int keys: refused at once.
     body = b"\xdf" + struct.pack(">I", 2_000_000) + b"\x01\x02" * 1000
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(body)
+    assert err.value.code is ErrorCode.BAD_FRAME
 
 
 def test_int_keys_are_refused_even_in_small_maps() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(msgpack.packb({1: 2}))
+    assert err.value.code is ErrorCode.BAD_FRAME
 
 
 def test_deep_nesting_is_refused() -> None:
     body = b"\x81\xa1a" + b"\x91" * 100_000 + b"\xc0"
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(body)
+    assert err.value.code is ErrorCode.BAD_FRAME
 
 
 def test_ext_types_are_refused() -> None:
     body = msgpack.packb({"id": 1, "x": msgpack.ExtType(5, b"abc")})
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(body)
+    assert err.value.code is ErrorCode.BAD_FRAME
 
 
 def test_invalid_utf8_in_str_is_refused() -> None:
     body = b"\x81\xa1a\xa2\xff\xfe"
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(body)
+    assert err.value.code is ErrorCode.BAD_FRAME
 
 
 def test_trailing_bytes_are_refused() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(msgpack.packb({"id": 1}) + b"\x00")
+    assert err.value.code is ErrorCode.BAD_FRAME
 
 
 def test_a_frame_must_be_a_map() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.unpack(msgpack.packb([1, 2, 3]))
+    assert err.value.code is ErrorCode.BAD_FRAME
+    assert err.value.message == "a frame must hold one msgpack map"
 
 
 @pytest.mark.parametrize(
@@ -126,7 +139,7 @@ def test_bad_envelopes(document: dict) -> None:
 def test_badly_shaped_feature_items_fail_the_request(items: object) -> None:
     with pytest.raises(ProtocolError) as err:
         protocol.parse_feature_items({"items": items})
-    assert err.value.code is ErrorCode.BAD_REQUEST
+    assert err.value.code is ErrorCode.BAD_REQUEST  # the request fails, the connection stays
 
 
 def test_values_that_name_no_image_are_per_item_errors() -> None:
@@ -154,8 +167,10 @@ def test_values_that_name_no_image_are_per_item_errors() -> None:
 
 
 def test_too_many_items() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         protocol.parse_feature_items({"items": [{"path": "a"}] * (protocol.MAX_ITEMS + 1)})
+    assert err.value.code is ErrorCode.BAD_REQUEST
+    assert err.value.message == f"at most {protocol.MAX_ITEMS} items per request"
 
 
 def test_non_utf8_path_travels_as_bin_and_back() -> None:
@@ -182,11 +197,14 @@ def test_error_reply_marks_retryable_codes() -> None:
 def test_fuzz_unpack_raises_only_protocol_errors(data: bytes) -> None:
     try:
         document = protocol.unpack(data)
-    except ProtocolError:
+    except ProtocolError as exc:
+        assert exc.code is ErrorCode.BAD_FRAME  # a broken frame: the connection is closed
         return
     assert isinstance(document, dict)
-    with contextlib.suppress(ProtocolError):
+    try:
         protocol.parse_request(document)
+    except ProtocolError as exc:
+        assert exc.code is ErrorCode.BAD_REQUEST  # a well-formed frame: the connection stays
 
 
 json_like = st.recursive(
