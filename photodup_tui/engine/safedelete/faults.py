@@ -21,13 +21,18 @@ from collections import Counter
 ENV = "PHOTODUP_FAULT"
 
 _reached: Counter[str] = Counter()
+_counted_for = ""  # the spec the counts belong to: a new spec counts from zero
 
 
 def fault_point(point: str) -> None:
     """Die or fail here if a test asked for it; otherwise do nothing."""
+    global _counted_for
     spec = os.environ.get(ENV)
     if not spec:
         return
+    if spec != _counted_for:
+        _reached.clear()
+        _counted_for = spec
     _reached[point] += 1
     for rule in spec.split(","):
         action, _, where = rule.strip().partition("@")
