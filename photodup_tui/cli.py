@@ -374,7 +374,8 @@ def undo_command(args: argparse.Namespace) -> int:
         target = undo_preview.find(args.batch) if args.batch else undo_preview.next_undo()
         # Say what will come back before it does: the newest batch may be one the user
         # does not remember (another photodup made it).
-        print(f"batch {target.batch.batch_id}: putting back {target.sentence()}", flush=True)
+        if target.files:
+            print(f"batch {target.batch.batch_id}: putting back {target.sentence()}", flush=True)
         outcome = safedelete.undo(target.batch.batch_id)
     except (safedelete.BatchNotFound, safedelete.BatchBusy) as exc:
         raise UsageError(str(exc) or "nothing to undo") from None

@@ -281,8 +281,8 @@ def _remembered_keepers(
 
 
 class DecisionBook:
-    """The user's hide / show-again answers, written to the decisions store in the order
-    they were given, from worker threads.
+    """The user's hide / show-again answers and keeper choices, written to the decisions
+    store in the order they were given, from worker threads.
 
     The UI calls :meth:`want` on the event loop, then runs :meth:`write` in a worker.  Each
     write takes everything wanted so far, one writer at a time: a quick "hide, then show

@@ -16,7 +16,7 @@ from photodup_tui.workers import PreviewCache
 MATCH_WORDS = {
     Kind.EXACT: ("exact: byte-identical", "bold green"),
     Kind.NEAR: ("near: re-saved/resized", "bold cyan"),
-    Kind.SIMILAR: ("similar: an edit", "bold magenta"),
+    Kind.SIMILAR: ("similar: an edit apart", "bold magenta"),
 }
 
 
