@@ -268,16 +268,11 @@ def _remembered_keepers(
     warnings: list[str],
 ) -> list[tuple[Group, int]]:
     """The keeper the user chose in an earlier scan, for each group that has one."""
-    chosen: list[tuple[Group, int]] = []
     try:
-        for group in [*groups, *(g for g, _decision in hidden)]:
-            index = store.keeper_for(group)
-            if index is not None:
-                chosen.append((group, index))
+        return store.keepers_for([*groups, *(g for g, _decision in hidden)])
     except sqlite3.Error as exc:
         warnings.append(f"your earlier keeper choices cannot be read: {exc}")
         return []
-    return chosen
 
 
 class DecisionBook:

@@ -28,6 +28,10 @@ FILE_NAME = "decisions.sqlite"
 SCHEMA_VERSION = 1
 
 
+#: keeper hash -> (rank, newest first; content key; path) of each choice of that keeper
+_KeeperRows = dict[str, list[tuple[int, str, str]]]
+
+
 class Decision(enum.StrEnum):
     NOT_DUPLICATES = "not_duplicates"  # "these are different photos"
     KEEP_ALL = "keep_all"  # "duplicates, but I want every copy"
@@ -166,28 +170,32 @@ class Decisions:
         content it was chosen over, or, for a choice among byte-identical copies, a group of
         only those copies; among copies of the keeper, the one at the chosen path first.
         """
-        by_hash: dict[str, list[int]] = {}
-        for index, member in enumerate(group.members):
-            if member.photo.content_hash is None:
-                return None  # the group cannot be compared with what was stored
-            by_hash.setdefault(member.photo.content_hash, []).append(index)
-        if len(group.members) < 2:
-            return None
+        return _chosen(group, self._keeper_rows())
+
+    def keepers_for(self, groups: Iterable[Group]) -> list[tuple[Group, int]]:
+        """(group, member index) for each group with a remembered keeper (:meth:`keeper_for`);
+        one read of the store for any number of groups."""
+        rows = self._keeper_rows()
+        if not rows:
+            return []
+        found = []
+        for group in groups:
+            index = _chosen(group, rows)
+            if index is not None:
+                found.append((group, index))
+        return found
+
+    def _keeper_rows(self) -> _KeeperRows:
+        """Every remembered keeper choice, by the keeper's hash.  The user makes these one
+        k at a time: few enough to hold."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, keeper, path FROM keepers"
-                f" WHERE keeper IN ({','.join('?' * len(by_hash))}) ORDER BY created DESC",
-                list(by_hash),
+                "SELECT keeper, key, path FROM keepers ORDER BY created DESC"
             ).fetchall()
-        for key, keeper, path in rows:
-            chosen_over = set(key.split(",")) & by_hash.keys()
-            among_copies = key == keeper and len(by_hash) == 1
-            if len(chosen_over) < 2 and not among_copies:
-                continue  # nothing here the user chose it over
-            copies = by_hash[keeper]
-            at_path = [i for i in copies if group.members[i].photo.path == path]
-            return (at_path or copies)[0]
-        return None
+        by_keeper: _KeeperRows = {}
+        for newest_first, (keeper, key, path) in enumerate(rows):
+            by_keeper.setdefault(keeper, []).append((newest_first, key, path))
+        return by_keeper
 
     def decision_for(self, group: Group) -> Decision | None:
         try:
@@ -213,3 +221,28 @@ class Decisions:
             else:
                 hidden.append((group, decision))
         return shown, hidden
+
+
+def _chosen(group: Group, rows: _KeeperRows) -> int | None:
+    """See :meth:`Decisions.keeper_for`; ``rows`` from ``Decisions._keeper_rows``."""
+    if len(group.members) < 2:
+        return None
+    by_hash: dict[str, list[int]] = {}
+    for index, member in enumerate(group.members):
+        if member.photo.content_hash is None:
+            return None  # the group cannot be compared with what was stored
+        by_hash.setdefault(member.photo.content_hash, []).append(index)
+    choices = sorted(
+        (rank, keeper, key, path)
+        for keeper in by_hash.keys() & rows.keys()
+        for rank, key, path in rows[keeper]
+    )
+    for _rank, keeper, key, path in choices:
+        chosen_over = set(key.split(",")) & by_hash.keys()
+        among_copies = key == keeper and len(by_hash) == 1
+        if len(chosen_over) < 2 and not among_copies:
+            continue  # nothing here the user chose it over
+        copies = by_hash[keeper]
+        at_path = [i for i in copies if group.members[i].photo.path == path]
+        return (at_path or copies)[0]
+    return None
