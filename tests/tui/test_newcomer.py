@@ -269,6 +269,10 @@ async def test_a_small_terminal_shows_one_large_preview_and_flips_through_them()
         await idle(pilot)
         assert isinstance(app.screen, GroupScreen) and not app.screen.compact
         assert len([c for c in app.screen.query(MemberCard) if c.display]) == 3
+        await pilot.resize_terminal(80, 24)  # made smaller while open: one at a time
+        await idle(pilot)
+        assert app.screen.compact
+        assert len([c for c in app.screen.query(MemberCard) if c.display]) == 1
 
 
 async def test_headers_match_the_keys_and_the_sort_arrow_fits() -> None:
