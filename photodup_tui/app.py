@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -27,15 +27,16 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from photodup_tui import ui_settings
 from photodup_tui.engine import settings as scan_settings
 from photodup_tui.engine.decisions import Decision
-from photodup_tui.engine.safedelete import interrupted_batches, make_plan
+from photodup_tui.engine.safedelete import BatchNotFound, interrupted_batches, make_plan
 from photodup_tui.engine.scan import ScanResult
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group
+from photodup_tui.engine.undo_preview import UndoPreview, next_undo
 from photodup_tui.formatting import plural
 from photodup_tui.messages import DaemonReport, DaemonStatusChanged, GroupShownAgain
 from photodup_tui.review_state import Review
 from photodup_tui.screens.action import ActionScreen
-from photodup_tui.screens.confirm import ConfirmScreen
+from photodup_tui.screens.confirm import ConfirmScreen, UndoConfirmScreen
 from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.help import HelpScreen
 from photodup_tui.screens.hidden import HiddenScreen
@@ -126,7 +127,9 @@ class PhotodupApp(App[int]):
         self._switching: str | None = None  # the model photodupd is switching to
         self._switch_previous: str | None = None  # the config's model before that switch
         self._switch_later: tuple[str, str | None] | None = None  # (model, previous) after a scan
-        self._switch_note = ""  # why the last model switch did not happen
+        self._status_before_switch = DaemonStatus("checking")
+        self._told_about_hiding = False  # the first "not duplicates" explains it all
+        self._undo_asked = False  # an undo confirmation is open or being prepared
 
     # ------------------------------------------------------------------ start and stop
 
@@ -159,8 +162,10 @@ class PhotodupApp(App[int]):
 
     def start_scan(self, roots: Sequence[str]) -> None:
         gc.unfreeze()  # what this scan replaces may be collected again (see _settle_heap)
-        self.ui = self.ui.with_recent(roots)
-        self._save_ui(self.ui)
+        folders = [root for root in roots if os.path.isdir(root)]  # a photo is no "folder"
+        if folders:
+            self.ui = self.ui.with_recent(folders)
+            self._save_ui(self.ui)
         screen = ScanScreen(list(roots))
         if len(self.screen_stack) > 1:
             self.switch_screen(screen)
@@ -184,12 +189,15 @@ class PhotodupApp(App[int]):
         result: ScanResult,
         fallback_reason: str | None = None,
         hidden: Sequence[tuple[Group, Decision]] = (),
+        keepers: Sequence[tuple[Group, int]] = (),
     ) -> None:
+        """The review of ``result``; ``hidden``: groups earlier answers hide; ``keepers``:
+        (group, member) the user chose as keeper in an earlier scan."""
         self.result, self.fallback_reason = result, fallback_reason
         if fallback_reason and self.ui.use_model and self.options.daemon_status is None:
             self._start_failure = fallback_reason.removeprefix(UNAVAILABLE)
             self.daemon_status = DaemonStatus("down", detail=self._start_failure)
-        self.review = Review(result.groups, hidden)
+        self.review = Review(result.groups, hidden, keepers)
         self._hides.clear()
         screen = ReviewScreen(result, self.review)
         if len(self.screen_stack) > 1:
@@ -256,12 +264,30 @@ class PhotodupApp(App[int]):
         self._hides.append(group_index)
         self.decision_book.want(self.review.groups[group_index], Decision.NOT_DUPLICATES)
         self._write_decisions()
+        if self._told_about_hiding:  # the long story once; later hides must not pile up
+            self.notify("Hidden and remembered; u shows it again.", timeout=3)
+            return
+        self._told_about_hiding = True
         self.notify(
             "Hidden, and remembered: later scans will not show these photos as duplicates. "
             "u shows them again; h on the list of groups shows every hidden group.",
             title="Not duplicates",
             timeout=6,
         )
+
+    def choose_keeper(self, group_index: int, member_index: int) -> str:
+        """k: keep this member instead, and remember the choice by content, so a rescan
+        keeps it too.  Returns what to tell the user."""
+        if self.review is None:
+            return ""
+        group = self.review.groups[group_index]
+        before = group.keeper_member
+        message = self.review.set_keeper(group_index, member_index)
+        if group.keeper_member is not before:
+            self.decision_book.want_keeper(group)
+            self._write_decisions()
+            message += " Remembered for later scans."
+        return message
 
     def show_again(self, group_index: int) -> bool:
         """Bring a hidden group back and forget the answer that hid it."""
@@ -298,11 +324,34 @@ class PhotodupApp(App[int]):
         if isinstance(self.screen, ActionScreen) and self.screen.busy:
             self.notify("Wait for the current batch to finish first.")
             return
-        screen = ActionScreen.undo(self._roots())
-        if isinstance(self.screen, ActionScreen):
-            self.switch_screen(screen)
-        else:
-            self.push_screen(screen)
+        if not self._undo_asked:
+            self._undo_asked = True
+            self._find_undo()  # then _ask_undo: say what comes back before it does
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="undo", name="find-undo")
+    def _find_undo(self) -> UndoPreview | None:
+        try:
+            return next_undo()
+        except BatchNotFound:
+            return None
+
+    def _ask_undo(self, target: UndoPreview | None) -> None:
+        if target is None:
+            self._undo_asked = False
+            self.notify("No clean-up has files in the trash to put back.", title="Nothing to undo")
+            return
+
+        def go(confirmed: bool | None) -> None:
+            self._undo_asked = False
+            if not confirmed:
+                return
+            screen = ActionScreen.undo(self._roots(), target.batch.batch_id)
+            if isinstance(self.screen, ActionScreen):
+                self.switch_screen(screen)
+            else:
+                self.push_screen(screen)
+
+        self.push_screen(UndoConfirmScreen(target), go)
 
     def action_settings(self) -> None:
         if not isinstance(self.screen, SettingsScreen):
@@ -349,7 +398,8 @@ class PhotodupApp(App[int]):
     # ------------------------------------------------------------------ switching models
 
     def _begin_switch(self, model: str, previous: str | None) -> None:
-        self._switching, self._switch_previous, self._switch_note = model, previous, ""
+        self._switching, self._switch_previous = model, previous
+        self._status_before_switch = self.daemon_status
         self.daemon_status = DaemonStatus("loading", model=model, why="switching models")
         self._switch_model(model)
 
@@ -380,8 +430,9 @@ class PhotodupApp(App[int]):
                 title="Model saved",
             )
         else:
+            # Said once, in a notification: the status line shows what photodupd serves
+            # now, which is the model it had.
             reason = short_reason(error) if error is not None else "unknown error"
-            self._switch_note = f"not switched to {model}: {reason}"
             back = previous or "auto"
             self.notify(
                 f"{reason}\nphotodupd keeps the model it had; the model setting is back to {back}.",
@@ -390,7 +441,7 @@ class PhotodupApp(App[int]):
                 timeout=20,
             )
             self._restore_model_setting(previous)
-        self.daemon_status = replace(self.daemon_status, note=self._switch_note)
+        self.daemon_status = self._status_before_switch  # until photodupd's own word
         if self.options.watch_daemon:
             self._poll_daemon()  # the daemon's own word replaces ours
 
@@ -448,8 +499,6 @@ class PhotodupApp(App[int]):
             # The daemon says "ready" (old model) until the new one starts loading: say what
             # is really going on.
             status = DaemonStatus("loading", model=self._switching, why="switching models")
-        elif self._switch_note:
-            status = replace(status, note=self._switch_note)
         if status.state == "down" and self._daemon_starting:
             status = DaemonStatus("starting", detail=self.daemon_status.detail)
         elif status.state == "down" and self._start_failure:
@@ -484,6 +533,8 @@ class PhotodupApp(App[int]):
         if state is WorkerState.SUCCESS:
             if worker.name == "plan" and isinstance(worker.result, PlanSummary):
                 self._confirmed(worker.result)
+            elif worker.name == "find-undo":
+                self._ask_undo(cast("UndoPreview | None", worker.result))
             elif worker.name == "interrupted" and worker.result:
                 count = len(worker.result)
                 self.notify(
@@ -508,7 +559,10 @@ class PhotodupApp(App[int]):
                 "decisions": "Could not remember that answer",
                 "daemon-start": "photodupd did not start",
                 "interrupted": "Could not read the journal of earlier clean-ups",
+                "find-undo": "Could not read the journal of earlier clean-ups",
             }.get(worker.name, f"{worker.name} failed")
+            if worker.name == "find-undo":
+                self._undo_asked = False
             reason = short_reason(error) if error is not None else "unknown error"
             if worker.name == "daemon-start":
                 self._start_failure = reason

@@ -115,9 +115,15 @@ def _apply_parser() -> argparse.ArgumentParser:
 
 def _undo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="photodup undo", description="Restore a batch of trashed files (default: the last)."
+        prog="photodup undo",
+        description="Restore a batch of trashed files (default: the newest batch with files "
+        "still in the trash, made by the TUI or by photodup apply). It first says which batch: "
+        "when, by which command, how many files.",
     )
-    parser.add_argument("batch", nargs="?", help="batch id (see photodup apply's output)")
+    parser.add_argument("batch", nargs="?", help="batch id (see photodup undo --list)")
+    parser.add_argument(
+        "--list", action="store_true", help="list the batches in the journal, newest first"
+    )
     return parser
 
 
@@ -371,10 +377,19 @@ def _say_waiting(holder: str) -> None:
 def undo_command(args: argparse.Namespace) -> int:
     """Exit codes: 0 everything restored, 1 some files stayed in the trash (listed),
     2 no such batch or it is busy."""
-    from photodup_tui.engine import safedelete
+    from photodup_tui.engine import safedelete, undo_preview
 
+    if args.list:
+        if args.batch:
+            raise UsageError("--list takes no batch id")
+        return _list_batches()
     try:
-        outcome = safedelete.undo(args.batch, on_wait=_say_waiting)
+        target = undo_preview.find(args.batch) if args.batch else undo_preview.next_undo()
+        # Say what will come back before it does: the newest batch may be one the user
+        # does not remember (another photodup made it).
+        if target.files:
+            print(f"batch {target.batch.batch_id}: putting back {target.sentence()}", flush=True)
+        outcome = safedelete.undo(target.batch.batch_id, on_wait=_say_waiting)
     except (safedelete.BatchNotFound, safedelete.BatchBusy) as exc:
         raise UsageError(str(exc) or "nothing to undo") from None
     for line in outcome.lines():
@@ -386,6 +401,41 @@ def undo_command(args: argparse.Namespace) -> int:
         f"batch {outcome.batch_id}: {len(outcome.restored):,} restored, {len(outcome.refused):,} not"
     )
     return 1 if outcome.refused else 0
+
+
+def _list_batches() -> int:
+    """``photodup undo --list``: every batch, newest first; * marks what undo restores."""
+    from photodup_tui.engine import undo_preview
+
+    batches = undo_preview.previews()
+    if not batches:
+        print("no batches in the journal: nothing was ever moved to the trash")
+        return 0
+    upcoming = next((b.batch.batch_id for b in batches if b.undoable), None)
+    rows = [("", "BATCH", "WHEN", "FILES", "SIZE", "STATE", "COMMAND")]
+    for shown in batches:
+        info = shown.batch
+        state = info.state
+        if info.state == "partly undone":
+            state = f"{info.restored} of {info.acted} back"
+        rows.append(
+            (
+                "*" if info.batch_id == upcoming else "",
+                info.batch_id,
+                shown.when,
+                f"{info.acted:,}",
+                human_bytes(shown.moved_bytes),
+                state,
+                shown.command or "?",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+    if upcoming:
+        print("* photodup undo puts this one back (or name another: photodup undo BATCH)")
+    return 0
 
 
 def _cancellable(work: Callable[[], _T], cancel: threading.Event) -> tuple[_T, bool]:

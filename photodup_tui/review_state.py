@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,9 +25,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from photodup_tui.engine.decisions import Decision
+from photodup_tui.engine.keeprules import dimensions
 from photodup_tui.engine.types import Action, Group, Kind, Member, Photo
 
 SIMILAR_NOTE = "not marked: in a similar group only you decide (space)"
+REMEMBERED = "keeper: your choice in an earlier scan"
+EDIT_NOTE = "not marked: an edit of the keeper you chose; only you decide (space)"
 
 
 class SortKey(enum.StrEnum):
@@ -41,6 +45,9 @@ class SortKey(enum.StrEnum):
 
 
 _KIND_RANK = {Kind.EXACT: 0, Kind.NEAR: 1, Kind.SIMILAR: 2}
+#: The measurements grouping writes into a member's note: "near duplicate of the keeper
+#: (pHash distance 2, cosine 0.991); keeper wins: ..." (``grouping._member``).
+_MEASURES = re.compile(r"^(?:near duplicate of|similar to) the keeper \(([^)]*)\)")
 _KIND_NAMES = {kind.value for kind in Kind}
 
 
@@ -64,6 +71,18 @@ class _Choice:
             tuple(m.action for m in members),
             tuple(m.why for m in members),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _AsScanned:
+    """A group as the scan made it.  Members' verdicts are relations to *this* keeper, and
+    its kind and reason hold while every member is still there (batches only take members
+    away and undo only brings the same ones back, so the count says it)."""
+
+    keeper: Member
+    size: int
+    kind: Kind
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +155,26 @@ class _Visible:
 
 class Review:
     def __init__(
-        self, groups: Sequence[Group], hidden: Sequence[tuple[Group, Decision]] = ()
+        self,
+        groups: Sequence[Group],
+        hidden: Sequence[tuple[Group, Decision]] = (),
+        keepers: Sequence[tuple[Group, int]] = (),
     ) -> None:
         """``groups`` to review; ``hidden``: groups an earlier answer hides, which the user
-        can bring back (they are kept at the end of :attr:`groups`, dismissed)."""
+        can bring back (they are kept at the end of :attr:`groups`, dismissed); ``keepers``:
+        (group, member index) the user chose as keeper in an earlier scan."""
         self.groups = [*groups, *(group for group, _decision in hidden)]
+        self._scanned = [
+            _AsScanned(g.keeper_member, len(g.members), g.kind, g.reason) for g in self.groups
+        ]
         for group in self.groups:
             if group.kind is Kind.SIMILAR:
                 _unmark_similar(group)
+        by_id = {id(group): n for n, group in enumerate(self.groups)}
+        for group, member_index in keepers:
+            if id(group) in by_id and 0 <= member_index < len(group.members):
+                self._keep_remembered(by_id[id(group)], member_index)
+        # What the review starts from, remembered keepers included: a (keep rules) returns here.
         self._rules = [_Choice.of(g) for g in self.groups]
         #: index -> why it is hidden, the most recently hidden last
         self.dismissed: dict[int, Hidden] = {
@@ -213,6 +244,30 @@ class Review:
 
     def reclaimable(self, group_index: int) -> int:
         return self._reclaimable[group_index]
+
+    def relation(self, group_index: int, member: Member) -> Kind | None:
+        """How ``member`` matches the group's keeper now (None: it is the keeper).
+
+        Exact when both content hashes are equal, whoever is keeper; otherwise the scan's
+        verdict, which is a relation to the scan's keeper, so after the user chose another
+        keeper: similar when either of the two is only an edit, near otherwise (what the
+        safe-delete plan assumes too, ``victim_verdict``).
+        """
+        group = self.groups[group_index]
+        keeper = group.keeper_member
+        if member is keeper:
+            return None
+        mine, theirs = member.photo.content_hash, keeper.photo.content_hash
+        if mine is not None and mine == theirs:
+            return Kind.EXACT
+        scanned = self._scanned[group_index]
+        if keeper is scanned.keeper:
+            return member.verdict or scanned.kind
+        if member is scanned.keeper:
+            return keeper.verdict or scanned.kind
+        if Kind.SIMILAR in (member.verdict, keeper.verdict):
+            return Kind.SIMILAR
+        return Kind.NEAR if scanned.kind is Kind.EXACT else scanned.kind
 
     def groups_to_act_on(self) -> list[Group]:
         """What ``make_plan`` gets: shown groups only (dismissed ones are never touched)."""
@@ -313,6 +368,7 @@ class Review:
                         kept.append(member)
                 group.members = kept
                 group.keeper = kept.index(keeper)
+                self._settle(index)
 
     def restore(self, paths: Iterable[str]) -> int:
         """Put restored files back in their groups, unmarked; returns how many came back."""
@@ -326,8 +382,80 @@ class Review:
                 with self._changing(index):
                     member.action, member.why = Action.KEEP, "restored by undo"
                     self.groups[index].members.append(member)
+                    self._settle(index)
                 count += 1
         return count
+
+    # ------------------------------------------------------------------ what is left
+
+    def _settle(self, index: int) -> None:
+        """A batch took members away (or undo brought them back): the group's kind and
+        reason describe the members it has now, never the ones that went."""
+        group, scanned = self.groups[index], self._scanned[index]
+        if len(group.members) == scanned.size:
+            group.kind, group.reason = scanned.kind, scanned.reason
+            return
+        others = [
+            (m, self.relation(index, m)) for m in group.members if m is not group.keeper_member
+        ]
+        markable = [k for _m, k in others if k is not None and k is not Kind.SIMILAR]
+        group.kind = max(markable, key=_KIND_RANK.__getitem__) if markable else Kind.SIMILAR
+        group.reason = self._reason_now(index, others)
+
+    def _reason_now(self, index: int, others: list[tuple[Member, Kind | None]]) -> str:
+        """Why what is left matches, in the words grouping uses (``grouping._reason``)."""
+        group = self.groups[index]
+        keeper = group.keeper_member.photo
+        similar = [(m, k) for m, k in others if k is Kind.SIMILAR]
+        markable = [(m, k) for m, k in others if k is not Kind.SIMILAR]
+        told = markable or similar
+        inexact = [(m, k) for m, k in told if k is not Kind.EXACT]
+        if not inexact:
+            text = "byte-identical"
+        else:
+            member, kind = min(inexact, key=lambda mk: group.scores.get(mk[0].photo.path, 0.0))
+            text = f"{self._match_words(index, member, kind)}, {dimensions(keeper)} vs "
+            text += dimensions(member.photo)
+            if len(told) > 1:
+                text += f" (weakest of {len(told)} matches)"
+        if markable and similar:
+            edits = "edit" if len(similar) == 1 else "edits"
+            text += f"; {len(similar)} similar {edits} beside it, kept"
+        return text
+
+    def _match_words(self, index: int, member: Member, kind: Kind | None) -> str:
+        """The scan's own measurements of this match ("pHash distance 2, cosine 0.991"),
+        read from the rules' note on the member while the scan's keeper is still keeper."""
+        if self.groups[index].keeper_member is self._scanned[index].keeper:
+            rules = self._rules[index]
+            for candidate, why in zip(rules.members, rules.whys, strict=True):
+                found = _MEASURES.match(why) if candidate is member else None
+                if found:
+                    return found.group(1)
+        score = self.groups[index].scores.get(member.photo.path)
+        name = (kind or Kind.NEAR).value
+        return name if score is None else f"{name}, similarity {score:.3f}"
+
+    def _keep_remembered(self, index: int, member_index: int) -> None:
+        """The keeper the user chose in an earlier scan, before the review starts.
+
+        A swap like :meth:`set_keeper`; but the user did not choose this scan's marks, so
+        a member that is only an edit of the new keeper is not left marked (rule 6).
+        """
+        group = self.groups[index]
+        new, old = group.members[member_index], group.keeper_member
+        if new is old:
+            return  # the rules chose it this time too: their reason says more
+        inherited = new.action if group.kind is not Kind.SIMILAR else Action.KEEP
+        new.action, new.why = Action.KEEP, REMEMBERED
+        old.action = inherited
+        old.why = "the scan's keeper; you chose another in an earlier scan" + (
+            ", so it is marked for the trash" if inherited is Action.DELETE else ""
+        )
+        group.keeper = member_index
+        for member in group.members:
+            if member.action is Action.DELETE and self.relation(index, member) is Kind.SIMILAR:
+                member.action, member.why = Action.KEEP, EDIT_NOTE
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -344,6 +472,7 @@ class Review:
             yield
         finally:
             self._haystacks[index] = _haystack(self.groups[index])
+            self._kinds[index] = self.groups[index].kind.value
             self._flags[index] = self._shown(index)
             self._shares[index] = self._share(index)
             self._tally.add(self._shares[index], +1)

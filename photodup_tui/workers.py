@@ -31,7 +31,7 @@ from photodup_tui.engine.safedelete import Plan
 from photodup_tui.engine.safedelete.trash import TrashUnavailable, usable_location
 from photodup_tui.engine.scan import Scanner, ScanProgress, ScanResult
 from photodup_tui.engine.settings import ScanSettings
-from photodup_tui.engine.types import Group
+from photodup_tui.engine.types import Group, Member
 from photodupd import config as daemon_config
 from photodupd import imaging
 from photodupd.client import ConnectionLost, SyncClient
@@ -59,7 +59,6 @@ class DaemonStatus:
     why: str = ""
     detail: str = ""  # last error, or what the launcher is doing
     images_per_s: float = 0.0
-    note: str = ""  # the UI's own word on it, e.g. why a model switch did not happen
 
 
 def poll_daemon(socket_path: Path | None, timeout: float = 2.0) -> DaemonStatus:
@@ -210,6 +209,8 @@ class Scanned:
     #: groups an earlier "not duplicates" / "keep all" answer hides, so the UI can list them
     #: and bring one back without scanning again
     hidden: list[tuple[Group, Decision]] = field(default_factory=list)
+    #: (group, member index): the keeper the user chose in an earlier scan
+    keepers: list[tuple[Group, int]] = field(default_factory=list)
 
 
 class _KeepingHidden(Decisions):
@@ -247,19 +248,36 @@ def run_scan(
     except (OSError, sqlite3.Error) as exc:
         warnings.append(f"your earlier 'not duplicates' answers cannot be read: {exc}")
         decisions = None
+    keepers: list[tuple[Group, int]] = []
     try:
         result = Scanner(settings, source, cache, decisions).run(roots, progress, cancel)
+        if decisions is not None:
+            keepers = _remembered_keepers(decisions, result.groups, decisions.hidden, warnings)
     finally:
         cache.close()
         if decisions is not None:
             decisions.close()
     result.warnings[:0] = warnings
-    return Scanned(result, decisions.hidden if decisions is not None else [])
+    return Scanned(result, decisions.hidden if decisions is not None else [], keepers)
+
+
+def _remembered_keepers(
+    store: Decisions,
+    groups: Sequence[Group],
+    hidden: Sequence[tuple[Group, Decision]],
+    warnings: list[str],
+) -> list[tuple[Group, int]]:
+    """The keeper the user chose in an earlier scan, for each group that has one."""
+    try:
+        return store.keepers_for([*groups, *(g for g, _decision in hidden)])
+    except sqlite3.Error as exc:
+        warnings.append(f"your earlier keeper choices cannot be read: {exc}")
+        return []
 
 
 class DecisionBook:
-    """The user's hide / show-again answers, written to the decisions store in the order
-    they were given, from worker threads.
+    """The user's hide / show-again answers and keeper choices, written to the decisions
+    store in the order they were given, from worker threads.
 
     The UI calls :meth:`want` on the event loop, then runs :meth:`write` in a worker.  Each
     write takes everything wanted so far, one writer at a time: a quick "hide, then show
@@ -269,6 +287,8 @@ class DecisionBook:
     def __init__(self, open_store: Callable[[], Decisions] = Decisions) -> None:
         self._open_store = open_store
         self._wanted: dict[int, tuple[Group, Decision | None]] = {}
+        #: keeper choices, taken when made: a batch may change the group before the write
+        self._keepers: list[tuple[Group, Member]] = []
         self._lock = threading.Lock()  # guards _wanted
         self._writing = threading.Lock()  # one writer at a time
 
@@ -277,6 +297,12 @@ class DecisionBook:
         with self._lock:
             self._wanted.pop(id(group), None)  # re-inserted: the latest answer is written last
             self._wanted[id(group)] = (group, decision)
+
+    def want_keeper(self, group: Group) -> None:
+        """Remember the group's keeper as the user's choice among its photos now."""
+        snapshot = Group(group.kind, list(group.members), group.reason, group.keeper)
+        with self._lock:
+            self._keepers.append((snapshot, group.keeper_member))
 
     def write(self) -> None:
         """Write what is wanted; raises DecisionError (after writing the rest) if an answer
@@ -288,7 +314,8 @@ class DecisionBook:
         """:meth:`write`, for a caller that holds the writer's lock."""
         with self._lock:
             pending, self._wanted = list(self._wanted.values()), {}
-        if not pending:
+            keepers, self._keepers = self._keepers, []
+        if not pending and not keepers:
             return
         problems: list[str] = []
         with self._open_store() as store:
@@ -298,6 +325,11 @@ class DecisionBook:
                         store.forget_covering(group)
                     else:
                         store.record(group, decision)
+                except DecisionError as exc:
+                    problems.append(str(exc))
+            for group, keeper in keepers:
+                try:
+                    store.record_keeper(group, keeper)
                 except DecisionError as exc:
                     problems.append(str(exc))
         if problems:

@@ -96,11 +96,21 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def _print_models(result: dict[str, Any]) -> None:
+    print("\n".join(format_models(result)))
+
+
+def format_models(result: dict[str, Any]) -> list[str]:
+    """One line per model, the columns as wide as the longest name (never run together)."""
     active = (result.get("active") or {}).get("id")
-    for model in result.get("models", []):
+    models = result.get("models", [])
+    names = [str(model.get("name", "?")) for model in models]
+    width = max((len(name) for name in names), default=0)
+    lines = []
+    for model, name in zip(models, names, strict=True):
         mark = "*" if model.get("id") and model.get("id") == active else " "
         here = "weights here" if model.get("available") else "not downloaded"
-        print(f"{mark} {model.get('name', '?'):32} {here:16} {model.get('description', '')}")
+        lines.append(f"{mark} {name:{width}}  {here:14}  {model.get('description', '')}".rstrip())
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

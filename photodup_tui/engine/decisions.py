@@ -5,6 +5,11 @@ is covered by a decision when all its content hashes are in the decided set: the
 under new names, or fewer of them, stay dismissed; a group that gained a photo the user never
 saw comes back.  Lives in ``paths.state_dir()/decisions.sqlite`` (state, not cache: clearing
 the cache must not forget what the user said).
+
+The keeper the user chose in a group is remembered the same way: the group's content hashes
+and the keeper's.  It applies to a later group that holds the keeper's content and at least
+one other photo the user chose it over (a group that gained photos the user never saw still
+gets it: they were preferred over the ones they saw).  The newest choice wins.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from photodup_tui.engine.types import Group
+from photodup_tui.engine.types import Group, Member
 from photodupd import paths
 
 FILE_NAME = "decisions.sqlite"
 SCHEMA_VERSION = 1
+
+
+#: keeper hash -> (rank, newest first; content key; path) of each choice of that keeper
+_KeeperRows = dict[str, list[tuple[int, str, str]]]
 
 
 class Decision(enum.StrEnum):
@@ -61,6 +70,10 @@ class Decisions:
             CREATE TABLE IF NOT EXISTS decision_hashes (
                 key TEXT NOT NULL REFERENCES decisions(key) ON DELETE CASCADE,
                 hash TEXT NOT NULL, PRIMARY KEY (hash, key)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS keepers (
+                key TEXT PRIMARY KEY, keeper TEXT NOT NULL, path TEXT NOT NULL,
+                created REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS keepers_by_keeper ON keepers(keeper);
             """
         )
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -139,6 +152,51 @@ class Decisions:
         ).fetchall()
         return [(key, decision) for key, decision in candidates if hashes <= set(key.split(","))]
 
+    def record_keeper(self, group: Group, keeper: Member) -> None:
+        """Remember that the user keeps ``keeper`` (a member of ``group``) over the others."""
+        if keeper.photo.content_hash is None:
+            raise DecisionError("the keeper needs a content hash to remember the choice")
+        key = _key_text(content_key(group))
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO keepers(key, keeper, path, created) VALUES (?, ?, ?, ?)",
+                (key, keeper.photo.content_hash, keeper.photo.path, time.time()),
+            )
+
+    def keeper_for(self, group: Group) -> int | None:
+        """The index of the member the user chose to keep in a group like this one, if any.
+
+        The newest choice whose keeper's content is in the group together with another
+        content it was chosen over, or, for a choice among byte-identical copies, a group of
+        only those copies; among copies of the keeper, the one at the chosen path first.
+        """
+        return _chosen(group, self._keeper_rows())
+
+    def keepers_for(self, groups: Iterable[Group]) -> list[tuple[Group, int]]:
+        """(group, member index) for each group with a remembered keeper (:meth:`keeper_for`);
+        one read of the store for any number of groups."""
+        rows = self._keeper_rows()
+        if not rows:
+            return []
+        found = []
+        for group in groups:
+            index = _chosen(group, rows)
+            if index is not None:
+                found.append((group, index))
+        return found
+
+    def _keeper_rows(self) -> _KeeperRows:
+        """Every remembered keeper choice, by the keeper's hash.  The user makes these one
+        k at a time: few enough to hold."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT keeper, key, path FROM keepers ORDER BY created DESC"
+            ).fetchall()
+        by_keeper: _KeeperRows = {}
+        for newest_first, (keeper, key, path) in enumerate(rows):
+            by_keeper.setdefault(keeper, []).append((newest_first, key, path))
+        return by_keeper
+
     def decision_for(self, group: Group) -> Decision | None:
         try:
             hashes = content_key(group)
@@ -163,3 +221,28 @@ class Decisions:
             else:
                 hidden.append((group, decision))
         return shown, hidden
+
+
+def _chosen(group: Group, rows: _KeeperRows) -> int | None:
+    """See :meth:`Decisions.keeper_for`; ``rows`` from ``Decisions._keeper_rows``."""
+    if len(group.members) < 2:
+        return None
+    by_hash: dict[str, list[int]] = {}
+    for index, member in enumerate(group.members):
+        if member.photo.content_hash is None:
+            return None  # the group cannot be compared with what was stored
+        by_hash.setdefault(member.photo.content_hash, []).append(index)
+    choices = sorted(
+        (rank, keeper, key, path)
+        for keeper in by_hash.keys() & rows.keys()
+        for rank, key, path in rows[keeper]
+    )
+    for _rank, keeper, key, path in choices:
+        chosen_over = set(key.split(",")) & by_hash.keys()
+        among_copies = key == keeper and len(by_hash) == 1
+        if len(chosen_over) < 2 and not among_copies:
+            continue  # nothing here the user chose it over
+        copies = by_hash[keeper]
+        at_path = [i for i in copies if group.members[i].photo.path == path]
+        return (at_path or copies)[0]
+    return None

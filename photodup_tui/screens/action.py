@@ -61,9 +61,11 @@ class ActionScreen(AppScreen):
         roots: Sequence[str],
         plan: Plan | None = None,
         report: RunReport | UndoReport | None = None,
+        batch_id: str | None = None,
     ) -> None:
         super().__init__()
         self.kind = kind  # "trash" | "undo"
+        self.batch_id = batch_id  # the batch to undo (the one the user was shown)
         self.roots = list(roots)
         self.plan = plan
         self.report = report
@@ -75,8 +77,8 @@ class ActionScreen(AppScreen):
         return cls("trash", roots, plan=plan)
 
     @classmethod
-    def undo(cls, roots: Sequence[str]) -> ActionScreen:
-        return cls("undo", roots)
+    def undo(cls, roots: Sequence[str], batch_id: str) -> ActionScreen:
+        return cls("undo", roots, batch_id=batch_id)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -102,7 +104,7 @@ class ActionScreen(AppScreen):
             assert self.plan is not None
             title.update(f"Moving {plural(len(self.plan.operations), 'file')} to the trash…")
         else:
-            title.update("Putting the files of the last batch back…")
+            title.update(f"Putting the files of batch {self.batch_id} back…")
         self.run_worker(self._work, thread=True, exit_on_error=False, name="action")
 
     def on_unmount(self) -> None:
@@ -110,7 +112,7 @@ class ActionScreen(AppScreen):
 
     def _work(self) -> RunReport | UndoReport:
         if self.kind == "undo":
-            return undo(on_wait=self._waiting)
+            return undo(self.batch_id, on_wait=self._waiting)
         assert self.plan is not None
         last = [0.0]
 

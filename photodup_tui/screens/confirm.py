@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from photodup_tui.engine.undo_preview import UndoPreview
 from photodup_tui.formatting import display_path, human_size, plural
 from photodup_tui.workers import PlanSummary
 
@@ -122,3 +123,78 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class UndoConfirmScreen(ModalScreen[bool]):
+    """u: which clean-up comes back (it may be one another photodup made), asked once."""
+
+    HELP = "Nothing has happened yet. y puts these files back; escape or n cancels."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "confirm", "Put back"),
+        Binding("escape,n", "cancel", "Cancel"),
+    ]
+    DEFAULT_CSS = """
+    UndoConfirmScreen {
+        align: center middle;
+    }
+    UndoConfirmScreen #dialog {
+        width: 76;
+        max-width: 95%;
+        height: auto;
+        max-height: 90%;
+        border: thick $primary;
+        background: $surface;
+        padding: 1 2;
+    }
+    UndoConfirmScreen #buttons {
+        height: auto;
+        margin-top: 1;
+        align-horizontal: right;
+    }
+    UndoConfirmScreen Button {
+        margin-left: 2;
+    }
+    """
+
+    def __init__(self, target: UndoPreview) -> None:
+        super().__init__()
+        self.target = target
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog") as dialog:
+            dialog.border_title = "Undo the last clean-up?"
+            yield Static(describe_undo(self.target), id="dialog-body")
+            with Horizontal(id="buttons"):
+                yield Button("Cancel (n)", id="cancel")
+                yield Button(
+                    f"Put {plural(self.target.files, 'file')} back (y)",
+                    id="confirm",
+                    variant="primary",
+                )
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+def describe_undo(target: UndoPreview) -> Text:
+    text = Text()
+    text.append(f"Put back {plural(target.files, 'file')} ({human_size(target.bytes)})?", "bold")
+    they = "It was" if target.files == 1 else "They were"
+    text.append(f"\n{they} {target.where} on {target.when} {target.by}.\n\n")
+    if target.batch.state == "interrupted":
+        text.append("That clean-up was interrupted; photodup settles it first.\n", "yellow")
+    text.append(
+        f"Batch {target.batch.batch_id}. Each file goes back to where it was, never over a "
+        "file that is there now. photodup undo --list shows every batch.",
+        "dim",
+    )
+    return text

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import HorizontalScroll
+from textual.containers import Container, HorizontalScroll
+from textual.geometry import Size
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
@@ -25,13 +27,19 @@ from photodup_tui.widgets.member_card import MemberCard
 from photodup_tui.widgets.metadata_table import MetadataTable
 from photodup_tui.workers import open_in_viewer
 
+#: Below this size the photos do not fit side by side with their facts: one at a time.
+COMPACT_WIDTH = 100
+COMPACT_HEIGHT = 32
+
 
 class GroupScreen(AppScreen):
     HELP = (
-        "The photos of one group, side by side. ★ is the copy that stays; ✗ marks copies "
-        "that go to the trash when you press d (after a confirmation). Yellow values differ "
-        "from the keeper's. Choose a photo with ←/→, then k to keep it instead, or space to "
-        "mark or unmark it."
+        "The photos of one group, side by side (one at a time on a small terminal: ←/→ "
+        "flip through them). ★ is the copy that stays; ✗ marks copies that go to the trash "
+        "when you press d (after a confirmation). Match says how each photo matches the "
+        "keeper: exact (byte-identical), near (re-saved or resized) or similar (an edit). "
+        "Yellow values differ from the keeper's. Choose a photo with ←/→, then k to keep it "
+        "instead (remembered for later scans), or space to mark or unmark it."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -50,9 +58,32 @@ class GroupScreen(AppScreen):
         height: 2;
         padding: 0 1;
     }
+    GroupScreen #body {
+        height: 1fr;
+    }
     GroupScreen #cards {
         height: 1fr;
         min-height: 8;
+    }
+    /* A small terminal: one large preview beside the selected photo's facts. */
+    GroupScreen.-compact #body {
+        layout: horizontal;
+    }
+    GroupScreen.-compact #cards {
+        width: 1fr;
+        min-height: 0;
+    }
+    GroupScreen.-compact MemberCard {
+        display: none;
+    }
+    GroupScreen.-compact MemberCard.-selected {
+        display: block;
+        min-width: 0;
+    }
+    GroupScreen.-compact #metadata {
+        width: 40;
+        height: 1fr;
+        max-height: 100%;
     }
     GroupScreen #member-detail {
         height: 2;
@@ -79,10 +110,33 @@ class GroupScreen(AppScreen):
         yield Header()
         yield DaemonStatusLine()
         yield Static(id="group-title")
-        yield HorizontalScroll(id="cards")
-        yield MetadataTable(self.roots, id="metadata")
+        with Container(id="body"):
+            yield HorizontalScroll(id="cards")
+            yield MetadataTable(self.roots, id="metadata")
         yield Static(id="member-detail")
         yield Footer(compact=True)  # many keys: the roomy footer would cut off "q Quit"
+
+    def on_mount(self) -> None:
+        self._fit(self.app.size)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._fit(event.size):
+            self._redraw()
+
+    def _fit(self, size: Size) -> bool:
+        """Choose the layout for this terminal size; True if it changed."""
+        compact = size.width < COMPACT_WIDTH or size.height < COMPACT_HEIGHT
+        changed = compact != self.compact
+        self.set_class(compact, "-compact")
+        return changed
+
+    @property
+    def compact(self) -> bool:
+        return self.has_class("-compact")
+
+    def last_seen(self) -> int | None:
+        """The group on screen (the list puts its cursor there when this screen closes)."""
+        return self.group_index if self.order else None
 
     async def on_screen_resume(self) -> None:
         # A batch or an undo may have changed this group (or emptied it) meanwhile.
@@ -131,14 +185,18 @@ class GroupScreen(AppScreen):
                 (group.reason, "dim"),
             )
         )
+        relations = [self.review.relation(self.group_index, m) for m in group.members]
+        flip = len(cards) if self.compact else None
         for number, card in enumerate(cards):
-            member = card.member
             card.show(
-                keeper=member is group.keeper_member,
+                relations[number],
                 selected=number == self.selected,
-                name=os.path.basename(member.photo.path),
+                name=os.path.basename(card.member.photo.path),
+                flip=flip,
             )
-        self.query_one(MetadataTable).show(group, self.selected)
+        self.query_one(MetadataTable).show(
+            group, self.selected, relations, only_selected=self.compact
+        )
         member = group.members[self.selected]
         self.query_one("#member-detail", Static).update(
             Text.assemble(
@@ -176,7 +234,7 @@ class GroupScreen(AppScreen):
         self._redraw()
 
     def action_keep(self) -> None:
-        self.notify(self.review.set_keeper(self.group_index, self.selected), timeout=3)
+        self.notify(self.papp.choose_keeper(self.group_index, self.selected), timeout=3)
         self._redraw()
 
     async def action_not_duplicates(self) -> None:

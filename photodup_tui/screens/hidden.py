@@ -34,7 +34,8 @@ class HiddenScreen(AppScreen):
     HELP = (
         "Groups you said are not duplicates (or that you keep all of) are hidden, and "
         "photodup remembers that by the photos' content, so renamed or moved copies stay "
-        "hidden in later scans too. enter shows a group again and forgets the answer."
+        "hidden in later scans too. enter (or space) shows a group again and forgets the "
+        "answer."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -94,7 +95,7 @@ class HiddenScreen(AppScreen):
         text = Text()
         if count:
             text.append(f"{plural(count, 'group')} hidden by your answers. ", "bold")
-            text.append("enter shows one again, and photodup forgets that answer.")
+            text.append("enter or space shows one again, and photodup forgets that answer.")
         else:
             text.append("No hidden groups in this scan.", "bold")
         if self.elsewhere:

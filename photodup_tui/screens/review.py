@@ -52,6 +52,9 @@ class ReviewScreen(AppScreen):
         Binding("r", "rescan", "Rescan", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
+    #: Focus is placed by hand (the table, or nothing while it is hidden): Textual's own
+    #: choice would be the filter box, and keys meant for the list would be typed there.
+    AUTO_FOCUS = ""
     DEFAULT_CSS = """
     ReviewScreen #summary {
         height: auto;
@@ -85,6 +88,7 @@ class ReviewScreen(AppScreen):
         self.review = review
         self.sort = SortKey.RECLAIMABLE
         self.filter_text = ""
+        self._group_screen: GroupScreen | None = None  # the group view opened from here
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,7 +109,10 @@ class ReviewScreen(AppScreen):
         self.query_one(GroupTable).focus()
 
     def on_screen_resume(self) -> None:
-        self.refresh_all()
+        # Back from a group (] and [ move through them): the cursor goes to the group the
+        # user looked at last, not the one they opened.
+        viewed, self._group_screen = self._group_screen, None
+        self.refresh_all(cursor_on=viewed.last_seen() if viewed is not None else None)
 
     # ------------------------------------------------------------------ drawing
 
@@ -116,7 +123,13 @@ class ReviewScreen(AppScreen):
         table.show(self.review.groups, order, SORT_COLUMN[self.sort], cursor_on=cursor_on)
         empty = self.query_one("#empty", Static)
         empty.display = not order
+        if not order and self.focused is table:
+            # Hiding the table would hand its focus to the next widget, the filter box, and
+            # the next key (u, which the toast suggests) would be typed into the filter.
+            self.set_focus(None)
         table.display = bool(order)
+        if order and self.focused is None:
+            table.focus()
         if not order:
             empty.update(self._empty_text())
         self._show_summary()
@@ -215,7 +228,8 @@ class ReviewScreen(AppScreen):
         if index is None:
             return
         order = self.review.visible(self.sort, self.filter_text)
-        self.app.push_screen(GroupScreen(self.review, order, order.index(index), self.result.roots))
+        self._group_screen = GroupScreen(self.review, order, order.index(index), self.result.roots)
+        self.app.push_screen(self._group_screen)
 
     def action_apply_rules(self) -> None:
         marked = self.review.apply_rules()

@@ -161,7 +161,8 @@ class ScanScreen(AppScreen):
             if errors := self._open_errors():
                 errors.update_errors(result.errors, live=False)
             self._when_on_top(
-                lambda: self.papp.show_review(result, fallback, scanned.hidden), "The scan is done"
+                lambda: self.papp.show_review(result, fallback, scanned.hidden, scanned.keepers),
+                "The scan is done",
             )
         elif event.state is WorkerState.ERROR:
             error = event.worker.error

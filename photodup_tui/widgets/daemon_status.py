@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.text import Text
 from textual.app import App
 from textual.widgets import Static
@@ -19,6 +21,9 @@ _LOOK = {
     "down": ("✕", "red"),
 }
 
+#: States whose line names an error: shown whole, wrapped if need be.
+_PROBLEMS = {"failed", "down"}
+
 
 def describe(status: DaemonStatus, loading_seconds: float | None = None) -> str:
     model = status.model or "the model"
@@ -34,8 +39,6 @@ def describe(status: DaemonStatus, loading_seconds: float | None = None) -> str:
         return f"photodupd is loading {model}{elapsed}…"
     if status.state == "ready":
         busy = f" · {status.images_per_s:.0f} images/s" if status.images_per_s >= 1 else ""
-        if status.note:  # the UI's news (a failed switch) before the daemon's reason
-            return f"photodupd ready{busy} · {model} · {status.note}"
         why = f" ({status.why})" if status.why else ""
         return f"photodupd ready{busy} · {model}{why}"
     if status.state == "unloaded":
@@ -59,6 +62,12 @@ class DaemonStatusLine(Static):
         text-wrap: nowrap;
         text-overflow: ellipsis;
     }
+    /* An error wraps instead of losing its end (the part that says why). */
+    DaemonStatusLine.-problem {
+        height: auto;
+        max-height: 3;
+        text-wrap: wrap;
+    }
     """
 
     def on_mount(self) -> None:
@@ -69,5 +78,13 @@ class DaemonStatusLine(Static):
     def _show(self, status: DaemonStatus) -> None:
         since = getattr(self.app, "loading_seconds", lambda: None)()
         symbol, colour = _LOOK.get(status.state, ("?", "dim"))
-        line = Text.assemble((f"{symbol} ", colour), describe(status, since))
+        line = Text.assemble((f"{symbol} ", colour), _home_as_tilde(describe(status, since)))
+        self.set_class(status.state in _PROBLEMS, "-problem")
         self.update(line)
+
+
+def _home_as_tilde(text: str) -> str:
+    """Errors name paths under the home folder ("/home/me/.cache/huggingface/hub"); ``~``
+    saves the status line a dozen characters."""
+    home = os.path.expanduser("~").rstrip(os.sep)
+    return text.replace(home + os.sep, "~" + os.sep) if len(home) > 1 else text

@@ -13,7 +13,7 @@ from photodup_tui.widgets.virtual_table import Cell, Column, VirtualTable
 KIND_STYLE = {Kind.EXACT: "bold green", Kind.NEAR: "bold cyan", Kind.SIMILAR: "bold magenta"}
 COLUMNS = (
     Column("kind", "Kind", 8),
-    Column("files", "Files", 5),
+    Column("files", "Files", 7),  # room for the sort arrow: "Files ▼", never "File…"
     Column("marked", "Marked", 6),
     Column("reclaim", "Frees", 9),
     Column("keeper", "Keeper (kept copy)"),
@@ -44,14 +44,18 @@ class GroupTable(VirtualTable):
         sorted_by: str = "",
         cursor_on: int | None = None,
     ) -> None:
-        """Show ``groups[i] for i in order``; the cursor stays on the same group if shown (or
-        goes to ``cursor_on``).  ``sorted_by`` names the column the order follows; its header
-        gets an arrow."""
-        current = self.current_group() if cursor_on is None else cursor_on
+        """Show ``groups[i] for i in order``; the cursor goes to ``cursor_on`` if shown, else
+        stays on the same group if shown.  ``sorted_by`` names the column the order follows;
+        its header gets an arrow."""
+        current = self.current_group()
         self._groups, self._order = groups, list(order)
         arrows = {sorted_by: SORT_ARROWS.get(sorted_by, "")}
         self.set_columns([Column(c.key, c.label + arrows.get(c.key, ""), c.width) for c in COLUMNS])
-        position = self._order.index(current) if current in self._order else 0
+        position = 0
+        for wanted in (cursor_on, current):
+            if wanted is not None and wanted in self._order:
+                position = self._order.index(wanted)
+                break
         self.set_rows(len(self._order), self._cells, cursor=position)
 
     def current_group(self) -> int | None:

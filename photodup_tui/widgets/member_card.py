@@ -7,9 +7,17 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from photodup_tui.engine.types import Action, Member
+from photodup_tui.engine.types import Action, Kind, Member
 from photodup_tui.widgets.preview import Preview, Renderer
 from photodup_tui.workers import PreviewCache
+
+#: A member's own match to the keeper, in a word or two: a byte-identical copy inside a
+#: near group says so, whatever the group's kind.
+MATCH_WORDS = {
+    Kind.EXACT: ("exact: byte-identical", "bold green"),
+    Kind.NEAR: ("near: re-saved/resized", "bold cyan"),
+    Kind.SIMILAR: ("similar: an edit apart", "bold magenta"),
+}
 
 
 def verdict(member: Member, keeper: bool) -> Text:
@@ -18,6 +26,14 @@ def verdict(member: Member, keeper: bool) -> Text:
     if member.action is Action.DELETE:
         return Text("✗ TO TRASH", style="bold red")
     return Text("· kept (unmarked)", style="dim")
+
+
+def match_words(relation: Kind | None, short: bool = False) -> Text:
+    """``relation``: the member's match to the keeper (None: it is the keeper)."""
+    if relation is None:
+        return Text("the keeper", style="dim")
+    words, style = MATCH_WORDS[relation]
+    return Text(relation.value if short else words, style=style)
 
 
 class MemberCard(Vertical):
@@ -58,10 +74,19 @@ class MemberCard(Vertical):
         yield self._preview
         yield self._caption
 
-    def show(self, keeper: bool, selected: bool, name: str) -> None:
-        self.border_title = f"{self.number}"
+    def show(
+        self, relation: Kind | None, selected: bool, name: str, flip: int | None = None
+    ) -> None:
+        """``relation`` to the keeper (None: this is the keeper); ``flip``: how many photos
+        there are, when only this one is on screen and ← → flip through them."""
+        keeper = relation is None
+        self.border_title = f"← {self.number} of {flip} →" if flip is not None else f"{self.number}"
         self.border_subtitle = name
         self.set_class(selected, "-selected")
         self.set_class(keeper, "-keeper")
         self.set_class(self.member.action is Action.DELETE, "-marked")
-        self._caption.update(Text.assemble(f"{self.number} ", verdict(self.member, keeper)))
+        caption = Text.assemble(f"{self.number} ", verdict(self.member, keeper))
+        if not keeper:
+            caption.append(" · ")
+            caption.append_text(match_words(relation, short=True))
+        self._caption.update(caption)

@@ -37,7 +37,6 @@ from photodup_tui.engine.safedelete import (
 )
 from photodup_tui.engine.types import FileStat, Group, Kind
 from tests.safety.helpers import (
-    assert_accounted_for,
     group,
     mount,
     read,

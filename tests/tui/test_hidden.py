@@ -11,7 +11,6 @@ from textual.widgets import Static
 from photodup_tui.app import create_app
 from photodup_tui.engine.decisions import Decision, Decisions
 from photodup_tui.engine.types import FileStat, Group, Kind, Member, Photo
-from photodup_tui.screens.action import ActionScreen
 from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.hidden import HiddenScreen
 from photodup_tui.screens.review import ReviewScreen
@@ -95,10 +94,11 @@ async def test_u_right_after_n_shows_the_group_again(library: Library) -> None:
         assert isinstance(app.screen, ReviewScreen)  # not the undo of a clean-up
         assert review.visible() == [index]
         assert stored(group) is None
-        # With nothing hidden left, u is the clean-up undo again.
+        # With nothing hidden left, u is the clean-up undo again (and there is none).
         await pilot.press("u")
         await idle(pilot)
-        assert isinstance(app.screen, ActionScreen)
+        assert isinstance(app.screen, ReviewScreen)
+        assert "Nothing to undo" in [n.title for n in app._notifications]
 
 
 async def test_groups_hidden_in_an_earlier_scan_are_listed_and_come_back(

@@ -9,7 +9,7 @@ from pathlib import Path
 from photodup_tui.app import PhotodupApp, create_app
 from photodup_tui.engine.types import Action, Kind
 from photodup_tui.screens.action import ActionScreen
-from photodup_tui.screens.confirm import ConfirmScreen
+from photodup_tui.screens.confirm import ConfirmScreen, UndoConfirmScreen
 from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.review import ReviewScreen
 from photodup_tui.workers import open_feature_source
@@ -71,6 +71,11 @@ async def journey(app: PhotodupApp, library: Library) -> None:
         await pilot.pause()
         assert app.review is not None and app.review.visible() == []
         await pilot.press("u")
+        await idle(pilot)
+        assert isinstance(app.screen, UndoConfirmScreen)  # it says what comes back first
+        assert app.screen.target.files == 2
+        assert library.snapshot() != before  # nothing moved yet
+        await pilot.press("y")
         await idle(pilot)
         assert library.snapshot() == before
         assert trash_files(xdg) == {}

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class JournalWriter:
             batch=batch_id,
             created_ns=time.time_ns(),
             pid=os.getpid(),
+            command=command_line(),  # what made the batch, for `photodup undo --list`
             ops=[op.to_json() for op in ops],
         )
         _fsync_dir(directory)  # the journal file itself must survive a crash
@@ -134,6 +136,14 @@ class JournalWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def command_line() -> str:
+    """This process's command line, short: ``photodup apply report.json``."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "photodup"
+    if program.endswith(".py"):
+        program = "photodup"  # python -m photodup_tui.cli, or a script that imports it
+    return " ".join([program, *sys.argv[1:]])[:300]
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
