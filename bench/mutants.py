@@ -133,13 +133,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         ],
     ),
     m(
-        "M7b-pixel-key-without-mtime",
-        "pixel-check scores are cached without the mtime: an in-place edit reuses the old "
+        "M7b-pixel-key-without-times",
+        "pixel-check scores are cached without mtime and ctime: an in-place edit reuses the old "
         "same-shot / same-picture scores",
         [
             Edit(
                 "photodup_tui/engine/cache.py",
-                'return f"file:{_signed(st.dev)}:{_signed(st.ino)}:{st.size}:{st.mtime_ns}"',
+                'return f"file:{_signed(st.dev)}:{_signed(st.ino)}:{st.size}:{st.mtime_ns}:{st.ctime_ns}"',
                 'return f"file:{_signed(st.dev)}:{_signed(st.ino)}:{st.size}"  # MUTANT',
             )
         ],
@@ -296,8 +296,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         [
             Edit(
                 SAFE + "verify.py",
-                "        problem = read_through(keeper, expect)",
-                "        problem = None  # MUTANT",
+                "        for ref in (keeper, *judged):",
+                "        for ref in judged:  # MUTANT",
             )
         ],
         [T_SAFETY + "test_act_time_paths.py::test_an_unreadable_keeper_keeps_every_copy"],
@@ -378,16 +378,20 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     m(
         "trash-info-not-exclusive",
-        "the trash info file is created without O_EXCL: a second same-named file takes over "
-        "the first one's entry",
+        "the trash info file is published by a replacing rename instead of link(2): a second "
+        "same-named file takes over the first one's entry",
         [
             Edit(
                 SAFE + "fsops.py",
-                "os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW",
-                "os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW",
+                "            os.link(tmp, path)\n",
+                "            os.replace(tmp, path)  # MUTANT\n",
             )
         ],
-        [T_SAFETY + "test_trash_spec.py::test_ten_same_named_files_become_ten_entries"],
+        [
+            T_SAFETY + "test_trash_spec.py::test_ten_same_named_files_become_ten_entries",
+            T_SAFETY
+            + "test_trash_spec.py::test_an_info_name_taken_by_another_trasher_mid_write_is_never_replaced",
+        ],
     ),
     m(
         "trash-copies-across-devices",
@@ -458,13 +462,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     # -- cache --------------------------------------------------------------------------
     m(
-        "cache-lookup-ignores-mtime",
-        "cached hashes and features are used for a file whose mtime moved",
+        "cache-lookup-ignores-times",
+        "cached hashes and features are used for a file whose mtime and ctime moved",
         [
             Edit(
                 "photodup_tui/engine/cache.py",
-                "                        st.size,\n                        st.mtime_ns,\n",
-                "                        st.size,\n                        row[3],  # MUTANT\n",
+                "stored = (_unsigned(row[0]), _unsigned(row[1]), row[2], row[3], row[18])",
+                "stored = (_unsigned(row[0]), _unsigned(row[1]), row[2], photo.stat.mtime_ns,"
+                " photo.stat.ctime_ns)  # MUTANT",
             )
         ],
         ["tests/engine/test_cache.py::test_changed_file_is_a_miss_and_its_old_row_is_replaced"],

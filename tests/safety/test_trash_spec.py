@@ -130,6 +130,33 @@ def test_ten_same_named_files_become_ten_entries(tmp_path: Path, home_trash: Pat
     assert all(read(v) == DATA for v in victims)
 
 
+def test_an_info_name_taken_by_another_trasher_mid_write_is_never_replaced(
+    tmp_path: Path, home_trash: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program takes ``IMG.JPG.trashinfo`` between our look and our publish: our
+    entry moves on to the next name and theirs keeps its bytes (link(2) never replaces)."""
+    from photodup_tui.engine.safedelete import fsops
+
+    keeper = write(tmp_path / "p/keep/IMG.JPG", DATA)
+    victim = write(tmp_path / "p/dup/IMG.JPG", DATA)
+    foreign = home_trash / "info" / "IMG.JPG.trashinfo"
+    theirs = b"[Trash Info]\nPath=/elsewhere/IMG.JPG\nDeletionDate=2020-01-01T00:00:00\n"
+    real_fault_point = fsops.fault_point
+
+    def another_trasher(point: str) -> None:
+        if point == "info_write" and not foreign.exists():
+            foreign.write_bytes(theirs)
+        real_fault_point(point)
+
+    monkeypatch.setattr(fsops, "fault_point", another_trasher)
+    report = execute(make_plan([group(Kind.EXACT, keeper, victim)]), dry_run=False)
+    assert foreign.read_bytes() == theirs
+    assert len(report.trashed) == 1
+    ours = home_trash / "info" / "IMG.2.JPG.trashinfo"
+    assert b"Path=" + os.fsencode(victim) in ours.read_bytes()
+    assert read(home_trash / "files" / "IMG.2.JPG") == DATA
+
+
 def test_an_orphan_in_trash_files_is_never_overwritten(tmp_path: Path, home_trash: Path) -> None:
     orphan = write(home_trash / "files/a.jpg", b"someone else's file")
     keeper, victim = trash_pair(tmp_path / "p")
