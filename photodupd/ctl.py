@@ -15,6 +15,7 @@ from typing import Any
 
 from photodupd import __version__, paths
 from photodupd.client import ConnectionLost, SyncClient
+from photodupd.humanize import human_size
 from photodupd.protocol import RemoteError
 
 EXIT_OK = 0
@@ -51,14 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+def _rss(rss: int | None) -> str:
+    return "?" if rss is None else human_size(rss)
 
 
 def _human_duration(seconds: float) -> str:
@@ -88,7 +83,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"  clients     {status.get('connections', 0)} connected, {status.get('connections_total', 0)} since start",
         f"  served      {status.get('requests', 0)} requests, {status.get('images_served', 0)} images, {status.get('errors', 0)} image errors",
         f"  rate        {float(status.get('recent_images_per_s') or 0):.1f} images/s (recent)",
-        f"  memory      RSS {_human_bytes(status.get('rss'))}",
+        f"  memory      RSS {_rss(status.get('rss'))}",
     ]
     if status.get("last_error"):
         lines.append(f"  last error  {status['last_error']}")
@@ -142,7 +137,7 @@ def _models(client: SyncClient, args: argparse.Namespace) -> int:
             done, total = int(notice.get("done") or 0), int(notice.get("total") or 0)
             percent = f"{100 * done / total:5.1f}%" if total else "     "
             print(
-                f"\rdownloading {args.name}: {percent} {_human_bytes(done)} of {_human_bytes(total)}",
+                f"\rdownloading {args.name}: {percent} {human_size(done)} of {human_size(total)}",
                 end="",
                 file=sys.stderr,
                 flush=True,

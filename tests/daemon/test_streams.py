@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.model_forward import benchmark_forward
 from photodupd import batcher, config, daemon_cli
 from photodupd.batcher import Job, ModelState, ModelWorker, stream_layout
 from photodupd.config import DaemonConfig
@@ -188,7 +189,7 @@ def test_a_batch_waits_for_items_still_decoding_while_the_decoders_are_busy(
 
 def test_model_only_benchmark_can_run_the_daemon_layout() -> None:
     model = RecordingModel()
-    result = backend.benchmark_forward(model, images=10, batch_size=4, threads=2, streams=2)
+    result = benchmark_forward(model, images=10, batch_size=4, threads=2, streams=2)
     assert result["images"] == 10 and result["streams"] == 2 and result["images_per_s"] > 0
     assert model.threads[0] == 2  # the shared warm-up, then one thread per stream
     assert set(model.threads[1:]) == {1}
