@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from photodupd import __version__, paths
+from photodupd import __version__, paths, protocol
 from photodupd.client import ConnectionLost, SyncClient
 from photodupd.humanize import human_size
 from photodupd.protocol import RemoteError
@@ -67,17 +67,13 @@ def _human_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def format_status(status: dict[str, Any]) -> str:
-    model = status.get("model") or {}
-    if not isinstance(model, dict):
-        model = {"id": model}
+def format_status(status: protocol.Status) -> str:
     state = status.get("state", "?")
     lines = [
         f"photodupd {status.get('version', '?')} — running (pid {status.get('pid')}, up {_human_duration(float(status.get('uptime') or 0))})",
         f"  socket      {status.get('socket')}",
-        f"  model       {model.get('id') or status.get('model_id') or '(none yet)'}  [{state}]"
-        + (f"  dim {model.get('dim')}" if model.get("dim") else ""),
-        f"  why         {model.get('why') or status.get('why') or '-'}",
+        f"  model       {status.get('model') or '(none yet)'}  [{state}]",
+        f"  why         {status.get('why') or '-'}",
         f"  device      {status.get('device', '?')}, {status.get('threads', '?')} torch threads, {status.get('decode_workers', '?')} decoders",
         f"  queue       {status.get('queue_depth', 0)} queued, {status.get('in_flight_items', 0)} images in flight, {status.get('in_flight_requests', 0)} requests in flight",
         f"  clients     {status.get('connections', 0)} connected, {status.get('connections_total', 0)} since start",
@@ -90,7 +86,7 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _print_models(result: dict[str, Any]) -> None:
+def _print_models(result: protocol.Models) -> None:
     active = (result.get("active") or {}).get("id")
     for model in result.get("models", []):
         mark = "*" if model.get("id") and model.get("id") == active else " "
@@ -107,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_DOWN
     with client:
         if args.command == "status":
-            status = client.request("status")
+            status = client.call(protocol.STATUS)
             print(
                 json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status)
             )
         elif args.command == "ping":
             started = time.perf_counter()
-            client.request("ping")
+            client.call(protocol.PING)
             print(f"pong from photodupd in {(time.perf_counter() - started) * 1000:.2f} ms")
         elif args.command == "stop":
-            client.request("shutdown")
+            client.call(protocol.SHUTDOWN)
             print("photodupd is stopping (finishing in-flight work first)")
         elif args.command == "models":
             return _models(client, args)
@@ -126,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 def _models(client: SyncClient, args: argparse.Namespace) -> int:
     command = args.models_command or "list"
     if command == "list":
-        result = client.request("models")
+        result = client.call(protocol.MODELS)
         if getattr(args, "json", False):
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
@@ -144,17 +140,17 @@ def _models(client: SyncClient, args: argparse.Namespace) -> int:
             )
 
         client.set_timeout(None)  # a download takes as long as it takes; progress shows it
-        result = client.request("pull", model=args.name, on_progress=progress)
+        pulled = client.call(protocol.PULL, model=args.name, on_progress=progress)
         print(file=sys.stderr)
-        print(f"pulled {args.name}: {result.get('path', '')}")
+        print(f"pulled {args.name}: {pulled.get('path', '')}")
     elif command == "use":
         weights = str(args.weights.resolve()) if args.weights else None
         fields: dict[str, Any] = {"model": args.name}
         if weights:
             fields["weights"] = weights
         client.set_timeout(None)  # loading a large model takes a while
-        result = client.request("load", **fields)
-        print(f"now serving {result.get('id')} ({result.get('why', '')})")
+        serving = client.call(protocol.LOAD, **fields)
+        print(f"now serving {serving.get('id')} ({serving.get('why', '')})")
     return EXIT_OK
 
 
