@@ -27,12 +27,12 @@ log = logging.getLogger("photodupd.server")
 WRITE_TIMEOUT = 30.0
 STREAM_LIMIT = 64 * 1024  # a client that stops reading its replies is dropped after this
 #: Connections let in beyond ``max_connections`` so that ``photodup-ctl status``/``stop``
-#: always get through.  On these only the control ops are served (:data:`protocol.CONTROL_OPS`:
-#: ``Op.control`` in the op table; anything else is a
-#: retryable ``busy`` until an ordinary slot frees, then the connection takes it), they are
-#: closed after ``hello_timeout`` of silence even after hello, and a newcomer finding them
-#: all taken evicts one with nothing in flight (one still without hello first, else the
-#: longest quiet): idle connections hold the reserve only until the next client arrives.
+#: always get through.  On these only the op table's control ops are served
+#: (:data:`protocol.CONTROL_OPS`; anything else is a retryable ``busy`` until an ordinary
+#: slot frees, then the connection takes it), they are closed after ``hello_timeout`` of
+#: silence even after hello, and a newcomer finding them all taken evicts one with nothing
+#: in flight (one still without hello first, else the longest quiet): idle connections hold
+#: the reserve only until the next client arrives.
 CONTROL_SLOTS = 4
 
 
