@@ -162,12 +162,13 @@ def model_only(model_args: list[str], images: int, threads: int, streams: int) -
     code = (
         "import sys, json\n"
         "from photodupd import daemon_cli\n"
+        "from bench.model_forward import benchmark_forward\n"
         "from photodupd.models import backend, catalog\n"
         "daemon_cli.limit_memory_growth()\n"
         "cfg = daemon_cli.make_config(daemon_cli.build_parser().parse_args(sys.argv[4:]))\n"
         "choice = catalog.resolve(cfg.model, weights=cfg.weights, model_config=cfg.model_config)\n"
         "model = backend.load_model(choice, half_weights=cfg.clip_weights == 'float16')\n"
-        "print(json.dumps(backend.benchmark_forward(model, images=int(sys.argv[1]),"
+        "print(json.dumps(benchmark_forward(model, images=int(sys.argv[1]),"
         " batch_size=32, threads=int(sys.argv[2]), streams=int(sys.argv[3]))))\n"
     )
     out = subprocess.run(
@@ -310,6 +311,7 @@ def half_weights_check(weights: Path, threads: int) -> str:
         "from pathlib import Path\n"
         "from PIL import Image\n"
         "from photodupd import imaging\n"
+        "from bench.model_forward import benchmark_forward\n"
         "from photodupd.models import backend, catalog\n"
         "backend.configure_threads(int(sys.argv[2]))\n"
         "choice = catalog.resolve('clip:ViT-B-32', weights=Path(sys.argv[1]))\n"
@@ -326,7 +328,7 @@ def half_weights_check(weights: Path, threads: int) -> str:
         "speed = {}\n"
         "for rnd in range(3):\n"
         "    for label, model in (('full', full), ('half', half)):\n"
-        "        r = backend.benchmark_forward(model, images=64, batch_size=32)\n"
+        "        r = benchmark_forward(model, images=64, batch_size=32)\n"
         "        speed[label] = max(speed.get(label, 0.0), r['images_per_s'])\n"
         "print(json.dumps({'photos': len(names), 'min': float(cos.min()),\n"
         "                  'mean': float(cos.mean()), **speed, 'id': half.id}))\n"

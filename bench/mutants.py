@@ -503,7 +503,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         [
             Edit(
                 "photodupd/imaging.py",
-                "Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)",
+                "Image.open(io.BytesIO(data), formats=OPEN_FORMATS)",
                 "Image.open(io.BytesIO(data), formats=None)  # MUTANT",
             )
         ],
@@ -515,11 +515,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         [
             Edit(
                 "photodupd/imaging.py",
-                "    if width * height > _pixel_limit():",
+                "    if width * height > pixel_limit():",
                 "    if False:  # MUTANT",
             ),
             Edit(
-                "photodupd/imaging.py",
+                "photodupd/imagebase.py",
                 '        warnings.simplefilter("error", Image.DecompressionBombWarning)\n',
                 "",
             ),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import work
 from textual.app import App
@@ -104,9 +104,10 @@ class PhotodupApp(App[int]):
 
     def __init__(self, options: AppOptions) -> None:
         super().__init__()
-        # The no-model mode decodes in a process pool, whose helper process inherits stderr;
-        # once Textual runs, sys.stderr has no file descriptor (fileno() == -1) and starting
-        # that helper fails. So it starts now, while stderr is real.
+        # The pixel check decodes and scores in a "spawn" process pool (sameshot_check), and
+        # multiprocessing's resource tracker process inherits stderr; once Textual runs,
+        # sys.stderr has no file descriptor (fileno() == -1) and starting the tracker fails.
+        # So it starts now, while stderr is real.
         resource_tracker.ensure_running()
         self.options = options
         self.scan_settings = options.scan_settings
@@ -583,6 +584,13 @@ def _settle_heap() -> None:
     next scan unfreezes them so what it replaces is collected as usual.
     """
     gc.freeze()
+
+
+if TYPE_CHECKING:
+    from photodup_tui.screens.base import Host
+
+    # The screens see the app only as ``Host``; this has mypy hold the app to it.
+    _HOST: type[Host] = PhotodupApp
 
 
 def create_app(roots: Sequence[str] = (), **options: Any) -> PhotodupApp:

@@ -26,6 +26,7 @@ from typing import Any, TextIO, TypeVar
 
 from photodup_tui import __version__
 from photodup_tui.engine.features import FeatureSource
+from photodup_tui.formatting import human_size
 
 EXIT_NO_DUPLICATES = 0
 EXIT_DUPLICATES = 1
@@ -311,7 +312,7 @@ def _feature_source(args: argparse.Namespace, say: _Printer) -> FeatureSource:
 
 
 def _daemon_source(model: str, say: _Printer) -> FeatureSource:
-    """The daemon's features, starting photodupd if needed (the lead's DaemonFeatureSource)."""
+    """The daemon's features, starting photodupd if needed."""
     from photodup_tui.engine.daemon_features import DaemonFeatureSource
 
     daemon_args = [] if model == "auto" else ["--model", model]
@@ -358,7 +359,7 @@ def apply_command(args: argparse.Namespace) -> int:
     verb = "would move" if outcome.dry_run else "moved"
     print(
         f"{verb} {count(len(outcome.trashed), 'file')} to the trash "
-        f"({human_bytes(sum(size for _, _, size in outcome.trashed))}); "
+        f"({human_size(sum(size for _, _, size in outcome.trashed))}); "
         f"{len(outcome.skipped):,} skipped, {len(outcome.failed):,} failed"
     )
     if not outcome.dry_run and outcome.trashed:
@@ -424,7 +425,7 @@ def _list_batches() -> int:
                 info.batch_id,
                 shown.when,
                 f"{info.acted:,}",
-                human_bytes(shown.moved_bytes),
+                human_size(shown.moved_bytes),
                 state,
                 shown.command or "?",
             )
@@ -499,15 +500,6 @@ def count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
-
-
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
@@ -536,7 +528,7 @@ def progress_line(p: Any) -> str:
         head += f"{progress_bar(p.phase_done, total)} · ETA {_eta(p.eta_seconds)} · "
         tail = f" · {p.rate:,.0f} files/s"
     return (
-        f"{head}found {p.files_found:,} ({human_bytes(p.bytes_found)}) · hashed {p.hashed:,}"
+        f"{head}found {p.files_found:,} ({human_size(p.bytes_found)}) · hashed {p.hashed:,}"
         f" · cached {p.cache_hits:,} · embedded {p.embedded:,} · errors {p.errors:,}{tail}"
     )
 
@@ -591,7 +583,7 @@ class _Printer:
         out = self.err if self.to_stderr else sys.stdout
         c = result.counts
         print(
-            f"Scanned {count(c.files, 'photo')} ({human_bytes(c.bytes)}) in "
+            f"Scanned {count(c.files, 'photo')} ({human_size(c.bytes)}) in "
             f"{result.elapsed:.1f} s with {result.model_id}: {c.cache_hits:,} from cache, "
             f"{c.embedded:,} computed, {c.hashed:,} hashed, {count(len(result.errors), 'error')}",
             file=out,
@@ -630,7 +622,7 @@ class _Printer:
                 else ("photodup scan ... --json REPORT, then photodup apply REPORT --dry-run")
             )
             print(
-                f"\n{count(marked, 'file')} ({human_bytes(c.reclaimable)}) marked for deletion; "
+                f"\n{count(marked, 'file')} ({human_size(c.reclaimable)}) marked for deletion; "
                 f"review them in photodup, or: {hint}",
                 file=out,
             )

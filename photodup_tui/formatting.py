@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from photodup_tui.engine.keeprules import human_size
+from photodupd.humanize import human_size
 
 __all__ = ["display_path", "duration", "human_size", "plural", "short_path"]
 

@@ -33,7 +33,7 @@ from photodup_tui.engine.scan import Scanner, ScanProgress, ScanResult
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, Member
 from photodupd import config as daemon_config
-from photodupd import imaging
+from photodupd import imaging, protocol
 from photodupd.client import ConnectionLost, SyncClient
 from photodupd.protocol import RemoteError
 
@@ -66,15 +66,12 @@ def poll_daemon(socket_path: Path | None, timeout: float = 2.0) -> DaemonStatus:
     try:
         with SyncClient(socket_path, timeout=timeout, client_name="photodup-tui") as client:
             client.connect()
-            status: dict[str, Any] = client.request("status")
+            status = client.call(protocol.STATUS)
     except (OSError, ConnectionLost, RemoteError):
         return DaemonStatus("down")
-    model = status.get("model")
-    if isinstance(model, dict):  # tolerate either spelling of the model field
-        model = model.get("id")
     return DaemonStatus(
         state=str(status.get("state") or "ready"),
-        model=str(model) if model else None,
+        model=status.get("model") or None,
         why=str(status.get("why") or ""),
         detail=str(status.get("last_error") or ""),
         images_per_s=float(status.get("recent_images_per_s") or 0.0),
@@ -113,7 +110,7 @@ def switch_model(socket_path: Path | None, name: str) -> ModelSwitch:
         except (OSError, ConnectionLost) as exc:
             raise DaemonNotRunning(str(exc)) from None
         client.set_timeout(LOAD_TIMEOUT)
-        result: dict[str, Any] = client.request("load", **fields)
+        result = client.call(protocol.LOAD, **fields)
     return ModelSwitch(str(result.get("id") or name), str(result.get("why") or ""))
 
 

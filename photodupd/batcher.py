@@ -9,7 +9,7 @@ Shape::
          while admitted items are still on their way (see ``_gather``), hand the
          batch to the stream
       -> a stream thread (``model_streams`` of them, torch threads split among them):
-         one forward pass, each item's reply to ``reply``
+         one forward pass, each item's outcome to ``reply``: its embedding, or why not
       -> when idle: give freed memory back to the OS after ``TRIM_AFTER`` seconds,
          unload the model after ``idle_unload`` seconds, reload it when work returns
 
@@ -30,7 +30,6 @@ lock; the model is swapped or dropped by this thread alone.
 from __future__ import annotations
 
 import concurrent.futures
-import enum
 import functools
 import logging
 import queue
@@ -39,17 +38,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
 
+from photodupd import protocol
 from photodupd.config import DaemonConfig
 from photodupd.imaging import Decoded, PreprocessSpec
 from photodupd.models import LoadedModel, ModelChoice, backend, catalog
-from photodupd.protocol import ErrorCode, error_body
-from photodupd.server import ServiceError
+from photodupd.protocol import ErrorCode, ItemError, ModelState, ServiceError
 
-__all__ = ["Job", "ModelState", "ModelWorker", "error_item", "item_result"]
+__all__ = ["Embedded", "Job", "ModelWorker", "Outcome", "stream_layout"]
 
 log = logging.getLogger("photodupd.batcher")
 
@@ -73,13 +72,6 @@ _WAIT_SLICE = 0.01
 TRIM_AFTER = 1.0
 
 
-class ModelState(enum.StrEnum):
-    LOADING = "loading"
-    READY = "ready"
-    UNLOADED = "unloaded"
-    FAILED = "failed"
-
-
 @dataclass(slots=True, eq=False)
 class Job:
     """A decoded item waiting for the model; ``owner`` is the caller's request, opaque here."""
@@ -89,24 +81,31 @@ class Job:
     decoded: Decoded
 
 
-class Reply(Protocol):
-    """Delivers one item's outcome; called from the model thread."""
+@dataclass(frozen=True, slots=True, eq=False)
+class Embedded:
+    """An item the model embedded: the decoder's facts, the vector, and which model."""
 
-    def __call__(
-        self,
-        job: Job,
-        result: dict[str, Any],
-        *,
-        failure: ServiceError | None = None,
-        model: tuple[str, int] | None = None,
-    ) -> None: ...
+    decoded: Decoded
+    vector: np.ndarray
+    model: tuple[str, int]  # (id, dim)
+
+
+#: What became of one item: embedded; failed alone (the rest of its request is served); or
+#: failed with its whole request (a ServiceError: no model to run it).
+Outcome: TypeAlias = Embedded | ItemError | ServiceError
+
+
+class Reply(Protocol):
+    """Delivers one item's outcome; called from the model thread and the stream threads."""
+
+    def __call__(self, job: Job, outcome: Outcome) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
 class _Command:
     kind: str  # "load" | "warm" | "stop"
     choice: ModelChoice | None = None
-    reply: concurrent.futures.Future[dict[str, Any]] = field(
+    reply: concurrent.futures.Future[protocol.ModelInfo] = field(
         default_factory=concurrent.futures.Future
     )
 
@@ -230,8 +229,13 @@ class ModelWorker:
         self._lock = threading.Lock()
         self._state = ModelState.UNLOADED
         self._choice: ModelChoice | None = None
-        self._info: dict[str, Any] = {"id": None, "dim": None, "name": None, "device": None}
-        self._why = ""
+        self._info: protocol.ModelInfo = {
+            "id": None,
+            "dim": None,
+            "name": None,
+            "device": None,
+            "why": "",
+        }
         self._spec: PreprocessSpec | None = None  # the model's input; kept across idle unloads
         self._load_seconds: float | None = None
         self._last_error: str | None = None
@@ -262,7 +266,7 @@ class ModelWorker:
     def submit(self, job: Job) -> None:
         self._jobs.put(job)
 
-    def load(self, choice: ModelChoice) -> concurrent.futures.Future[dict[str, Any]]:
+    def load(self, choice: ModelChoice) -> concurrent.futures.Future[protocol.ModelInfo]:
         """Switch to ``choice`` after the work queued before it; the future gets the model info
         or a ServiceError (the previous model keeps serving then)."""
         command = _Command("load", choice)
@@ -297,15 +301,15 @@ class ModelWorker:
         with self._lock:
             return self._state, self._spec, self._last_error
 
-    def model_info(self) -> dict[str, Any]:
+    def model_info(self) -> protocol.ActiveModel:
         with self._lock:
-            return {**self._info, "state": self._state.value, "why": self._why}
+            return {**self._info, "state": self._state.value}
 
-    def public_info(self) -> dict[str, Any]:
+    def public_info(self) -> protocol.ModelInfo:
         with self._lock:
-            return {**self._info, "why": self._why}
+            return self._info.copy()
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> protocol.ModelIdentity:
         with self._lock:
             return {"id": self._info["id"], "dim": self._info["dim"]}
 
@@ -313,7 +317,7 @@ class ModelWorker:
         with self._lock:
             return self._choice.weights if self._choice is not None else None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> protocol.ModelStatus:
         now = time.monotonic()
         with self._lock:
             stats = self._stats
@@ -326,7 +330,7 @@ class ModelWorker:
                 "model": self._info["id"],
                 "dim": self._info["dim"],
                 "model_name": self._info["name"],
-                "why": self._why,
+                "why": self._info["why"],
                 "device": self._info["device"],
                 "images_served": stats.images_served,
                 "batches": stats.batches,
@@ -427,7 +431,7 @@ class ModelWorker:
                 ErrorCode.MODEL_UNAVAILABLE, self._last_error or "the model failed to load"
             )
             for job in batch:
-                self._reply(job, error_item(failure.code, failure.message), failure=failure)
+                self._reply(job, failure)
             return
         size = model.spec.size
         ready: list[Job] = []
@@ -437,7 +441,7 @@ class ModelWorker:
             if pixels is None or pixels.shape != (size, size, 3):
                 shape = None if pixels is None else pixels.shape
                 message = f"decoded pixels {shape} do not fit the model input {size}x{size}"
-                self._reply(job, error_item(ErrorCode.INTERNAL, message))
+                self._reply(job, ItemError(ErrorCode.INTERNAL, message))
             else:
                 ready.append(job)
                 arrays.append(pixels)
@@ -471,7 +475,7 @@ class ModelWorker:
             log.exception("model forward pass failed")
             for job in batch:
                 message = f"model: {type(exc).__name__}: {exc}"
-                self._reply(job, error_item(ErrorCode.INTERNAL, message))
+                self._reply(job, ItemError(ErrorCode.INTERNAL, message))
             return
         identity = (model.id, model.dim)
         now = time.monotonic()
@@ -482,22 +486,22 @@ class ModelWorker:
             self._stats.largest_batch = max(self._stats.largest_batch, len(batch))
             self._stats.recent.append((now, len(batch)))
         for job, vector in zip(batch, vectors, strict=True):
-            self._reply(job, item_result(job.decoded, vector), model=identity)
+            self._reply(job, Embedded(job.decoded, vector, identity))
 
     def _fail_batch(self, batch: list[Job], exc: Exception) -> None:
         log.exception("failed on a batch")
         for job in batch:  # items already answered ignore a second answer
-            self._reply(job, error_item(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            self._reply(job, ItemError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     def _run_command(self, command: _Command) -> bool:
         """Returns True when the thread must exit."""
         if command.kind == "stop":
             self._drop_model()
-            command.reply.set_result({})
+            command.reply.set_result(self.public_info())
             return True
         if command.kind == "warm":
             self._ensure_loaded()
-            command.reply.set_result({})
+            command.reply.set_result(self.public_info())
             return False
         # "load": the first load (choice None: resolve the configuration) or a switch.
         try:
@@ -519,7 +523,7 @@ class ModelWorker:
         cfg = self.config
         return catalog.resolve(cfg.model, weights=cfg.weights, model_config=cfg.model_config)
 
-    def _switch(self, choice: ModelChoice | None) -> dict[str, Any]:
+    def _switch(self, choice: ModelChoice | None) -> protocol.ModelInfo:
         old = self._model
         try:
             chosen = choice if choice is not None else self._resolve_configured()
@@ -604,12 +608,12 @@ class ModelWorker:
             self._choice = choice
             self._state = ModelState.READY
             self._spec = model.spec
-            self._why = choice.why
             self._info = {
                 "id": model.id,
                 "dim": model.dim,
                 "name": choice.resolved,
                 "device": model.device,
+                "why": choice.why,
             }
         self._on_state_change()
 
@@ -671,28 +675,3 @@ class ModelWorker:
         if self._model is not None:
             self._model = None
             backend.release_memory()
-
-
-def error_item(code: ErrorCode | str, message: str) -> dict[str, Any]:
-    """One item's error reply; a code the protocol does not know still answers the item."""
-    try:
-        body = error_body(code, message)
-    except ValueError:
-        body = error_body(ErrorCode.INTERNAL, f"{code}: {message}")
-    return {"ok": False, "error": {"code": body["code"], "message": body["message"]}}
-
-
-def item_result(decoded: Decoded, vector: np.ndarray) -> dict[str, Any]:
-    """One item's success reply: the embedding (little-endian float32 bytes) and what the
-    decoder learned about the photo."""
-    return {
-        "ok": True,
-        "embedding": np.ascontiguousarray(vector, dtype="<f4").tobytes(),
-        "phash": decoded.phash,
-        "width": decoded.width,
-        "height": decoded.height,
-        "format": decoded.format,
-        "taken": decoded.taken,
-        "camera": decoded.camera,
-        "exif_fields": decoded.exif_fields,
-    }

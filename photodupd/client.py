@@ -5,6 +5,9 @@ requests keyed by id), reconnects with capped backoff when the daemon goes
 away, and retries only idempotent requests.  :class:`SyncClient` is the small
 blocking client used by ``photodup-ctl`` and by the daemon's own stale-socket
 probe, where an event loop would only add start-up time.
+
+Both ``call`` an op of :data:`photodupd.protocol.OPS` and return its result typed
+with the op's shape; ``request`` is the same with the op's name, untyped.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from photodupd import __version__, paths, protocol
 from photodupd.protocol import RemoteError
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+R = TypeVar("R")
 
 
 class DaemonUnavailable(Exception):
@@ -55,7 +59,7 @@ class SyncClient:
         self.path = _socket_path(socket_path)
         self.timeout = timeout
         self.client_name = client_name
-        self.welcome: dict[str, Any] = {}
+        self.welcome: protocol.Welcome | None = None
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
 
@@ -70,7 +74,7 @@ class SyncClient:
     ) -> None:
         self.close()
 
-    def connect(self) -> dict[str, Any]:
+    def connect(self) -> protocol.Welcome:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -79,8 +83,8 @@ class SyncClient:
             sock.close()
             raise
         self._sock = sock
-        self.welcome = self.request("hello", **protocol.hello(self.client_name))
-        return self.welcome
+        self.welcome = welcome = self.call(protocol.HELLO, **protocol.hello(self.client_name))
+        return welcome
 
     def set_timeout(self, timeout: float | None) -> None:
         self.timeout = timeout
@@ -106,6 +110,13 @@ class SyncClient:
     def read_document(self) -> dict[str, Any]:
         length = protocol.frame_length(self._recv_exactly(protocol.HEADER.size))
         return protocol.unpack(self._recv_exactly(length))
+
+    def call(
+        self, op: protocol.Op[R], *, on_progress: ProgressCallback | None = None, **fields: Any
+    ) -> R:
+        """:meth:`request` ``op``; its result has the op's shape (this package's daemon
+        answers in it, and nothing checks it on the way in)."""
+        return cast(R, self.request(op.name, on_progress=on_progress, **fields))
 
     def request(
         self, op: str, *, on_progress: ProgressCallback | None = None, **fields: Any
@@ -156,7 +167,7 @@ class AsyncClient:
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
         self.max_backoff = max_backoff
-        self.welcome: dict[str, Any] = {}
+        self.welcome: protocol.Welcome | None = None
         self.reconnects = 0  # connections opened after the first one
         self._opened = False
         self._ids = itertools.count(1)
@@ -185,10 +196,10 @@ class AsyncClient:
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
-    async def connect(self) -> dict[str, Any]:
+    async def connect(self) -> protocol.Welcome:
         """Open the connection and shake hands; raises DaemonUnavailable if nobody answers."""
         async with self._connect_lock:
-            if self.connected:
+            if self.connected and self.welcome is not None:
                 return self.welcome
             if self._writer is not None or self._read_task is not None:
                 # The old connection is going (its transport is closing): end its read loop
@@ -207,11 +218,14 @@ class AsyncClient:
             self._reader, self._writer = reader, writer
             self._read_task = asyncio.create_task(self._read_loop(reader, writer))
             try:
-                self.welcome = await self._send("hello", protocol.hello(self.client_name), None)
+                welcome = await self._send(
+                    protocol.HELLO.name, protocol.hello(self.client_name), None
+                )
             except (ConnectionLost, OSError) as exc:
                 raise DaemonUnavailable(
                     f"photodupd at {self.path} did not answer hello: {exc}"
                 ) from None
+            self.welcome = cast(protocol.Welcome, welcome)
             return self.welcome
 
     async def close(self) -> None:
@@ -243,7 +257,7 @@ class AsyncClient:
         flight for half the ``idle_timeout`` its welcome announced.  A request sent then
         could cross the close, and only idempotent ones are re-sent after a lost connection,
         so the caller reconnects first."""
-        idle = self.welcome.get("idle_timeout")
+        idle = self.welcome.get("idle_timeout") if self.welcome is not None else None
         if not isinstance(idle, int | float) or isinstance(idle, bool) or self._pending:
             return False
         return time.monotonic() - self._last_activity >= idle / 2
@@ -312,6 +326,13 @@ class AsyncClient:
             self._pending.pop(request_id, None)
             self._last_activity = time.monotonic()
 
+    async def call(
+        self, op: protocol.Op[R], *, on_progress: ProgressCallback | None = None, **fields: Any
+    ) -> R:
+        """:meth:`request` ``op``; its result has the op's shape (this package's daemon
+        answers in it, and nothing checks it on the way in)."""
+        return cast(R, await self.request(op.name, on_progress=on_progress, **fields))
+
     async def request(
         self, op: str, *, on_progress: ProgressCallback | None = None, **fields: Any
     ) -> Any:
@@ -341,13 +362,11 @@ class AsyncClient:
             delay = min(self.max_backoff, 0.05 * 2 ** min(attempt, 10))
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
 
-    async def features(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("features", items=items)
-        return result
+    async def features(self, items: list[dict[str, Any]]) -> protocol.Features:
+        return await self.call(protocol.FEATURES, items=items)
 
-    async def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("status")
-        return result
+    async def status(self) -> protocol.Status:
+        return await self.call(protocol.STATUS)
 
 
 def _as_exception(document: dict[str, Any]) -> Exception:

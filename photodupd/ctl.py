@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from photodupd import __version__, paths
+from photodupd import __version__, paths, protocol
 from photodupd.client import ConnectionLost, SyncClient
+from photodupd.humanize import human_size
 from photodupd.protocol import RemoteError
 
 EXIT_OK = 0
@@ -51,14 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+def _rss(rss: int | None) -> str:
+    return "?" if rss is None else human_size(rss)
 
 
 def _human_duration(seconds: float) -> str:
@@ -72,34 +67,30 @@ def _human_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def format_status(status: dict[str, Any]) -> str:
-    model = status.get("model") or {}
-    if not isinstance(model, dict):
-        model = {"id": model}
+def format_status(status: protocol.Status) -> str:
     state = status.get("state", "?")
     lines = [
         f"photodupd {status.get('version', '?')} — running (pid {status.get('pid')}, up {_human_duration(float(status.get('uptime') or 0))})",
         f"  socket      {status.get('socket')}",
-        f"  model       {model.get('id') or status.get('model_id') or '(none yet)'}  [{state}]"
-        + (f"  dim {model.get('dim')}" if model.get("dim") else ""),
-        f"  why         {model.get('why') or status.get('why') or '-'}",
+        f"  model       {status.get('model') or '(none yet)'}  [{state}]",
+        f"  why         {status.get('why') or '-'}",
         f"  device      {status.get('device', '?')}, {status.get('threads', '?')} torch threads, {status.get('decode_workers', '?')} decoders",
         f"  queue       {status.get('queue_depth', 0)} queued, {status.get('in_flight_items', 0)} images in flight, {status.get('in_flight_requests', 0)} requests in flight",
         f"  clients     {status.get('connections', 0)} connected, {status.get('connections_total', 0)} since start",
         f"  served      {status.get('requests', 0)} requests, {status.get('images_served', 0)} images, {status.get('errors', 0)} image errors",
         f"  rate        {float(status.get('recent_images_per_s') or 0):.1f} images/s (recent)",
-        f"  memory      RSS {_human_bytes(status.get('rss'))}",
+        f"  memory      RSS {_rss(status.get('rss'))}",
     ]
     if status.get("last_error"):
         lines.append(f"  last error  {status['last_error']}")
     return "\n".join(lines)
 
 
-def _print_models(result: dict[str, Any]) -> None:
+def _print_models(result: protocol.Models) -> None:
     print("\n".join(format_models(result)))
 
 
-def format_models(result: dict[str, Any]) -> list[str]:
+def format_models(result: protocol.Models) -> list[str]:
     """One line per model, the columns as wide as the longest name (never run together)."""
     active = (result.get("active") or {}).get("id")
     models = result.get("models", [])
@@ -122,16 +113,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_DOWN
     with client:
         if args.command == "status":
-            status = client.request("status")
+            status = client.call(protocol.STATUS)
             print(
                 json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status)
             )
         elif args.command == "ping":
             started = time.perf_counter()
-            client.request("ping")
+            client.call(protocol.PING)
             print(f"pong from photodupd in {(time.perf_counter() - started) * 1000:.2f} ms")
         elif args.command == "stop":
-            client.request("shutdown")
+            client.call(protocol.SHUTDOWN)
             print("photodupd is stopping (finishing in-flight work first)")
         elif args.command == "models":
             return _models(client, args)
@@ -141,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 def _models(client: SyncClient, args: argparse.Namespace) -> int:
     command = args.models_command or "list"
     if command == "list":
-        result = client.request("models")
+        result = client.call(protocol.MODELS)
         if getattr(args, "json", False):
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
@@ -152,24 +143,24 @@ def _models(client: SyncClient, args: argparse.Namespace) -> int:
             done, total = int(notice.get("done") or 0), int(notice.get("total") or 0)
             percent = f"{100 * done / total:5.1f}%" if total else "     "
             print(
-                f"\rdownloading {args.name}: {percent} {_human_bytes(done)} of {_human_bytes(total)}",
+                f"\rdownloading {args.name}: {percent} {human_size(done)} of {human_size(total)}",
                 end="",
                 file=sys.stderr,
                 flush=True,
             )
 
         client.set_timeout(None)  # a download takes as long as it takes; progress shows it
-        result = client.request("pull", model=args.name, on_progress=progress)
+        pulled = client.call(protocol.PULL, model=args.name, on_progress=progress)
         print(file=sys.stderr)
-        print(f"pulled {args.name}: {result.get('path', '')}")
+        print(f"pulled {args.name}: {pulled.get('path', '')}")
     elif command == "use":
         weights = str(args.weights.resolve()) if args.weights else None
         fields: dict[str, Any] = {"model": args.name}
         if weights:
             fields["weights"] = weights
         client.set_timeout(None)  # loading a large model takes a while
-        result = client.request("load", **fields)
-        print(f"now serving {result.get('id')} ({result.get('why', '')})")
+        serving = client.call(protocol.LOAD, **fields)
+        print(f"now serving {serving.get('id')} ({serving.get('why', '')})")
     return EXIT_OK
 
 

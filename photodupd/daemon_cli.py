@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -165,7 +166,7 @@ async def serve(cfg: DaemonConfig, listener: sockets.Listener) -> None:
         log.info(
             "listening on %s (pid %d)",
             listener.path or "inherited socket",
-            __import__("os").getpid(),
+            os.getpid(),
         )
         await stop.wait()
         sdnotify.notify("STOPPING=1")

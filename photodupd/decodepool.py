@@ -16,7 +16,8 @@ crashes or eats memory costs one item, never the daemon:
   ``poll`` with the timeout), so other items keep flowing while one is stuck.
 
 :meth:`DecoderPool.submit` only enqueues, so it is safe to call from an asyncio
-loop thread; the daemon awaits ``asyncio.wrap_future(pool.submit(...))``.
+loop thread; the daemon adds a done-callback to the future it returns, which hands
+the decoded item on to the model thread.
 A path item is read by the worker; a data item's bytes travel over the socket.
 """
 

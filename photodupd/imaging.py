@@ -1,9 +1,10 @@
 """The one image decoder of photodup (torch-free).
 
-CONTRACT (owned by the imaging helper; others only import these names):
-the daemon runs :func:`decode` in isolated worker processes (see
+The daemon runs :func:`decode` in isolated worker processes (see
 :mod:`photodupd.decodepool`); the app reuses it for previews and for the
-no-model mode.
+no-model mode.  Camera RAW files take :mod:`photodupd.rawimage`; what the two
+share (the error, the format tables, Pillow's guard rails) is in
+:mod:`photodupd.imagebase`, and its public names are importable from here too.
 
 Every file is untrusted.  Pillow is locked down per call rather than globally:
 
@@ -29,22 +30,50 @@ import io
 import os
 import re
 import stat
-import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import numpy as np
-import pillow_heif
-from PIL import Image, ImageFile, UnidentifiedImageError, features
+from PIL import Image, ImageFile, UnidentifiedImageError
 
+from photodupd import rawimage
+from photodupd.imagebase import (
+    ALLOWED_FORMATS,
+    DRAFT_MIN_SIDE,
+    IMAGE_EXTENSIONS,
+    OPEN_FORMATS,
+    ORIENT_TRANSPOSE,
+    RAW_EXTENSIONS,
+    SWAPS_AXES,
+    ImageError,
+    Upright,
+    container_truncated,
+    exif_orientation,
+    pixel_limit,
+    signature_format,
+    strict_warnings,
+)
 from photodupd.protocol import ErrorCode, FeatureItem
 
+__all__ = [
+    "ALLOWED_FORMATS",
+    "IMAGE_EXTENSIONS",
+    "MAX_FILE_BYTES",
+    "RAW_EXTENSIONS",
+    "Decoded",
+    "ImageError",
+    "PreprocessSpec",
+    "decode",
+    "decode_item",
+    "error_for_os_error",
+    "load_preview",
+    "phash",
+    "read_image_file",
+]
+
 # --------------------------------------------------------------------------
-# Contract types
+# What the decoder gives
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,85 +101,18 @@ class Decoded:
     exif_fields: int = 0  # descriptive EXIF tags present: "richness" for the keep rules
 
 
-class ImageError(Exception):
-    """A per-item failure with a protocol error code."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __reduce__(self) -> tuple[type[ImageError], tuple[ErrorCode, str]]:
-        # Exceptions pickle as cls(*args); ours needs both fields to cross a process pipe.
-        return (type(self), (self.code, self.message))
-
-    def __repr__(self) -> str:
-        return f"ImageError({self.code.value!r}, {self.message!r})"
-
-
 # --------------------------------------------------------------------------
-# Limits and format tables
+# Limits
 
 #: Files bigger than this are refused before reading (the largest real photos,
 #: 16-bit TIFF scans and panoramas, stay well below).
 MAX_FILE_BYTES: Final = 512 * 1024 * 1024
-
-#: Pillow's default, used if something in the process set ``MAX_IMAGE_PIXELS`` to None.
-_DEFAULT_MAX_PIXELS: Final = 89_478_485
-
-#: The JPEG draft never goes below this shorter side, whatever the spec: the
-#: perceptual hash then sees the same scale with or without a model.
-_DRAFT_MIN_SIDE: Final = 256
-
-_HAS_AVIF: Final = bool(features.check("avif"))
-
-# AVIF before HEIF: AVIF files also carry the generic "mif1" brand that the
-# pillow-heif opener accepts, and Pillow's own AVIF plugin is the better fit.
-_OPEN_FORMATS: Final = (
-    "JPEG",
-    "PNG",
-    "WEBP",
-    "GIF",
-    "TIFF",
-    "BMP",
-    *(("AVIF",) if _HAS_AVIF else ()),
-    "HEIF",
-)
-
-#: Format names :func:`decode` accepts.  MPO is not opened by name: Pillow's JPEG
-#: opener returns it for camera JPEGs that carry a second (preview) frame.
-ALLOWED_FORMATS: Final = frozenset((*_OPEN_FORMATS, "MPO"))
-
-#: File suffixes (lowercase, with the dot) the engine's walker should offer to the decoder.
-# fmt: off
-IMAGE_EXTENSIONS: Final = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp",
-    ".heic", ".heif", ".hif", *((".avif",) if _HAS_AVIF else ()),
-})
-# fmt: on
-
-#: Camera RAW suffixes: :func:`decode` reads these files through their embedded preview
-#: when rawpy is installed (:mod:`photodupd.rawimage`), and reports them as unsupported if not.
-# fmt: off
-RAW_EXTENSIONS: Final = frozenset({
-    ".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".iiq", ".k25", ".kdc",
-    ".mef", ".mos", ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw", ".rw2", ".rwl",
-    ".sr2", ".srf", ".srw", ".x3f",
-})
-# fmt: on
-
-# libheif's security limits stay on (they are on by default; this pins them in
-# case something else in the process turned them off).  Embedded thumbnails,
-# depth and auxiliary images are never decoded, only the main picture.
-pillow_heif.options.DISABLE_SECURITY_LIMITS = False
-pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 # --------------------------------------------------------------------------
 # EXIF tags
 
 _TAG_MAKE: Final = 0x010F
 _TAG_MODEL: Final = 0x0110
-_TAG_ORIENTATION: Final = 0x0112
 _IFD_EXIF: Final = 0x8769
 _IFD_GPS: Final = 0x8825
 _TAG_DATETIME_ORIGINAL: Final = 0x9003
@@ -168,18 +130,6 @@ _STRUCTURAL_TAGS: Final = frozenset({
 })
 # fmt: on
 
-#: PIL transpose that shows stored pixels upright for each EXIF orientation value.
-_ORIENT_TRANSPOSE: Final = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
-
 _EXIF_DATETIME: Final = re.compile(r"(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _EXIF_OFFSET: Final = re.compile(r"[+\-]\d{2}:\d{2}")
 
@@ -190,11 +140,6 @@ _HASH_SIDE: Final = 32
 _DCT_LOW: Final = np.cos(
     np.pi / (2 * _HASH_SIDE) * np.outer(np.arange(8), 2 * np.arange(_HASH_SIDE) + 1)
 )
-
-# warnings.catch_warnings swaps process-global state; one lock keeps our own
-# threads (the app decodes previews on several) from restoring each other's filters.
-_WARNINGS_LOCK = threading.Lock()
-
 
 # --------------------------------------------------------------------------
 # Public API
@@ -217,7 +162,7 @@ def decode(
     data = _data_from(source) if is_data else read_image_file(source)
     # Decode JPEGs in the DCT domain at 1/2, 1/4 or 1/8 scale, still at least the
     # model's resize (and the hash's working size) on the shorter side.
-    draft_side = max(spec.resize if spec is not None else 0, _DRAFT_MIN_SIDE) if draft else None
+    draft_side = max(spec.resize if spec is not None else 0, DRAFT_MIN_SIDE) if draft else None
     try:
         picture = _decode_upright(data, draft_side, None if is_data else source)
         taken, camera, exif_fields = _exif_facts(picture.exif)
@@ -260,11 +205,6 @@ def load_preview(
         raise
     except Exception as exc:  # same last resort as decode()
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"cannot decode: {_describe(exc)}") from None
-
-
-def hamming(a: int, b: int) -> int:
-    """Number of differing bits between two perceptual hashes."""
-    return (a ^ b).bit_count()
 
 
 def phash(image: Image.Image) -> int:
@@ -328,15 +268,6 @@ def error_for_os_error(exc: OSError) -> ImageError:
 # Opening
 
 
-@dataclass(slots=True)
-class _Upright:
-    image: Image.Image  # RGB with the EXIF orientation applied
-    width: int  # oriented full-resolution size, taken before any draft
-    height: int
-    format: str
-    exif: Image.Exif | None
-
-
 def _data_from(source: object) -> bytes:
     if isinstance(source, bytes):
         data = source
@@ -355,46 +286,30 @@ def _data_from(source: object) -> bytes:
     return data
 
 
-def _pixel_limit() -> int:
-    limit = Image.MAX_IMAGE_PIXELS
-    return int(limit) if limit else _DEFAULT_MAX_PIXELS
-
-
-@contextmanager
-def _strict_warnings() -> Iterator[None]:
-    """Bomb warnings become errors; every other warning is dropped (not printed)."""
-    with _WARNINGS_LOCK, warnings.catch_warnings(record=True):
-        warnings.simplefilter("ignore")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
-
-
 def _open(data: bytes) -> ImageFile.ImageFile:
     try:
-        with _strict_warnings():
-            return Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+        with strict_warnings():
+            return Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
     except UnidentifiedImageError:
         raise _unidentified(data) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(ErrorCode.TOO_LARGE, str(exc)) from None
     except Exception as exc:  # an allow-listed plugin that failed on a damaged header
-        fmt = _signature_format(data) or "image"
-        if _container_truncated(data):
+        fmt = signature_format(data) or "image"
+        if container_truncated(data):
             raise ImageError(ErrorCode.TRUNCATED, f"{fmt} file is cut short") from None
         raise _load_error(exc, fmt) from None
 
 
 def _decode_upright(
     data: bytes, draft_side: int | None, name: str | bytes | os.PathLike[str] | None = None
-) -> _Upright:
+) -> Upright:
     """Open, check limits, read EXIF, decode (JPEG drafted to ``draft_side``), orient.
 
     Camera RAW files (known by ``name``, the file's path, or by signature without one) take
     :mod:`photodupd.rawimage`, which decodes their embedded preview through this function."""
-    from photodupd import rawimage  # imported here: rawimage builds on this module
-
     if rawimage.is_raw(data, name):
-        return rawimage.decode_upright(data, draft_side)
+        return rawimage.decode_upright(data, draft_side, _decode_upright)
     image = _open(data)
     try:
         upright = _load_upright(image, draft_side)
@@ -406,17 +321,17 @@ def _decode_upright(
     return upright
 
 
-def _load_upright(image: ImageFile.ImageFile, draft_side: int | None) -> _Upright:
+def _load_upright(image: ImageFile.ImageFile, draft_side: int | None) -> Upright:
     fmt = image.format or "?"
     if fmt not in ALLOWED_FORMATS:  # cannot happen with formats=, kept as a guard
         raise ImageError(ErrorCode.UNSUPPORTED_FORMAT, f"{fmt} images are not supported")
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"{fmt} image of {width}x{height} pixels")
-    if width * height > _pixel_limit():
+    if width * height > pixel_limit():
         raise ImageError(
             ErrorCode.TOO_LARGE,
-            f"{width}x{height} pixels exceed the limit of {_pixel_limit()} pixels",
+            f"{width}x{height} pixels exceed the limit of {pixel_limit()} pixels",
         )
     # PNG may keep EXIF after the pixels, and its getexif() decodes everything to
     # find it; every other format has EXIF in its header (and TIFF can only read
@@ -433,69 +348,25 @@ def _load_upright(image: ImageFile.ImageFile, draft_side: int | None) -> _Uprigh
         raise _load_error(exc, fmt) from None
     if fmt == "PNG":
         exif = _read_exif(image)
-    orientation = _orientation(exif)
-    method = _ORIENT_TRANSPOSE.get(orientation)
+    orientation = exif_orientation(exif)
+    method = ORIENT_TRANSPOSE.get(orientation)
     if method is not None:
         rgb = rgb.transpose(method)
-    if orientation in _SWAPS_AXES:
+    if orientation in SWAPS_AXES:
         width, height = height, width
-    return _Upright(rgb, width, height, fmt, exif)
+    return Upright(rgb, width, height, fmt, exif)
 
 
 def _unidentified(data: bytes) -> ImageError:
     """Why Pillow could not open ``data``, judged without parsing it any further."""
-    fmt = _signature_format(data)
+    fmt = signature_format(data)
     if fmt is None:
         return ImageError(ErrorCode.NOT_AN_IMAGE, "not a recognised image format")
-    if fmt not in _OPEN_FORMATS:
+    if fmt not in OPEN_FORMATS:
         return ImageError(ErrorCode.UNSUPPORTED_FORMAT, f"{fmt} images are not supported")
-    if _container_truncated(data):
+    if container_truncated(data):
         return ImageError(ErrorCode.TRUNCATED, f"{fmt} file is cut short")
     return ImageError(ErrorCode.NOT_AN_IMAGE, f"{fmt} signature, but the header is damaged")
-
-
-def _signature_format(data: bytes) -> str | None:
-    """The format whose signature ``data`` starts with, allow-listed formats first.
-
-    Only the format plugins' signature checks run (on the first 16 bytes, as
-    Pillow does); no parser of a non-allow-listed format ever sees the file.
-    """
-    prefix = data[:16]
-    Image.init()
-    allowed_first = [f for f in _OPEN_FORMATS if f in Image.OPEN]
-    others = [f for f in Image.ID if f not in _OPEN_FORMATS]
-    for fmt in (*allowed_first, *others):
-        accept = Image.OPEN[fmt][1]
-        if accept is None:
-            continue  # formats without a signature cannot be recognised safely
-        try:
-            if accept(prefix):
-                return fmt
-        except Exception:  # a signature check that fails is a "no"
-            continue
-    return None
-
-
-def _container_truncated(data: bytes) -> bool:
-    """True when a RIFF (WebP) or ISO-BMFF (HEIF, AVIF) container declares more bytes
-    than the file holds: the decoders behind them report that only as "invalid"."""
-    if data[:4] == b"RIFF":
-        return int.from_bytes(data[4:8], "little") + 8 > len(data)
-    if data[4:8] != b"ftyp":
-        return False
-    position = 0
-    while position + 8 <= len(data):
-        size = int.from_bytes(data[position : position + 4], "big")
-        if size == 1:  # 64-bit size follows the box type
-            if position + 16 > len(data):
-                return True
-            size = int.from_bytes(data[position + 8 : position + 16], "big")
-        elif size == 0:  # the last box runs to the end of the file
-            return False
-        if size < 8:
-            return False  # damaged, not cut short
-        position += size
-    return position > len(data) or 0 < len(data) - position < 8
 
 
 # --------------------------------------------------------------------------
@@ -504,29 +375,15 @@ def _container_truncated(data: bytes) -> bool:
 
 def _read_exif(image: Image.Image) -> Image.Exif | None:
     try:
-        with _strict_warnings():  # Pillow warns about each odd tag; keep them off stderr
+        with strict_warnings():  # Pillow warns about each odd tag; keep them off stderr
             return image.getexif()
     except Exception:  # malformed EXIF means "no EXIF", never a failed decode
         return None
 
 
-def _orientation(exif: Image.Exif | None) -> int:
-    if exif is None:
-        return 1
-    try:
-        value = exif.get(_TAG_ORIENTATION)
-    except Exception:
-        return 1
-    if isinstance(value, tuple) and len(value) == 1:  # some writers store count=1 arrays
-        value = value[0]
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
-        return value
-    return 1
-
-
 def _sub_ifd(exif: Image.Exif, tag: int) -> dict[int, Any]:
     try:
-        with _strict_warnings():
+        with strict_warnings():
             ifd = exif.get_ifd(tag)
         return dict(ifd) if isinstance(ifd, dict) else {}
     except Exception:

@@ -11,7 +11,8 @@ Shape of the pipeline::
 This module decides what gets in (the queue bound, model switches that drain
 first, shutdown), keeps each request's results, and answers ``load``,
 ``pull``, ``status`` and ``models``.  The model thread in
-:mod:`photodupd.batcher` owns the model and does the embedding.
+:mod:`photodupd.batcher` owns the model and does the embedding; each item's
+outcome comes back typed and is written here in the reply's shape.
 """
 
 from __future__ import annotations
@@ -24,21 +25,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from photodupd.batcher import Job, ModelState, ModelWorker, error_item
+import numpy as np
+
+from photodupd import protocol
+from photodupd.batcher import Embedded, Job, ModelWorker, Outcome
 from photodupd.config import DaemonConfig
 from photodupd.imaging import Decoded, ImageError
 from photodupd.models import catalog
-from photodupd.protocol import ErrorCode, FeatureItem
-
-# The server owns the exception type it turns into error replies; the service raises it.
-from photodupd.server import ServiceError
+from photodupd.protocol import ErrorCode, FeatureItem, ItemError, ModelState, ServiceError
 
 if TYPE_CHECKING:
     from photodupd.decodepool import DecoderPool
 
-__all__ = ["InferenceService", "ModelState", "ServiceError"]
+__all__ = ["InferenceService"]
 
 log = logging.getLogger("photodupd.inference")
 
@@ -47,7 +48,7 @@ log = logging.getLogger("photodupd.inference")
 class _Request:
     """One features request: its per-item results and the future its caller awaits."""
 
-    results: list[dict[str, Any] | None]
+    results: list[protocol.ItemResult | None]
     remaining: int
     done: asyncio.Future[None]
     model: tuple[str, int] | None = None  # (id, dim) of the model that embedded its items
@@ -101,7 +102,7 @@ class InferenceService:
         await asyncio.to_thread(self._pool.start)
         self._worker.start()
 
-    async def wait_ready(self) -> dict[str, Any]:
+    async def wait_ready(self) -> protocol.ModelInfo:
         """Wait for the first model load; raises MODEL_UNAVAILABLE if it failed."""
         while True:
             state, spec, error = self._worker.readiness()
@@ -136,7 +137,7 @@ class InferenceService:
 
     # ------------------------------------------------------------------ requests
 
-    async def features(self, items: list[FeatureItem]) -> dict[str, Any]:
+    async def features(self, items: list[FeatureItem]) -> protocol.Features:
         """Embed ``items``; one bad image is a per-item error, never a failed request."""
         await self._wait_until_admissible()
         assert self._pool is not None and self._drained is not None
@@ -161,7 +162,7 @@ class InferenceService:
             try:
                 decoding = self._pool.submit(item, spec)
             except Exception as exc:  # pool closed or broken: this item fails, the rest go on
-                self._finish_item(request, index, error_item(ErrorCode.INTERNAL, f"decoder: {exc}"))
+                self._finish_item(request, index, ItemError(ErrorCode.INTERNAL, f"decoder: {exc}"))
                 continue
             decoding.add_done_callback(functools.partial(self._on_decoded, request, index))
         # The items hold their queue slots until answered, even if this caller goes away.
@@ -172,7 +173,7 @@ class InferenceService:
         return {
             "model": {"id": used[0], "dim": used[1]} if used else self._worker.identity(),
             "items": [
-                r if r is not None else error_item(ErrorCode.INTERNAL, "lost")
+                r if r is not None else ItemError(ErrorCode.INTERNAL, "lost").reply()
                 for r in request.results
             ],
         }
@@ -208,71 +209,41 @@ class InferenceService:
         try:
             decoded = future.result()
         except ImageError as exc:
-            self._post(request, index, error_item(exc.code, exc.message))
+            self._post(request, index, ItemError.of(exc.code, exc.message))
         except concurrent.futures.CancelledError:
-            self._post(
-                request, index, error_item(ErrorCode.SHUTTING_DOWN, "decoding was cancelled")
-            )
+            self._post(request, index, ItemError(ErrorCode.SHUTTING_DOWN, "decoding was cancelled"))
         except Exception as exc:  # a bug in the pool; the item fails, the daemon carries on
             log.exception("decoder pool failed on an item")
             self._post(
-                request, index, error_item(ErrorCode.INTERNAL, f"decoder: {type(exc).__name__}")
+                request, index, ItemError(ErrorCode.INTERNAL, f"decoder: {type(exc).__name__}")
             )
         else:
             self._worker.submit(Job(request, index, decoded))
 
-    def _reply_job(
-        self,
-        job: Job,
-        result: dict[str, Any],
-        *,
-        failure: ServiceError | None = None,
-        model: tuple[str, int] | None = None,
-    ) -> None:
+    def _reply_job(self, job: Job, outcome: Outcome) -> None:
         """The model thread's answer for one item."""
-        self._post(cast(_Request, job.owner), job.index, result, failure=failure, model=model)
+        self._post(cast(_Request, job.owner), job.index, outcome)
 
-    def _post(
-        self,
-        request: _Request,
-        index: int,
-        result: dict[str, Any],
-        *,
-        failure: ServiceError | None = None,
-        model: tuple[str, int] | None = None,
-    ) -> None:
+    def _post(self, request: _Request, index: int, outcome: Outcome) -> None:
         """From any thread: hand one item's outcome to the loop."""
         loop = self._loop
         if loop is None:
             return
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(self._finish_item, request, index, result, failure, model)
+            loop.call_soon_threadsafe(self._finish_item, request, index, outcome)
 
-    def _finish_item(
-        self,
-        request: _Request,
-        index: int,
-        result: dict[str, Any],
-        failure: ServiceError | None = None,
-        model: tuple[str, int] | None = None,
-    ) -> None:
+    def _finish_item(self, request: _Request, index: int, outcome: Outcome) -> None:
         """On the loop: record one item's outcome and release its queue slot."""
         if request.results[index] is not None:
             return
-        request.results[index] = result
-        if not result.get("ok"):
+        if isinstance(outcome, Embedded):
+            request.results[index] = _embedded_item(outcome)
+            self._check_model(request, outcome.model)
+        else:
+            request.results[index] = ItemError(outcome.code, outcome.message).reply()
             self._errors += 1
-        if failure is not None and request.failure is None:
-            request.failure = failure
-        if model is not None:
-            if request.model is not None and request.model != model and request.failure is None:
-                # Only a weights file rewritten between an idle unload and the reload can do
-                # this; embeddings of two models must never share a reply.
-                request.failure = ServiceError(
-                    ErrorCode.MODEL_UNAVAILABLE,
-                    "the model changed while serving this request; retry",
-                )
-            request.model = model
+            if isinstance(outcome, ServiceError) and request.failure is None:
+                request.failure = outcome
         request.remaining -= 1
         self._pending_items -= 1
         if request.remaining == 0:
@@ -282,9 +253,20 @@ class InferenceService:
         if self._pending_items == 0 and self._drained is not None:
             self._drained.set()
 
+    @staticmethod
+    def _check_model(request: _Request, model: tuple[str, int]) -> None:
+        if request.model is not None and request.model != model and request.failure is None:
+            # Only a weights file rewritten between an idle unload and the reload can do
+            # this; embeddings of two models must never share a reply.
+            request.failure = ServiceError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                "the model changed while serving this request; retry",
+            )
+        request.model = model
+
     # ------------------------------------------------------------------ model control
 
-    async def load(self, name: str, weights: str | None = None) -> dict[str, Any]:
+    async def load(self, name: str, weights: str | None = None) -> protocol.ModelInfo:
         """Switch models: new requests wait, in-flight items finish on the old model, then swap."""
         self._check_open()
         assert (
@@ -306,7 +288,7 @@ class InferenceService:
             finally:
                 self._gate.set()
 
-    async def pull(self, name: str, progress: Callable[[int, int], None]) -> dict[str, Any]:
+    async def pull(self, name: str, progress: Callable[[int, int], None]) -> protocol.Pulled:
         """Download a CLIP model's weights into the Hugging Face cache (the only network use)."""
         self._check_open()
         try:
@@ -319,11 +301,11 @@ class InferenceService:
 
     # ------------------------------------------------------------------ reporting
 
-    def model_info(self) -> dict[str, Any]:
+    def model_info(self) -> protocol.ActiveModel:
         """The current model without waiting; id and dim are None until the first load."""
         return self._worker.model_info()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> protocol.ServiceStatus:
         return {
             **self._worker.status(),
             "threads": self.config.threads,
@@ -337,23 +319,24 @@ class InferenceService:
             "decoder": self._pool.stats() if self._pool is not None else None,
         }
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[protocol.ModelRow]:
         active = self.model_info()
-        rows = catalog.known_models()
-        served = catalog.base_id(active["id"]) if active["id"] is not None else None
+        served_id = active["id"]  # None until the first load
+        served = catalog.base_id(served_id) if served_id is not None else None
         half = self.config.clip_weights == "float16"
+        rows = catalog.known_models()
         for row in rows:
             row["active"] = row["id"] == served
             # The id replies carry (or would carry): with its weight-storage suffix.
-            if row["active"]:
-                row["id"] = active["id"]
+            if row["active"] and served_id is not None:
+                row["id"] = served_id
             elif row["name"] != catalog.BUILTIN:
                 row["id"] = catalog.served_id(row["id"], half_weights=half)
-        if active["id"] is not None and not any(row["active"] for row in rows):
+        if served_id is not None and not any(row["active"] for row in rows):
             rows.append(
                 {
-                    "name": active["name"],
-                    "id": active["id"],
+                    "name": active["name"] or served_id,  # set with the id by every load
+                    "id": served_id,
                     "dim": active["dim"],
                     "available": True,
                     "description": "open_clip weights file given with --weights",
@@ -383,3 +366,20 @@ class InferenceService:
         if loop is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._notify_state)
+
+
+def _embedded_item(done: Embedded) -> protocol.ItemOk:
+    """One item's success reply: the embedding (little-endian float32 bytes) and what the
+    decoder learned about the photo."""
+    decoded = done.decoded
+    return {
+        "ok": True,
+        "embedding": np.ascontiguousarray(done.vector, dtype="<f4").tobytes(),
+        "phash": decoded.phash,
+        "width": decoded.width,
+        "height": decoded.height,
+        "format": decoded.format,
+        "taken": decoded.taken,
+        "camera": decoded.camera,
+        "exif_fields": decoded.exif_fields,
+    }

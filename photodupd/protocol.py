@@ -6,6 +6,13 @@ only turns bytes into documents and back, and checks that documents are well
 formed.  Both the server and every client use it, so a limit changed here
 changes on both sides.
 
+It is the protocol's one place: the ops (:data:`OPS`, one :class:`Op` each,
+typed with the shape of its result), those shapes (TypedDicts), the error codes
+and the errors that become error replies.  The server dispatches on the op
+table and answers in these shapes; clients :meth:`~photodupd.client.SyncClient.call`
+an op and read its typed result.  A new op is an :class:`Op` and its result's
+shape here, its handler in :mod:`photodupd.server`, and the client that asks.
+
 Requests carry ``{"id": int, "op": str, ...}``.  Replies carry
 ``{"id", "ok": True, "result": ...}`` or
 ``{"id", "ok": False, "error": {"code", "message", "retryable"}}``.
@@ -13,7 +20,7 @@ Progress notices for long requests carry ``{"id", "op": "progress", ...}``
 and are followed by the final reply with the same id.
 
 The first request on a connection must be ``hello``; its reply is the
-``welcome`` document (see :func:`welcome_result`).
+:class:`Welcome` document (see :func:`welcome_result`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import enum
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, Generic, Literal, NotRequired, TypeAlias, TypedDict, TypeVar
 
 import msgpack
 
@@ -83,21 +91,22 @@ RETRYABLE: Final = frozenset(
     {ErrorCode.BUSY, ErrorCode.TOO_MANY_IN_FLIGHT, ErrorCode.SHUTTING_DOWN}
 )
 
-#: Ops whose repetition is harmless; only these are retried after a reconnect.
-IDEMPOTENT_OPS: Final = frozenset({"hello", "ping", "status", "models", "features"})
 
-OPS: Final = frozenset(
-    {"hello", "ping", "status", "models", "features", "load", "pull", "shutdown"}
-)
-
-
-class ProtocolError(Exception):
-    """A frame or document that breaks the protocol.  Carries the error code."""
+class CodedError(Exception):
+    """A failure the daemon answers with an error reply: a protocol code and a message."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ProtocolError(CodedError):
+    """A frame or document that breaks the protocol."""
+
+
+class ServiceError(CodedError):
+    """A well-formed request the daemon cannot serve: busy, no model, stopping ..."""
 
 
 class RemoteError(Exception):
@@ -190,6 +199,225 @@ def unpack(body: bytes) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
+# Result shapes: what each op's reply carries as ``result``
+
+
+class ModelState(enum.StrEnum):
+    """The model's state, as ``status`` and the welcome's model report it."""
+
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADED = "unloaded"  # unloaded when idle; it reloads on the next request
+    FAILED = "failed"
+
+
+class ModelIdentity(TypedDict):
+    """Which model made an embedding: embeddings of two identities never compare."""
+
+    id: str | None  # None until the first model is loaded
+    dim: int | None
+
+
+class ModelInfo(ModelIdentity):
+    """A model being served: the ``load`` result."""
+
+    name: str | None  # what it was resolved as: "builtin", "clip:ViT-B-32" ...
+    device: str | None
+    why: str  # why this model: "auto: CLIP weights found in the local cache"
+
+
+class ActiveModel(ModelInfo):
+    """The model being served and its state: the welcome's and ``models``' ``active``."""
+
+    state: str  # a ModelState
+
+
+class Welcome(TypedDict):
+    """The ``hello`` result."""
+
+    protocol: int
+    server_version: str
+    model: ActiveModel
+    max_frame: int
+    max_items: int
+    #: Seconds after which the daemon closes a connection with nothing in flight.
+    idle_timeout: NotRequired[float]
+
+
+class Pong(TypedDict):
+    pong: bool
+    time: float
+
+
+class ModelStatus(TypedDict):
+    """The model's part of ``status``.  Flat: ``model`` is the model's id here."""
+
+    state: str  # a ModelState
+    model: str | None
+    dim: int | None
+    model_name: str | None
+    why: str
+    device: str | None
+    images_served: int
+    batches: int
+    mean_batch: float
+    largest_batch: int
+    loads: int
+    unloads: int
+    memory_trims: int
+    recent_images_per_s: float
+    load_seconds: float | None
+    last_error: str | None
+    queue_depth: int
+
+
+class ServiceStatus(ModelStatus):
+    """The inference service's part of ``status``: its settings and its queue."""
+
+    threads: int
+    model_streams: int
+    decode_workers: int
+    batch_size: int
+    idle_unload: float
+    errors: int  # items answered with an error
+    in_flight_items: int
+    max_queue: int
+    decoder: dict[str, Any] | None  # the decoder pool's counters
+
+
+class ServerStatus(TypedDict):
+    """The server's part of ``status``: the process and its connections."""
+
+    version: str
+    pid: int
+    uptime: float
+    socket: str | None
+    connections: int
+    control_connections: int
+    connections_total: int
+    requests: int
+    request_errors: int
+    bad_frames: int
+    rejected_peers: int
+    rejected_busy: int
+    hello_timeouts: int
+    idle_timeouts: int
+    in_flight_requests: int
+    rss: int | None
+    draining: bool
+
+
+class Status(ServiceStatus, ServerStatus):
+    """The ``status`` result."""
+
+
+class ModelRow(TypedDict):
+    """One model ``models`` lists."""
+
+    name: str
+    id: str
+    dim: int | None
+    available: bool  # its weights are on this computer
+    weights: str | None
+    description: str
+    active: bool  # the one being served
+
+
+class Models(TypedDict):
+    """The ``models`` result."""
+
+    models: list[ModelRow]
+    active: ActiveModel
+
+
+class ItemOk(TypedDict):
+    """One photo of a ``features`` reply, embedded."""
+
+    ok: Literal[True]
+    embedding: bytes  # float32 little-endian, L2-normalised
+    phash: int
+    width: int
+    height: int
+    format: str
+    taken: str | None
+    camera: str | None
+    exif_fields: int
+
+
+class ItemErrorBody(TypedDict):
+    code: str  # an ErrorCode
+    message: str
+
+
+class ItemFailed(TypedDict):
+    """One photo of a ``features`` reply that failed; the other items are not affected."""
+
+    ok: Literal[False]
+    error: ItemErrorBody
+
+
+ItemResult: TypeAlias = ItemOk | ItemFailed
+
+
+class Features(TypedDict):
+    """The ``features`` result: one item per item asked for, in order."""
+
+    model: ModelIdentity
+    items: list[ItemResult]
+
+
+class Pulled(TypedDict):
+    """The ``pull`` result."""
+
+    model: str
+    path: str
+    bytes: int
+
+
+class Stopping(TypedDict):
+    """The ``shutdown`` result."""
+
+    stopping: bool
+
+
+# --------------------------------------------------------------------------
+# Ops
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[R]):
+    """One op of the protocol; ``R`` is the shape of its result."""
+
+    name: str
+    #: Repeating it is harmless: a client re-sends it after a reconnect.
+    idempotent: bool
+    #: Served on a reserved control slot, when every ordinary connection slot is taken
+    #: (``photodup-ctl status`` and ``stop`` always get through).
+    control: bool
+
+
+HELLO: Final[Op[Welcome]] = Op("hello", idempotent=True, control=True)
+PING: Final[Op[Pong]] = Op("ping", idempotent=True, control=True)
+STATUS: Final[Op[Status]] = Op("status", idempotent=True, control=True)
+MODELS: Final[Op[Models]] = Op("models", idempotent=True, control=False)
+FEATURES: Final[Op[Features]] = Op("features", idempotent=True, control=False)
+LOAD: Final[Op[ModelInfo]] = Op("load", idempotent=False, control=False)
+PULL: Final[Op[Pulled]] = Op("pull", idempotent=False, control=False)
+SHUTDOWN: Final[Op[Stopping]] = Op("shutdown", idempotent=False, control=True)
+
+#: Every op, by name: the server serves exactly these.
+OPS: Final[Mapping[str, Op[Any]]] = MappingProxyType(
+    {op.name: op for op in (HELLO, PING, STATUS, MODELS, FEATURES, LOAD, PULL, SHUTDOWN)}
+)
+#: Ops whose repetition is harmless; only these are retried after a reconnect.
+IDEMPOTENT_OPS: Final = frozenset(name for name, op in OPS.items() if op.idempotent)
+#: Ops served on a control slot.
+CONTROL_OPS: Final = frozenset(name for name, op in OPS.items() if op.control)
+
+
+# --------------------------------------------------------------------------
 # Documents
 
 
@@ -201,7 +429,13 @@ def ok_reply(request_id: int, result: Any) -> dict[str, Any]:
     return {"id": request_id, "ok": True, "result": result}
 
 
-def error_body(code: ErrorCode | str, message: str) -> dict[str, Any]:
+class ErrorBody(TypedDict):
+    code: str  # an ErrorCode
+    message: str
+    retryable: bool
+
+
+def error_body(code: ErrorCode | str, message: str) -> ErrorBody:
     code = ErrorCode(code)
     return {"code": code.value, "message": message, "retryable": code in RETRYABLE}
 
@@ -219,15 +453,15 @@ def hello(client: str) -> dict[str, Any]:
 
 
 def welcome_result(
-    server_version: str, model: Mapping[str, Any], idle_timeout: float | None = None
-) -> dict[str, Any]:
+    server_version: str, model: ActiveModel, idle_timeout: float | None = None
+) -> Welcome:
     """The reply to hello.  ``idle_timeout`` (seconds) tells a client when the daemon closes a
     connection that has nothing in flight, so it can reconnect before sending rather than
     send into a connection being closed."""
-    welcome = {
+    welcome: Welcome = {
         "protocol": PROTOCOL_VERSION,
         "server_version": server_version,
-        "model": dict(model),
+        "model": model.copy(),
         "max_frame": MAX_FRAME,
         "max_items": MAX_ITEMS,
     }
@@ -276,14 +510,25 @@ class FeatureItem:
 
 @dataclass(frozen=True, slots=True)
 class ItemError:
-    """An item refused before any decoding, answered in its place in the reply: a value no
-    file or image can have (an empty path, a NUL in a path, empty data).  Like a file that
-    is not there, it fails that item only, never the request."""
+    """One item's failure, answered in its place in the reply; the other items are served.
+
+    The parser makes these for values no file or image can have (an empty path, a NUL in
+    a path, empty data); the daemon for files that cannot be read or decoded, and for a
+    model that failed on the item."""
 
     code: ErrorCode
     message: str
 
-    def reply(self) -> dict[str, Any]:
+    @classmethod
+    def of(cls, code: ErrorCode | str, message: str) -> ItemError:
+        """The error for ``code``; a code the protocol does not know still answers the item
+        (as ``internal``, the unknown code in the message)."""
+        try:
+            return cls(ErrorCode(code), message)
+        except ValueError:
+            return cls(ErrorCode.INTERNAL, f"{code}: {message}")
+
+    def reply(self) -> ItemFailed:
         return {"ok": False, "error": {"code": self.code.value, "message": self.message}}
 
 

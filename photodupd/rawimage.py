@@ -5,8 +5,9 @@ for the camera's own screen.  Comparing photos needs that picture, not a slow de
 
 * libraw (through rawpy) only parses the file and hands over the preview;
 * a JPEG preview then goes through the same hardened Pillow path as any JPEG
-  (:mod:`photodupd.imaging`: allow-list, pixel limit, draft mode, EXIF orientation); a
-  bitmap thumbnail is checked against the same pixel limit;
+  (:mod:`photodupd.imaging`, which passes it in as ``decode_other``: allow-list, pixel
+  limit, draft mode, EXIF orientation); a bitmap thumbnail is checked against the same
+  pixel limit;
 * the preview is turned upright by its own EXIF orientation (libraw writes the RAW's there
   when the camera wrote none) or else by the RAW's (``sizes.flip``); a preview the camera
   stored upright already is not put on its side;
@@ -27,37 +28,41 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from photodupd.imaging import (
-    _DRAFT_MIN_SIDE,
-    _OPEN_FORMATS,
-    _ORIENT_TRANSPOSE,
-    _SWAPS_AXES,
+from photodupd.imagebase import (
+    DRAFT_MIN_SIDE,
+    OPEN_FORMATS,
+    ORIENT_TRANSPOSE,
     RAW_EXTENSIONS,
+    SWAPS_AXES,
     ImageError,
-    _container_truncated,
-    _decode_upright,
-    _orientation,
-    _pixel_limit,
-    _signature_format,
-    _strict_warnings,
-    _Upright,
+    Upright,
+    container_truncated,
+    exif_orientation,
+    pixel_limit,
+    signature_format,
+    strict_warnings,
 )
 from photodupd.protocol import ErrorCode
 
 if TYPE_CHECKING:
     import rawpy
 
+#: The Pillow path of :mod:`photodupd.imaging` (data, draft side -> upright picture), for the
+#: JPEG previews inside RAW files and for files that only carry a RAW suffix.
+DecodeOther = Callable[[bytes, int | None], Upright]
+
 #: What :class:`photodupd.imaging.Decoded` reports as the format of every RAW file.
 RAW_FORMAT: Final = "RAW"
 
 #: A preview smaller than this on its shorter side is a thumbnail, not a picture to compare:
 #: the sensor data is developed instead.  The same floor as the JPEG draft's.
-MIN_PREVIEW_SIDE: Final = _DRAFT_MIN_SIDE
+MIN_PREVIEW_SIDE: Final = DRAFT_MIN_SIDE
 
 #: libraw's ``sizes.flip`` (dcraw numbering) -> the EXIF orientation that means the same.
 _FLIP_TO_ORIENTATION: Final = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
@@ -106,14 +111,21 @@ def is_raw(data: bytes, name: str | bytes | os.PathLike[str] | None) -> bool:
     return data[:4] in _TIFF_HEADERS and _TAG_DNG_VERSION in _first_ifd(data)
 
 
+def looks_raw(head: bytes) -> bool:
+    """Whether the first bytes of a file are those of a RAW container (any TIFF-based one,
+    or one of the others): what a file with a RAW suffix must start with to be one."""
+    return head[:4] in _TIFF_HEADERS or _raw_signature(head)
+
+
 def _raw_signature(data: bytes) -> bool:
     """Whether ``data`` starts like one of the RAW containers that are not plain TIFF."""
     return any(data[at : at + len(magic)] == magic for at, magic in _RAW_MAGIC)
 
 
-def decode_upright(data: bytes, draft_side: int | None) -> _Upright:
+def decode_upright(data: bytes, draft_side: int | None, decode_other: DecodeOther) -> Upright:
     """The upright picture of a RAW file (its preview, or a half-size development), with the
-    sensor's upright size and the RAW's EXIF.  Raises only :class:`ImageError`."""
+    sensor's upright size and the RAW's EXIF.  ``decode_other`` decodes what is not RAW: the
+    JPEG preview, or a misnamed file.  Raises only :class:`ImageError`."""
     try:
         import rawpy
     except ImportError:
@@ -132,22 +144,22 @@ def decode_upright(data: bytes, draft_side: int | None) -> _Upright:
             sizes = raw.sizes
             orientation = _FLIP_TO_ORIENTATION.get(sizes.flip, 1)
             width, height = sizes.width, sizes.height
-            if orientation in _SWAPS_AXES:
+            if orientation in SWAPS_AXES:
                 width, height = height, width
             if width < 1 or height < 1:
                 raise ImageError(ErrorCode.NOT_AN_IMAGE, f"RAW image of {width}x{height} pixels")
-            picture = _preview(raw, orientation, (width, height), draft_side)
+            picture = _preview(raw, orientation, (width, height), draft_side, decode_other)
             if picture is None:
                 picture = _develop(raw)
     except ImageError:
         raise
     except Exception as exc:  # libraw's errors, mapped to what they mean for the user
-        fallback = _misnamed(data, draft_side, exc)
+        fallback = _misnamed(data, draft_side, exc, decode_other)
         if fallback is not None:
             return fallback
         raise _libraw_error(exc, data) from None
     exif = _raw_exif(data) or picture.exif
-    return _Upright(picture.image, width, height, RAW_FORMAT, exif)
+    return Upright(picture.image, width, height, RAW_FORMAT, exif)
 
 
 # --------------------------------------------------------------------------
@@ -155,8 +167,12 @@ def decode_upright(data: bytes, draft_side: int | None) -> _Upright:
 
 
 def _preview(
-    raw: rawpy.RawPy, orientation: int, upright_size: tuple[int, int], draft_side: int | None
-) -> _Upright | None:
+    raw: rawpy.RawPy,
+    orientation: int,
+    upright_size: tuple[int, int],
+    draft_side: int | None,
+    decode_other: DecodeOther,
+) -> Upright | None:
     """The embedded preview, upright; None when there is none worth comparing."""
     import rawpy
 
@@ -169,12 +185,12 @@ def _preview(
         try:
             # Oriented by the preview's own EXIF: the camera's, or the RAW's orientation that
             # libraw writes there when the camera wrote none.
-            picture = _decode_upright(thumb.data, draft_side)
+            picture = decode_other(thumb.data, draft_side)
         except ImageError as exc:
             if exc.code is ErrorCode.TOO_LARGE:
                 raise
             return None  # a damaged preview: the sensor data may still be fine
-        applied = _orientation(picture.exif)
+        applied = exif_orientation(picture.exif)
         if applied == 1:
             applied = orientation
             picture.image = _turn(picture.image, orientation)
@@ -183,7 +199,7 @@ def _preview(
         if image is None:
             return None
         applied = orientation
-        picture = _Upright(_turn(image, orientation), 0, 0, RAW_FORMAT, None)
+        picture = Upright(_turn(image, orientation), 0, 0, RAW_FORMAT, None)
     picture.image = _match_shape(picture.image, applied, upright_size)
     if min(picture.image.size) < MIN_PREVIEW_SIDE:
         return None
@@ -191,7 +207,7 @@ def _preview(
 
 
 def _turn(stored: Image.Image, orientation: int) -> Image.Image:
-    method = _ORIENT_TRANSPOSE.get(orientation)
+    method = ORIENT_TRANSPOSE.get(orientation)
     return stored if method is None else stored.transpose(method)
 
 
@@ -213,7 +229,7 @@ def _bitmap(pixels: object) -> Image.Image | None:
     if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
         return None
     height, width = pixels.shape[:2]
-    if width < 1 or height < 1 or width * height > _pixel_limit():
+    if width < 1 or height < 1 or width * height > pixel_limit():
         return None
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
@@ -224,21 +240,23 @@ def _bitmap(pixels: object) -> Image.Image | None:
     return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
 
 
-def _develop(raw: rawpy.RawPy) -> _Upright:
+def _develop(raw: rawpy.RawPy) -> Upright:
     """The sensor data developed by libraw at half size (it applies the orientation itself)."""
     sizes = raw.sizes
     half_pixels = (sizes.width // 2) * (sizes.height // 2)
-    if half_pixels > _pixel_limit():
+    if half_pixels > pixel_limit():
         raise ImageError(
             ErrorCode.TOO_LARGE,
             f"RAW without a preview: {sizes.width}x{sizes.height} pixels exceed the limit",
         )
     rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
     image = Image.fromarray(np.ascontiguousarray(rgb[:, :, :3]), "RGB")
-    return _Upright(image, 0, 0, RAW_FORMAT, None)
+    return Upright(image, 0, 0, RAW_FORMAT, None)
 
 
-def _misnamed(data: bytes, draft_side: int | None, exc: Exception) -> _Upright | None:
+def _misnamed(
+    data: bytes, draft_side: int | None, exc: Exception, decode_other: DecodeOther
+) -> Upright | None:
     """A file with a RAW suffix that libraw does not know but Pillow does (a JPEG saved as
     .raw): decoded as what it is.  TIFF is left out: a RAW from a camera newer than libraw is
     a TIFF too, and Pillow would report its thumbnail as the photo."""
@@ -246,10 +264,10 @@ def _misnamed(data: bytes, draft_side: int | None, exc: Exception) -> _Upright |
 
     if not isinstance(exc, rawpy.LibRawFileUnsupportedError):
         return None
-    fmt = _signature_format(data)
-    if fmt is None or fmt == "TIFF" or fmt not in _OPEN_FORMATS:
+    fmt = signature_format(data)
+    if fmt is None or fmt == "TIFF" or fmt not in OPEN_FORMATS:
         return None
-    return _decode_upright(data, draft_side)
+    return decode_other(data, draft_side)
 
 
 def _libraw_error(exc: Exception, data: bytes) -> ImageError:
@@ -296,7 +314,7 @@ def _raw_exif(data: bytes) -> Image.Exif | None:
         return None
     exif = Image.Exif()
     try:
-        with _strict_warnings():
+        with strict_warnings():
             exif.load(data)
     except Exception:  # malformed: the preview's EXIF, if any, is used instead
         return None
@@ -312,7 +330,7 @@ def _declared_end(data: bytes) -> int:
         fields = [int.from_bytes(data[at : at + 4], "big") for at in range(84, 108, 4)]
         return max(fields[i] + fields[i + 1] for i in (0, 2, 4))
     if data[4:8] == b"ftyp":
-        return len(data) + 1 if _container_truncated(data) else 0
+        return len(data) + 1 if container_truncated(data) else 0
     return _tiff_extent(data)
 
 
@@ -337,7 +355,7 @@ def _first_ifd(data: bytes) -> TiffImagePlugin.ImageFileDirectory_v2:
     if head is None:
         return directory
     try:
-        with _strict_warnings():
+        with strict_warnings():
             stream = io.BytesIO(data)
             stream.seek(directory.next)
             directory.load(stream)
@@ -367,7 +385,7 @@ def _tiff_extent(data: bytes) -> int:
         seen.add(offset)
         directory = TiffImagePlugin.ImageFileDirectory_v2(head)
         try:
-            with _strict_warnings():
+            with strict_warnings():
                 stream.seek(offset)
                 directory.load(stream)
         except Exception:  # a damaged or bogus directory: libraw will judge the file

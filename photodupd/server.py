@@ -1,8 +1,9 @@
 """The asyncio Unix-socket server of photodupd (torch-free).
 
-It owns connections, framing, the handshake, limits and dispatch; the work
-itself is done by an injected service (``photodupd.inference.InferenceService``
-in production), so this module never imports torch.
+It owns connections, framing, the handshake, limits and dispatch of the ops in
+:data:`photodupd.protocol.OPS` (one handler each); the work itself is done by an
+injected service (``photodupd.inference.InferenceService`` in production), so
+this module never imports torch.
 """
 
 from __future__ import annotations
@@ -19,40 +20,36 @@ from typing import Any, Protocol
 
 from photodupd import __version__, protocol, sockets
 from photodupd.config import DaemonConfig
-from photodupd.protocol import ErrorCode, ProtocolError, Request
+from photodupd.protocol import CodedError, ErrorCode, ProtocolError, Request
 
 log = logging.getLogger("photodupd.server")
 
 WRITE_TIMEOUT = 30.0
 STREAM_LIMIT = 64 * 1024  # a client that stops reading its replies is dropped after this
 #: Connections let in beyond ``max_connections`` so that ``photodup-ctl status``/``stop``
-#: always get through.  On these only :data:`CONTROL_OPS` are served (anything else is a
-#: retryable ``busy`` until an ordinary slot frees, then the connection takes it), they are
-#: closed after ``hello_timeout`` of silence even after hello, and a newcomer finding them
-#: all taken evicts one with nothing in flight (one still without hello first, else the
-#: longest quiet): idle connections hold the reserve only until the next client arrives.
+#: always get through.  On these only the op table's control ops are served
+#: (:data:`protocol.CONTROL_OPS`; anything else is a retryable ``busy`` until an ordinary
+#: slot frees, then the connection takes it), they are closed after ``hello_timeout`` of
+#: silence even after hello, and a newcomer finding them all taken evicts one with nothing
+#: in flight (one still without hello first, else the longest quiet): idle connections hold
+#: the reserve only until the next client arrives.
 CONTROL_SLOTS = 4
-CONTROL_OPS = frozenset({"hello", "ping", "status", "shutdown"})
-
-
-class ServiceError(Exception):
-    """A request-level failure from the service, with a protocol error code."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Service(Protocol):
-    """What the server needs from the inference side."""
+    """What the server needs from the inference side.  Its failures are
+    :class:`~photodupd.protocol.ServiceError`, answered as error replies."""
 
-    def model_info(self) -> dict[str, Any]: ...
-    def status(self) -> dict[str, Any]: ...
-    def models(self) -> list[dict[str, Any]]: ...
-    async def features(self, items: list[protocol.FeatureItem]) -> dict[str, Any]: ...
-    async def load(self, name: str, weights: str | None = None) -> dict[str, Any]: ...
-    async def pull(self, name: str, progress: Callable[[int, int], None]) -> dict[str, Any]: ...
+    def model_info(self) -> protocol.ActiveModel: ...
+    def status(self) -> protocol.ServiceStatus: ...
+    def models(self) -> list[protocol.ModelRow]: ...
+    async def features(self, items: list[protocol.FeatureItem]) -> protocol.Features: ...
+    async def load(self, name: str, weights: str | None = None) -> protocol.ModelInfo: ...
+    async def pull(self, name: str, progress: Callable[[int, int], None]) -> protocol.Pulled: ...
+
+
+#: Serves one op: the request in, the op's result out (or a CodedError).
+Handler = Callable[["Connection", Request], Awaitable[object]]
 
 
 @dataclass
@@ -126,6 +123,16 @@ class Server:
         self._own_uid = os.getuid()
         self.socket_path: str | None = None
         self.on_shutdown_request: Callable[[], None] | None = None
+        self._handlers: dict[str, Handler] = {
+            protocol.HELLO.name: self._op_hello,
+            protocol.PING.name: self._op_ping,
+            protocol.STATUS.name: self._op_status,
+            protocol.MODELS.name: self._op_models,
+            protocol.FEATURES.name: self._op_features,
+            protocol.LOAD.name: self._op_load,
+            protocol.PULL.name: self._op_pull,
+            protocol.SHUTDOWN.name: self._op_shutdown,
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,9 +149,6 @@ class Server:
             limit=STREAM_LIMIT,
             backlog=1024,
         )
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
     async def shutdown(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close everything."""
@@ -345,7 +349,7 @@ class Server:
                     f"at most {self.config.max_in_flight} requests in flight per connection",
                 )
                 continue
-            if conn.control and request.op not in CONTROL_OPS and not self._promote(conn):
+            if conn.control and request.op not in protocol.CONTROL_OPS and not self._promote(conn):
                 await self._reply_error(
                     conn,
                     request.id,
@@ -357,7 +361,7 @@ class Server:
             conn.track(asyncio.create_task(self._run(conn, request)))
 
     async def _handshake(self, conn: Connection, request: Request) -> bool:
-        if request.op != "hello":
+        if request.op != protocol.HELLO.name:
             await self._reply_error(conn, request.id, ErrorCode.HELLO_REQUIRED, "send hello first")
             return False
         version = request.fields.get("protocol")
@@ -375,7 +379,7 @@ class Server:
         await conn.send(protocol.ok_reply(request.id, self._welcome(conn)))
         return True
 
-    def _welcome(self, conn: Connection) -> dict[str, Any]:
+    def _welcome(self, conn: Connection) -> protocol.Welcome:
         return protocol.welcome_result(
             __version__, self.service.model_info(), self._idle_timeout(conn)
         )
@@ -394,7 +398,7 @@ class Server:
                 conn, request.id, ErrorCode.SHUTTING_DOWN, "photodupd is stopping"
             )
             return
-        handler = self._handlers().get(request.op)
+        handler = self._handlers.get(request.op)
         if handler is None:
             await self._reply_error(
                 conn, request.id, ErrorCode.UNKNOWN_OP, f"unknown op {request.op!r}"
@@ -402,7 +406,7 @@ class Server:
             return
         try:
             result = await handler(conn, request)
-        except (ServiceError, ProtocolError) as exc:
+        except CodedError as exc:
             await self._reply_error(conn, request.id, exc.code, exc.message)
             return
         except asyncio.CancelledError:
@@ -415,28 +419,16 @@ class Server:
             return
         await conn.send(protocol.ok_reply(request.id, result))
 
-    def _handlers(self) -> dict[str, Callable[[Connection, Request], Awaitable[Any]]]:
-        return {
-            "hello": self._op_hello,
-            "ping": self._op_ping,
-            "status": self._op_status,
-            "models": self._op_models,
-            "features": self._op_features,
-            "load": self._op_load,
-            "pull": self._op_pull,
-            "shutdown": self._op_shutdown,
-        }
-
-    async def _op_hello(self, conn: Connection, request: Request) -> Any:
+    async def _op_hello(self, conn: Connection, request: Request) -> protocol.Welcome:
         return self._welcome(conn)
 
-    async def _op_ping(self, conn: Connection, request: Request) -> Any:
+    async def _op_ping(self, conn: Connection, request: Request) -> protocol.Pong:
         return {"pong": True, "time": time.time()}
 
-    async def _op_status(self, conn: Connection, request: Request) -> Any:
+    async def _op_status(self, conn: Connection, request: Request) -> protocol.Status:
         return {**self.service.status(), **self.server_status()}
 
-    def server_status(self) -> dict[str, Any]:
+    def server_status(self) -> protocol.ServerStatus:
         rss = None
         with contextlib.suppress(Exception):
             import psutil
@@ -462,10 +454,10 @@ class Server:
             "draining": self._draining,
         }
 
-    async def _op_models(self, conn: Connection, request: Request) -> Any:
+    async def _op_models(self, conn: Connection, request: Request) -> protocol.Models:
         return {"models": self.service.models(), "active": self.service.model_info()}
 
-    async def _op_features(self, conn: Connection, request: Request) -> Any:
+    async def _op_features(self, conn: Connection, request: Request) -> protocol.Features:
         parsed = protocol.parse_feature_items(request.fields)
         items = [item for item in parsed if isinstance(item, protocol.FeatureItem)]
         reply = await self.service.features(items)
@@ -479,7 +471,7 @@ class Server:
         ]
         return reply
 
-    async def _op_load(self, conn: Connection, request: Request) -> Any:
+    async def _op_load(self, conn: Connection, request: Request) -> protocol.ModelInfo:
         name = request.fields.get("model")
         weights = request.fields.get("weights")
         if not isinstance(name, str) or not name:
@@ -488,7 +480,7 @@ class Server:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "'weights' must be a path")
         return await self.service.load(name, weights)
 
-    async def _op_pull(self, conn: Connection, request: Request) -> Any:
+    async def _op_pull(self, conn: Connection, request: Request) -> protocol.Pulled:
         name = request.fields.get("model")
         if not isinstance(name, str) or not name:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "'model' must be a model name")
@@ -506,7 +498,7 @@ class Server:
 
         return await self.service.pull(name, progress)
 
-    async def _op_shutdown(self, conn: Connection, request: Request) -> Any:
+    async def _op_shutdown(self, conn: Connection, request: Request) -> protocol.Stopping:
         if self.on_shutdown_request is not None:
             # After this reply is sent: the shutdown waits for in-flight work, us included.
             asyncio.get_running_loop().call_soon(self.on_shutdown_request)

@@ -92,6 +92,11 @@ def _draw_scene(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=max(1.0, min(width, height) / 300)))
 
 
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits between two perceptual hashes."""
+    return (a ^ b).bit_count()
+
+
 def store_with_orientation(upright: Image.Image, orientation: int) -> Image.Image:
     """The pixels a camera stores for ``upright`` when it tags them with ``orientation``."""
     method = _STORE_FOR_ORIENTATION.get(orientation)

@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
 
@@ -78,7 +78,8 @@ class DaemonFeatureSource:
         except (RemoteError, DaemonUnavailable) as exc:
             code = exc.code if isinstance(exc, RemoteError) else "daemon_unavailable"
             return [FeatureResult.failure(code, str(exc)) for _ in chunk]
-        model_id = (reply.get("model") or {}).get("id")
+        model = reply.get("model")
+        model_id = model.get("id") if model else None
         if model_id != self.model_id:
             # Someone switched the daemon's model mid-scan: never mix embeddings.
             message = f"the daemon now serves {model_id}, this scan uses {self.model_id}"
@@ -86,21 +87,23 @@ class DaemonFeatureSource:
         return [_to_result(item) for item in reply.get("items", [])]
 
 
-def _to_result(item: dict[str, Any]) -> FeatureResult:
+def _to_result(item: protocol.ItemResult) -> FeatureResult:
+    # The "ok" tag says which shape the item has; an item without it is a failure too.
     if not item.get("ok"):
-        error = item.get("error") or {}
+        error = cast(protocol.ItemFailed, item).get("error") or {}
         return FeatureResult.failure(
             str(error.get("code", "internal")), str(error.get("message", ""))
         )
-    raw = item.get("embedding")
+    done = cast(protocol.ItemOk, item)
+    raw = done.get("embedding")
     embedding = np.frombuffer(raw, dtype="<f4").copy() if isinstance(raw, bytes) else None
     return FeatureResult(
         embedding=embedding,
-        phash=item.get("phash"),
-        width=item.get("width"),
-        height=item.get("height"),
-        format=item.get("format"),
-        taken=item.get("taken"),
-        camera=item.get("camera"),
-        exif_fields=int(item.get("exif_fields") or 0),
+        phash=done.get("phash"),
+        width=done.get("width"),
+        height=done.get("height"),
+        format=done.get("format"),
+        taken=done.get("taken"),
+        camera=done.get("camera"),
+        exif_fields=int(done.get("exif_fields") or 0),
     )

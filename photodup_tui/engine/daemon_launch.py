@@ -10,10 +10,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from photodupd import paths
+from photodupd import paths, protocol
 from photodupd.client import ConnectionLost, SyncClient
+from photodupd.protocol import ModelState
 
 Report = Callable[[str], None]
 SYSTEMD_LOG_HINT = "its log: journalctl --user -u photodupd"
@@ -23,7 +23,7 @@ class DaemonStartFailed(Exception):
     """photodupd could not be reached or started; the message says why (with its log)."""
 
 
-def _hello(socket_path: Path) -> dict[str, Any] | None:
+def _hello(socket_path: Path) -> protocol.Welcome | None:
     try:
         with SyncClient(socket_path, timeout=5, client_name="photodup-launcher") as client:
             return client.connect()
@@ -102,7 +102,7 @@ def ensure_daemon(
     timeout: float = 60.0,
     extra_args: list[str] | None = None,
     use_systemd: bool = True,
-) -> dict[str, Any]:
+) -> protocol.Welcome:
     """Return the daemon's welcome, starting photodupd first if nobody answers.
 
     Readiness is a real hello, retried with capped backoff: never a fixed sleep.
@@ -146,29 +146,31 @@ def wait_for_model(
     *,
     report: Report | None = None,
     timeout: float = 600.0,
-) -> dict[str, Any]:
-    """Poll ``status`` until the model is ready; returns the model info."""
+) -> protocol.ActiveModel:
+    """Poll ``status`` until the model is ready; returns the model it serves."""
     say = report or (lambda _message: None)
     deadline = time.monotonic() + timeout
     last_state = None
     with SyncClient(socket_path, timeout=10, client_name="photodup-launcher") as client:
         client.connect()
         while True:
-            status = client.request("status")
+            status = client.call(protocol.STATUS)
             state = status.get("state")
-            model = {
-                "id": status.get("model"),
-                "dim": status.get("dim"),
-                "why": status.get("why"),
-                "state": state,
-            }
+            model_id = status.get("model")
             if state != last_state:
-                say(f"model {model['id'] or '(choosing)'}: {state}")
+                say(f"model {model_id or '(choosing)'}: {state}")
                 last_state = state
-            if state in ("ready", "unloaded") and model["id"]:
+            if state in (ModelState.READY, ModelState.UNLOADED) and model_id:
                 # "unloaded" reloads on the first request; its id is already known.
-                return model
-            if state == "failed":
+                return {
+                    "id": model_id,
+                    "dim": status.get("dim"),
+                    "name": status.get("model_name"),
+                    "device": status.get("device"),
+                    "why": status.get("why") or "",
+                    "state": str(state),
+                }
+            if state == ModelState.FAILED:
                 raise DaemonStartFailed(
                     f"photodupd could not load its model: {status.get('last_error')}"
                 )

@@ -160,12 +160,3 @@ def candidates_for_full_hash(
         for p in bucket
         if p.content_hash is None
     ]
-
-
-def exact_clusters(photos: Iterable[Photo]) -> list[list[Photo]]:
-    """Photos sharing a content hash, two or more per cluster, in walk order."""
-    by_hash: dict[str, list[Photo]] = defaultdict(list)
-    for photo in photos:
-        if photo.content_hash is not None:
-            by_hash[photo.content_hash].append(photo)
-    return [members for members in by_hash.values() if len(members) > 1]

@@ -18,6 +18,7 @@ from typing import Any
 from photodup_tui.engine.settings import KEEP_RULES, ScanSettings
 from photodup_tui.engine.types import Photo
 from photodup_tui.engine.walk import RAW_EXTENSIONS, is_raw
+from photodupd.humanize import human_size
 
 JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
@@ -30,15 +31,6 @@ def dimensions(photo: Photo) -> str:
     if photo.width is None or photo.height is None:
         return "unknown size"
     return f"{photo.width}x{photo.height}"
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
 
 
 def format_name(photo: Photo) -> str:

@@ -58,8 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from photodup_tui.engine.atomic import write_atomically
-from photodup_tui.engine.scan import ScanResult
-from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
+from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo, ScanResult
 
 REPORT_VERSION = 1
 

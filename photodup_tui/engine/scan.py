@@ -14,7 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.settings import ScanSettings
-from photodup_tui.engine.types import Group, Photo
+from photodup_tui.engine.types import Group, Photo, ScanCounts, ScanResult
 from photodup_tui.engine.walk import Walker, is_raw
 from photodupd import rawimage
 
@@ -58,36 +58,6 @@ class ScanProgress:
     #: (path, reason) of every file found unusable so far, in the order found: the UI lists
     #: them while the scan runs.  A snapshot: later reports carry the later ones too.
     error_files: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(slots=True)
-class ScanCounts:
-    files: int = 0
-    bytes: int = 0
-    hashed: int = 0
-    cache_hits: int = 0
-    embedded: int = 0
-    feature_requests: int = 0
-    groups_reused: bool = False  # an unchanged library: the last scan's grouping, not redone
-    symlinks_skipped: int = 0
-    aliases_skipped: int = 0  # hard links and repeated/overlapping roots, counted once
-    trash_skipped: int = 0
-    dismissed: int = 0  # groups hidden by a remembered "not duplicates" / "keep all"
-    groups: dict[str, int] = field(default_factory=dict)  # by kind
-    reclaimable: int = 0  # bytes in members pre-marked DELETE
-
-
-@dataclass(slots=True)
-class ScanResult:
-    groups: list[Group]
-    photos: list[Photo]
-    errors: list[tuple[str, str]]  # (path, reason)
-    counts: ScanCounts
-    elapsed: float
-    model_id: str
-    roots: list[str]
-    cancelled: bool = False
-    warnings: list[str] = field(default_factory=list)  # scan-wide problems, e.g. a lost daemon
 
 
 class _Progress:

@@ -39,6 +39,7 @@ from photodupd import config
 #: The model id of the --no-model mode (perceptual hashes computed locally).
 LOCAL_MODEL_ID = "local:phash-v1"
 
+#: Every keep rule, in the order they apply by default.
 KEEP_RULES = (
     "reference",  # a copy inside a reference folder wins
     "resolution",  # more pixels
@@ -48,16 +49,6 @@ KEEP_RULES = (
     "oldest",  # earliest capture date (EXIF), then earliest mtime
     "path_patterns",  # prefer_paths / avoid_paths
     "shorter_path",  # fewer path components, then fewer characters
-)
-DEFAULT_KEEP_RULES = (
-    "reference",
-    "resolution",
-    "file_size",
-    "format",
-    "exif",
-    "oldest",
-    "path_patterns",
-    "shorter_path",
 )
 DEFAULT_FORMAT_PRIORITY: tuple[tuple[str, ...], ...] = (
     ("RAW", "HEIF", "AVIF"),
@@ -105,7 +96,7 @@ class ScanSettings:
     min_size: int = 1
     raw: bool = True
     reference_folders: tuple[str, ...] = ()
-    keep_rules: tuple[str, ...] = DEFAULT_KEEP_RULES
+    keep_rules: tuple[str, ...] = KEEP_RULES
     format_priority: tuple[tuple[str, ...], ...] = DEFAULT_FORMAT_PRIORITY
     prefer_paths: tuple[str, ...] = ()
     avoid_paths: tuple[str, ...] = ()

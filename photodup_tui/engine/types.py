@@ -100,3 +100,38 @@ class Group:
     @property
     def reclaimable(self) -> int:
         return sum(m.photo.stat.size for m in self.members if m.action is Action.DELETE)
+
+
+@dataclass(slots=True)
+class ScanCounts:
+    """What a scan counted on its way: files, bytes, cache use, what it skipped and why."""
+
+    files: int = 0
+    bytes: int = 0
+    hashed: int = 0
+    cache_hits: int = 0
+    embedded: int = 0
+    feature_requests: int = 0
+    groups_reused: bool = False  # an unchanged library: the last scan's grouping, not redone
+    symlinks_skipped: int = 0
+    aliases_skipped: int = 0  # hard links and repeated/overlapping roots, counted once
+    trash_skipped: int = 0
+    dismissed: int = 0  # groups hidden by a remembered "not duplicates" / "keep all"
+    groups: dict[str, int] = field(default_factory=dict)  # by kind
+    reclaimable: int = 0  # bytes in members pre-marked DELETE
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """What one scan found: the groups to review, every photo, the files it could not use.
+    The UI and the CLI show it; :mod:`photodup_tui.engine.report` writes it down."""
+
+    groups: list[Group]
+    photos: list[Photo]
+    errors: list[tuple[str, str]]  # (path, reason)
+    counts: ScanCounts
+    elapsed: float
+    model_id: str
+    roots: list[str]
+    cancelled: bool = False
+    warnings: list[str] = field(default_factory=list)  # scan-wide problems, e.g. a lost daemon

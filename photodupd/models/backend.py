@@ -25,7 +25,6 @@ import logging
 import re
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -587,63 +586,3 @@ def trim_memory() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def benchmark_forward(
-    model: LoadedModel,
-    *,
-    images: int = 256,
-    batch_size: int = 32,
-    threads: int | None = None,
-    streams: int = 1,
-) -> dict[str, float]:
-    """Model-only throughput: embed ``images`` random preprocessed images in batches.
-
-    Decoding is left out on purpose; this is the ceiling the pipeline can reach.
-    ``streams`` > 1 runs that many batches at once on threads of their own, the
-    torch threads split among them, as the daemon's model streams do; with one
-    stream the caller's thread does the work.
-    """
-    total = threads if threads is not None else torch.get_num_threads()
-    rng = np.random.default_rng(0)
-    size = model.spec.size
-    pixels = rng.integers(0, 256, size=(min(images, batch_size), size, size, 3), dtype=np.uint8)
-    shares = [images // streams + (1 if n < images % streams else 0) for n in range(streams)]
-
-    def embed_share(share: int) -> None:
-        done = 0
-        while done < share:
-            count = min(batch_size, share - done)
-            model.embed(pixels[:count])
-            done += count
-
-    configure_threads(total)
-    model.embed(pixels[:batch_size])  # warm-up: first call allocates and picks kernels
-    if streams == 1:
-        started = time.perf_counter()
-        embed_share(images)
-    else:
-        ready = threading.Barrier(streams + 1)
-
-        def run(share: int) -> None:
-            configure_threads(max(1, total // streams))
-            model.embed(pixels[:batch_size])  # this thread's own warm-up
-            ready.wait()
-            embed_share(share)
-
-        workers = [threading.Thread(target=run, args=(share,)) for share in shares]
-        for worker in workers:
-            worker.start()
-        ready.wait()
-        started = time.perf_counter()
-        for worker in workers:
-            worker.join()
-    seconds = time.perf_counter() - started
-    return {
-        "images": float(images),
-        "seconds": seconds,
-        "images_per_s": images / seconds,
-        "batch_size": float(batch_size),
-        "threads": float(total),
-        "streams": float(streams),
-    }

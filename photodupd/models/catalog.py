@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from photodupd.models import ModelChoice
+from photodupd.protocol import ModelRow
 
 BUILTIN: Final = "builtin"
 AUTO: Final = "auto"
@@ -301,10 +302,11 @@ def base_id(served: str) -> str:
     return served.removesuffix(HALF_WEIGHTS_SUFFIX)
 
 
-def known_models(cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every model photodupd can run without extra flags, and whether its weights are here."""
+def known_models(cache_dir: Path | None = None) -> list[ModelRow]:
+    """Every model photodupd can run without extra flags, and whether its weights are here
+    (none of them marked active: the service knows which one it serves)."""
     folder = cache_dir if cache_dir is not None else hf_cache_dir()
-    rows: list[dict[str, Any]] = [
+    rows: list[ModelRow] = [
         {
             "name": BUILTIN,
             "id": BUILTIN_ID,
@@ -312,6 +314,7 @@ def known_models(cache_dir: Path | None = None) -> list[dict[str, Any]]:
             "available": True,
             "weights": None,
             "description": "EfficientNet-Lite0 / ImageNet, ships with photodup, works offline",
+            "active": False,
         }
     ]
     for clip in KNOWN_CLIP:
@@ -324,6 +327,7 @@ def known_models(cache_dir: Path | None = None) -> list[dict[str, Any]]:
                 "available": found is not None,
                 "weights": str(found) if found is not None else None,
                 "description": f"open_clip {clip.name}, pretrained {clip.tag} ({clip.hf_repo})",
+                "active": False,
             }
         )
     return rows

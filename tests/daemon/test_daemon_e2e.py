@@ -18,10 +18,9 @@ import pytest
 
 from photodupd import protocol
 from photodupd.client import AsyncClient, SyncClient
-from photodupd.imaging import hamming
 from photodupd.protocol import ErrorCode
 from tests.daemon.daemon_proc import ROOT, DaemonProcess, daemon_env
-from tests.photos import make_photo, write_image, write_jpeg
+from tests.photos import hamming, make_photo, write_image, write_jpeg
 
 
 def short_dir() -> Path:

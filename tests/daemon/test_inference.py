@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from photodupd import batcher, sockets
+from photodupd import batcher, protocol, sockets
 from photodupd.client import AsyncClient
 from photodupd.config import DaemonConfig
-from photodupd.inference import InferenceService, ServiceError
+from photodupd.inference import InferenceService
 from photodupd.models import backend, catalog
-from photodupd.protocol import ErrorCode, FeatureItem
+from photodupd.protocol import ErrorCode, FeatureItem, ServiceError
 from photodupd.server import Server
 from tests import photos
 from tests.daemon.test_models import FakeHub, fake_cached_file
@@ -101,6 +101,52 @@ async def test_features_by_path_and_by_bytes(make_service: Factory, tmp_path: Pa
     status = service.status()
     assert status["state"] == "ready" and status["images_served"] == 3
     assert status["model"] == catalog.BUILTIN_ID
+
+
+def keys_of(shape: Any) -> set[str]:
+    """The keys a reply of this TypedDict always carries."""
+    return set(shape.__required_keys__)
+
+
+async def test_replies_have_the_protocol_shapes(
+    make_service: Factory, isolated_dirs: Path, tmp_path: Path
+) -> None:
+    """Every op's result, as a client reads it off the socket, has exactly the keys of its
+    shape in photodupd.protocol: the types the clients read are the wire's."""
+    service = await make_service()
+    await service.wait_ready()
+    config = BASE.with_overrides(socket=isolated_dirs / "d.sock")
+    listener = sockets.bind_listener(config.socket_path)
+    server = Server(config, service)
+    await server.start(listener.sock)
+    [path] = jpeg_files(tmp_path, range(1))
+    try:
+        async with AsyncClient(config.socket_path) as client:
+            welcome = client.welcome
+            assert welcome is not None
+            assert set(welcome) == keys_of(protocol.Welcome) | {"idle_timeout"}
+            assert set(welcome["model"]) == keys_of(protocol.ActiveModel)
+            assert set(await client.call(protocol.PING)) == keys_of(protocol.Pong)
+            assert set(await client.status()) == keys_of(protocol.Status)
+            features = await client.features([{"path": str(path)}, {"path": str(tmp_path)}])
+            assert set(features) == keys_of(protocol.Features)
+            assert set(features["model"]) == keys_of(protocol.ModelIdentity)
+            done, failed = features["items"]
+            assert set(done) == keys_of(protocol.ItemOk)
+            assert set(failed) == keys_of(protocol.ItemFailed)
+            assert set(failed["error"]) == keys_of(protocol.ItemErrorBody)
+            models = await client.call(protocol.MODELS)
+            assert set(models) == keys_of(protocol.Models)
+            assert {frozenset(row) for row in models["models"]} == {
+                frozenset(keys_of(protocol.ModelRow))
+            }
+            loaded = await client.call(protocol.LOAD, model="builtin")
+            assert set(loaded) == keys_of(protocol.ModelInfo)
+            stopping = await client.call(protocol.SHUTDOWN)
+            assert set(stopping) == keys_of(protocol.Stopping)
+    finally:
+        await server.shutdown(drain_timeout=5)
+        listener.close()
 
 
 async def test_a_resized_copy_is_closer_than_another_photo(

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.model_forward import benchmark_forward
 from photodupd.imaging import PreprocessSpec
 from photodupd.models import backend, catalog
 from tests import photos
@@ -143,7 +144,7 @@ def test_embed_refuses_pixels_of_the_wrong_kind(builtin: backend.BuiltinModel) -
 
 
 def test_benchmark_helper_reports_throughput(builtin: backend.BuiltinModel) -> None:
-    result = backend.benchmark_forward(builtin, images=8, batch_size=4, threads=2)
+    result = benchmark_forward(builtin, images=8, batch_size=4, threads=2)
     assert result["images"] == 8
     assert result["images_per_s"] > 0 and result["threads"] == 2
 

@@ -17,7 +17,7 @@ from photodupd.decodepool import DecoderPool
 from photodupd.imaging import ImageError, PreprocessSpec
 from photodupd.protocol import ErrorCode, FeatureItem
 from tests.dng import dng_bytes
-from tests.photos import encode, make_photo
+from tests.photos import encode, hamming, make_photo
 
 rawpy = pytest.importorskip(
     "rawpy", reason="rawpy (the photodup[raw] extra) is not installed; the test extra has it"
@@ -46,9 +46,9 @@ def write(folder: Path, name: str, data: bytes) -> Path:
 
 def assert_upright(phash: int, upright: Image.Image) -> None:
     """The hash is the upright photo's, and clearly not that of any wrong turn of it."""
-    assert imaging.hamming(phash, imaging.phash(upright)) <= 6
+    assert hamming(phash, imaging.phash(upright)) <= 6
     for method in WRONG_WAYS:
-        assert imaging.hamming(phash, imaging.phash(upright.transpose(method))) >= 16
+        assert hamming(phash, imaging.phash(upright.transpose(method))) >= 16
 
 
 def test_libraw_itself_opens_the_test_dng(upright: Image.Image) -> None:
@@ -185,4 +185,4 @@ def test_a_24_megapixel_raw_decodes_within_the_decoder_memory_cap(
     assert previewed.pixels is not None and previewed.pixels.shape == (224, 224, 3)
     assert developed.pixels is not None and developed.pixels.shape == (224, 224, 3)
     # Both show the same scene: the preview path and libraw's development agree.
-    assert imaging.hamming(previewed.phash, developed.phash) <= 8
+    assert hamming(previewed.phash, developed.phash) <= 8

@@ -215,6 +215,24 @@ async def test_unknown_op_keeps_the_connection(running: Running) -> None:
         assert (await client.request("ping"))["pong"]
 
 
+#: What each op needs besides its name to be served (the stub service serves them all).
+OP_FIELDS: dict[str, dict[str, Any]] = {
+    "hello": protocol.hello("test"),
+    "features": {"items": [{"path": "/p/a.jpg"}]},
+    "load": {"model": "builtin"},
+    "pull": {"model": "clip:ViT-B-32"},
+}
+
+
+async def test_every_op_in_the_table_is_served(running: Running) -> None:
+    """The op table in protocol.py is what the server serves: no op of it is unknown to the
+    server or lacks a handler (which would answer ``internal``)."""
+    async with AsyncClient(running.path) as client:
+        for name in protocol.OPS:
+            result = await client.request(name, **OP_FIELDS.get(name, {}))
+            assert isinstance(result, dict), name
+
+
 async def test_paths_that_name_no_file_are_per_item_errors(running: Running) -> None:
     """An empty path or a NUL in one fails that item; the others are served in order."""
     async with AsyncClient(running.path) as client:

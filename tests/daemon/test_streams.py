@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+from bench.model_forward import benchmark_forward
 from photodupd import batcher, config, daemon_cli
-from photodupd.batcher import Job, ModelState, ModelWorker, stream_layout
+from photodupd.batcher import Embedded, Job, ModelWorker, Outcome, stream_layout
 from photodupd.config import DaemonConfig
 from photodupd.imaging import Decoded, PreprocessSpec
 from photodupd.models import backend
+from photodupd.protocol import ModelState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,7 +60,7 @@ class Harness:
     def __init__(self, model: RecordingModel, **overrides: Any) -> None:
         self.model = model
         self.admitted = 0
-        self.results: list[dict[str, Any]] = []
+        self.results: list[Outcome] = []
         self.answered = threading.Condition()
         cfg = DaemonConfig(model="builtin", threads=2, decode_workers=2, idle_unload=0)
         self.worker = ModelWorker(
@@ -68,9 +70,9 @@ class Harness:
             pending_items=lambda: self.admitted - len(self.results),
         )
 
-    def reply(self, job: Job, result: dict[str, Any], **_: Any) -> None:
+    def reply(self, job: Job, outcome: Outcome) -> None:
         with self.answered:
-            self.results.append(result)
+            self.results.append(outcome)
             self.answered.notify_all()
 
     def submit(self, count: int) -> None:
@@ -83,7 +85,7 @@ class Harness:
         """Items the service let in (some may still be decoding)."""
         self.admitted += count
 
-    def wait_answered(self, count: int) -> list[dict[str, Any]]:
+    def wait_answered(self, count: int) -> list[Outcome]:
         with self.answered:
             assert self.answered.wait_for(lambda: len(self.results) >= count, timeout=30)
             return list(self.results)
@@ -134,7 +136,7 @@ def test_two_streams_run_two_forward_passes_at_once(
     harness.submit(2)
     results = harness.wait_answered(2)
     # With one stream the second pass cannot start while the first waits: the barrier breaks.
-    assert all(r["ok"] for r in results) is overlap
+    assert all(isinstance(r, Embedded) for r in results) is overlap
     assert harness.worker.streams == streams
 
 
@@ -150,7 +152,7 @@ def test_a_lone_batch_gets_every_thread_and_parallel_batches_one_each(
     recording.together = threading.Barrier(2)
     harness.admit(8)
     harness.submit(8)
-    assert all(r["ok"] for r in harness.wait_answered(9))
+    assert all(isinstance(r, Embedded) for r in harness.wait_answered(9))
     assert recording.threads[:2] == [1, 1]
 
 
@@ -188,7 +190,7 @@ def test_a_batch_waits_for_items_still_decoding_while_the_decoders_are_busy(
 
 def test_model_only_benchmark_can_run_the_daemon_layout() -> None:
     model = RecordingModel()
-    result = backend.benchmark_forward(model, images=10, batch_size=4, threads=2, streams=2)
+    result = benchmark_forward(model, images=10, batch_size=4, threads=2, streams=2)
     assert result["images"] == 10 and result["streams"] == 2 and result["images_per_s"] > 0
     assert model.threads[0] == 2  # the shared warm-up, then one thread per stream
     assert set(model.threads[1:]) == {1}

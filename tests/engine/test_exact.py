@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,15 @@ from photodup_tui.engine.walk import Walker
 
 def walk(root: Path) -> list[Photo]:
     return list(Walker(ScanSettings()).walk([str(root)]))
+
+
+def exact_clusters(photos: Iterable[Photo]) -> list[list[Photo]]:
+    """Photos sharing a content hash, two or more per cluster, in walk order."""
+    by_hash: dict[str, list[Photo]] = defaultdict(list)
+    for photo in photos:
+        if photo.content_hash is not None:
+            by_hash[photo.content_hash].append(photo)
+    return [members for members in by_hash.values() if len(members) > 1]
 
 
 def full_hashes(photos: list[Photo]) -> dict[str, str]:
@@ -54,7 +65,7 @@ def test_byte_identical_files_group_and_others_do_not(tmp_path: Path) -> None:
     expected = hashlib.blake2b(body, digest_size=32).hexdigest()
     assert hashes[str(tmp_path / "a.jpg")] == hashes[str(tmp_path / "b.jpg")] == expected
     assert hashes[str(tmp_path / "c.jpg")] != expected
-    clusters = exact.exact_clusters(photos)
+    clusters = exact_clusters(photos)
     assert [sorted(os.path.basename(p.path) for p in c) for c in clusters] == [["a.jpg", "b.jpg"]]
 
 

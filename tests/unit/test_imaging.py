@@ -29,7 +29,6 @@ from photodupd.imaging import (
     PreprocessSpec,
     decode,
     error_for_os_error,
-    hamming,
     load_preview,
     phash,
 )
@@ -42,6 +41,7 @@ from tests.photos import (
     claimed_size_file,
     encode,
     exif_bytes,
+    hamming,
     jpeg_bytes,
     make_photo,
     raw_exif,

@@ -27,6 +27,7 @@ def loaded_after_import(module: str) -> set[str]:
         "photodupd.protocol",
         "photodupd.client",
         "photodupd.imaging",
+        "photodupd.imagebase",
         "photodupd.ctl",
         "photodupd.server",
         "photodupd.sockets",

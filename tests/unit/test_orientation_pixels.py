@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photodupd.imaging import PreprocessSpec, decode, hamming, load_preview
-from tests.photos import encode, exif_bytes, make_photo, store_with_orientation
+from photodupd.imaging import PreprocessSpec, decode, load_preview
+from tests.photos import encode, exif_bytes, hamming, make_photo, store_with_orientation
 
 SPEC = PreprocessSpec(size=224, resize=256)
 #: Lossless containers decode to the very same pixels; HEIF is lossy, but only slightly.

@@ -9,17 +9,17 @@ says why.  Untested on Linux CI: the freedesktop path is the one the test-suite 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from photodup_tui.engine.safedelete.faults import fault_point
-
-if TYPE_CHECKING:
-    from photodup_tui.engine.safedelete.trash import TrashEntry, TrashLocation, TrashSteps
+from photodup_tui.engine.safedelete.trashtypes import (
+    TrashEntry,
+    TrashLocation,
+    TrashSteps,
+    TrashUnavailable,
+)
 
 
 def usable_location(path: str) -> TrashLocation:
-    from photodup_tui.engine.safedelete.trash import TrashLocation, TrashUnavailable
-
     try:
         import Foundation  # type: ignore[import-not-found]  # noqa: F401
     except ImportError:
@@ -31,8 +31,6 @@ def usable_location(path: str) -> TrashLocation:
 
 def trash_file(path: str, steps: TrashSteps) -> TrashEntry:
     from Foundation import NSURL, NSFileManager  # type: ignore[import-not-found,unused-ignore]
-
-    from photodup_tui.engine.safedelete.trash import TrashEntry, TrashUnavailable
 
     location = usable_location(path)
     original = os.path.abspath(path)

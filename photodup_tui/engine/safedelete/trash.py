@@ -21,8 +21,6 @@ import stat
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import quote, unquote_to_bytes
 
 from photodup_tui.engine.safedelete.faults import fault_point
@@ -33,51 +31,20 @@ from photodup_tui.engine.safedelete.fsops import (
     replica_at,
 )
 from photodup_tui.engine.safedelete.mounts import mount_of, mount_points
+from photodup_tui.engine.safedelete.trashtypes import (
+    INFO_SUFFIX,
+    TrashEntry,
+    TrashLocation,
+    TrashSteps,
+    TrashUnavailable,
+)
 
-INFO_SUFFIX = ".trashinfo"
 #: Info files are written under a hidden temporary name in info/ first (see ``create_whole``).
 INFO_TMP_PREFIX = ".photodup-"
 _NAME_MAX = 255
 _MAX_CLASHES = 100_000
 #: Room an info file needs: refuse up front on a filesystem with less (a dry run says the same).
 _INFO_ROOM = 8192
-
-
-class TrashUnavailable(Exception):
-    """No trash can take this file without copying it; the file stays where it is."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrashLocation:
-    trash_dir: str
-    topdir: str | None  # None for the home trash: info files then hold absolute paths
-    kind: str  # "home", "topdir" ($topdir/.Trash/$uid), "topdir-fallback" ($topdir/.Trash-$uid)
-
-
-@dataclass(frozen=True, slots=True)
-class TrashEntry:
-    trash_dir: str
-    name: str  # the name in files/; the info file is info/<name>.trashinfo
-    original: str  # absolute path the file came from
-    has_info: bool = True  # False only for the macOS system trash
-
-    @property
-    def files_path(self) -> str:
-        if not self.has_info:  # macOS: the system put the file straight into trash_dir
-            return os.path.join(self.trash_dir, self.name)
-        return os.path.join(self.trash_dir, "files", self.name)
-
-    @property
-    def info_path(self) -> str:
-        return os.path.join(self.trash_dir, "info", self.name + INFO_SUFFIX)
-
-
-class TrashSteps(Protocol):
-    """Where the journal hears about each step before the next one happens."""
-
-    def trying(self, location: TrashLocation) -> None: ...
-    def reserved(self, entry: TrashEntry) -> None: ...
-    def released(self, entry: TrashEntry, reason: str) -> None: ...
 
 
 def home_trash_dir() -> str:

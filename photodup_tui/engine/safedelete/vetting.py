@@ -194,7 +194,7 @@ def image_format(path: str) -> str | None:
     """The format photodup's decoder would read this file as, judged by its first bytes
     alone with the decoder's own checks (allow-listed signatures; RAW containers for RAW
     names), or None.  Nothing is decoded and no symlink is followed."""
-    from photodupd import imaging, rawimage
+    from photodupd import imagebase, rawimage
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -206,12 +206,10 @@ def image_format(path: str) -> str | None:
         return None
     finally:
         os.close(fd)
-    if rawimage.is_raw(head, path) and (
-        head[:4] in rawimage._TIFF_HEADERS or rawimage._raw_signature(head)
-    ):
+    if rawimage.is_raw(head, path) and rawimage.looks_raw(head):
         return rawimage.RAW_FORMAT  # by its name, libraw's; a misnamed JPEG falls through
-    found = imaging._signature_format(head)
-    return found if found in imaging._OPEN_FORMATS else None
+    found = imagebase.signature_format(head)
+    return found if found in imagebase.OPEN_FORMATS else None
 
 
 class _Places:
