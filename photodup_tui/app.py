@@ -1,31 +1,38 @@
 """photodup's terminal UI: the app, the state its screens share, and how to start it.
 
-``create_app`` builds the app for the CLI (``run_app``) and for the tests alike; every
-outside dependency (feature source, daemon socket, preview loader, a ready-made scan
+``create_app`` builds the app for the CLI (``photodup [PATH...]``) and for the tests alike;
+every outside dependency (feature source, daemon socket, preview loader, a ready-made scan
 result) can be handed in, so tests drive the real screens on real or fixed data.
+
+The app shows and routes; the view-models below it decide: a scan's setting up is a
+:class:`~photodup_tui.scan_session.ScanSession`, photodupd's life a
+:class:`~photodup_tui.daemon_supervisor.DaemonSupervisor` (the app is its host), the review
+a :class:`~photodup_tui.review_state.Review` and the user's
+:class:`~photodup_tui.answers.Answers` on it.  Every blocking call runs in a thread worker
+(background.py) whose result is handed back to one handler on the UI thread, and every
+failure is said in one place.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
-import sys
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import work
-from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.reactive import var
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, WorkerState
 
 from photodup_tui import ui_settings
-from photodup_tui.engine import settings as scan_settings
+from photodup_tui.answers import Answers, DecisionBook
+from photodup_tui.background import BackgroundApp
+from photodup_tui.daemon_supervisor import DaemonSupervisor, Notice
+from photodup_tui.engine.daemon_control import DaemonStatus
 from photodup_tui.engine.decisions import Decision
 from photodup_tui.engine.safedelete import BatchNotFound, interrupted_batches, make_plan
 from photodup_tui.engine.scan import ScanResult
@@ -33,8 +40,11 @@ from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group
 from photodup_tui.engine.undo_preview import UndoPreview, next_undo
 from photodup_tui.formatting import plural
-from photodup_tui.messages import DaemonReport, DaemonStatusChanged, GroupShownAgain
+from photodup_tui.messages import DaemonReport, GroupShownAgain
+from photodup_tui.plan_summary import PlanSummary, summarize
+from photodup_tui.previews import PreviewCache, PreviewLoader
 from photodup_tui.review_state import Review
+from photodup_tui.scan_session import ScanSession, SourceFactory, daemon_or_local
 from photodup_tui.screens.action import ActionScreen
 from photodup_tui.screens.confirm import ConfirmScreen, UndoConfirmScreen
 from photodup_tui.screens.group import GroupScreen
@@ -45,27 +55,6 @@ from photodup_tui.screens.scan import ScanScreen
 from photodup_tui.screens.settings import SettingsScreen
 from photodup_tui.screens.start import StartScreen, check_folders
 from photodup_tui.widgets.preview import Renderer
-from photodup_tui.workers import (
-    UNAVAILABLE,
-    Cancelled,
-    DaemonNotRunning,
-    DaemonStatus,
-    DecisionBook,
-    ModelSwitch,
-    PlanSummary,
-    PreviewCache,
-    PreviewLoader,
-    SourceFactory,
-    open_feature_source,
-    poll_daemon,
-    run_cancellable,
-    short_reason,
-    start_daemon,
-    summarize,
-    switch_model,
-)
-
-POLL_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -88,7 +77,7 @@ class AppOptions:
     check_interrupted: bool = True
 
 
-class PhotodupApp(App[int]):
+class PhotodupApp(BackgroundApp[int]):
     CSS_PATH = "photodup.tcss"
     ENABLE_COMMAND_PALETTE = False  # every action has a key; the footer needs the room
     TITLE = "photodup"
@@ -104,10 +93,9 @@ class PhotodupApp(App[int]):
 
     def __init__(self, options: AppOptions) -> None:
         super().__init__()
-        # The pixel check decodes and scores in a "spawn" process pool (sameshot_check), and
-        # multiprocessing's resource tracker process inherits stderr; once Textual runs,
-        # sys.stderr has no file descriptor (fileno() == -1) and starting the tracker fails.
-        # So it starts now, while stderr is real.
+        # The no-model mode decodes in a process pool, whose helper process inherits stderr;
+        # once Textual runs, sys.stderr has no file descriptor (fileno() == -1) and starting
+        # that helper fails. So it starts now, while stderr is real.
         resource_tracker.ensure_running()
         self.options = options
         self.scan_settings = options.scan_settings
@@ -116,35 +104,30 @@ class PhotodupApp(App[int]):
         if not options.animations:
             self.animation_level = "none"
         self.previews = PreviewCache(options.preview_loader)
+        self.daemon = DaemonSupervisor(
+            self,
+            options.socket_path,
+            use_model=options.ui.use_model,
+            watch=options.watch_daemon,
+            fixed=options.daemon_status,
+        )
         self.result: ScanResult | None = None
         self.review: Review | None = None
         self.fallback_reason: str | None = None  # why the last scan ran without a model
-        self._loading_since: float | None = None
-        self._daemon_starting = False
-        self._daemon_lock = threading.Lock()  # one start of photodupd at a time
-        self._start_failure: str | None = None  # why photodupd could not start, if it failed
         self.decision_book = DecisionBook()
-        self._hides: list[int] = []  # groups hidden since the last clean-up: u shows them again
-        self._switching: str | None = None  # the model photodupd is switching to
-        self._switch_previous: str | None = None  # the config's model before that switch
-        self._switch_later: tuple[str, str | None] | None = None  # (model, previous) after a scan
-        self._status_before_switch = DaemonStatus("checking")
+        self.answers: Answers | None = None
         self._told_about_hiding = False  # the first "not duplicates" explains it all
-        self._undo_asked = False  # an undo confirmation is open or being prepared
+        #: finding, then asking, what u puts back (the search's worker)
+        self._undo_asked: Worker[None] | None = None
 
     # ------------------------------------------------------------------ start and stop
 
     def on_mount(self) -> None:
-        if self.options.daemon_status is not None:
-            self.daemon_status = self.options.daemon_status
-        elif not self.ui.use_model:
-            self.daemon_status = DaemonStatus("off")
-        elif self.options.watch_daemon:
-            self._poll_daemon()
-            if self.options.start_daemon:
-                self._start_daemon()
+        self.daemon.begin(start=self.options.start_daemon)
         if self.options.check_interrupted:
-            self._check_interrupted()
+            self.in_thread(
+                interrupted_batches, self._tell_interrupted, name="interrupted", does=_JOURNAL
+            )
         if self.options.settings_error:
             self.notify(
                 f"{self.options.settings_error}\nUsing the default scan settings.",
@@ -154,10 +137,33 @@ class PhotodupApp(App[int]):
             )
         if self.options.result is not None:
             self.show_review(self.options.result, hidden=self.options.hidden)
-        elif self.options.roots:
-            self._check_roots(self.options.roots)
+        elif roots := self.options.roots:
+            absolute = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+            check = functools.partial(check_folders, roots)
+            then = functools.partial(self._open, absolute)
+            self.in_thread(check, then, name="roots", does="check the folders")
         else:
             self.push_screen(StartScreen())
+
+    def _open(self, roots: list[str], problem: str | None) -> None:
+        if problem is None:
+            self.start_scan(roots)
+        else:
+            self.push_screen(StartScreen(error=problem, value=" ".join(roots)))
+
+    def _tell_interrupted(self, batches: Sequence[object]) -> None:
+        if batches:
+            self.notify(
+                f"{plural(len(batches), 'earlier clean-up')} stopped half-way (the program was "
+                "killed). Every file is either in place or in the trash; press u to put the "
+                "files of the last one back.",
+                title="Interrupted clean-up found",
+                severity="warning",
+                timeout=20,
+            )
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # hand the heap back as it was (tests run many apps in one process)
 
     # ------------------------------------------------------------------ the journey
 
@@ -166,24 +172,17 @@ class PhotodupApp(App[int]):
         folders = [root for root in roots if os.path.isdir(root)]  # a photo is no "folder"
         if folders:
             self.ui = self.ui.with_recent(folders)
-            self._save_ui(self.ui)
-        screen = ScanScreen(list(roots))
-        if len(self.screen_stack) > 1:
-            self.switch_screen(screen)
-        else:
-            self.push_screen(screen)
+            save = functools.partial(ui_settings.save, self.ui)
+            self.in_thread(save, None, name="save-ui", does="save your settings")
+        self._show(ScanScreen(list(roots)))
 
-    def feature_factory(self) -> SourceFactory:
-        if self.options.source_factory is not None:
-            return self.options.source_factory
-        use_model, socket_path, lock = (
-            self.ui.use_model,
-            self.options.socket_path,
-            self._daemon_lock,
+    def scan_session(self) -> ScanSession:
+        """A scan with the settings of now.  Its features: photodupd's model (started if need
+        be, never at the same time as the app's own start), or none when it cannot serve."""
+        features = self.options.source_factory or daemon_or_local(
+            self.ui.use_model, self.options.socket_path, self.daemon.start_lock
         )
-        return lambda report, cancel: open_feature_source(
-            use_model, socket_path, report, cancel, lock
-        )
+        return ScanSession(self.scan_settings, features)
 
     def show_review(
         self,
@@ -195,50 +194,32 @@ class PhotodupApp(App[int]):
         """The review of ``result``; ``hidden``: groups earlier answers hide; ``keepers``:
         (group, member) the user chose as keeper in an earlier scan."""
         self.result, self.fallback_reason = result, fallback_reason
-        if fallback_reason and self.ui.use_model and self.options.daemon_status is None:
-            self._start_failure = fallback_reason.removeprefix(UNAVAILABLE)
-            self.daemon_status = DaemonStatus("down", detail=self._start_failure)
+        self.daemon.scan_fell_back(fallback_reason)
         self.review = Review(result.groups, hidden, keepers)
-        self._hides.clear()
-        screen = ReviewScreen(result, self.review)
-        if len(self.screen_stack) > 1:
-            self.switch_screen(screen)
-        else:
-            self.push_screen(screen)
+        self.answers = Answers(self.review, self.decision_book, self._write_decisions)
+        self._show(ReviewScreen(result, self.review))
         self.call_after_refresh(_settle_heap)
 
     def scan_ended(self) -> None:
-        """The scan worker is done (results, failure or cancel): a model change the user
-        saved meanwhile can happen now."""
-        if self._switch_later is not None:
-            model, previous = self._switch_later
-            self._switch_later = None
-            self._begin_switch(model, previous)
+        """The scan worker is done (results, failure or cancel)."""
+        self.daemon.scan_ended()
 
     def action_trash(self) -> None:
         """``d``: plan the marked files, say exactly what will happen, then do it."""
         if self.review is None:
             return
-        marked = self.review.marked()
-        if marked.files == 0:
+        if self.review.marked().files == 0:
             self.notify(
                 "Nothing is marked. Press a to mark copies with the keep rules, "
                 "or space on a photo in a group.",
                 title="Nothing to trash",
             )
             return
-        self._plan(self.review.groups_to_act_on())
+        groups, reference = self.review.groups_to_act_on(), self.scan_settings.reference_folders
+        plan = functools.partial(_plan, groups, list(reference))
+        self.in_thread(plan, self._confirm, name="plan", does="plan the clean-up", exclusive=True)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="plan", name="plan")
-    def _plan(self, groups: list[Group]) -> PlanSummary:
-        plan = make_plan(
-            groups,
-            allow_similar=True,  # every similar-group mark is the user's own (review_state)
-            reference_dirs=list(self.scan_settings.reference_folders),
-        )
-        return summarize(plan)
-
-    def _confirmed(self, summary: PlanSummary) -> None:
+    def _confirm(self, summary: PlanSummary) -> None:
         def go(confirmed: bool | None) -> None:
             if confirmed:
                 self.push_screen(ActionScreen.trash(summary.plan, self._roots()))
@@ -246,25 +227,31 @@ class PhotodupApp(App[int]):
         self.push_screen(ConfirmScreen(summary, self._roots()), go)
 
     def after_trash(self, trashed: Sequence[str]) -> None:
-        self._hides.clear()  # u now means "put the files back"
-        if self.review is not None:
-            self.review.remove(trashed)
+        if self.answers is not None:
+            self.answers.cleaned_up(trashed)
 
     def after_undo(self, restored: Sequence[str]) -> None:
         if self.review is not None:
             self.review.restore(restored)
 
-    # ------------------------------------------------------------------ hiding groups
+    def _roots(self) -> list[str]:
+        return list(self.result.roots) if self.result is not None else []
+
+    def _show(self, screen: ReviewScreen | ScanScreen) -> None:
+        """A stage of the journey: it takes the place of the one before."""
+        if len(self.screen_stack) > 1:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    # ------------------------------------------------------------------ answers
 
     def not_duplicates(self, group_index: int) -> None:
         """Hide a group and remember, by content, that its photos are not duplicates; u
         right after (or the hidden-groups list, h) takes it back."""
-        if self.review is None:
+        if self.answers is None:
             return
-        self.review.dismiss(group_index, Decision.NOT_DUPLICATES)
-        self._hides.append(group_index)
-        self.decision_book.want(self.review.groups[group_index], Decision.NOT_DUPLICATES)
-        self._write_decisions()
+        self.answers.not_duplicates(group_index)
         if self._told_about_hiding:  # the long story once; later hides must not pile up
             self.notify("Hidden and remembered; u shows it again.", timeout=3)
             return
@@ -277,37 +264,21 @@ class PhotodupApp(App[int]):
         )
 
     def choose_keeper(self, group_index: int, member_index: int) -> str:
-        """k: keep this member instead, and remember the choice by content, so a rescan
-        keeps it too.  Returns what to tell the user."""
-        if self.review is None:
-            return ""
-        group = self.review.groups[group_index]
-        before = group.keeper_member
-        message = self.review.set_keeper(group_index, member_index)
-        if group.keeper_member is not before:
-            self.decision_book.want_keeper(group)
-            self._write_decisions()
-            message += " Remembered for later scans."
-        return message
+        """k: keep this member instead (remembered); returns what to tell the user."""
+        return self.answers.choose_keeper(group_index, member_index) if self.answers else ""
 
     def show_again(self, group_index: int) -> bool:
         """Bring a hidden group back and forget the answer that hid it."""
-        if self.review is None or self.review.show_again(group_index) is None:
+        if self.answers is None or not self.answers.show_again(group_index):
             return False
-        if group_index in self._hides:
-            self._hides.remove(group_index)
-        self.decision_book.want(self.review.groups[group_index], None)
-        self._write_decisions()
         self.screen.post_message(GroupShownAgain(group_index))
         self.notify("Shown again; photodup forgot that answer.", timeout=4)
         return True
 
-    @work(thread=True, exit_on_error=False, group="decisions", name="decisions")
     def _write_decisions(self) -> None:
-        self.decision_book.write()
-
-    def on_unmount(self) -> None:
-        gc.unfreeze()  # hand the heap back as it was (tests run many apps in one process)
+        self.in_thread(
+            self.decision_book.write, None, name="decisions", does="remember that answer"
+        )
 
     # ------------------------------------------------------------------ global keys
 
@@ -315,35 +286,32 @@ class PhotodupApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def action_settings(self) -> None:
+        if not isinstance(self.screen, SettingsScreen):
+            self.push_screen(SettingsScreen())
+
     def action_undo(self) -> None:
         """u: show the last hidden group again if that was the last thing done on the
         review; otherwise put the files of the last clean-up back."""
         on_review = isinstance(self.screen, ReviewScreen | GroupScreen | HiddenScreen)
-        if on_review and self._hides:
-            self.show_again(self._hides[-1])
-            return
-        if isinstance(self.screen, ActionScreen) and self.screen.busy:
+        if on_review and self.answers is not None and self.answers.recent_hides:
+            self.show_again(self.answers.recent_hides[-1])
+        elif isinstance(self.screen, ActionScreen) and self.screen.busy:
             self.notify("Wait for the current batch to finish first.")
-            return
-        if not self._undo_asked:
-            self._undo_asked = True
-            self._find_undo()  # then _ask_undo: say what comes back before it does
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="undo", name="find-undo")
-    def _find_undo(self) -> UndoPreview | None:
-        try:
-            return next_undo()
-        except BatchNotFound:
-            return None
+        elif self._undo_asked is None or self._undo_asked.state is WorkerState.ERROR:
+            # Say what comes back before it does.
+            self._undo_asked = self.in_thread(
+                _next_undo, self._ask_undo, name="find-undo", does=_JOURNAL
+            )
 
     def _ask_undo(self, target: UndoPreview | None) -> None:
         if target is None:
-            self._undo_asked = False
+            self._undo_asked = None
             self.notify("No clean-up has files in the trash to put back.", title="Nothing to undo")
             return
 
         def go(confirmed: bool | None) -> None:
-            self._undo_asked = False
+            self._undo_asked = None
             if not confirmed:
                 return
             screen = ActionScreen.undo(self._roots(), target.batch.batch_id)
@@ -353,13 +321,6 @@ class PhotodupApp(App[int]):
                 self.push_screen(screen)
 
         self.push_screen(UndoConfirmScreen(target), go)
-
-    def action_settings(self) -> None:
-        if not isinstance(self.screen, SettingsScreen):
-            self.push_screen(SettingsScreen())
-
-    def _roots(self) -> list[str]:
-        return list(self.result.roots) if self.result is not None else []
 
     # ------------------------------------------------------------------ settings
 
@@ -373,205 +334,40 @@ class PhotodupApp(App[int]):
         """Use saved settings from now on.  ``model``: the model the user chose (None: left
         as it was); photodupd switches to it now, and ``previous_model`` (the config's value
         before) is put back if it cannot."""
-        was_on, self.scan_settings, self.ui = self.ui.use_model, settings, ui
-        if ui.use_model != was_on and self.options.daemon_status is None:
-            if ui.use_model:
-                self.daemon_status = DaemonStatus("checking")
-                if self.options.watch_daemon:
-                    self._poll_daemon()
-            else:
-                self.workers.cancel_group(self, "daemon")
-                self.daemon_status = DaemonStatus("off")
-        if model is not None and ui.use_model and self.options.daemon_status is None:
-            if self._scan_running():
-                self._switch_later = (model, previous_model)
-                self.notify(
-                    f"photodupd switches to {model} when this scan ends: one scan never mixes "
-                    "two models.",
-                    title="Model",
-                )
-            else:
-                self._begin_switch(model, previous_model)
+        self.scan_settings, self.ui = settings, ui
+        scanning = any(isinstance(s, ScanScreen) and s.scanning for s in self.screen_stack)
+        self.daemon.settings_changed(ui.use_model, model, previous_model, scanning)
 
-    def _scan_running(self) -> bool:
-        return any(w.name == "scan" and w.state in _BUSY for w in self.workers)
+    # ------------------------------------------------------------------ photodupd
 
-    # ------------------------------------------------------------------ switching models
+    # DaemonHost: the supervisor decides; the app shows, tells, and runs its jobs.
 
-    def _begin_switch(self, model: str, previous: str | None) -> None:
-        self._switching, self._switch_previous = model, previous
-        self._status_before_switch = self.daemon_status
-        self.daemon_status = DaemonStatus("loading", model=model, why="switching models")
-        self._switch_model(model)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="model", name="model-switch")
-    def _switch_model(self, model: str) -> ModelSwitch:
-        cancel = get_current_worker().cancelled_event
-        socket_path = self.options.socket_path
-        return run_cancellable(lambda: switch_model(socket_path, model), cancel)
-
-    def _switch_done(self, worker: Worker[Any]) -> None:
-        model, previous = self._switching or "", self._switch_previous
-        self._switching = None
-        if worker.state is WorkerState.SUCCESS and isinstance(worker.result, ModelSwitch):
-            switched = worker.result
-            self.daemon_status = DaemonStatus("ready", model=switched.model_id, why=switched.why)
-            self.notify(
-                f"photodupd now serves {switched.model_id}. The next scan uses it.",
-                title="Model switched",
-            )
-            return
-        error = worker.error
-        if isinstance(error, Cancelled):
-            return
-        if isinstance(error, DaemonNotRunning):
-            self.notify(
-                f"photodupd is not running; it loads {model} when it starts (the next scan "
-                "starts it).",
-                title="Model saved",
-            )
-        else:
-            # Said once, in a notification: the status line shows what photodupd serves
-            # now, which is the model it had.
-            reason = short_reason(error) if error is not None else "unknown error"
-            back = previous or "auto"
-            self.notify(
-                f"{reason}\nphotodupd keeps the model it had; the model setting is back to {back}.",
-                title=f"Could not switch to {model}",
-                severity="error",
-                timeout=20,
-            )
-            self._restore_model_setting(previous)
-        self.daemon_status = self._status_before_switch  # until photodupd's own word
-        if self.options.watch_daemon:
-            self._poll_daemon()  # the daemon's own word replaces ours
-
-    @work(thread=True, exit_on_error=False, group="save", name="save-ui")
-    def _restore_model_setting(self, previous: str | None) -> None:
-        if previous is None:
-            ui_settings.update_tables({}, remove={"daemon": ["model"]})
-        else:
-            ui_settings.update_tables({"daemon": {"model": previous}})
-
-    @work(thread=True, exit_on_error=False, group="save", name="save-ui")
-    def _save_ui(self, ui: ui_settings.UiSettings) -> None:
-        ui_settings.save(ui)
-
-    # ------------------------------------------------------------------ daemon status
-
-    def loading_seconds(self) -> float | None:
-        if self._loading_since is None:
-            return None
-        return time.monotonic() - self._loading_since
-
-    def watch_daemon_status(self, status: DaemonStatus) -> None:
-        if status.state != "loading":
-            self._loading_since = None
-        elif self._loading_since is None:
-            self._loading_since = time.monotonic()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="daemon", name="daemon-poll")
-    def _poll_daemon(self) -> None:
-        worker = get_current_worker()  # cancelled when the app exits or the model is turned off
-        while not worker.is_cancelled:
-            self.post_message(DaemonStatusChanged(poll_daemon(self.options.socket_path)))
-            if worker.cancelled_event.wait(POLL_SECONDS):
-                return
-
-    @work(thread=True, exit_on_error=False, group="daemon-start", name="daemon-start")
-    def _start_daemon(self) -> None:
-        if poll_daemon(self.options.socket_path).state != "down":
-            return
-
-        def report(text: str) -> None:
-            self.post_message(DaemonReport(text))
-
-        self._daemon_starting = True
-        try:
-            start_daemon(self.options.socket_path, report, self._daemon_lock)
-        finally:
-            self._daemon_starting = False
-
-    def on_daemon_status_changed(self, message: DaemonStatusChanged) -> None:
-        if not self.ui.use_model or self.options.daemon_status is not None:
-            return
-        status = message.status
-        if self._switching is not None and status.state != "down":
-            # The daemon says "ready" (old model) until the new one starts loading: say what
-            # is really going on.
-            status = DaemonStatus("loading", model=self._switching, why="switching models")
-        if status.state == "down" and self._daemon_starting:
-            status = DaemonStatus("starting", detail=self.daemon_status.detail)
-        elif status.state == "down" and self._start_failure:
-            status = DaemonStatus("down", detail=self._start_failure)
-        elif status.state != "down":
-            self._start_failure = None
-        self.daemon_status = status
+    def tell(self, notice: Notice) -> None:
+        self.notify(
+            notice.message, title=notice.title, severity=notice.severity, timeout=notice.timeout
+        )
 
     def on_daemon_report(self, message: DaemonReport) -> None:
-        if self.options.daemon_status is None and self.daemon_status.state in (
-            "down",
-            "checking",
-            "starting",
-        ):
-            self.daemon_status = DaemonStatus("starting", detail=message.text)
+        self.daemon.launcher_said(message.text)  # a scan's start of photodupd
 
-    @work(thread=True, exit_on_error=False, group="start", name="roots")
-    def _check_roots(self, roots: list[str]) -> tuple[list[str], str | None]:
-        return [os.path.abspath(os.path.expanduser(r)) for r in roots], check_folders(roots)
-
-    @work(thread=True, exit_on_error=False, group="start", name="interrupted")
-    def _check_interrupted(self) -> list[Any]:
-        return interrupted_batches()
-
-    # ------------------------------------------------------------------ worker results
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker, state = event.worker, event.state
-        if worker.name == "model-switch" and state in (WorkerState.SUCCESS, WorkerState.ERROR):
-            self._switch_done(worker)
-            return
-        if state is WorkerState.SUCCESS:
-            if worker.name == "plan" and isinstance(worker.result, PlanSummary):
-                self._confirmed(worker.result)
-            elif worker.name == "find-undo":
-                self._ask_undo(cast("UndoPreview | None", worker.result))
-            elif worker.name == "interrupted" and worker.result:
-                count = len(worker.result)
-                self.notify(
-                    f"{plural(count, 'earlier clean-up')} stopped half-way (the program was "
-                    "killed). Every file is either in place or in the trash; press u to put "
-                    "the files of the last one back.",
-                    title="Interrupted clean-up found",
-                    severity="warning",
-                    timeout=20,
-                )
-            elif worker.name == "roots":
-                roots, problem = cast("tuple[list[str], str | None]", worker.result)
-                if problem is None:
-                    self.start_scan(roots)
-                else:
-                    self.push_screen(StartScreen(error=problem, value=" ".join(roots)))
-        elif state is WorkerState.ERROR:
-            error = worker.error
-            what = {
-                "plan": "Could not plan the clean-up",
-                "save-ui": "Could not save your settings",
-                "decisions": "Could not remember that answer",
-                "daemon-start": "photodupd did not start",
-                "interrupted": "Could not read the journal of earlier clean-ups",
-                "find-undo": "Could not read the journal of earlier clean-ups",
-            }.get(worker.name, f"{worker.name} failed")
-            if worker.name == "find-undo":
-                self._undo_asked = False
-            reason = short_reason(error) if error is not None else "unknown error"
-            if worker.name == "daemon-start":
-                self._start_failure = reason
-                self.daemon_status = DaemonStatus("down", detail=reason)
-            self.notify(reason, title=what, severity="error", timeout=12)
+    def loading_seconds(self) -> float | None:
+        return self.daemon.loading_seconds()
 
 
-_BUSY = (WorkerState.PENDING, WorkerState.RUNNING)
+_JOURNAL = "read the journal of earlier clean-ups"
+
+
+def _plan(groups: list[Group], reference_dirs: list[str]) -> PlanSummary:
+    # Every similar-group mark is the user's own (review_state: RELIABILITY rule 6).
+    return summarize(make_plan(groups, allow_similar=True, reference_dirs=reference_dirs))
+
+
+def _next_undo() -> UndoPreview | None:
+    """What u puts back: the newest batch with files still in the trash, if any."""
+    try:
+        return next_undo()
+    except BatchNotFound:
+        return None
 
 
 def _settle_heap() -> None:
@@ -596,23 +392,3 @@ if TYPE_CHECKING:
 def create_app(roots: Sequence[str] = (), **options: Any) -> PhotodupApp:
     """The app for ``photodup [PATH...]`` and for tests (``options``: see AppOptions)."""
     return PhotodupApp(AppOptions(roots=list(roots), **options))
-
-
-def run_app(paths: list[str]) -> int:
-    """Start the UI on these folders (or the folder picker when none); the exit status."""
-    settings_error = None
-    try:
-        settings = scan_settings.load()
-    except scan_settings.SettingsError as exc:
-        settings, settings_error = ScanSettings(), str(exc)
-    try:
-        ui = ui_settings.load()
-    except ui_settings.UiSettingsError as exc:
-        ui, settings_error = ui_settings.UiSettings(), settings_error or str(exc)
-    app = create_app(paths, scan_settings=settings, settings_error=settings_error, ui=ui)
-    app.run()
-    return app.return_code or 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_app(sys.argv[1:]))

@@ -21,12 +21,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from photodup_tui import __version__
-from photodup_tui.engine.features import FeatureSource
 from photodup_tui.formatting import human_size
+
+if TYPE_CHECKING:
+    from photodup_tui.scan_session import OpenedSource
 
 EXIT_NO_DUPLICATES = 0
 EXIT_DUPLICATES = 1
@@ -38,7 +40,6 @@ EXIT_APPLY_SKIPPED = 4  # apply: some marked files were skipped (they stay in pl
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a program that SIGPIPE stopped
 
 SUBCOMMANDS = ("scan", "apply", "undo")
-_T = TypeVar("_T")
 SHOWN_GROUPS = 20
 SHOWN_ERRORS = 5
 
@@ -191,9 +192,9 @@ def scan_command(args: argparse.Namespace) -> int:
 
     from photodup_tui.engine import report as reports
     from photodup_tui.engine import settings as config
-    from photodup_tui.engine.cache import Cache, CacheError
-    from photodup_tui.engine.decisions import Decisions
-    from photodup_tui.engine.scan import Scanner
+    from photodup_tui.engine.cache import CacheError
+    from photodup_tui.engine.cancellable import Cancelled, run_interruptible
+    from photodup_tui.scan_session import ScanSession, daemon_or_local
 
     _check_roots(args.paths)
     try:
@@ -203,34 +204,33 @@ def scan_command(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
     say = _Printer(quiet=args.quiet)
-    source = _feature_source(args, say)
-    if args.threshold is not None:
-        try:
-            settings = settings.with_threshold(source.model_id, args.threshold)
-        except config.SettingsError as exc:
-            raise UsageError(str(exc)) from None
-    try:
-        cache = Cache()
-    except CacheError as exc:
-        raise UsageError(str(exc)) from None
-    decisions = None
-    try:
-        decisions = Decisions()
-    except Exception as exc:  # a broken state dir must not stop a read-only scan
-        say.warn(f"remembered decisions unavailable ({exc}); dismissed groups may reappear")
-
+    session = ScanSession(
+        settings,
+        daemon_or_local(not args.no_model, model=args.model),
+        threshold=args.threshold,
+        cache_required=True,  # an unusable cache is a configuration error (exit 2)
+    )
     cancel = threading.Event()
-    scanner = Scanner(settings, source, cache, decisions)
     try:
-        result, interrupted = _cancellable(
-            lambda: scanner.run(args.paths, say.progress, cancel), cancel
+        scanned, interrupted = run_interruptible(
+            lambda: session.run(
+                args.paths,
+                cancel,
+                progress=say.progress,
+                report=say.info,
+                chosen=lambda opened: _say_source(opened, args.model, say),
+            ),
+            cancel,
+            on_interrupt=_say_interrupted,
         )
+    except (config.SettingsError, CacheError) as exc:
+        raise UsageError(str(exc)) from None
+    except Cancelled:  # stopped while photodupd was starting: nothing was scanned
+        return EXIT_INTERRUPTED
     finally:
         say.end_progress()
-        cache.close()
-        if decisions is not None:
-            decisions.close()
 
+    result = scanned.result
     for warning in result.warnings:
         say.warn(warning)
     report = reports.from_scan(result, list(settings.reference_folders))
@@ -248,6 +248,21 @@ def scan_command(args: argparse.Namespace) -> int:
         status = EXIT_REPORT_FAILED
     say.summary(result, args)
     return status
+
+
+def _say_source(opened: OpenedSource, requested: str, say: _Printer) -> None:
+    """Once the scan knows its features: why it runs without photodupd, or that photodupd
+    serves another model than ``--model`` asked for."""
+    if opened.daemon_error is not None:
+        say.warn(
+            f"photodupd is unavailable ({opened.daemon_error}); falling back to --no-model: "
+            "perceptual hashes only (re-encodes and resizes are found; mirrors and most crops "
+            "are not)"
+        )
+    elif opened.fallback_reason is None and not _model_matches(requested, opened.source.model_id):
+        say.warn(
+            f"photodupd is already serving {opened.source.model_id}, not {requested}; using it"
+        )
 
 
 def _check_roots(paths: Sequence[str]) -> None:
@@ -289,37 +304,6 @@ def _with_flags(settings: Any, args: argparse.Namespace) -> Any:
     return replace(settings, **changes)
 
 
-def _feature_source(args: argparse.Namespace, say: _Printer) -> FeatureSource:
-    from photodup_tui.engine.local_features import LocalFeatureSource
-
-    if args.no_model:
-        return LocalFeatureSource()
-    try:
-        source = _daemon_source(args.model, say)
-    except Exception as exc:  # any reason the daemon cannot serve us
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[0] if lines else type(exc).__name__
-        if len(lines) > 1:  # a failed start quotes the daemon's log: its last line says why
-            reason += f" {lines[-1].removeprefix('photodupd: ')}"
-        say.warn(
-            f"photodupd is unavailable ({reason}); falling back to --no-model: perceptual "
-            "hashes only (re-encodes and resizes are found; mirrors and most crops are not)"
-        )
-        return LocalFeatureSource()
-    if not _model_matches(args.model, source.model_id):
-        say.warn(f"photodupd is already serving {source.model_id}, not {args.model}; using it")
-    return source
-
-
-def _daemon_source(model: str, say: _Printer) -> FeatureSource:
-    """The daemon's features, starting photodupd if needed."""
-    from photodup_tui.engine.daemon_features import DaemonFeatureSource
-
-    daemon_args = [] if model == "auto" else ["--model", model]
-    source: FeatureSource = DaemonFeatureSource(report=say.info, daemon_args=daemon_args)
-    return source
-
-
 def _model_matches(requested: str, model_id: str) -> bool:
     """Does the daemon's model id satisfy ``--model``?  ("clip:ViT-B-32" matches any tag.)"""
     if requested == "auto":
@@ -339,10 +323,11 @@ def apply_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from photodup_tui.engine import safedelete
+    from photodup_tui.engine.cancellable import run_interruptible
 
     cancel = threading.Event()
     try:
-        outcome, interrupted = _cancellable(
+        outcome, interrupted = run_interruptible(
             lambda: safedelete.apply_report(
                 Path(args.report),
                 dry_run=bool(args.dry_run),
@@ -351,6 +336,7 @@ def apply_command(args: argparse.Namespace) -> int:
                 on_wait=_say_waiting,
             ),
             cancel,
+            on_interrupt=_say_interrupted,
         )
     except (safedelete.ReportError, safedelete.PlanError, safedelete.BatchBusy) as exc:
         raise UsageError(str(exc)) from None
@@ -439,49 +425,32 @@ def _list_batches() -> int:
     return 0
 
 
-def _cancellable(work: Callable[[], _T], cancel: threading.Event) -> tuple[_T, bool]:
-    """Run ``work`` on a thread so Ctrl-C becomes ``cancel`` instead of an exception in the
-    middle of a file operation or a database write.
-
-    The main thread waits on an Event the worker sets when it ends, not on ``join``: a
-    KeyboardInterrupt inside ``Thread.join`` can leave ``is_alive()`` False while the worker
-    still runs (CPython's tstate lock is released by the interrupted wait), and the result
-    would be read before it exists.
-    """
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
-
-    def target() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:
-            outcome["error"] = exc
-        finally:
-            finished.set()
-
-    worker = threading.Thread(target=target, name="photodup-work", daemon=True)
-    worker.start()
-    interrupted = False
-    while not finished.is_set():
-        try:
-            finished.wait(0.2)
-        except KeyboardInterrupt:
-            if not interrupted:
-                print("photodup: interrupted: finishing the current file", file=sys.stderr)
-            interrupted = True
-            cancel.set()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"], interrupted
+def _say_interrupted() -> None:
+    print("photodup: interrupted: finishing the current file", file=sys.stderr)
 
 
 def tui_command(args: argparse.Namespace) -> int:
+    """Start the UI on these folders (or the folder picker when none); the exit status."""
     try:
-        from photodup_tui.app import run_app
+        from photodup_tui import ui_settings
+        from photodup_tui.app import create_app
     except ImportError as exc:
         raise UsageError(f"the TUI is not available ({exc}); try photodup scan PATH") from None
-    outcome = run_app(args.paths)
-    return outcome if isinstance(outcome, int) else 0
+    from photodup_tui.engine import settings as config
+    from photodup_tui.engine.settings import ScanSettings
+
+    settings_error = None  # the TUI starts anyway, on defaults, and says so
+    try:
+        settings = config.load()
+    except config.SettingsError as exc:
+        settings, settings_error = ScanSettings(), str(exc)
+    try:
+        ui = ui_settings.load()
+    except ui_settings.UiSettingsError as exc:
+        ui, settings_error = ui_settings.UiSettings(), settings_error or str(exc)
+    app = create_app(args.paths, scan_settings=settings, settings_error=settings_error, ui=ui)
+    app.run()
+    return app.return_code or 0
 
 
 # ---------------------------------------------------------------------- output

@@ -1,4 +1,4 @@
-"""How numbers and paths read on screen."""
+"""How numbers, paths and errors read on screen."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from photodupd.humanize import human_size
 
-__all__ = ["display_path", "duration", "human_size", "plural", "short_path"]
+__all__ = ["display_path", "duration", "human_size", "plural", "short_path", "short_reason"]
 
 
 def display_path(path: str, roots: Sequence[str] = ()) -> str:
@@ -44,3 +44,14 @@ def duration(seconds: float | None) -> str:
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+def short_reason(exc: BaseException) -> str:
+    """An error in one line: its first line and, when the launcher appended photodupd's log
+    to it, the log's last line, which says why (without the log's ``photodupd:`` prefix)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0]} {lines[-1].removeprefix('photodupd: ')}"

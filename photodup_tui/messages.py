@@ -9,7 +9,6 @@ from __future__ import annotations
 from textual.message import Message
 
 from photodup_tui.engine.scan import ScanProgress
-from photodup_tui.workers import DaemonStatus
 
 
 class ScanProgressed(Message):
@@ -38,15 +37,6 @@ class ActionProgressed(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ActionProgressed)
-
-
-class DaemonStatusChanged(Message):
-    def __init__(self, status: DaemonStatus) -> None:
-        super().__init__()
-        self.status = status
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, DaemonStatusChanged)
 
 
 class DaemonReport(Message):

@@ -8,12 +8,15 @@ from typing import Any, Protocol, cast
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
+from photodup_tui.answers import DecisionBook
+from photodup_tui.engine.daemon_control import DaemonStatus
 from photodup_tui.engine.decisions import Decision
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, ScanResult
+from photodup_tui.previews import PreviewCache
+from photodup_tui.scan_session import ScanSession
 from photodup_tui.ui_settings import UiSettings
 from photodup_tui.widgets.preview import Renderer
-from photodup_tui.workers import DaemonStatus, DecisionBook, PreviewCache, SourceFactory
 
 
 class HostOptions(Protocol):
@@ -57,7 +60,7 @@ class Host(Protocol):
     ) -> None: ...
     def switch_screen(self, screen: Screen[Any]) -> object: ...
     def start_scan(self, roots: Sequence[str]) -> None: ...
-    def feature_factory(self) -> SourceFactory: ...
+    def scan_session(self) -> ScanSession: ...
     def scan_ended(self) -> None: ...
     def show_review(
         self,

@@ -14,7 +14,7 @@ from textual.widgets import Button, Static
 
 from photodup_tui.engine.undo_preview import UndoPreview
 from photodup_tui.formatting import display_path, human_size, plural
-from photodup_tui.workers import PlanSummary
+from photodup_tui.plan_summary import PlanSummary
 
 SHOW_AT_MOST = 8
 

@@ -19,13 +19,13 @@ from textual.worker import Worker, WorkerState
 from photodup_tui.engine.types import Action
 from photodup_tui.formatting import display_path, human_size, plural
 from photodup_tui.messages import GroupShownAgain
+from photodup_tui.previews import open_in_viewer
 from photodup_tui.review_state import Review
 from photodup_tui.screens.base import AppScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.group_table import KIND_STYLE
 from photodup_tui.widgets.member_card import MemberCard
 from photodup_tui.widgets.metadata_table import MetadataTable
-from photodup_tui.workers import open_in_viewer
 
 #: Below this size the photos do not fit side by side with their facts: one at a time.
 COMPACT_WIDTH = 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import ClassVar, cast
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -13,15 +13,16 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
+from photodup_tui.engine.cancellable import Cancelled
 from photodup_tui.engine.scan import ScanProgress
 from photodup_tui.formatting import display_path
 from photodup_tui.messages import DaemonReport, ScanProgressed, ScanSourceReady
+from photodup_tui.scan_session import OpenedSource, Scanned
 from photodup_tui.screens.base import AppScreen
 from photodup_tui.screens.errors import ErrorsScreen
 from photodup_tui.screens.start import StartScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.scan_stats import ScanStats, bar_label
-from photodup_tui.workers import Cancelled, Scanned, run_scan
 
 WAITING = ScanProgress("walking", 0, 0, 0, 0, 0, 0, "", 0.0, None)
 
@@ -72,6 +73,7 @@ class ScanScreen(AppScreen):
         self.feature_note = ""
         self.fallback_reason: str | None = None
         self.latest = WAITING
+        self._worker: Worker[Scanned] | None = None
         self._errors_screen: ErrorsScreen | None = None  # the live list, while it is open
         self._outcome: Callable[[], object] | None = None  # what to show once back on top
 
@@ -91,28 +93,29 @@ class ScanScreen(AppScreen):
     def on_mount(self) -> None:
         self.show_progress(WAITING)
         if self.autostart:
-            self.run_worker(self._scan, thread=True, exit_on_error=False, name="scan")
+            self._worker = self.run_worker(
+                self._scan, thread=True, exit_on_error=False, name="scan"
+            )
 
     def on_unmount(self) -> None:
         self.cancel.set()  # leaving the screen (or the app) stops the scan
 
-    def _scan(self) -> tuple[Scanned, str | None]:
+    @property
+    def scanning(self) -> bool:
+        return self._worker is not None and not self._worker.is_finished
+
+    def _scan(self) -> Scanned:
         def report(text: str) -> None:
             self.post_message(DaemonReport(text))
+
+        def chosen(opened: OpenedSource) -> None:
+            self.post_message(ScanSourceReady(opened.source.model_id, opened.fallback_reason))
 
         def progress(snapshot: ScanProgress) -> None:
             self.post_message(ScanProgressed(snapshot))
 
-        opened = self.papp.feature_factory()(report, self.cancel)
-        self.post_message(ScanSourceReady(opened.source.model_id, opened.fallback_reason))
-        scanned = run_scan(
-            self.roots,
-            self.papp.scan_settings,
-            opened.source,
-            progress,
-            self.cancel,
-        )
-        return scanned, opened.fallback_reason
+        session = self.papp.scan_session()
+        return session.run(self.roots, self.cancel, progress=progress, report=report, chosen=chosen)
 
     # ------------------------------------------------------------------ messages
 
@@ -151,17 +154,18 @@ class ScanScreen(AppScreen):
             errors.update_errors(progress.error_files, live=True)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.name != "scan":
+        if event.worker is not self._worker:
             return
         if event.worker.is_finished:
             self.papp.scan_ended()
-        if event.state is WorkerState.SUCCESS:
-            scanned, fallback = cast("tuple[Scanned, str | None]", event.worker.result)
-            result = scanned.result
+        if event.state is WorkerState.SUCCESS and self._worker.result is not None:
+            scanned = self._worker.result
             if errors := self._open_errors():
-                errors.update_errors(result.errors, live=False)
+                errors.update_errors(scanned.result.errors, live=False)
             self._when_on_top(
-                lambda: self.papp.show_review(result, fallback, scanned.hidden, scanned.keepers),
+                lambda: self.papp.show_review(
+                    scanned.result, scanned.fallback_reason, scanned.hidden, scanned.keepers
+                ),
                 "The scan is done",
             )
         elif event.state is WorkerState.ERROR:

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.app import App
 from textual.widgets import Static
 
-from photodup_tui.workers import DaemonStatus
+from photodup_tui.engine.daemon_control import DaemonStatus
 
 _LOOK = {
     "off": ("○", "dim"),

@@ -8,8 +8,8 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from photodup_tui.engine.types import Action, Kind, Member
+from photodup_tui.previews import PreviewCache
 from photodup_tui.widgets.preview import Preview, Renderer
-from photodup_tui.workers import PreviewCache
 
 #: A member's own match to the keeper, in a word or two: a byte-identical copy inside a
 #: near group says so, whatever the group's kind.

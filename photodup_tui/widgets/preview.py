@@ -21,7 +21,7 @@ from textual_image.renderable import UnicodeImage as UnicodeRenderable
 from textual_image.widget import HalfcellImage, UnicodeImage
 from textual_image.widget import Image as AutoImage
 
-from photodup_tui.workers import PreviewCache
+from photodup_tui.previews import PreviewCache
 
 Renderer = Literal["auto", "halfcell", "unicode", "none"]
 #: Pixels decoded per preview: Sixel/Kitty graphics show real pixels (a third of a wide

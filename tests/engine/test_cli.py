@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from photodup_tui import cli
+from photodup_tui import cli, scan_session
 from photodup_tui.engine.report import load_report
 from tests.photos import make_photo, write_jpeg
 
@@ -151,10 +151,10 @@ def test_threshold_changes_what_counts_as_near(tmp_path: Path) -> None:
 def test_daemon_unavailable_falls_back_to_no_model_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def unavailable(model: str, say: object) -> object:
+    def unavailable(*args: object, **kwargs: object) -> object:
         raise ConnectionRefusedError("photodupd did not answer within 60 s")
 
-    monkeypatch.setattr(cli, "_daemon_source", unavailable)
+    monkeypatch.setattr(scan_session, "DaemonFeatureSource", unavailable)
     lib = with_duplicate(tmp_path / "lib")
     target = tmp_path / "report.json"
     assert cli.main(["scan", str(lib), "--json", str(target)]) == cli.EXIT_DUPLICATES

@@ -16,7 +16,7 @@ from textual.worker import WorkerCancelled, WorkerError, WorkerFailed, WorkerSta
 
 from photodup_tui.engine.daemon_launch import Report
 from photodup_tui.engine.local_features import LocalFeatureSource
-from photodup_tui.workers import OpenedSource
+from photodup_tui.scan_session import OpenedSource
 from tests.daemon.daemon_proc import DaemonProcess
 from tests.photos import make_photo, write_jpeg
 

@@ -8,10 +8,11 @@ from collections import Counter
 
 from PIL import Image
 
+from photodup_tui.engine.daemon_control import DaemonStatus
 from photodup_tui.engine.safedelete import FileRef, Operation, OpKind, Plan, RunReport
 from photodup_tui.engine.scan import ScanCounts, ScanProgress, ScanResult
 from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
-from photodup_tui.workers import DaemonStatus, PlanSummary
+from photodup_tui.plan_summary import PlanSummary
 from tests.photos import make_photo
 
 ROOT = "/home/alex/Pictures"

@@ -8,6 +8,7 @@ from typing import Any
 
 from textual.widgets import Static
 
+from photodup_tui.answers import DecisionBook
 from photodup_tui.app import create_app
 from photodup_tui.engine.decisions import Decision, Decisions
 from photodup_tui.engine.types import FileStat, Group, Kind, Member, Photo
@@ -15,7 +16,6 @@ from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.hidden import HiddenScreen
 from photodup_tui.screens.review import ReviewScreen
 from photodup_tui.widgets.virtual_table import VirtualTable
-from photodup_tui.workers import DecisionBook
 from tests.tui import fixed_data
 from tests.tui.conftest import SIZE, Library, idle, local_source
 

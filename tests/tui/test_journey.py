@@ -8,11 +8,11 @@ from pathlib import Path
 
 from photodup_tui.app import PhotodupApp, create_app
 from photodup_tui.engine.types import Action, Kind
+from photodup_tui.scan_session import open_feature_source
 from photodup_tui.screens.action import ActionScreen
 from photodup_tui.screens.confirm import ConfirmScreen, UndoConfirmScreen
 from photodup_tui.screens.group import GroupScreen
 from photodup_tui.screens.review import ReviewScreen
-from photodup_tui.workers import open_feature_source
 from tests.tui.conftest import SIZE, Library, idle, local_source, trash_files
 
 

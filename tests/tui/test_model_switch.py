@@ -11,11 +11,11 @@ from textual.widgets import Select
 
 from photodup_tui import ui_settings
 from photodup_tui.app import PhotodupApp, create_app
+from photodup_tui.engine.daemon_control import DaemonStatus, poll_daemon
 from photodup_tui.screens.review import ReviewScreen
 from photodup_tui.screens.scan import ScanScreen
 from photodup_tui.screens.settings import SettingsScreen
 from photodup_tui.widgets.daemon_status import DaemonStatusLine
-from photodup_tui.workers import DaemonStatus, poll_daemon
 from tests.tui.conftest import SIZE, Library, idle
 from tests.tui.test_responsive import GatedSource
 

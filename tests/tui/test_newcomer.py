@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Static
 
-from photodup_tui import app as app_module
-from photodup_tui import ui_settings
+from photodup_tui import daemon_supervisor, ui_settings
 from photodup_tui.app import create_app
+from photodup_tui.engine.daemon_control import DaemonStatus
 from photodup_tui.engine.safedelete import execute, make_plan
 from photodup_tui.engine.scan import ScanResult
 from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
@@ -28,7 +28,6 @@ from photodup_tui.widgets.daemon_status import DaemonStatusLine
 from photodup_tui.widgets.group_table import GroupTable
 from photodup_tui.widgets.member_card import MemberCard
 from photodup_tui.widgets.metadata_table import MetadataTable
-from photodup_tui.workers import DaemonStatus
 from photodupd.protocol import RemoteError
 from tests.safety.helpers import group as disk_group
 from tests.safety.helpers import read, write
@@ -161,7 +160,7 @@ async def test_a_failed_model_switch_is_told_once_and_the_status_line_stays_curr
             "(/root/.cache/huggingface/hub); photodup-ctl models pull clip:ViT-B-32",
         )
 
-    monkeypatch.setattr(app_module, "switch_model", refuse)
+    monkeypatch.setattr(daemon_supervisor, "switch_model", refuse)
     app = create_app(
         socket_path=isolated_dirs / "nobody.sock",
         watch_daemon=False,

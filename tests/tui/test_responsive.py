@@ -10,15 +10,16 @@ from textual.widgets import Static
 
 from photodup_tui.app import create_app
 from photodup_tui.engine.cache import Cache
+from photodup_tui.engine.cancellable import run_cancellable
 from photodup_tui.engine.daemon_launch import Report
 from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.types import Kind
+from photodup_tui.scan_session import OpenedSource
 from photodup_tui.screens.help import HelpScreen
 from photodup_tui.screens.review import ReviewScreen
 from photodup_tui.screens.scan import ScanScreen
 from photodup_tui.screens.start import StartScreen
 from photodup_tui.widgets.scan_stats import ScanStats
-from photodup_tui.workers import OpenedSource, run_cancellable
 from tests.tui.conftest import SIZE, Library, idle
 
 

@@ -23,11 +23,11 @@ from photodup_tui.engine.daemon_launch import Report
 from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.scan import FULL_READ, QUICK_CHECK, ScanProgress
 from photodup_tui.engine.settings import ScanSettings
+from photodup_tui.scan_session import OpenedSource, ScanSession
 from photodup_tui.screens.errors import ErrorsScreen
 from photodup_tui.screens.review import ReviewScreen
 from photodup_tui.screens.scan import ScanScreen
 from photodup_tui.widgets.scan_stats import ScanStats
-from photodup_tui.workers import OpenedSource, run_scan
 from tests.engine.sources import ThumbnailModel, embed
 from tests.tui.conftest import SIZE, Library, make_library
 
@@ -99,9 +99,8 @@ def as_text(renderable: Any) -> str:
 def test_each_phase_reports_its_total_and_ends_full(tmp_path: Path) -> None:
     library, broken = broken_library(tmp_path / "photos")
     seen: list[ScanProgress] = []
-    scanned = run_scan(
-        [str(library.root)], ScanSettings(), ThumbnailModel(), seen.append, threading.Event()
-    )
+    session = ScanSession(ScanSettings(), lambda report, cancel: OpenedSource(ThumbnailModel()))
+    scanned = session.run([str(library.root)], threading.Event(), progress=seen.append)
     result = scanned.result
     files = [p for p in library.root.rglob("*") if p.is_file()]
     sizes = Counter(p.stat().st_size for p in files)

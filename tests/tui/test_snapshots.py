@@ -15,10 +15,10 @@ from photodup_tui import ui_settings
 from photodup_tui.app import PhotodupApp, create_app
 from photodup_tui.engine.types import Kind
 from photodup_tui.messages import ScanSourceReady
+from photodup_tui.scan_session import UNAVAILABLE
 from photodup_tui.screens.action import ActionScreen
 from photodup_tui.screens.confirm import ConfirmScreen
 from photodup_tui.screens.scan import ScanScreen
-from photodup_tui.workers import UNAVAILABLE
 from tests.tui import fixed_data
 from tests.tui.conftest import SIZE, idle
 

@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from photodup_tui.engine.cancellable import Cancelled, run_cancellable
+from photodup_tui.engine.daemon_control import poll_daemon
 from photodup_tui.engine.local_features import LocalFeatureSource
 from photodup_tui.engine.safedelete import make_plan
 from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
-from photodup_tui.workers import (
-    Cancelled,
-    PreviewCache,
-    open_feature_source,
-    open_in_viewer,
-    poll_daemon,
-    run_cancellable,
-    summarize,
-)
+from photodup_tui.plan_summary import summarize
+from photodup_tui.previews import PreviewCache, open_in_viewer
+from photodup_tui.scan_session import open_feature_source
 from tests.photos import make_photo
 from tests.tui.conftest import Library
 
