@@ -9,6 +9,7 @@ keep importing :mod:`photodupd.imaging`, which names the public part of this one
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -82,13 +83,13 @@ OPEN_FORMATS: Final = (
 #: opener returns it for camera JPEGs that carry a second (preview) frame.
 ALLOWED_FORMATS: Final = frozenset((*OPEN_FORMATS, "MPO"))
 
-#: File suffixes (lowercase, with the dot) of the allow-listed formats.  The decoder goes
-#: by a file's first bytes, not its name; the engine's walker keeps its own list of the
-#: names it offers (:mod:`photodup_tui.engine.walk`).
+#: File suffixes (lowercase, with the dot) of the allow-listed formats: the one table of
+#: names, which the engine's walker offers to the decoder.  The decoder itself goes by a
+#: file's first bytes, not its name.
 # fmt: off
 IMAGE_EXTENSIONS: Final = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp",
-    ".heic", ".heif", ".hif", *((".avif",) if _HAS_AVIF else ()),
+    ".dib", ".heic", ".heif", ".hif", *((".avif",) if _HAS_AVIF else ()),
 })
 # fmt: on
 
@@ -101,6 +102,12 @@ RAW_EXTENSIONS: Final = frozenset({
     ".sr2", ".srf", ".srw", ".x3f",
 })
 # fmt: on
+
+
+def has_raw_suffix(name: str | bytes | os.PathLike[str]) -> bool:
+    """Whether a file's name says camera RAW (the one such test: walker, keep rules, decoder)."""
+    return os.path.splitext(os.fsdecode(name))[1].lower() in RAW_EXTENSIONS
+
 
 # libheif's security limits stay on (they are on by default; this pins them in
 # case something else in the process turned them off).  Embedded thumbnails,

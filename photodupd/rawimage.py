@@ -38,12 +38,12 @@ from photodupd.imagebase import (
     DRAFT_MIN_SIDE,
     OPEN_FORMATS,
     ORIENT_TRANSPOSE,
-    RAW_EXTENSIONS,
     SWAPS_AXES,
     ImageError,
     Upright,
     container_truncated,
     exif_orientation,
+    has_raw_suffix,
     pixel_limit,
     signature_format,
     strict_warnings,
@@ -105,7 +105,7 @@ def is_raw(data: bytes, name: str | bytes | os.PathLike[str] | None) -> bool:
     ``name`` when there is one (RAW containers are TIFF or ISO-BMFF files that Pillow would
     misread), else by signature (DNG, CR2 and the non-TIFF RAW containers)."""
     if name is not None:
-        return os.path.splitext(os.fsdecode(name))[1].lower() in RAW_EXTENSIONS
+        return has_raw_suffix(name)
     if _raw_signature(data):
         return True
     return data[:4] in _TIFF_HEADERS and _TAG_DNG_VERSION in _first_ifd(data)

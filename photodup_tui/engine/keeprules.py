@@ -17,7 +17,7 @@ from typing import Any
 
 from photodup_tui.engine.settings import KEEP_RULES, ScanSettings
 from photodup_tui.engine.types import Photo
-from photodup_tui.engine.walk import RAW_EXTENSIONS, is_raw
+from photodup_tui.engine.walk import RAW_EXTENSIONS, has_raw_suffix
 from photodupd.humanize import human_size
 
 JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
@@ -35,7 +35,7 @@ def dimensions(photo: Photo) -> str:
 
 def format_name(photo: Photo) -> str:
     """Pillow's format name, or RAW for camera raw files whatever decoded their preview."""
-    if is_raw(photo.path):
+    if has_raw_suffix(photo.path):
         return "RAW"
     if photo.format:
         return photo.format.upper()

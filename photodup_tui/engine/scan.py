@@ -27,7 +27,7 @@ from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, Photo, ScanCounts, ScanResult
-from photodup_tui.engine.walk import Walker, is_raw
+from photodup_tui.engine.walk import Walker, has_raw_suffix
 from photodupd import rawimage
 
 PROGRESS_INTERVAL = 0.25
@@ -440,7 +440,7 @@ class _Run:
         scan, they are left out of the feature stage with one warning.  They keep the exact
         tier and RAW+JPEG pairing; ``decodable`` stays None (never tried), so they never join
         a group by similarity, and nothing is cached: a scan after installing rawpy asks."""
-        raw = [path for path in todo if is_raw(path)]
+        raw = [path for path in todo if has_raw_suffix(path)]
         if not raw or rawimage.available():
             return todo
         files = sum(len(todo.pop(path)) for path in raw)

@@ -26,20 +26,12 @@ from dataclasses import dataclass, field
 
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import FileStat, Photo
+from photodupd.imagebase import IMAGE_EXTENSIONS, RAW_EXTENSIONS, has_raw_suffix
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".heic", ".heif", ".hif"}
-    | {".tif", ".tiff", ".bmp", ".dib", ".gif", ".avif"}
-)
-RAW_EXTENSIONS = frozenset(
-    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2"}
-    | {".raf", ".pef", ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".mrw", ".iiq", ".rwl"}
-)
+#: The walker offers what the decoder's one table of names lists.
+__all__ = ["IMAGE_EXTENSIONS", "RAW_EXTENSIONS", "Walker", "has_raw_suffix", "is_trash_name"]
+
 _TRASH_NAME = re.compile(r"^(\.Trash(-\d+)?|\.Trashes|\$RECYCLE\.BIN|RECYCLER)$", re.IGNORECASE)
-
-
-def is_raw(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in RAW_EXTENSIONS
 
 
 def is_trash_name(name: str) -> bool:

@@ -37,6 +37,18 @@ def test_finds_images_by_extension_case_insensitively(tmp_path: Path) -> None:
     assert "raw.CR2" not in {os.path.basename(p) for p in found}
 
 
+@pytest.mark.parametrize("name", ["scan.k25", "back.MOS", "leaf.mef", "old.dcr", "pic.dib"])
+def test_every_name_the_decoder_knows_is_offered(tmp_path: Path, name: str) -> None:
+    """One table of names for walker and decoder: these were the decoder's alone."""
+    from photodupd.imagebase import has_raw_suffix
+
+    write(tmp_path / name)
+    found, _ = walk([tmp_path])
+    assert [os.path.basename(p) for p in found] == [name]
+    found, _ = walk([tmp_path], raw=False)
+    assert bool(found) is not has_raw_suffix(name)
+
+
 def test_symlink_loop_is_walked_once_and_symlinks_are_never_reported(tmp_path: Path) -> None:
     photo = write(tmp_path / "lib" / "a.jpg")
     os.symlink(tmp_path / "lib", tmp_path / "lib" / "loop")  # dir symlink to itself
