@@ -50,9 +50,9 @@ def describe(summary: PlanSummary, roots: Sequence[str]) -> Text:
         if len(refused) > SHOW_AT_MOST:
             text.append(f"  … and {len(refused) - SHOW_AT_MOST} more\n", "yellow")
     text.append(
-        "\nRight before each move photodup checks the file again (byte by byte against the "
-        "keeper for exact copies) and skips anything that changed. Press u afterwards to put "
-        "every file back.",
+        "\nRight before each move photodup checks the files again (byte by byte against the "
+        "keeper for exact copies, by content hash for the others) and skips anything that "
+        "changed. Press u afterwards to put every file back.",
         "dim",
     )
     return text
