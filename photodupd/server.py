@@ -442,7 +442,9 @@ class Server:
     ) -> None:
         """The request log's line and the history's count for one finished request."""
         done = finished_request(conn, request, outcome, seconds)
-        log.log(logging.DEBUG if request.op in MONITORING_OPS else logging.INFO, log_line(done))
+        level = logging.DEBUG if request.op in MONITORING_OPS else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, log_line(done))
         self.history.record(done)
         now = time.monotonic()
         if request.op not in MONITORING_OPS and now - self._rss_sampled >= 1.0:

@@ -128,7 +128,13 @@ def run(options: Options, on_check: Callable[[Check], None] | None = None) -> li
             _check_service,
             _check_remote,
         ):
-            step(context)
+            try:
+                step(context)
+            except (OSError, ConnectionLost, RemoteError, protocol.ProtocolError) as exc:
+                # The daemon went away mid-check, a file vanished ...: this check fails, the
+                # others still run.
+                name = step.__name__.removeprefix("_check_").replace("_", " ")
+                add(Check(name, Verdict.FAIL, f"stopped by {type(exc).__name__}: {exc}"))
     finally:
         if context.client is not None:
             context.client.close()

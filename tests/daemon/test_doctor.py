@@ -418,3 +418,16 @@ def _wait_gone(pid: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     raise AssertionError(f"photodupd {pid} did not stop")
+
+
+def test_a_check_that_breaks_mid_way_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon that dies, a file that vanishes: that row FAILs, the next checks still run."""
+
+    def _check_cache_db(context: object) -> None:  # the row is named after the step
+        raise FileNotFoundError(2, "No such file or directory", "cache.sqlite")
+
+    monkeypatch.setattr(doctor, "_check_cache_db", _check_cache_db)
+    checks = run_doctor(socket=short_dir() / "d.sock", start=False)
+    check = row(checks, "cache db")
+    assert check.verdict is Verdict.FAIL and "FileNotFoundError" in check.detail
+    assert row(checks, "journal").verdict is Verdict.OK
