@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -74,10 +75,22 @@ class CrashingDaemon(DaemonProcess):
             )
 
 
+#: Folders short_dir() made (sockets need short paths, so not under tmp_path).
+_MADE: list[Path] = []
+
+
 def short_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="pdx-"))
     path.chmod(0o700)
+    _MADE.append(path)
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_short_dirs() -> Iterator[None]:
+    yield
+    while _MADE:
+        shutil.rmtree(_MADE.pop(), ignore_errors=True)
 
 
 def run_doctor(**options: object) -> list[Check]:

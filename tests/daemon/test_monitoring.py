@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -30,10 +31,22 @@ pytestmark = pytest.mark.timeout(180)
 CLIENT = "monitor-test/1.0"
 
 
+#: Folders short_dir() made (sockets need short paths, so not under tmp_path).
+_MADE: list[Path] = []
+
+
 def short_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="pdm-"))
     path.chmod(0o700)
+    _MADE.append(path)
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_short_dirs() -> Iterator[None]:
+    yield
+    while _MADE:
+        shutil.rmtree(_MADE.pop(), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
