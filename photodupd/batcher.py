@@ -79,6 +79,7 @@ class Job:
     owner: object
     index: int
     decoded: Decoded
+    queued: float = field(default_factory=time.monotonic)  # when it reached the model's queue
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -88,6 +89,8 @@ class Embedded:
     decoded: Decoded
     vector: np.ndarray
     model: tuple[str, int]  # (id, dim)
+    waited: float = 0.0  # seconds from the model's queue to the start of its forward pass
+    model_seconds: float = 0.0  # its share of the forward pass (the pass's time / its items)
 
 
 #: What became of one item: embedded; failed alone (the rest of its request is served); or
@@ -108,6 +111,22 @@ class _Command:
     reply: concurrent.futures.Future[protocol.ModelInfo] = field(
         default_factory=concurrent.futures.Future
     )
+
+
+@dataclass(slots=True, eq=False)
+class _Classify:
+    """The ``probe`` op's question: the model's top classes for one decoded image."""
+
+    pixels: np.ndarray
+    reply: concurrent.futures.Future[Classified] = field(default_factory=concurrent.futures.Future)
+
+
+#: What ``classify`` answers: the model's identity, and its top classes as (index, score),
+#: or None for a model without a classifier head.
+Classified: TypeAlias = tuple[protocol.ModelIdentity, list[tuple[int, float]] | None]
+
+#: Classes ``classify`` reports.
+TOP_CLASSES = 5
 
 
 @dataclass
@@ -223,7 +242,7 @@ class ModelWorker:
         self._reply = reply
         self._on_state_change = on_state_change
         self._pending_items = pending_items
-        self._jobs: queue.Queue[Job | _Command] = queue.Queue()
+        self._jobs: queue.Queue[Job | _Command | _Classify] = queue.Queue()
         self._thread: threading.Thread | None = None
         # Written by the model thread (and start/reload_if_unloaded), read anywhere: _lock.
         self._lock = threading.Lock()
@@ -270,6 +289,13 @@ class ModelWorker:
         """Switch to ``choice`` after the work queued before it; the future gets the model info
         or a ServiceError (the previous model keeps serving then)."""
         command = _Command("load", choice)
+        self._jobs.put(command)
+        return command.reply
+
+    def classify(self, pixels: np.ndarray) -> concurrent.futures.Future[Classified]:
+        """The top classes of one decoded image (``pixels``: the model's input), after the
+        work queued before it; a ServiceError when no model can be loaded."""
+        command = _Classify(pixels)
         self._jobs.put(command)
         return command.reply
 
@@ -361,7 +387,7 @@ class ModelWorker:
                     else:
                         self._on_idle()
                     continue
-                command = first if isinstance(first, _Command) else None
+                command = first if isinstance(first, _Command | _Classify) else None
                 if isinstance(first, Job):
                     batch, command = self._gather(first)
                     try:
@@ -375,7 +401,7 @@ class ModelWorker:
         finally:
             streams.close()
 
-    def _gather(self, first: Job) -> tuple[list[Job], _Command | None]:
+    def _gather(self, first: Job) -> tuple[list[Job], _Command | _Classify | None]:
         """Form a micro-batch from what is queued, waiting for company only while more
         admitted items are still on their way (decoding, not in a forward pass yet):
 
@@ -407,7 +433,7 @@ class ModelWorker:
                     job = self._jobs.get(timeout=min(deadline - now, _WAIT_SLICE))
                 except queue.Empty:
                     continue  # re-check: decoders may have gone idle meanwhile
-            if isinstance(job, _Command):
+            if isinstance(job, _Command | _Classify):
                 return batch, job
             batch.append(job)
         return batch, None
@@ -469,6 +495,7 @@ class ModelWorker:
     def _forward_and_reply(
         self, model: LoadedModel, batch: list[Job], arrays: list[np.ndarray]
     ) -> None:
+        started = time.monotonic()
         try:
             vectors = model.embed(np.stack(arrays))
         except Exception as exc:  # a model bug must not take the daemon down
@@ -479,6 +506,7 @@ class ModelWorker:
             return
         identity = (model.id, model.dim)
         now = time.monotonic()
+        share = (now - started) / len(batch)
         with self._lock:
             self._stats.images_served += len(batch)
             self._stats.batches += 1
@@ -486,15 +514,19 @@ class ModelWorker:
             self._stats.largest_batch = max(self._stats.largest_batch, len(batch))
             self._stats.recent.append((now, len(batch)))
         for job, vector in zip(batch, vectors, strict=True):
-            self._reply(job, Embedded(job.decoded, vector, identity))
+            waited = max(0.0, started - job.queued)
+            self._reply(job, Embedded(job.decoded, vector, identity, waited, share))
 
     def _fail_batch(self, batch: list[Job], exc: Exception) -> None:
         log.exception("failed on a batch")
         for job in batch:  # items already answered ignore a second answer
             self._reply(job, ItemError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
-    def _run_command(self, command: _Command) -> bool:
+    def _run_command(self, command: _Command | _Classify) -> bool:
         """Returns True when the thread must exit."""
+        if isinstance(command, _Classify):
+            self._classify(command)
+            return False
         if command.kind == "stop":
             self._drop_model()
             command.reply.set_result(self.public_info())
@@ -516,6 +548,32 @@ class ModelWorker:
         else:
             command.reply.set_result(info)
         return False
+
+    def _classify(self, command: _Classify) -> None:
+        """Answer a probe: the classifier head's top classes (model thread, streams idle)."""
+        model = self._ensure_loaded()
+        if model is None:
+            command.reply.set_exception(
+                ServiceError(
+                    ErrorCode.MODEL_UNAVAILABLE, self._last_error or "the model failed to load"
+                )
+            )
+            return
+        identity: protocol.ModelIdentity = {"id": model.id, "dim": model.dim}
+        classify = getattr(model, "classify", None)  # only the built-in model has a head
+        try:
+            if classify is None:
+                command.reply.set_result((identity, None))
+                return
+            scores = np.asarray(classify(command.pixels[None]))[0]
+        except Exception as exc:  # a model bug: the probe says so, the daemon carries on
+            log.exception("probe failed")
+            command.reply.set_exception(
+                ServiceError(ErrorCode.INTERNAL, f"model: {type(exc).__name__}: {exc}")
+            )
+            return
+        top = np.argsort(scores)[::-1][:TOP_CLASSES]
+        command.reply.set_result((identity, [(int(i), float(scores[i])) for i in top]))
 
     # ------------------------------------------------------------------ loading (model thread)
 

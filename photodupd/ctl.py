@@ -1,7 +1,11 @@
 """``photodup-ctl``: talk to a running photodupd.  Torch-free and instant.
 
-Exit codes: 0 ok; 1 the daemon is not running; 2 usage error; 3 the daemon
-answered with an error.
+Exit codes: 0 ok; 1 the daemon is not running (``doctor``: a check failed); 2 usage
+error; 3 the daemon answered with an error.
+
+``doctor`` runs the engine's checks (:mod:`photodup_tui.engine.doctor`), imported only
+for that command, like the watch view and the metrics text for theirs: ``status`` and
+``ping`` load nothing but the protocol and the client.
 """
 
 from __future__ import annotations
@@ -35,7 +39,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"photodup-ctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="state, model, load and memory of the daemon")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable output")
+    shown.add_argument(
+        "--watch", action="store_true", help="a live view, redrawn every second (q quits)"
+    )
+    status.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between redraws with --watch"
+    )
+    sub.add_parser(
+        "metrics", help="the daemon's counters in the Prometheus text format (textfile collector)"
+    )
+    doctor = sub.add_parser(
+        "doctor",
+        help="check every part: config, dirs, daemon, model, decoders, trash, cache, journal",
+        description="Check the whole chain and print one row per check (OK, WARN, FAIL, SKIP), "
+        "with the fix for every FAIL. Exit 0 when nothing fails, 1 otherwise. Starts photodupd "
+        "when it is not running (unless --no-start).",
+    )
+    doctor.add_argument(
+        "roots",
+        nargs="*",
+        metavar="FOLDER",
+        help="folders whose trash to check (default: the folders scanned recently)",
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--config", type=Path, help="config file (default: the user's)")
+    doctor.add_argument(
+        "--no-start", action="store_true", help="a daemon that is not running is a FAIL"
+    )
+    doctor.add_argument(
+        "--record-probe",
+        action="store_true",
+        help="store the served model's embedding of the probe photo (a CLIP model you trust): "
+        "later runs check it against this",
+    )
+    doctor.add_argument(
+        "--settle",
+        action="store_true",
+        help="settle interrupted clean-up batches first, leaving their files in the trash",
+    )
     sub.add_parser("ping", help="round trip to the daemon")
     sub.add_parser("stop", help="ask the daemon to finish in-flight work and exit")
     models = sub.add_parser("models", help="list, pull (download) or switch models")
@@ -81,6 +124,13 @@ def format_status(status: protocol.Status) -> str:
         f"  rate        {float(status.get('recent_images_per_s') or 0):.1f} images/s (recent)",
         f"  memory      RSS {_rss(status.get('rss'))}",
     ]
+    latency = status.get("features_latency")
+    if latency and latency.get("count"):
+        lines.append(
+            f"  latency     features p50 {latency.get('p50_ms') or 0:.0f} ms, p99 "
+            f"{latency.get('p99_ms') or 0:.0f} ms ({latency['count']} in the last "
+            f"{float(latency.get('window_s') or 0) / 60:.0f} min)"
+        )
     if status.get("last_error"):
         lines.append(f"  last error  {status['last_error']}")
     return "\n".join(lines)
@@ -105,6 +155,12 @@ def format_models(result: protocol.Models) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "doctor":
+        return _doctor(args)
+    if args.command == "metrics":
+        return _metrics(args)
+    if args.command == "status" and args.watch:
+        return _watch(args)
     client = SyncClient(args.socket, timeout=args.timeout)
     try:
         client.connect()
@@ -127,6 +183,87 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "models":
             return _models(client, args)
     return EXIT_OK
+
+
+class StatusSource:
+    """``status`` of the daemon at ``socket``, one connection kept across calls and opened
+    again after the daemon restarts (the watch view and metrics read it)."""
+
+    def __init__(self, socket: Path | None, timeout: float) -> None:
+        self.socket = socket
+        self.timeout = timeout
+        self._client: SyncClient | None = None
+
+    def __call__(self) -> protocol.Status:
+        if self._client is None:
+            client = SyncClient(self.socket, timeout=self.timeout)
+            try:
+                client.connect()
+            except BaseException:
+                client.close()
+                raise
+            self._client = client
+        try:
+            return self._client.call(protocol.STATUS)
+        except (OSError, ConnectionLost, RemoteError):
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from photodupd import watch
+
+    source = StatusSource(args.socket, args.timeout)
+    try:
+        return watch.watch(source, interval=max(0.1, args.interval))
+    finally:
+        source.close()
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from photodupd import metrics
+
+    source = StatusSource(args.socket, args.timeout)
+    try:
+        status: protocol.Status | None = source()
+    except (OSError, ConnectionLost, RemoteError) as exc:
+        print(f"photodupd is not answering: {exc}", file=sys.stderr)
+        status = None
+    finally:
+        source.close()
+    sys.stdout.write(metrics.prometheus_text(status))
+    return EXIT_OK if status is not None else EXIT_DOWN
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import shutil
+
+    from photodup_tui.engine import doctor
+
+    options = doctor.Options(
+        socket=args.socket,
+        config_file=args.config,
+        roots=tuple(args.roots),
+        start=not args.no_start,
+        record_probe=args.record_probe,
+        settle=args.settle,
+    )
+    if args.json:
+        checks = doctor.run(options)
+        print(json.dumps(doctor.to_json(checks), indent=2))
+    else:
+        width = shutil.get_terminal_size((100, 24)).columns
+        print(doctor.header(), flush=True)
+        checks = doctor.run(
+            options, on_check=lambda check: print(doctor.format_row(check, width), flush=True)
+        )
+        print(doctor.summary(checks))
+    return 1 if doctor.failed(checks) else EXIT_OK
 
 
 def _models(client: SyncClient, args: argparse.Namespace) -> int:

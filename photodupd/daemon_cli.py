@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -52,6 +53,36 @@ _MALLOC_MMAP_THRESHOLD_OLD_GLIBC = 32 * 2**20
 #: burst's working set.  The daemon gives everything back itself, after loading a
 #: model and one second after a burst (``malloc_trim``, photodupd.batcher.TRIM_AFTER).
 MALLOC_TRIM_THRESHOLD = 1024 * 2**20
+
+
+#: The file log (``--log-file``) is rotated at this size, and LOG_BACKUPS old files are kept:
+#: with a line per request, a busy daemon must not fill the disk.  Under systemd the log goes
+#: to stderr, which journald keeps (and rotates).
+LOG_MAX_BYTES = 10 * 2**20
+LOG_BACKUPS = 3
+
+
+def setup_logging(
+    level: str,
+    log_file: Path | None = None,
+    *,
+    max_bytes: int = LOG_MAX_BYTES,
+    backups: int = LOG_BACKUPS,
+) -> None:
+    """Log to stderr (journald adds the time), or to ``log_file``, rotated, with the time."""
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("photodupd: %(levelname)s %(message)s"))
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s photodupd[%(process)d]: %(levelname)s %(message)s")
+        )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def limit_memory_growth() -> None:
@@ -116,7 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="unload the model after this many idle seconds (0 = never)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="INFO (default) logs a line per request; WARNING only problems",
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help=f"log to this file, rotated at {LOG_MAX_BYTES // 2**20} MiB "
+        f"({LOG_BACKUPS} old files kept), instead of stderr",
     )
     return parser
 
@@ -180,9 +220,11 @@ async def serve(cfg: DaemonConfig, listener: sockets.Listener) -> None:
 def main(argv: list[str] | None = None) -> int:
     limit_memory_growth()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="photodupd: %(levelname)s %(message)s"
-    )
+    try:
+        setup_logging(args.log_level, args.log_file)
+    except OSError as exc:
+        print(f"photodupd: cannot open the log file {args.log_file}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         cfg = make_config(args)
     except ConfigError as exc:

@@ -53,6 +53,8 @@ class _Request:
     done: asyncio.Future[None]
     model: tuple[str, int] | None = None  # (id, dim) of the model that embedded its items
     failure: ServiceError | None = None
+    waited: float = 0.0  # seconds: the longest an item waited for its forward pass
+    model_seconds: float = 0.0  # its share of forward-pass time
 
 
 class InferenceService:
@@ -142,7 +144,7 @@ class InferenceService:
         await self._wait_until_admissible()
         assert self._pool is not None and self._drained is not None
         if not items:
-            return {"model": self._worker.identity(), "items": []}
+            return {"model": self._worker.identity(), "items": [], "timing": _timing(None)}
         # Admission is the bound on the queue: every admitted item holds a slot until answered.
         # A lone request bigger than the queue is still let in so it cannot starve.
         if self._pending_items and self._pending_items + len(items) > self.config.max_queue:
@@ -176,6 +178,7 @@ class InferenceService:
                 r if r is not None else ItemError(ErrorCode.INTERNAL, "lost").reply()
                 for r in request.results
             ],
+            "timing": _timing(request),
         }
 
     def _check_open(self) -> None:
@@ -238,6 +241,8 @@ class InferenceService:
             return
         if isinstance(outcome, Embedded):
             request.results[index] = _embedded_item(outcome)
+            request.waited = max(request.waited, outcome.waited)
+            request.model_seconds += outcome.model_seconds
             self._check_model(request, outcome.model)
         else:
             request.results[index] = ItemError(outcome.code, outcome.message).reply()
@@ -263,6 +268,24 @@ class InferenceService:
                 "the model changed while serving this request; retry",
             )
         request.model = model
+
+    async def probe(self, item: FeatureItem) -> protocol.Probed:
+        """What the model makes of one image, decoded as ``features`` decodes it: its top
+        classes (``photodup-ctl doctor`` proves the weights with a photo of a cat)."""
+        await self._wait_until_admissible()
+        assert self._pool is not None
+        _state, spec, _error = self._worker.readiness()
+        try:
+            decoded = await asyncio.wrap_future(self._pool.submit(item, spec))
+        except ImageError as exc:
+            raise ServiceError(ErrorCode(exc.code), exc.message) from None
+        if decoded.pixels is None:
+            raise ServiceError(ErrorCode.INTERNAL, "the decoder gave no model input")
+        identity, top = await asyncio.wrap_future(self._worker.classify(decoded.pixels))
+        classes: list[protocol.ClassScore] | None = None
+        if top is not None:
+            classes = [{"index": index, "score": score} for index, score in top]
+        return {"model": identity, "classes": classes}
 
     # ------------------------------------------------------------------ model control
 
@@ -366,6 +389,15 @@ class InferenceService:
         if loop is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._notify_state)
+
+
+def _timing(request: _Request | None) -> protocol.Timing:
+    if request is None:
+        return {"wait_ms": 0.0, "model_ms": 0.0}
+    return {
+        "wait_ms": round(request.waited * 1000.0, 3),
+        "model_ms": round(request.model_seconds * 1000.0, 3),
+    }
 
 
 def _embedded_item(done: Embedded) -> protocol.ItemOk:

@@ -307,7 +307,41 @@ class ServerStatus(TypedDict):
     draining: bool
 
 
-class Status(ServiceStatus, ServerStatus):
+class MinuteStats(TypedDict):
+    """One minute of the daemon's history (:mod:`photodupd.history`)."""
+
+    start: int  # the minute's first second (Unix time)
+    seconds: float  # how much of it the daemon was up and it has run (60 once it is over)
+    images: int  # images embedded by features requests that finished in it
+    images_per_s: float  # images / seconds
+    requests: int  # requests that finished in it, but status and ping (monitoring)
+    errors: int  # failed items and error replies
+    p50_ms: float | None  # latency of its features requests; None without any
+    p99_ms: float | None
+    rss: int | None  # the largest resident memory seen in it, bytes; None if never sampled
+
+
+class Latency(TypedDict):
+    """Latency of ``features`` requests: percentiles over the last few minutes, and totals
+    since the start (a Prometheus summary's ``_count`` and ``_sum``)."""
+
+    window_s: float
+    count: int  # requests in the window
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    total_count: int
+    total_ms: float
+
+
+class MonitorStatus(TypedDict):
+    """The server's record of finished requests: ``status``' monitoring part."""
+
+    history: list[MinuteStats]  # the last hour, one entry per minute, oldest first
+    features_latency: Latency
+
+
+class Status(ServiceStatus, ServerStatus, MonitorStatus):
     """The ``status`` result."""
 
 
@@ -359,11 +393,36 @@ class ItemFailed(TypedDict):
 ItemResult: TypeAlias = ItemOk | ItemFailed
 
 
+class Timing(TypedDict):
+    """Where a ``features`` request's time went (what the request log shows)."""
+
+    #: Longest an item of the request waited between its decode and its forward pass.
+    wait_ms: float
+    #: The request's share of forward-pass time (each pass divided among its items).
+    model_ms: float
+
+
 class Features(TypedDict):
     """The ``features`` result: one item per item asked for, in order."""
 
     model: ModelIdentity
     items: list[ItemResult]
+    timing: Timing
+
+
+class ClassScore(TypedDict):
+    index: int  # an ImageNet class (0-999)
+    score: float  # its softmax probability
+
+
+class Probed(TypedDict):
+    """The ``probe`` result: what the model makes of one image (``photodup-ctl doctor``).
+
+    ``classes`` is the top ImageNet classes for a model with a classifier head (the
+    built-in model) and None for one without (CLIP's image tower)."""
+
+    model: ModelIdentity
+    classes: list[ClassScore] | None
 
 
 class Pulled(TypedDict):
@@ -406,10 +465,12 @@ FEATURES: Final[Op[Features]] = Op("features", idempotent=True, control=False)
 LOAD: Final[Op[ModelInfo]] = Op("load", idempotent=False, control=False)
 PULL: Final[Op[Pulled]] = Op("pull", idempotent=False, control=False)
 SHUTDOWN: Final[Op[Stopping]] = Op("shutdown", idempotent=False, control=True)
+#: ``data``: one image's bytes, decoded as ``features`` does, then classified.
+PROBE: Final[Op[Probed]] = Op("probe", idempotent=True, control=False)
 
 #: Every op, by name: the server serves exactly these.
 OPS: Final[Mapping[str, Op[Any]]] = MappingProxyType(
-    {op.name: op for op in (HELLO, PING, STATUS, MODELS, FEATURES, LOAD, PULL, SHUTDOWN)}
+    {op.name: op for op in (HELLO, PING, STATUS, MODELS, FEATURES, LOAD, PULL, SHUTDOWN, PROBE)}
 )
 #: Ops whose repetition is harmless; only these are retried after a reconnect.
 IDEMPOTENT_OPS: Final = frozenset(name for name, op in OPS.items() if op.idempotent)
@@ -545,6 +606,14 @@ def parse_feature_items(fields: Mapping[str, Any]) -> list[FeatureItem | ItemErr
     if len(items) > MAX_ITEMS:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_ITEMS} items per request")
     return [_parse_item(index, item) for index, item in enumerate(items)]
+
+
+def parse_probe_item(fields: Mapping[str, Any]) -> FeatureItem:
+    """The image of a ``probe`` request: its ``data`` (non-empty bytes)."""
+    data = fields.get("data")
+    if not isinstance(data, bytes) or not data:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'data' must be an image's bytes")
+    return FeatureItem(data=data)
 
 
 def _parse_item(index: int, item: Any) -> FeatureItem | ItemError:

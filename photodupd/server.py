@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from photodupd import __version__, protocol, sockets
 from photodupd.config import DaemonConfig
+from photodupd.history import MONITORING_OPS, Finished, History, log_line
 from photodupd.protocol import CodedError, ErrorCode, ProtocolError, Request
 
 log = logging.getLogger("photodupd.server")
@@ -46,6 +47,7 @@ class Service(Protocol):
     async def features(self, items: list[protocol.FeatureItem]) -> protocol.Features: ...
     async def load(self, name: str, weights: str | None = None) -> protocol.ModelInfo: ...
     async def pull(self, name: str, progress: Callable[[int, int], None]) -> protocol.Pulled: ...
+    async def probe(self, item: protocol.FeatureItem) -> protocol.Probed: ...
 
 
 #: Serves one op: the request in, the op's result out (or a CodedError).
@@ -79,6 +81,7 @@ class Connection:
         self.closed = False
         self.opened = time.monotonic()
         self.last_active = self.opened  # last frame read or request finished
+        self.client: str | None = None  # what its hello called the client (the request log)
 
     def track(self, task: asyncio.Task[None]) -> None:
         """Count ``task`` as in flight until it ends; its end restarts the idle clock."""
@@ -115,6 +118,8 @@ class Server:
         self.config = config
         self.service = service
         self.stats = ServerStats()
+        self.history = History()  # every finished request: the request log and status' history
+        self._rss_sampled = 0.0
         self.connections: dict[int, Connection] = {}
         self._numbers = iter(range(1, 1 << 62))
         self._server: asyncio.AbstractServer | None = None
@@ -132,6 +137,7 @@ class Server:
             protocol.LOAD.name: self._op_load,
             protocol.PULL.name: self._op_pull,
             protocol.SHUTDOWN.name: self._op_shutdown,
+            protocol.PROBE.name: self._op_probe,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -376,6 +382,8 @@ class Server:
             )
             return False
         conn.greeted = True
+        client = request.fields.get("client")
+        conn.client = client if isinstance(client, str) else None
         await conn.send(protocol.ok_reply(request.id, self._welcome(conn)))
         return True
 
@@ -393,22 +401,31 @@ class Server:
     # ------------------------------------------------------------------ dispatch
 
     async def _run(self, conn: Connection, request: Request) -> None:
+        started = time.perf_counter()
+        outcome: object = "cancelled"  # what _finished records if this never ends
+        try:
+            outcome = await self._serve_request(conn, request)
+        finally:
+            self._finished(conn, request, outcome, time.perf_counter() - started)
+
+    async def _serve_request(self, conn: Connection, request: Request) -> object:
+        """Answer one request; returns its result, or the ErrorCode of its error reply."""
         if self._draining:
             await self._reply_error(
                 conn, request.id, ErrorCode.SHUTTING_DOWN, "photodupd is stopping"
             )
-            return
+            return ErrorCode.SHUTTING_DOWN
         handler = self._handlers.get(request.op)
         if handler is None:
             await self._reply_error(
                 conn, request.id, ErrorCode.UNKNOWN_OP, f"unknown op {request.op!r}"
             )
-            return
+            return ErrorCode.UNKNOWN_OP
         try:
             result = await handler(conn, request)
         except CodedError as exc:
             await self._reply_error(conn, request.id, exc.code, exc.message)
-            return
+            return exc.code
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: say what, keep serving, never send a traceback
@@ -416,8 +433,23 @@ class Server:
             await self._reply_error(
                 conn, request.id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
             )
-            return
+            return ErrorCode.INTERNAL
         await conn.send(protocol.ok_reply(request.id, result))
+        return result
+
+    def _finished(
+        self, conn: Connection, request: Request, outcome: object, seconds: float
+    ) -> None:
+        """The request log's line and the history's count for one finished request."""
+        done = finished_request(conn, request, outcome, seconds)
+        level = logging.DEBUG if request.op in MONITORING_OPS else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, log_line(done))
+        self.history.record(done)
+        now = time.monotonic()
+        if request.op not in MONITORING_OPS and now - self._rss_sampled >= 1.0:
+            self._rss_sampled = now  # at most once a second: a burst of requests pays nothing
+            self.history.sample_rss(_rss())
 
     async def _op_hello(self, conn: Connection, request: Request) -> protocol.Welcome:
         return self._welcome(conn)
@@ -426,14 +458,12 @@ class Server:
         return {"pong": True, "time": time.time()}
 
     async def _op_status(self, conn: Connection, request: Request) -> protocol.Status:
-        return {**self.service.status(), **self.server_status()}
+        server = self.server_status()
+        self.history.sample_rss(server["rss"])
+        return {**self.service.status(), **server, **self.history.status()}
 
     def server_status(self) -> protocol.ServerStatus:
-        rss = None
-        with contextlib.suppress(Exception):
-            import psutil
-
-            rss = psutil.Process().memory_info().rss
+        rss = _rss()
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -498,8 +528,48 @@ class Server:
 
         return await self.service.pull(name, progress)
 
+    async def _op_probe(self, conn: Connection, request: Request) -> protocol.Probed:
+        return await self.service.probe(protocol.parse_probe_item(request.fields))
+
     async def _op_shutdown(self, conn: Connection, request: Request) -> protocol.Stopping:
         if self.on_shutdown_request is not None:
             # After this reply is sent: the shutdown waits for in-flight work, us included.
             asyncio.get_running_loop().call_soon(self.on_shutdown_request)
         return {"stopping": True}
+
+
+def _rss() -> int | None:
+    with contextlib.suppress(Exception):
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    return None
+
+
+def finished_request(
+    conn: Connection, request: Request, outcome: object, seconds: float
+) -> Finished:
+    """What the request log says of a request: its result (or error code) read for items,
+    failed items and the timing a features reply carries."""
+    error = str(outcome) if isinstance(outcome, ErrorCode | str) else None
+    items = failed = 0
+    wait_ms = model_ms = None
+    if error is None and isinstance(outcome, dict) and request.op == protocol.FEATURES.name:
+        replies = outcome.get("items")
+        if isinstance(replies, list):
+            items = len(replies)
+            failed = sum(1 for item in replies if not (isinstance(item, dict) and item.get("ok")))
+        timing = outcome.get("timing")
+        if isinstance(timing, dict):
+            wait_ms, model_ms = timing.get("wait_ms"), timing.get("model_ms")
+    return Finished(
+        op=request.op,
+        connection=conn.number,
+        client=conn.client,
+        total_ms=seconds * 1000.0,
+        items=items,
+        failed_items=failed,
+        error=error,
+        wait_ms=wait_ms if isinstance(wait_ms, float | int) else None,
+        model_ms=model_ms if isinstance(model_ms, float | int) else None,
+    )

@@ -61,6 +61,10 @@ def _spawn_detached(socket_path: Path, extra_args: list[str]) -> subprocess.Pope
                 "photodupd.daemon_cli",
                 "--socket",
                 os.fspath(socket_path),
+                # Rotated by the daemon (10 MiB x 3); stderr still goes to the same file for
+                # what comes before logging starts (a bad flag, an import error).
+                "--log-file",
+                os.fspath(log),
                 *extra_args,
             ],
             stdin=subprocess.DEVNULL,

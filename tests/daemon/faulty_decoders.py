@@ -50,3 +50,11 @@ def scripted(item: FeatureItem, spec: PreprocessSpec | None) -> Decoded:
         torch = "torch" in sys.modules
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"pid={os.getpid()} as={soft} torch={torch}")
     return decode_item(item, spec)
+
+
+def crash_on_gif(item: FeatureItem, spec: PreprocessSpec | None) -> Decoded:
+    """The real decoder, except that a GIF kills the worker (SIGSEGV): a decoder library
+    that crashes on one format, for ``photodup-ctl doctor``'s decoder check."""
+    if (item.data or b"").startswith((b"GIF87a", b"GIF89a")):
+        ctypes.string_at(0)
+    return decode_item(item, spec)

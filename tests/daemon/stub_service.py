@@ -42,6 +42,9 @@ class StubService:
     async def load(self, name: str, weights: str | None = None) -> dict[str, Any]:
         return self.model_info()
 
+    async def probe(self, item: FeatureItem) -> dict[str, Any]:
+        return {"model": self.model_info(), "classes": None}
+
     async def pull(self, name: str, progress: Callable[[int, int], None]) -> dict[str, Any]:
         for done in range(0, 101, 50):
             progress(done, 100)

@@ -131,6 +131,18 @@ async def test_replies_have_the_protocol_shapes(
             features = await client.features([{"path": str(path)}, {"path": str(tmp_path)}])
             assert set(features) == keys_of(protocol.Features)
             assert set(features["model"]) == keys_of(protocol.ModelIdentity)
+            assert set(features["timing"]) == keys_of(protocol.Timing)
+            status = await client.status()
+            assert {frozenset(minute) for minute in status["history"]} == {
+                frozenset(keys_of(protocol.MinuteStats))
+            }
+            assert set(status["features_latency"]) == keys_of(protocol.Latency)
+            probed = await client.call(protocol.PROBE, data=path.read_bytes())
+            assert set(probed) == keys_of(protocol.Probed)
+            assert probed["classes"] is not None
+            assert {frozenset(c) for c in probed["classes"]} == {
+                frozenset(keys_of(protocol.ClassScore))
+            }
             done, failed = features["items"]
             assert set(done) == keys_of(protocol.ItemOk)
             assert set(failed) == keys_of(protocol.ItemFailed)
@@ -504,3 +516,46 @@ async def test_close_lets_in_flight_work_finish(make_service: Factory, tmp_path:
     await asyncio.sleep(0)
     await service.close(30.0)
     assert all(item["ok"] for item in (await pending)["items"])
+
+
+async def test_probe_gives_the_built_in_models_classes_and_none_for_clip(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    """The probe op decodes like features and asks the classifier head: the doctor's cat is a
+    cat for the built-in model; CLIP's image tower has no head, so no classes; a file that
+    is no image is that image's error, for the whole (one-image) request."""
+    from photodupd import probe
+
+    tiny = write_tiny_clip(tmp_path / "tiny")
+    service = await make_service(model_config=tiny.config)
+    await service.wait_ready()
+    probed = await service.probe(FeatureItem(data=probe.probe_photo()))
+    assert probed["model"] == {"id": catalog.BUILTIN_ID, "dim": 1280}
+    assert probed["classes"] is not None and len(probed["classes"]) == batcher.TOP_CLASSES
+    assert probed["classes"][0]["index"] in range(281, 286)  # ImageNet's cats
+    scores = [c["score"] for c in probed["classes"]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
+    with pytest.raises(ServiceError) as refused:
+        await service.probe(FeatureItem(data=b"not an image at all"))
+    assert refused.value.code == ErrorCode.NOT_AN_IMAGE
+
+    info = await service.load("clip", str(tiny.weights))
+    clip = await service.probe(FeatureItem(data=probe.probe_photo()))
+    assert clip == {"model": {"id": info["id"], "dim": TINY_EMBED_DIM}, "classes": None}
+
+
+async def test_features_replies_say_where_the_time_went(
+    make_service: Factory, tmp_path: Path
+) -> None:
+    service = await make_service()
+    await service.wait_ready()
+    paths = jpeg_files(tmp_path, range(3))
+    started = time.perf_counter()
+    reply = await service.features([FeatureItem(path=str(p)) for p in paths])
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    timing = reply["timing"]
+    assert timing["model_ms"] > 0 and timing["wait_ms"] >= 0
+    # The wait is one item's, inside the request's own time.
+    assert timing["wait_ms"] <= elapsed_ms
+    empty = await service.features([])
+    assert empty["timing"] == {"wait_ms": 0.0, "model_ms": 0.0}

@@ -221,6 +221,7 @@ OP_FIELDS: dict[str, dict[str, Any]] = {
     "features": {"items": [{"path": "/p/a.jpg"}]},
     "load": {"model": "builtin"},
     "pull": {"model": "clip:ViT-B-32"},
+    "probe": {"data": b"\xff\xd8 an image"},
 }
 
 

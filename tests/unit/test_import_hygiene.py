@@ -30,6 +30,11 @@ def loaded_after_import(module: str) -> set[str]:
         "photodupd.imagebase",
         "photodupd.ctl",
         "photodupd.server",
+        "photodupd.history",
+        "photodupd.probe",
+        "photodupd.watch",
+        "photodupd.metrics",
+        "photodup_tui.engine.doctor",
         "photodupd.sockets",
         "photodupd.decodepool",
         "photodupd.models.catalog",
@@ -77,3 +82,7 @@ def test_torch_is_imported_in_exactly_one_module() -> None:
 def test_ctl_starts_fast_without_heavy_modules() -> None:
     loaded = loaded_after_import("photodupd.ctl")
     assert not {m for m in loaded if m.split(".")[0] in (*HEAVY, "numpy", "PIL", "textual")}
+    # The doctor (and the engine under it), the watch view and the metrics text are
+    # imported by their commands only: status and ping load none of them.
+    assert not {m for m in loaded if m.split(".")[0] == "photodup_tui"}
+    assert not {"photodupd.watch", "photodupd.metrics", "photodupd.probe"} & loaded

@@ -79,7 +79,7 @@ def test_launchd_plist_parses_and_names_the_daemon() -> None:
     with plist_path.open("rb") as fh:
         plist = plistlib.load(fh)
     assert plist["Label"] == plist_path.stem
-    assert plist["ProgramArguments"] == ["__PHOTODUPD__"]
+    assert plist["ProgramArguments"] == ["__PHOTODUPD__", "--log-file", "__LOGFILE__"]
     listener = plist["Sockets"]["Listeners"]
     assert listener["SockPathMode"] == 0o600
     assert listener["SockType"] == "stream"
