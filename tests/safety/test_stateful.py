@@ -445,16 +445,24 @@ class TrashMachine(RuleBasedStateMachine):
         if path is not None:
             put(path, CONTENT[name], keep_mtime)
 
-    @rule(which=st.integers(0, 20), name=content)
-    def grouped_file_edited_unseen_then_rescan(self, which: int, name: str) -> None:
+    @rule(which=st.integers(0, 20), name=content, recreate=st.booleans())
+    def grouped_file_edited_unseen_then_rescan(
+        self, which: int, name: str, recreate: bool = False
+    ) -> None:
         """A grouped file gets other bytes of its size, its mtime is put back, and the library
         is scanned again: only the ctime tells, so a cache that ignored it would hand the
-        rescan the old content hash (and, for a photo, the old picture)."""
+        rescan the old content hash (and, for a photo, the old picture).  With ``recreate``
+        the file is deleted and written anew (the filesystem may hand out its inode again)."""
         paths = [m.photo.path for g in self.groups for m in g.members]
         if paths:
             path = paths[which % len(paths)]
             if os.path.isfile(path) and os.path.getsize(path) == len(CONTENT[name]):
-                put(path, CONTENT[name], keep_mtime=True)
+                before = os.lstat(path)
+                if recreate:
+                    os.unlink(path)
+                with open(path, "wb") as f:
+                    f.write(CONTENT[name])
+                os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
                 self.scan()
 
     @rule(target_=st.integers(0, 20), keep_mtime=st.booleans())
