@@ -358,7 +358,7 @@ _JOURNAL = "read the journal of earlier clean-ups"
 
 
 def _plan(groups: list[Group], reference_dirs: list[str]) -> PlanSummary:
-    # Every similar-group mark is the user's own (review_state: RELIABILITY rule 6).
+    # Every similar-group mark is the user's own (review_state: safety rule 6).
     return summarize(make_plan(groups, allow_similar=True, reference_dirs=reference_dirs))
 
 

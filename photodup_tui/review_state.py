@@ -2,7 +2,7 @@
 
 Pure logic (no Textual), so every rule the screens rely on is tested without a terminal.
 
-Marks follow RELIABILITY rule 6: ``exact`` and ``near`` groups arrive with the keep rules'
+Marks follow safety rule 6: ``exact`` and ``near`` groups arrive with the keep rules'
 choice (non-keepers marked); in a ``similar`` group nothing is marked for the user, ever,
 so every mark there comes from the user's own key press.  That is what makes it right to
 call ``make_plan(..., allow_similar=True)`` with these groups.

@@ -1,4 +1,4 @@
-"""Isolated, bounded image decoding for the daemon (RELIABILITY rule 21).
+"""Isolated, bounded image decoding for the daemon (docs/safety.md rule 21).
 
 Every image is decoded in a separate worker process, so a decoder that hangs,
 crashes or eats memory costs one item, never the daemon:

@@ -1,4 +1,4 @@
-"""Getting a listening Unix socket safely (RELIABILITY rules 15-17) and checking peers (rule 16).
+"""Getting a listening Unix socket safely (docs/safety.md rules 15-17) and checking peers (rule 16).
 
 Three ways to get a listener:
 - inherited from systemd socket activation (``LISTEN_FDS``) or launchd;

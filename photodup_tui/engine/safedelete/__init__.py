@@ -1,7 +1,7 @@
 """Safe deletion: plan, re-verify, trash (freedesktop / macOS), journal, undo.
 
 Used by the TUI and by ``photodup apply`` / ``photodup undo``; no Textual here.
-The rules it keeps are RELIABILITY.md 1-14; ``tests/safety`` proves them on disk.
+The rules it keeps are 1-14 of docs/safety.md; ``tests/safety`` proves them on disk.
 """
 
 from photodup_tui.engine.safedelete.apply import ReportError, apply_report, groups_from_report_dict
