@@ -137,6 +137,12 @@ class LinkedFeatureSource:
             )
             self.upload = "original"
 
+    def __enter__(self) -> LinkedFeatureSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ the loop thread
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -302,6 +308,13 @@ class LinkedFeatureSource:
         except ImageError as exc:
             return path, FeatureResult.failure(str(exc.code), exc.message)
         upload = pixelcodec.for_upload(decoded, self.spec)
+        if not is_raw(path):
+            # A file smaller than its model input (a small web image) goes as it is: the
+            # daemon decodes it to the very same pixels, and fewer bytes travel.
+            with contextlib.suppress(OSError, ImageError):
+                if os.stat(path).st_size < len(upload.packed):
+                    data = await asyncio.to_thread(imaging.read_image_file, path)
+                    return _Prepared(path, {"data": data}, len(data), upload.decoded)
         return _Prepared(path, upload.item(), len(upload.packed), upload.decoded)
 
     async def _send(
