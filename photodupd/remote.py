@@ -132,35 +132,35 @@ def explain(host: str, ssh: str, remote_command: str, ended: Ended) -> LinkFaile
         shown = ended.garbage.decode("utf-8", "replace")
         return LinkFailed(
             f"{host} answered with text, not photodup's protocol ({shown!r}...): a login script "
-            f"that prints? `ssh {host} true` must print nothing",
+            f"that prints? 'ssh {host} true' must print nothing",
             permanent=True,
         )
     if code == 255 or (code is None and line):
         if any(word in lower for word in _HOST_KEY):
             return LinkFailed(
-                f"{host}'s host key is unknown or has changed ({line}): run `ssh {host}` once "
+                f"{host}'s host key is unknown or has changed ({line}): run 'ssh {host}' once "
                 "to check and accept it",
                 permanent=True,
             )
         if any(word in lower for word in _AUTH):
             return LinkFailed(
                 f"{host} refused the login ({line}): photodup logs in without prompting, so "
-                f"`ssh {host}` must work with a key or an agent (ssh-copy-id {host})",
+                f"'ssh {host}' must work with a key or an agent (ssh-copy-id {host})",
                 permanent=True,
             )
         if any(word in lower for word in _UNREACHABLE):
             return LinkFailed(f"cannot reach {host}: {line}")
     if code == 127 or (code is not None and any(word in lower for word in _NOT_FOUND)):
         return LinkFailed(
-            f"photodup is not installed on {host} (`{remote_command}`: {line or 'not found'}): "
-            f"install it there with `{INSTALL_HINT}`, or set [daemon] remote_command to its "
+            f"photodup is not installed on {host} ('{remote_command}': {line or 'not found'}): "
+            f"install it there with '{INSTALL_HINT}', or set [daemon] remote_command to its "
             "full path, e.g. ~/venv/bin/photodup-ctl bridge",
             permanent=True,
         )
     if "invalid choice: 'bridge'" in text:
         return LinkFailed(
             f"photodup on {host} is too old for remote scans (its photodup-ctl has no bridge): "
-            f"upgrade it there with `{INSTALL_HINT}`",
+            f"upgrade it there with '{INSTALL_HINT}'",
             permanent=True,
         )
     status = "still running" if code is None else f"status {code}"

@@ -114,6 +114,9 @@ class LinkedFeatureSource:
         self._say = report or (lambda _message: None)
         self._cancel = cancel or threading.Event()
         self._down: str | None = None  # set once the connection is given up on
+        self._pool: DecoderPool | None = None
+        self._pool_started: threading.Thread | None = None
+        self._pool_error: Exception | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="photodup-link", daemon=True
@@ -136,6 +139,8 @@ class LinkedFeatureSource:
                 "sending whole files instead of reduced images"
             )
             self.upload = "original"
+        if self.upload == "reduced":
+            self._start_decoders()  # ready by the time the scan has walked and hashed
 
     def __enter__(self) -> LinkedFeatureSource:
         return self
@@ -149,7 +154,14 @@ class LinkedFeatureSource:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def close(self) -> None:
-        """End the connection (and the program behind it) and the loop; idempotent."""
+        """End the connection (and the program behind it), the local decoders and the loop;
+        idempotent."""
+        if self._pool_started is not None:
+            self._pool_started.join()
+            self._pool_started = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if not self._thread.is_alive():
             return
         with contextlib.suppress(Exception):
@@ -215,20 +227,46 @@ class LinkedFeatureSource:
     ) -> None:
         if not paths or cancel.is_set():
             return
-        pool: DecoderPool | None = None
-        if self.upload == "reduced" or (self.upload == "original" and any(map(is_raw, paths))):
-            pool = DecoderPool(
-                self.decode_workers,
-                DEFAULT_TIMEOUT,
-                DEFAULT_MEMORY_MB,
-                decode_fn="photodupd.pixelcodec:decode_for_upload",
-            )
-            pool.start()
+        pool = self._decoders(paths)
+        # Every frame written while this scan computes, resent ones included: what the link
+        # really carried.  (Requests run concurrently, so per-request deltas would overlap.)
+        sent_before = self._client.bytes_sent
         try:
             self._run(self._compute(list(paths), on_result, cancel, pool))
         finally:
-            if pool is not None:
-                pool.close()
+            self.bytes_sent += self._client.bytes_sent - sent_before
+
+    def _decoders(self, paths: Sequence[str]) -> DecoderPool | None:
+        """The local decoders this upload needs, started once (reduced: already while the
+        scan walked and hashed, see :meth:`_start_decoders`)."""
+        if self.upload == "reduced" or (self.upload == "original" and any(map(is_raw, paths))):
+            self._start_decoders()
+            assert self._pool_started is not None
+            self._pool_started.join()
+        if self._pool is not None and self._pool_error is not None:
+            raise self._pool_error
+        return self._pool
+
+    def _start_decoders(self) -> None:
+        """Start the local decoder processes on a thread (they take a second to import)."""
+        if self._pool_started is not None:
+            return
+        pool = DecoderPool(
+            self.decode_workers,
+            DEFAULT_TIMEOUT,
+            DEFAULT_MEMORY_MB,
+            decode_fn="photodupd.pixelcodec:decode_for_upload",
+        )
+        self._pool = pool
+
+        def start() -> None:
+            try:
+                pool.start()
+            except Exception as exc:  # DecoderPoolError: said when the scan needs them
+                self._pool_error = exc
+
+        self._pool_started = threading.Thread(target=start, name="photodup-decoders", daemon=True)
+        self._pool_started.start()
 
     async def _compute(
         self,
@@ -354,7 +392,6 @@ class LinkedFeatureSource:
     async def _request(self, chunk: list[_Prepared]) -> list[FeatureResult]:
         if self._down is not None:
             return [FeatureResult.failure("daemon_unavailable", self._down) for _ in chunk]
-        sent_before = self._client.bytes_sent
         try:
             reply = await self._client.features([p.item for p in chunk])
         except RemoteError as exc:
@@ -364,8 +401,6 @@ class LinkedFeatureSource:
             # the scan is not kept waiting the same window for each of its requests.
             self._down = self._down or str(exc)
             return [FeatureResult.failure("daemon_unavailable", self._down) for _ in chunk]
-        finally:
-            self.bytes_sent += self._client.bytes_sent - sent_before
         self.photos_sent += len(chunk)
         model = reply.get("model")
         model_id = model.get("id") if model else None
