@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from photodup_tui.engine.daemon_launch import DaemonStartFailed, ensure_daemon
+from photodup_tui.engine.daemon_launch import ensure_daemon
+from photodup_tui.formatting import short_reason
 from photodupd import paths, protocol
 from photodupd.protocol import ProtocolError
 from photodupd.remote import BRIDGE_PREFIX
@@ -53,11 +54,8 @@ def run(
     if start:
         try:
             ensure_daemon(socket_path)
-        except DaemonStartFailed as exc:
-            say(f"photodupd did not start there: {str(exc).splitlines()[0]}")
-            return EXIT_FAILED
-        except Exception as exc:  # an unsafe runtime dir, a bad config ...
-            say(f"photodupd did not start there: {exc}")
+        except Exception as exc:  # DaemonStartFailed (with its log's words), an unsafe dir ...
+            say(f"photodupd did not start there: {short_reason(exc)}")
             return EXIT_FAILED
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

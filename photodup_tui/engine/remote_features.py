@@ -63,6 +63,8 @@ IN_FLIGHT_BYTES: Final = 48 * 1024 * 1024
 DECODES_PER_WORKER: Final = 4
 #: How long the source keeps trying to get a dropped connection back.
 RETRY_FOR: Final = 120.0
+#: How long requests in flight may still finish after the user cancelled.
+CANCEL_GRACE: Final = 2.0
 #: How long the model may take to load over there.
 MODEL_TIMEOUT: Final = 600.0
 
@@ -275,6 +277,27 @@ class LinkedFeatureSource:
         cancel: threading.Event,
         pool: DecoderPool | None,
     ) -> None:
+        """The pipeline, until done; a cancel stops new requests at once and gives those in
+        flight :data:`CANCEL_GRACE` seconds (a link being retried could take minutes)."""
+        work = asyncio.ensure_future(self._pipeline(paths, on_result, cancel, pool))
+        cancelled_at: float | None = None
+        while not work.done():
+            await asyncio.wait({work}, timeout=0.1)
+            if cancel.is_set() and cancelled_at is None:
+                cancelled_at = time.monotonic()
+            if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE:
+                work.cancel()
+                break
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+
+    async def _pipeline(
+        self,
+        paths: list[str],
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+        pool: DecoderPool | None,
+    ) -> None:
         ready: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=CHUNK * IN_FLIGHT)
         budget = _Budget(IN_FLIGHT_BYTES)
         producer = asyncio.create_task(self._produce(paths, ready, on_result, cancel, pool))
@@ -284,11 +307,13 @@ class LinkedFeatureSource:
         ]
         try:
             await producer
-        finally:
             for _ in senders:
                 await ready.put(None)
-            await asyncio.gather(*senders, return_exceptions=True)
-            producer.cancel()
+            await asyncio.gather(*senders)
+        finally:
+            for task in (producer, *senders):
+                task.cancel()
+            await asyncio.gather(producer, *senders, return_exceptions=True)
 
     async def _produce(
         self,
