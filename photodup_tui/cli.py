@@ -485,7 +485,14 @@ def tui_command(args: argparse.Namespace) -> int:
         ui = ui_settings.load()
     except ui_settings.UiSettingsError as exc:
         ui, settings_error = ui_settings.UiSettings(), settings_error or str(exc)
-    placement = _placement(args)
+    try:
+        placement = _placement(args)
+    except UsageError as exc:
+        if args.mode or args.remote:
+            raise
+        # A bad [daemon] table: the TUI starts anyway, the model where it always was, and
+        # says why (as for a bad [scan] table).
+        placement, settings_error = None, settings_error or str(exc)
     app = create_app(
         args.paths,
         scan_settings=settings,
