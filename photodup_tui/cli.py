@@ -8,9 +8,10 @@
 Exit codes of ``scan``: 0 no duplicates, 1 duplicates found, 2 usage or configuration
 error (bad flag, missing folder, bad config, unusable cache), 3 a report could not be
 written, 130 interrupted (the reports then hold what was found so far), 141 stdout closed
-early (``| head``: the output stops quietly; reports are written first).  When photodupd
-cannot start and ``--no-model`` was not given, the scan says so on stderr, falls back to
-perceptual hashes only, and exits 0 or 1 as usual.
+early (``| head``: the output stops quietly; reports are written first).  When the model
+cannot serve where ``--mode`` (or ``[daemon] mode``) puts it and ``--no-model`` was not
+given, the scan says so on stderr, steps down (``auto``: remote, local, inline), falls back
+to perceptual hashes only when nothing is left, and exits 0 or 1 as usual.
 """
 
 from __future__ import annotations
