@@ -3,6 +3,7 @@ remote for the same files."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +31,12 @@ BUILTIN = "builtin:efficientnet_lite0/imagenet"
 
 
 def model_children() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if "photodupd.inline" in " ".join(p.cmdline())
-    ]
+    children = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # one that ended meanwhile
+            if "photodupd.inline" in " ".join(child.cmdline()):
+                children.append(child)
+    return children
 
 
 def test_an_inline_scan_runs_the_model_in_a_private_child(

@@ -3,6 +3,8 @@ and a real second photodupd (its own runtime, state and config directories)."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 from pathlib import Path
 
@@ -85,9 +87,10 @@ def test_killing_ssh_mid_scan_reconnects_and_answers_every_photo_once(
         calls.append(path)
         if not killed:  # the first answer is in; the rest of the scan is in flight
             for child in psutil.Process().children(recursive=True):
-                if child.name() == "ssh":
-                    child.kill()
-                    killed.append(child.pid)
+                with contextlib.suppress(psutil.Error):  # one that ended meanwhile
+                    if child.name() == "ssh":
+                        child.kill()
+                        killed.append(child.pid)
         results[path] = result
 
     results: dict[str, FeatureResult] = {}
@@ -174,8 +177,6 @@ def test_each_failure_is_one_line_that_says_what_to_do(
         changes["ssh_command"] = sshd.ssh_command(port=free_port())
     elif problem == "auth refused":
         stranger = tmp_path / "stranger_key"
-        import subprocess
-
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True
         )
