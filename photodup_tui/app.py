@@ -31,16 +31,17 @@ from textual.worker import Worker, WorkerState
 from photodup_tui import ui_settings
 from photodup_tui.answers import Answers, DecisionBook
 from photodup_tui.background import BackgroundApp
-from photodup_tui.daemon_supervisor import DaemonSupervisor, Notice
+from photodup_tui.daemon_supervisor import DaemonSupervisor, Notice, elsewhere
 from photodup_tui.engine.daemon_control import DaemonStatus
 from photodup_tui.engine.decisions import Decision
+from photodup_tui.engine.placement import Placement
 from photodup_tui.engine.safedelete import BatchNotFound, interrupted_batches, make_plan
 from photodup_tui.engine.scan import ScanResult
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group
 from photodup_tui.engine.undo_preview import UndoPreview, next_undo
 from photodup_tui.formatting import plural
-from photodup_tui.messages import DaemonReport, GroupShownAgain
+from photodup_tui.messages import DaemonReport, GroupShownAgain, ScanSourceReady
 from photodup_tui.plan_summary import PlanSummary, summarize
 from photodup_tui.previews import PreviewCache, PreviewLoader
 from photodup_tui.review_state import Review
@@ -65,6 +66,7 @@ class AppOptions:
     ui: ui_settings.UiSettings = field(default_factory=ui_settings.UiSettings)
     socket_path: Path | None = None
     source_factory: SourceFactory | None = None  # default: daemon, or no-model fallback
+    placement: Placement | None = None  # where the model runs ([daemon] mode, --mode, --remote)
     watch_daemon: bool = True  # poll the daemon's status for the status line
     start_daemon: bool = True  # start photodupd at launch when nobody answers
     daemon_status: DaemonStatus | None = None  # a fixed status line (snapshots)
@@ -110,6 +112,7 @@ class PhotodupApp(BackgroundApp[int]):
             use_model=options.ui.use_model,
             watch=options.watch_daemon,
             fixed=options.daemon_status,
+            elsewhere=elsewhere(options.placement),
         )
         self.result: ScanResult | None = None
         self.review: Review | None = None
@@ -180,7 +183,10 @@ class PhotodupApp(BackgroundApp[int]):
         """A scan with the settings of now.  Its features: photodupd's model (started if need
         be, never at the same time as the app's own start), or none when it cannot serve."""
         features = self.options.source_factory or daemon_or_local(
-            self.ui.use_model, self.options.socket_path, self.daemon.start_lock
+            self.ui.use_model,
+            self.options.socket_path,
+            self.daemon.start_lock,
+            placement=self.options.placement,
         )
         return ScanSession(self.scan_settings, features)
 
@@ -349,6 +355,12 @@ class PhotodupApp(BackgroundApp[int]):
 
     def on_daemon_report(self, message: DaemonReport) -> None:
         self.daemon.launcher_said(message.text)  # a scan's start of photodupd
+
+    def on_scan_source_ready(self, message: ScanSourceReady) -> None:
+        """Where the scan's model runs: on the status line; each step down, said once."""
+        for step in message.steps:
+            self.notify(step, title="Model", severity="warning", timeout=12)
+        self.daemon.scan_chose(message.mode, message.model_id, message.served_by)
 
     def loading_seconds(self) -> float | None:
         return self.daemon.loading_seconds()

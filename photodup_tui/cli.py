@@ -8,9 +8,10 @@
 Exit codes of ``scan``: 0 no duplicates, 1 duplicates found, 2 usage or configuration
 error (bad flag, missing folder, bad config, unusable cache), 3 a report could not be
 written, 130 interrupted (the reports then hold what was found so far), 141 stdout closed
-early (``| head``: the output stops quietly; reports are written first).  When photodupd
-cannot start and ``--no-model`` was not given, the scan says so on stderr, falls back to
-perceptual hashes only, and exits 0 or 1 as usual.
+early (``| head``: the output stops quietly; reports are written first).  When the model
+cannot serve where ``--mode`` (or ``[daemon] mode``) puts it and ``--no-model`` was not
+given, the scan says so on stderr, steps down (``auto``: remote, local, inline), falls back
+to perceptual hashes only when nothing is left, and exits 0 or 1 as usual.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def _scan_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="perceptual hashes only, computed here: faster, fewer matches, no daemon",
     )
+    _placement_flags(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     parser.add_argument("--config", metavar="FILE", help="config file (default: the user's)")
     parser.add_argument(
@@ -92,6 +94,38 @@ def _scan_parser() -> argparse.ArgumentParser:
     parser.add_argument("--include-hidden", action="store_true", help="scan hidden folders too")
     parser.add_argument("--min-size", type=int, metavar="BYTES", help="skip smaller files")
     return parser
+
+
+def _placement_flags(parser: argparse.ArgumentParser) -> None:
+    """``--mode`` and ``--remote``: where the model runs (README: Where the model runs)."""
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "remote", "local", "inline"),
+        help="where the model runs: remote (photodupd on another computer, over ssh), local "
+        "(this computer's photodupd), inline (inside this scan), auto (the first that serves; "
+        "default: [daemon] mode, else auto)",
+    )
+    parser.add_argument(
+        "--remote",
+        metavar="HOST",
+        help="use the photodupd on HOST over ssh (implies --mode remote; [daemon] ssh_command "
+        "and remote_command apply)",
+    )
+
+
+def _placement(args: argparse.Namespace, config_file: str | None = None) -> Any:
+    """The user's choice of where the model runs, or UsageError."""
+    from pathlib import Path
+
+    from photodup_tui.engine.placement import load_placement
+    from photodupd.config import ConfigError
+
+    try:
+        return load_placement(
+            Path(config_file) if config_file else None, mode=args.mode, remote=args.remote
+        )
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _apply_parser() -> argparse.ArgumentParser:
@@ -136,6 +170,7 @@ def _tui_parser() -> argparse.ArgumentParser:
         "Subcommands: scan, apply, undo (photodup scan --help).",
     )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="folders to open")
+    _placement_flags(parser)
     parser.add_argument("--version", action="version", version=f"photodup {__version__}")
     return parser
 
@@ -203,10 +238,11 @@ def scan_command(args: argparse.Namespace) -> int:
     except config.SettingsError as exc:
         raise UsageError(str(exc)) from None
 
+    placement = None if args.no_model else _placement(args, args.config)
     say = _Printer(quiet=args.quiet)
     session = ScanSession(
         settings,
-        daemon_or_local(not args.no_model, model=args.model),
+        daemon_or_local(not args.no_model, model=args.model, placement=placement),
         threshold=args.threshold,
         cache_required=True,  # an unusable cache is a configuration error (exit 2)
     )
@@ -246,13 +282,16 @@ def scan_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         say.warn(f"could not write the report: {exc}")
         status = EXIT_REPORT_FAILED
-    say.summary(result, args)
+    say.summary(result, args, scanned.served_by)
     return status
 
 
 def _say_source(opened: OpenedSource, requested: str, say: _Printer) -> None:
-    """Once the scan knows its features: why it runs without photodupd, or that photodupd
-    serves another model than ``--model`` asked for."""
+    """Once the scan knows its features: each step down to it (auto: remote, local, inline)
+    and why, why it runs without photodupd, or that photodupd serves another model than
+    ``--model`` asked for."""
+    for step in opened.steps:
+        say.warn(step)
     if opened.daemon_error is not None:
         say.warn(
             f"photodupd is unavailable ({opened.daemon_error}); falling back to --no-model: "
@@ -260,9 +299,8 @@ def _say_source(opened: OpenedSource, requested: str, say: _Printer) -> None:
             "are not)"
         )
     elif opened.fallback_reason is None and not _model_matches(requested, opened.source.model_id):
-        say.warn(
-            f"photodupd is already serving {opened.source.model_id}, not {requested}; using it"
-        )
+        where = "photodupd" if opened.mode == "local" else opened.served_by()
+        say.warn(f"{where} is already serving {opened.source.model_id}, not {requested}; using it")
 
 
 def _check_roots(paths: Sequence[str]) -> None:
@@ -448,7 +486,21 @@ def tui_command(args: argparse.Namespace) -> int:
         ui = ui_settings.load()
     except ui_settings.UiSettingsError as exc:
         ui, settings_error = ui_settings.UiSettings(), settings_error or str(exc)
-    app = create_app(args.paths, scan_settings=settings, settings_error=settings_error, ui=ui)
+    try:
+        placement = _placement(args)
+    except UsageError as exc:
+        if args.mode or args.remote:
+            raise
+        # A bad [daemon] table: the TUI starts anyway, the model where it always was, and
+        # says why (as for a bad [scan] table).
+        placement, settings_error = None, settings_error or str(exc)
+    app = create_app(
+        args.paths,
+        scan_settings=settings,
+        settings_error=settings_error,
+        ui=ui,
+        placement=placement,
+    )
     app.run()
     return app.return_code or 0
 
@@ -546,7 +598,7 @@ class _Printer:
         self.end_progress()
         print(f"photodup: warning: {message}", file=self.err)
 
-    def summary(self, result: Any, args: argparse.Namespace) -> None:
+    def summary(self, result: Any, args: argparse.Namespace, served_by: str = "") -> None:
         if self.quiet:
             return
         out = self.err if self.to_stderr else sys.stdout
@@ -557,6 +609,8 @@ class _Printer:
             f"{c.embedded:,} computed, {c.hashed:,} hashed, {count(len(result.errors), 'error')}",
             file=out,
         )
+        if served_by:
+            print(f"  model: {served_by}", file=out)
         for path, reason in result.errors[:SHOWN_ERRORS]:
             print(f"  could not read {display(path)}: {reason}", file=out)
         if len(result.errors) > SHOWN_ERRORS:

@@ -26,8 +26,9 @@ from photodup_tui.engine.daemon_control import (
     switch_model,
 )
 from photodup_tui.engine.daemon_launch import ensure_daemon
+from photodup_tui.engine.placement import Placement
 from photodup_tui.formatting import short_reason
-from photodup_tui.scan_session import UNAVAILABLE
+from photodup_tui.scan_session import NO_MODEL, UNAVAILABLE
 
 #: How often the status line asks photodupd how it is.
 POLL_SECONDS = 2.0
@@ -83,13 +84,32 @@ class _Switch:
         return DaemonStatus("loading", model=self.model, why="switching models")
 
 
+def elsewhere(placement: Placement | None) -> str | None:
+    """What the status line says before a scan when the model is not the local daemon's
+    (``mode = remote`` or ``inline``, or ``auto`` with a remote configured); None when it is."""
+    if placement is None:
+        return None
+    if placement.mode == "remote":
+        return f"model on the photodupd on {placement.remote} (remote): a scan connects to it"
+    if placement.mode == "auto" and placement.remote:
+        return (
+            f"model on the photodupd on {placement.remote} (remote) when a scan can reach it, "
+            "else here"
+        )
+    if placement.mode == "inline":
+        return "model inside each scan (inline): it loads when a scan starts"
+    return None
+
+
 class DaemonSupervisor:
     """photodupd's life as the app sees it, and the status line's word on it.
 
     The public methods run on the UI thread; the jobs (``_watch``, ``_start``, ``_load``)
     run in the host's workers and hand what they found back.  ``fixed``: a status that
     never changes (snapshot tests); ``watch``: poll photodupd for the status line (tests
-    without a daemon turn it off).
+    without a daemon turn it off); ``elsewhere``: the model is not the local daemon's
+    (:func:`elsewhere`), so the local one is neither started nor watched, and the line says
+    this until a scan says where its model ran.
     """
 
     def __init__(
@@ -100,12 +120,16 @@ class DaemonSupervisor:
         use_model: bool,
         watch: bool = True,
         fixed: DaemonStatus | None = None,
+        elsewhere: str | None = None,
     ) -> None:
         self.host = host
         self.socket_path = socket_path
         self.use_model = use_model  # read by the polling job too: it stops when turned off
-        self.watching = watch
+        self.elsewhere = elsewhere
+        self.watching = watch and elsewhere is None
         self.fixed = fixed
+        #: where the last scan's model ran, when not the local daemon (remote, inline)
+        self._served: DaemonStatus | None = None
         #: One start of photodupd at a time: the app's own at launch and a scan's.
         self.start_lock = threading.Lock()
         self._starting = False  # written by the starting job, read on the UI thread
@@ -123,6 +147,8 @@ class DaemonSupervisor:
             self._show(self.fixed)
         elif not self.use_model:
             self._show(DaemonStatus("off"))
+        elif self.elsewhere is not None:
+            self._show(DaemonStatus("elsewhere", detail=self.elsewhere))
         elif self.watching:
             self._poll()
             if start:
@@ -136,7 +162,9 @@ class DaemonSupervisor:
             # The daemon says "ready" (old model) until the new one starts loading: say what
             # is really going on.
             status = self._switch.loading
-        if status.state == "down" and self._starting:
+        if status.state == "down" and self._served is not None:
+            status = self._served  # the last scan's model ran elsewhere (inline)
+        elif status.state == "down" and self._starting:
             status = DaemonStatus("starting", detail=self.host.daemon_status.detail)
         elif status.state == "down" and self._start_failure:
             status = DaemonStatus("down", detail=self._start_failure)
@@ -154,6 +182,17 @@ class DaemonSupervisor:
         self._start_failure = reason
         self._show(DaemonStatus("down", detail=reason))
         self.host.tell(Notice("photodupd did not start", reason, "error", timeout=12))
+
+    def scan_chose(self, mode: str, model_id: str, served_by: str) -> None:
+        """A scan's model runs in ``mode``: a model not the local daemon's is what the line
+        shows from now on (the local daemon's own status keeps its line as before)."""
+        if self.fixed is not None or not self.use_model or mode == NO_MODEL:
+            return
+        if mode == "local" and self.elsewhere is None:
+            self._served = None
+            return
+        self._served = DaemonStatus("served", model=model_id, detail=served_by)
+        self._show(self._served)
 
     def scan_fell_back(self, fallback_reason: str | None) -> None:
         """A scan ran without the model: when the user wants one, the line says why."""

@@ -21,12 +21,23 @@ class ScanProgressed(Message):
 
 
 class ScanSourceReady(Message):
-    """The scan knows which features it uses: a model id, or why it runs without one."""
+    """The scan knows which features it uses: a model id, or why it runs without one; where
+    the model runs (``mode``, ``served_by``) and each step down to it (``steps``)."""
 
-    def __init__(self, model_id: str, fallback_reason: str | None) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        fallback_reason: str | None,
+        mode: str = "local",
+        served_by: str = "",
+        steps: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
         self.model_id = model_id
         self.fallback_reason = fallback_reason
+        self.mode = mode
+        self.served_by = served_by
+        self.steps = steps
 
 
 class ActionProgressed(Message):

@@ -1,7 +1,8 @@
 """One scan, as the terminal UI and ``photodup scan`` both run it.
 
-A :class:`ScanSession` chooses the features (photodupd's model, started if need be, or
-perceptual hashes only when it cannot serve: the reason said once, to ``chosen``), opens
+A :class:`ScanSession` chooses the features (photodupd's model where the user placed it:
+remote, local, inline, or in ``auto`` the first of those that serves; perceptual hashes
+only when none can: each step down said once with why, to ``chosen``), opens
 the cache and the user's remembered answers around the scan and closes them whatever
 happens, runs the scanner with the caller's progress and cancel, and hands back what the
 user answered in earlier scans: the groups they hid, the keepers they chose.
@@ -13,6 +14,7 @@ of their own and hear about it through its callbacks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import tempfile
 import threading
@@ -27,6 +29,7 @@ from photodup_tui.engine.daemon_launch import Report
 from photodup_tui.engine.decisions import Decision, Decisions
 from photodup_tui.engine.features import FeatureSource
 from photodup_tui.engine.local_features import LocalFeatureSource
+from photodup_tui.engine.placement import Placement, open_inline, open_remote
 from photodup_tui.engine.scan import Scanner, ScanProgress, ScanResult
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group
@@ -39,6 +42,10 @@ UNAVAILABLE = "photodupd is not available: "
 MODEL_OFF = "the model is turned off in the settings"
 
 
+#: Which mode served a scan without a model.
+NO_MODEL = "none"
+
+
 @dataclass(slots=True)
 class OpenedSource:
     source: FeatureSource
@@ -46,6 +53,20 @@ class OpenedSource:
     fallback_reason: str | None = None
     #: why photodupd could not serve, in one line, when that is the fallback's reason
     daemon_error: str | None = None
+    #: where the model runs: "remote", "local", "inline", or "none"
+    mode: str = "local"
+    #: each step down before this source (auto: remote -> local -> inline), in one line with
+    #: why; the last step, to no model, is ``daemon_error``
+    steps: list[str] = field(default_factory=list)
+
+    def served_by(self) -> str:
+        """Which model served the scan and where, for the status line and the summary;
+        "" without a model (the fallback reason says why)."""
+        if self.mode == NO_MODEL:
+            return ""
+        detail = getattr(self.source, "served_by", None)
+        where = detail() if callable(detail) else "the local photodupd (local)"
+        return f"{self.source.model_id} on {where}"
 
 
 def open_feature_source(
@@ -56,33 +77,61 @@ def open_feature_source(
     start_lock: threading.Lock | None = None,
     *,
     model: str = "auto",
+    placement: Placement | None = None,
 ) -> OpenedSource:
-    """The daemon's model, or the no-model mode when the user chose it or the daemon fails.
+    """The model where ``placement`` puts it (default: ``auto``), or the no-model mode when
+    the user chose it or no mode can serve.
 
-    ``start_lock`` is held while the daemon is started, so the app's own start at launch and
-    a scan never spawn two daemons at once.  ``model``: what a daemon started now loads
-    (one already running serves what it serves).  Raises Cancelled when ``cancel`` comes
-    while photodupd starts or loads its model.
+    ``start_lock`` is held while the local daemon is started, so the app's own start at
+    launch and a scan never spawn two daemons at once.  ``model``: what a daemon started now
+    loads (one already running serves what it serves).  Raises Cancelled when ``cancel``
+    comes while photodupd starts or loads its model.
     """
     if not use_model:
-        return OpenedSource(LocalFeatureSource(), MODEL_OFF)
-    lock = start_lock or threading.Lock()
-    daemon_args = [] if model == "auto" else ["--model", model]
-
-    def connect() -> DaemonFeatureSource:
-        with lock:
-            return DaemonFeatureSource(
-                socket_path, report=report, start=True, daemon_args=daemon_args
+        return OpenedSource(LocalFeatureSource(), MODEL_OFF, mode=NO_MODEL)
+    placement = placement or Placement()
+    order = placement.order()
+    steps: list[str] = []
+    why = ""
+    for index, mode in enumerate(order):
+        try:
+            opener = functools.partial(
+                _open, mode, placement, socket_path, report, cancel, start_lock, model
             )
+            source = run_cancellable(opener, cancel)
+        except Cancelled:
+            raise
+        except Exception as exc:  # DaemonStartFailed, ssh's reasons, a bad reply ...
+            why = short_reason(exc)
+            if index + 1 < len(order):
+                following = placement.describe(order[index + 1])
+                steps.append(
+                    f"{placement.describe(mode)} is unavailable ({why}); trying {following}"
+                )
+                report(steps[-1])
+            continue
+        return OpenedSource(source, mode=mode, steps=steps)
+    return OpenedSource(
+        LocalFeatureSource(), UNAVAILABLE + why, daemon_error=why, mode=NO_MODEL, steps=steps
+    )
 
-    try:
-        source = run_cancellable(connect, cancel)
-    except Cancelled:
-        raise
-    except Exception as exc:  # DaemonStartFailed, a broken socket, a bad reply ...
-        why = short_reason(exc)
-        return OpenedSource(LocalFeatureSource(), UNAVAILABLE + why, daemon_error=why)
-    return OpenedSource(source)
+
+def _open(
+    mode: str,
+    placement: Placement,
+    socket_path: Path | None,
+    report: Report,
+    cancel: threading.Event,
+    start_lock: threading.Lock | None,
+    model: str,
+) -> FeatureSource:
+    if mode == "remote":
+        return open_remote(placement, report, cancel)
+    if mode == "inline":
+        return open_inline(placement, model, report, cancel)
+    daemon_args = [] if model == "auto" else ["--model", model]
+    with start_lock or threading.Lock():
+        return DaemonFeatureSource(socket_path, report=report, start=True, daemon_args=daemon_args)
 
 
 def daemon_or_local(
@@ -90,11 +139,14 @@ def daemon_or_local(
     socket_path: Path | None = None,
     start_lock: threading.Lock | None = None,
     model: str = "auto",
+    placement: Placement | None = None,
 ) -> SourceFactory:
     """:func:`open_feature_source` with these choices, for a :class:`ScanSession`."""
 
     def factory(report: Report, cancel: threading.Event) -> OpenedSource:
-        return open_feature_source(use_model, socket_path, report, cancel, start_lock, model=model)
+        return open_feature_source(
+            use_model, socket_path, report, cancel, start_lock, model=model, placement=placement
+        )
 
     return factory
 
@@ -109,6 +161,9 @@ class Scanned:
     keepers: list[tuple[Group, int]] = field(default_factory=list)
     #: None with the daemon's model; otherwise why the scan ran without one
     fallback_reason: str | None = None
+    #: which model served the scan, and where (OpenedSource.served_by), after the scan: a
+    #: remote source adds what it uploaded per photo
+    served_by: str = ""
 
 
 def _ignore(_value: object) -> None:
@@ -155,12 +210,19 @@ class ScanSession:
         anything is read.
         """
         opened = self.features(report, cancel)
-        chosen(opened)
-        settings = self.settings
-        if self.threshold is not None:
-            settings = settings.with_threshold(opened.source.model_id, self.threshold)
-        scanned = self._scan(roots, settings, opened.source, progress, cancel)
+        try:
+            chosen(opened)
+            settings = self.settings
+            if self.threshold is not None:
+                settings = settings.with_threshold(opened.source.model_id, self.threshold)
+            scanned = self._scan(roots, settings, opened.source, progress, cancel)
+        finally:
+            # A source with a connection of its own (remote, inline) ends it with the scan.
+            close = getattr(opened.source, "close", None)
+            if callable(close):
+                close()
         scanned.fallback_reason = opened.fallback_reason
+        scanned.served_by = opened.served_by()
         return scanned
 
     def _scan(

@@ -42,7 +42,7 @@ from typing import Protocol, TypeAlias
 
 import numpy as np
 
-from photodupd import protocol
+from photodupd import devices, protocol
 from photodupd.config import DaemonConfig
 from photodupd.imaging import Decoded, PreprocessSpec
 from photodupd.models import LoadedModel, ModelChoice, backend, catalog
@@ -210,6 +210,15 @@ class _Streams:
         self._pool.shutdown(wait=True)
 
 
+def _copy_model_input(info: protocol.ModelInfo, status: protocol.ModelStatus) -> None:
+    """The optional facts of the model's info that status repeats (after the first load)."""
+    if "device_why" in info:
+        status["device_why"] = info["device_why"]
+    if "input_size" in info and "input_resize" in info:
+        status["input_size"] = info["input_size"]
+        status["input_resize"] = info["input_resize"]
+
+
 def stream_layout(threads: int, streams: int) -> tuple[int, int]:
     """(streams, torch threads per stream) for ``threads`` torch threads in all.
 
@@ -266,6 +275,7 @@ class ModelWorker:
         self._trim_due = False
         self._stopping = False
         self._streams = _Streams(*stream_layout(config.threads, config.model_streams))
+        self._plan: devices.DevicePlan | None = None  # chosen by the model thread, first load
 
     # ------------------------------------------------------------------ control (any thread)
 
@@ -351,7 +361,7 @@ class ModelWorker:
                 stats.recent.popleft()
             window = min(RATE_WINDOW, max(now - self._started, 1e-3))
             recent = sum(n for _, n in stats.recent) / window
-            return {
+            status: protocol.ModelStatus = {
                 "state": self._state.value,
                 "model": self._info["id"],
                 "dim": self._info["dim"],
@@ -370,6 +380,8 @@ class ModelWorker:
                 "last_error": self._last_error,
                 "queue_depth": self._jobs.qsize(),
             }
+            _copy_model_input(self._info, status)
+            return status
 
     # ------------------------------------------------------------------ the thread
 
@@ -444,7 +456,19 @@ class ModelWorker:
 
     def _batch_limit(self) -> int:
         share = -(-self._backlog() // self._streams.count)  # ceiling division
-        return max(1, min(self.config.batch_size, max(share, MIN_SHARE)))
+        return max(1, min(self._batch_size(), max(share, MIN_SHARE)))
+
+    def _batch_size(self) -> int:
+        return self._plan.batch_size if self._plan is not None else self.config.batch_size
+
+    def _device_plan(self) -> devices.DevicePlan:
+        """The device, chosen once (model thread): torch is asked what is there."""
+        if self._plan is None:
+            self._plan = devices.choose(
+                self.config.device, backend.probe_devices(), self.config.batch_size
+            )
+            log.info("device %s (%s)", self._plan.device, self._plan.why)
+        return self._plan
 
     def _start_batch(self, batch: list[Job]) -> None:
         """Check the batch against the model and hand it to a free stream (model thread)."""
@@ -642,7 +666,13 @@ class ModelWorker:
     def _load(self, choice: ModelChoice) -> LoadedModel | None:
         started = time.monotonic()
         try:
-            model = backend.load_model(choice, half_weights=self.config.clip_weights == "float16")
+            plan = self._device_plan()
+            model = backend.load_model(
+                choice,
+                device=plan.device,
+                half_weights=self.config.clip_weights == "float16",
+                half_compute=plan.half_compute,
+            )
         except Exception as exc:  # ModelUnavailable, or anything torch raises on bad weights
             message = (
                 str(exc)
@@ -672,6 +702,9 @@ class ModelWorker:
                 "name": choice.resolved,
                 "device": model.device,
                 "why": choice.why,
+                "device_why": self._plan.why if self._plan is not None else "",
+                "input_size": model.spec.size,
+                "input_resize": model.spec.resize,
             }
         self._on_state_change()
 

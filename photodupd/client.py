@@ -6,6 +6,11 @@ away, and retries only idempotent requests.  :class:`SyncClient` is the small
 blocking client used by ``photodup-ctl`` and by the daemon's own stale-socket
 probe, where an event loop would only add start-up time.
 
+Both speak over an :class:`~photodupd.transport.Endpoint`: the local daemon's Unix socket
+by default, or a program's stdin/stdout (``ssh HOST photodup-ctl bridge``, an inline
+child).  When such a program fails, the error is the endpoint's one-line reason
+(:class:`~photodupd.transport.LinkFailed`), not a bare "connection lost".
+
 Both ``call`` an op of :data:`photodupd.protocol.OPS` and return its result typed
 with the op's shape; ``request`` is the same with the op's name, untyped.
 """
@@ -24,23 +29,65 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from photodupd import __version__, paths, protocol
-from photodupd.protocol import RemoteError
+from photodupd import __version__, protocol
+from photodupd.protocol import ErrorCode, ProtocolError, RemoteError
+from photodupd.transport import Endpoint, Link, LinkFailed, UnixEndpoint
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+#: Read-ahead of the async client's stream: big frames are still read whole (readexactly).
+STREAM_LIMIT = 64 * 1024
 R = TypeVar("R")
 
 
 class DaemonUnavailable(Exception):
-    """No daemon answers at the socket (not running, or it died and did not come back)."""
+    """No daemon answers at the socket (not running, or it died and did not come back).
+
+    ``permanent``: trying again cannot help (see :class:`~photodupd.transport.LinkFailed`)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class ConnectionLost(Exception):
     """The connection dropped while a request was in flight."""
 
 
-def _socket_path(path: Path | str | None) -> Path:
-    return Path(path) if path is not None else paths.default_socket_path()
+class _NotAFrame(ConnectionLost):
+    """The far side sent bytes that are not a frame header (kept for the error message)."""
+
+    def __init__(self, header: bytes, reason: ProtocolError) -> None:
+        super().__init__(f"not a photodup frame: {reason.message}")
+        self.header = header
+
+
+def _frame_length(header: bytes) -> int:
+    try:
+        return protocol.frame_length(header)
+    except ProtocolError as exc:
+        raise _NotAFrame(header, exc) from None
+
+
+def _endpoint(socket_path: Path | str | None, endpoint: Endpoint | None) -> Endpoint:
+    if endpoint is not None and socket_path is not None:
+        raise ValueError("give a socket path or an endpoint, not both")
+    return endpoint if endpoint is not None else UnixEndpoint(socket_path)
+
+
+def _hello_failure(link: Link, endpoint: Endpoint, exc: BaseException) -> Exception | None:
+    """The error to raise when hello failed on ``link``: the endpoint's own reason when it
+    has one (a command that exited), a clear word for another protocol version; None to
+    raise ``exc`` as it is (the Unix socket: callers know its errors)."""
+    if isinstance(exc, RemoteError) and exc.code == ErrorCode.UNSUPPORTED_PROTOCOL:
+        if isinstance(endpoint, UnixEndpoint):
+            return None
+        return LinkFailed(
+            f"{endpoint.label} speaks another protocol version ({exc.message})", permanent=True
+        )
+    if isinstance(exc, RemoteError):
+        return None
+    garbage = exc.header if isinstance(exc, _NotAFrame) else None
+    return link.failure(garbage)
 
 
 # ----------------------------------------------------------------------------------- sync
@@ -53,14 +100,18 @@ class SyncClient:
         self,
         socket_path: Path | str | None = None,
         *,
+        endpoint: Endpoint | None = None,
         timeout: float | None = 10.0,
         client_name: str = f"photodup-ctl/{__version__}",
     ) -> None:
-        self.path = _socket_path(socket_path)
+        self.endpoint = _endpoint(socket_path, endpoint)
+        #: The Unix socket's path; None for other endpoints.
+        self.path = self.endpoint.path if isinstance(self.endpoint, UnixEndpoint) else None
         self.timeout = timeout
         self.client_name = client_name
         self.welcome: protocol.Welcome | None = None
         self._sock: socket.socket | None = None
+        self._link: Link | None = None
         self._ids = itertools.count(1)
 
     def __enter__(self) -> SyncClient:
@@ -75,15 +126,21 @@ class SyncClient:
         self.close()
 
     def connect(self) -> protocol.Welcome:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        link = self.endpoint.open(self.timeout)
+        self._link, self._sock = link, link.sock
+        first = self.endpoint.hello_timeout
+        if first is not None and self.timeout is not None:
+            link.sock.settimeout(max(first, self.timeout))
         try:
-            sock.connect(os.fspath(self.path))
-        except BaseException:
-            sock.close()
+            welcome = self.call(protocol.HELLO, **protocol.hello(self.client_name))
+        except (ConnectionLost, OSError, RemoteError) as exc:
+            failure = _hello_failure(link, self.endpoint, exc)
+            self.close()
+            if failure is not None:
+                raise failure from None
             raise
-        self._sock = sock
-        self.welcome = welcome = self.call(protocol.HELLO, **protocol.hello(self.client_name))
+        link.sock.settimeout(self.timeout)
+        self.welcome = welcome
         return welcome
 
     def set_timeout(self, timeout: float | None) -> None:
@@ -92,10 +149,9 @@ class SyncClient:
             self._sock.settimeout(timeout)
 
     def close(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
+        link, self._link, self._sock = self._link, None, None
+        if link is not None:
+            link.close()
 
     def _recv_exactly(self, n: int) -> bytes:
         assert self._sock is not None
@@ -108,7 +164,7 @@ class SyncClient:
         return bytes(chunks)
 
     def read_document(self) -> dict[str, Any]:
-        length = protocol.frame_length(self._recv_exactly(protocol.HEADER.size))
+        length = _frame_length(self._recv_exactly(protocol.HEADER.size))
         return protocol.unpack(self._recv_exactly(length))
 
     def call(
@@ -157,24 +213,30 @@ class AsyncClient:
         self,
         socket_path: Path | str | None = None,
         *,
+        endpoint: Endpoint | None = None,
         client_name: str = f"photodup/{__version__}",
         connect_timeout: float = 5.0,
         retry_for: float = 30.0,
         max_backoff: float = 2.0,
     ) -> None:
-        self.path = _socket_path(socket_path)
+        self.endpoint = _endpoint(socket_path, endpoint)
+        #: The Unix socket's path; None for other endpoints.
+        self.path = self.endpoint.path if isinstance(self.endpoint, UnixEndpoint) else None
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
         self.max_backoff = max_backoff
         self.welcome: protocol.Welcome | None = None
         self.reconnects = 0  # connections opened after the first one
+        self.bytes_sent = 0  # frames written, every connection
         self._opened = False
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], ProgressCallback | None]] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._read_task: asyncio.Task[None] | None = None
+        self._link: Link | None = None
+        self._garbage: bytes | None = None  # what came where a frame header was due
         self._connect_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._closed = False
@@ -205,37 +267,76 @@ class AsyncClient:
                 # The old connection is going (its transport is closing): end its read loop
                 # and its requests first, so that nothing of it touches the new one.
                 await self._drop_connection(ConnectionLost("connection to photodupd lost"))
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(os.fspath(self.path), limit=64 * 1024),
-                    self.connect_timeout,
-                )
-            except (OSError, TimeoutError) as exc:
-                raise DaemonUnavailable(f"no photodupd at {self.path}: {exc}") from None
+            reader, writer, link = await self._open()
             if self._opened:
                 self.reconnects += 1
             self._opened = True
-            self._reader, self._writer = reader, writer
+            self._reader, self._writer, self._link = reader, writer, link
+            self._garbage = None
             self._read_task = asyncio.create_task(self._read_loop(reader, writer))
             try:
-                welcome = await self._send(
-                    protocol.HELLO.name, protocol.hello(self.client_name), None
+                welcome = await asyncio.wait_for(
+                    self._send(protocol.HELLO.name, protocol.hello(self.client_name), None),
+                    self.endpoint.hello_timeout,
                 )
-            except (ConnectionLost, OSError) as exc:
-                raise DaemonUnavailable(
-                    f"photodupd at {self.path} did not answer hello: {exc}"
-                ) from None
+            except (ConnectionLost, OSError, TimeoutError, RemoteError) as exc:
+                await self._hello_failed(link, exc)
+                raise  # (not reached: _hello_failed raises)
             self.welcome = cast(protocol.Welcome, welcome)
             return self.welcome
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Link | None]:
+        label = self.endpoint.label
+        try:
+            if isinstance(self.endpoint, UnixEndpoint):
+                # asyncio's own connect: never blocks the loop, even on a full backlog.
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(os.fspath(self.endpoint.path), limit=STREAM_LIMIT),
+                    self.connect_timeout,
+                )
+                return reader, writer, None
+            link = await asyncio.to_thread(self.endpoint.open, None)
+        except LinkFailed as exc:
+            raise DaemonUnavailable(str(exc), permanent=exc.permanent) from None
+        except (OSError, TimeoutError) as exc:
+            raise DaemonUnavailable(f"no {label}: {exc}") from None
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=link.sock, limit=STREAM_LIMIT)
+        except BaseException:
+            await asyncio.to_thread(link.close)
+            raise
+        return reader, writer, link
+
+    async def _hello_failed(self, link: Link | None, exc: BaseException) -> None:
+        """Raise what a failed hello means: the link's own reason when it has one."""
+        await self._drop_connection(ConnectionLost("hello failed"), close_link=False)
+        self._link = None
+        failure: Exception | None = None
+        if link is not None:
+            if isinstance(exc, TimeoutError):
+                await asyncio.to_thread(link.close)  # hung: ended first, then asked why
+            elif self._garbage:
+                exc = _NotAFrame(self._garbage, ProtocolError(ErrorCode.BAD_FRAME, "garbage"))
+            failure = await asyncio.to_thread(_hello_failure, link, self.endpoint, exc)
+            await asyncio.to_thread(link.close)
+        if isinstance(failure, LinkFailed):
+            raise DaemonUnavailable(str(failure), permanent=failure.permanent) from None
+        if isinstance(exc, RemoteError):
+            raise exc
+        if isinstance(exc, TimeoutError):
+            raise DaemonUnavailable(f"{self.endpoint.label} did not answer hello in time") from None
+        raise DaemonUnavailable(f"{self.endpoint.label} did not answer hello: {exc}") from None
 
     async def close(self) -> None:
         self._closed = True
         await self._drop_connection(ConnectionLost("client closed"))
 
-    async def _drop_connection(self, reason: Exception) -> None:
-        writer, task = self._writer, self._read_task
+    async def _drop_connection(self, reason: Exception, *, close_link: bool = True) -> None:
+        writer, task, link = self._writer, self._read_task, self._link
         self._writer = self._reader = None
         self._read_task = None
+        if close_link:
+            self._link = None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -245,6 +346,8 @@ class AsyncClient:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
         self._fail_pending(reason)
+        if close_link and link is not None:
+            await asyncio.to_thread(link.close)  # a command's process: ended and reaped
 
     def _fail_pending(self, reason: Exception) -> None:
         pending, self._pending = self._pending, {}
@@ -266,7 +369,7 @@ class AsyncClient:
         try:
             while True:
                 header = await reader.readexactly(protocol.HEADER.size)
-                body = await reader.readexactly(protocol.frame_length(header))
+                body = await reader.readexactly(_frame_length(header))
                 document = protocol.unpack(body)
                 request_id = document.get("id")
                 entry = self._pending.get(request_id) if isinstance(request_id, int) else None
@@ -289,9 +392,12 @@ class AsyncClient:
         except (
             asyncio.IncompleteReadError,
             ConnectionError,
+            ConnectionLost,
             protocol.ProtocolError,
             OSError,
         ) as exc:
+            if isinstance(exc, _NotAFrame):
+                self._garbage = exc.header
             # The daemon closed (restart, idle timeout) or broke the stream: the next request
             # reconnects.  Closing our end too, or its file descriptor stays open.
             if self._writer is writer:
@@ -313,6 +419,7 @@ class AsyncClient:
             frame = protocol.pack(protocol.request(request_id, op, **fields))
             async with self._write_lock:
                 writer.write(frame)
+                self.bytes_sent += len(frame)
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             self._pending.pop(request_id, None)
@@ -353,8 +460,14 @@ class AsyncClient:
                     await self.connect()
                 return await self._send(op, fields, on_progress)
             except (ConnectionLost, DaemonUnavailable) as exc:
-                if self._closed or op not in protocol.IDEMPOTENT_OPS or time.monotonic() > deadline:
-                    raise DaemonUnavailable(str(exc)) from None
+                permanent = isinstance(exc, DaemonUnavailable) and exc.permanent
+                if (
+                    permanent
+                    or self._closed
+                    or op not in protocol.IDEMPOTENT_OPS
+                    or time.monotonic() > deadline
+                ):
+                    raise DaemonUnavailable(str(exc), permanent=permanent) from None
             except RemoteError as exc:
                 if not exc.retryable or time.monotonic() > deadline:
                     raise

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from photodupd import paths
+from photodupd import devices, paths
 
 
 class ConfigError(Exception):
@@ -43,6 +43,13 @@ class DaemonConfig:
     idle_timeout: float = 600.0  # a connection with nothing in flight is closed after this
     frame_timeout: float = 30.0  # a started frame must complete within this
     drain_timeout: float = 30.0  # on SIGTERM, in-flight work gets this long
+    device: str = "auto"  # auto | cpu | cuda | mps (photodupd.devices)
+    # Where the model runs, as photodup (the client) reads it; photodupd ignores these.
+    mode: str = "auto"  # auto | remote | local | inline (README: Where the model runs)
+    remote: str = ""  # the ssh host of a remote photodupd ("" = none)
+    ssh_command: str = "ssh"  # a full command line, like git's GIT_SSH_COMMAND
+    remote_command: str = "photodup-ctl bridge"  # run on the remote host, a full command line
+    upload: str = "reduced"  # reduced (the model's input only) | original (the file's bytes)
 
     @property
     def socket_path(self) -> Path:
@@ -58,6 +65,13 @@ _PATH_KEYS = {"socket", "weights", "model_config"}
 #: Timeouts that mean "close the connection after this long": 0 would close every connection
 #: at once, and a negative value means nothing.
 _POSITIVE_KEYS = ("hello_timeout", "idle_timeout", "frame_timeout")
+
+#: Keys whose value must be one of a few words.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "device": devices.DEVICES,
+    "mode": ("auto", "remote", "local", "inline"),
+    "upload": ("reduced", "original"),
+}
 
 #: Values of ``clip_weights``: float16 halves the memory of a CLIP model's weights
 #: (computing stays float32; the model id gets :data:`catalog.HALF_WEIGHTS_SUFFIX`).
@@ -115,6 +129,13 @@ def load(config_file: Path | None = None) -> DaemonConfig:
             f"{path}: daemon.clip_weights must be one of {', '.join(CLIP_WEIGHTS)}, "
             f"got {values['clip_weights']!r}"
         )
+    for key, allowed in _CHOICES.items():
+        if key in values and values[key] not in allowed:
+            raise ConfigError(
+                f"{path}: daemon.{key} must be one of {', '.join(allowed)}, got {values[key]!r}"
+            )
+    if values.get("remote", "").startswith("-"):
+        raise ConfigError(f"{path}: daemon.remote must be a host name, got {values['remote']!r}")
     unknown = set(table) - {f.name for f in fields(DaemonConfig)}
     if unknown:
         raise ConfigError(f"{path}: unknown keys in [daemon]: {', '.join(sorted(unknown))}")

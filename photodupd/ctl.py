@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from photodupd import __version__, paths, protocol
+from photodupd import __version__, paths, protocol, remote
+from photodupd import config as daemon_config
 from photodupd.client import ConnectionLost, SyncClient
 from photodupd.humanize import human_size
 from photodupd.protocol import RemoteError
+from photodupd.transport import Endpoint, LinkFailed
 
 EXIT_OK = 0
 EXIT_DOWN = 1
@@ -36,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", type=Path, help=f"socket path (default {paths.default_socket_path()})"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    parser.add_argument(
+        "--remote",
+        metavar="HOST",
+        help="the photodupd on HOST, over ssh ([daemon] ssh_command and remote_command apply)",
+    )
     parser.add_argument("--version", action="version", version=f"photodup-ctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="state, model, load and memory of the daemon")
@@ -92,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     use = models_sub.add_parser("use", help="switch the daemon to another model")
     use.add_argument("name", help="builtin, auto, or clip:NAME[/TAG]")
     use.add_argument("--weights", type=Path, help="open_clip weights file")
+    bridge = sub.add_parser(
+        "bridge",
+        help="relay protocol v1 between stdin/stdout and this user's photodupd (what "
+        "`photodup --remote` runs here over ssh), starting photodupd if needed",
+    )
+    bridge.add_argument(
+        "--no-start", action="store_true", help="do not start photodupd when nobody answers"
+    )
     return parser
 
 
@@ -131,6 +146,8 @@ def format_status(status: protocol.Status) -> str:
             f"{latency.get('p99_ms') or 0:.0f} ms ({latency['count']} in the last "
             f"{float(latency.get('window_s') or 0) / 60:.0f} min)"
         )
+    if status.get("device_why"):
+        lines.append(f"  device why  {status.get('device_why')}")
     if status.get("last_error"):
         lines.append(f"  last error  {status['last_error']}")
     return "\n".join(lines)
@@ -154,6 +171,12 @@ def format_models(result: protocol.Models) -> list[str]:
     return lines
 
 
+def _remote_endpoint(host: str) -> Endpoint:
+    """The photodupd on ``host``, over ssh; a control command never starts it there."""
+    cfg = daemon_config.load()
+    return remote.ssh_endpoint(host, cfg.ssh_command, cfg.remote_command, ("--no-start",))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return _doctor(args)
@@ -161,9 +184,29 @@ def run(args: argparse.Namespace) -> int:
         return _metrics(args)
     if args.command == "status" and args.watch:
         return _watch(args)
-    client = SyncClient(args.socket, timeout=args.timeout)
+    if args.command == "bridge":
+        if args.remote:
+            print("photodup-ctl: bridge runs where photodupd is, without --remote", file=sys.stderr)
+            return EXIT_USAGE
+        from photodupd import bridge  # here: only the bridge needs the launcher
+
+        return bridge.run(args.socket, start=not args.no_start)
+    if args.remote:
+        if args.socket:
+            print("photodup-ctl: --remote and --socket do not go together", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            client = SyncClient(endpoint=_remote_endpoint(args.remote), timeout=args.timeout)
+        except (daemon_config.ConfigError, ValueError) as exc:
+            print(f"photodup-ctl: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        client = SyncClient(args.socket, timeout=args.timeout)
     try:
         client.connect()
+    except LinkFailed as exc:
+        print(f"photodup-ctl: {exc}", file=sys.stderr)
+        return EXIT_DOWN
     except (OSError, ConnectionLost) as exc:
         print(f"photodupd is not running (socket {client.path}: {exc})", file=sys.stderr)
         return EXIT_DOWN

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from photodupd import protocol
+from photodupd import pixelcodec, protocol
 from photodupd.batcher import Embedded, Job, ModelWorker, Outcome
 from photodupd.config import DaemonConfig
-from photodupd.imaging import Decoded, ImageError
+from photodupd.imaging import Decoded, ImageError, PreprocessSpec
 from photodupd.models import catalog
 from photodupd.protocol import ErrorCode, FeatureItem, ItemError, ModelState, ServiceError
 
@@ -66,6 +66,8 @@ class InferenceService:
         self.config = config
         self.on_ready = None
         self._pool = decoder_pool  # the service starts and closes it, injected or not
+        # Pixels items (a remote client made the model's input): inflated off the loop.
+        self._unpacker = concurrent.futures.ThreadPoolExecutor(1, "photodupd-pixels")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker = ModelWorker(
             config,
@@ -134,6 +136,7 @@ class InferenceService:
         self._requests.clear()
         self._worker.stop()
         await asyncio.to_thread(self._worker.join, 30.0)
+        self._unpacker.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
 
@@ -162,7 +165,7 @@ class InferenceService:
         self._drained.clear()
         for index, item in enumerate(items):
             try:
-                decoding = self._pool.submit(item, spec)
+                decoding = self._decode(item, spec)
             except Exception as exc:  # pool closed or broken: this item fails, the rest go on
                 self._finish_item(request, index, ItemError(ErrorCode.INTERNAL, f"decoder: {exc}"))
                 continue
@@ -180,6 +183,17 @@ class InferenceService:
             ],
             "timing": _timing(request),
         }
+
+    def _decode(
+        self, item: FeatureItem, spec: PreprocessSpec | None
+    ) -> concurrent.futures.Future[Decoded]:
+        """A file (path or bytes) goes to the isolated decoders; a pixels item is already the
+        model's input, made by the client: no image parser runs on it, only a bounded inflate
+        and a size check (pixelcodec), on a thread of its own."""
+        assert self._pool is not None
+        if item.pixels is None:
+            return self._pool.submit(item, spec)
+        return self._unpacker.submit(pixelcodec.decoded_from_item, item, spec)
 
     def _check_open(self) -> None:
         if self._closing:

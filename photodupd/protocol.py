@@ -224,6 +224,12 @@ class ModelInfo(ModelIdentity):
     name: str | None  # what it was resolved as: "builtin", "clip:ViT-B-32" ...
     device: str | None
     why: str  # why this model: "auto: CLIP weights found in the local cache"
+    #: Why this device ("auto: no CUDA or MPS device: the CPU"); absent before a load.
+    device_why: NotRequired[str]
+    #: The model's input (imaging.PreprocessSpec): a client that makes ``pixels`` items
+    #: resizes to ``input_resize`` and crops ``input_size``.  Absent before the first load.
+    input_size: NotRequired[int]
+    input_resize: NotRequired[int]
 
 
 class ActiveModel(ModelInfo):
@@ -269,6 +275,9 @@ class ModelStatus(TypedDict):
     load_seconds: float | None
     last_error: str | None
     queue_depth: int
+    device_why: NotRequired[str]  # as in ModelInfo
+    input_size: NotRequired[int]
+    input_resize: NotRequired[int]
 
 
 class ServiceStatus(ModelStatus):
@@ -556,16 +565,27 @@ def parse_request(document: dict[str, Any]) -> Request:
     return Request(request_id, op, fields)
 
 
+#: Largest side of a ``pixels`` item: the model input of any model photodup knows is far
+#: smaller (224-336), and this keeps one item's pixels under 3 MiB.
+MAX_PIXELS_SIDE: Final = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureItem:
-    """One image to embed: a path (str, or bytes for non-UTF-8 names) or raw file bytes."""
+    """One image to embed: a path (str, or bytes for non-UTF-8 names), raw file bytes, or the
+    model's input already made by the client (``pixels``: see :mod:`photodupd.pixelcodec`,
+    ``side`` x ``side`` RGB, which must be the model's input size)."""
 
     path: str | bytes | None = None
     data: bytes | None = None
+    pixels: bytes | None = None
+    side: int = 0
 
     def describe(self) -> str:
         if self.path is not None:
             return repr(self.path)
+        if self.pixels is not None:
+            return f"<{self.side}x{self.side} pixels, {len(self.pixels)} bytes>"
         return f"<{len(self.data or b'')} bytes>"
 
 
@@ -619,11 +639,13 @@ def parse_probe_item(fields: Mapping[str, Any]) -> FeatureItem:
 def _parse_item(index: int, item: Any) -> FeatureItem | ItemError:
     if not isinstance(item, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index} must be a map")
-    path, data = item.get("path"), item.get("data")
-    if (path is None) == (data is None):
+    path, data, pixels = item.get("path"), item.get("data"), item.get("pixels")
+    if sum(value is not None for value in (path, data, pixels)) != 1:
         raise ProtocolError(
-            ErrorCode.BAD_REQUEST, f"item {index} needs exactly one of 'path' or 'data'"
+            ErrorCode.BAD_REQUEST, f"item {index} needs exactly one of 'path', 'data' or 'pixels'"
         )
+    if pixels is not None:
+        return _parse_pixels(index, pixels, item.get("side"))
     if path is not None:
         if not isinstance(path, str | bytes):
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index}: 'path' must be a str or bin")
@@ -638,6 +660,18 @@ def _parse_item(index: int, item: Any) -> FeatureItem | ItemError:
         # What the decoder says of an empty file, without a trip to a decoder process.
         return ItemError(ErrorCode.NOT_AN_IMAGE, "empty data")
     return FeatureItem(data=data)
+
+
+def _parse_pixels(index: int, pixels: Any, side: Any) -> FeatureItem | ItemError:
+    if not isinstance(pixels, bytes):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"item {index}: 'pixels' must be bin")
+    if type(side) is not int or not 1 <= side <= MAX_PIXELS_SIDE:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"item {index}: 'side' must be an int 1..{MAX_PIXELS_SIDE}"
+        )
+    if not pixels:
+        return ItemError(ErrorCode.NOT_AN_IMAGE, "empty pixels")
+    return FeatureItem(pixels=pixels, side=side)
 
 
 def _as_bytes(value: str | bytes) -> bytes:

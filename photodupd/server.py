@@ -156,6 +156,13 @@ class Server:
             backlog=1024,
         )
 
+    async def serve_connected(self, sock: socket.socket) -> None:
+        """Serve one client already connected on ``sock`` until it leaves: the private
+        daemon of an inline scan (:mod:`photodupd.inline`), whose one client is its parent.
+        Every rule a listener's client meets applies, the peer check included."""
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=STREAM_LIMIT)
+        await self._on_connect(reader, writer)
+
     async def shutdown(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close everything."""
         if self._draining:

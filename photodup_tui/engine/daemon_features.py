@@ -84,10 +84,10 @@ class DaemonFeatureSource:
             # Someone switched the daemon's model mid-scan: never mix embeddings.
             message = f"the daemon now serves {model_id}, this scan uses {self.model_id}"
             return [FeatureResult.failure("model_changed", message) for _ in chunk]
-        return [_to_result(item) for item in reply.get("items", [])]
+        return [to_result(item) for item in reply.get("items", [])]
 
 
-def _to_result(item: protocol.ItemResult) -> FeatureResult:
+def to_result(item: protocol.ItemResult) -> FeatureResult:
     # The "ok" tag says which shape the item has; an item without it is a failure too.
     if not item.get("ok"):
         error = cast(protocol.ItemFailed, item).get("error") or {}

@@ -46,8 +46,8 @@ from photodupd.client import ConnectionLost, SyncClient
 from photodupd.protocol import ErrorCode, RemoteError
 
 #: Tables of config.toml someone reads: ``[daemon]`` (photodupd), ``[scan]`` (the engine),
-#: ``[ui]`` (the app), ``[remote]`` (the remote host).
-KNOWN_TABLES: Final = ("daemon", "scan", "ui", "remote")
+#: ``[ui]`` (the app); the remote host is ``[daemon] remote``.
+KNOWN_TABLES: Final = ("daemon", "scan", "ui")
 SYSTEMD_UNIT: Final = "photodupd.socket"
 LAUNCHD_LABEL: Final = "io.github.photodup.photodupd"
 #: The folder each root's trash check works in (removed afterwards).
@@ -1062,48 +1062,40 @@ def _launchd_check(launchctl: str) -> Check:  # pragma: no cover - macOS only
 
 
 def _check_remote(context: _Context) -> None:
-    remote = context.document.get("remote")
-    host = remote.get("host") if isinstance(remote, dict) else None
-    if not isinstance(host, str) or not host:
+    """The configured remote photodupd answers over ssh, through the same bridge a remote
+    scan uses (``[daemon] remote``, ``ssh_command``, ``remote_command``)."""
+    from photodupd import remote
+    from photodupd.transport import LinkFailed
+
+    try:
+        daemon = config.load()
+    except config.ConfigError:
+        context.table(Check("remote", Verdict.SKIP, "[daemon] unreadable (see config above)"))
+        return
+    host = daemon.remote
+    if not host:
         context.table(Check("remote", Verdict.SKIP, "no remote host configured"))
         return
-    problem = "no answer"
+    problem: str | None = None
     with _timed() as elapsed:
         try:
-            done: subprocess.CompletedProcess[str] | None = subprocess.run(
-                [
-                    "ssh",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "ConnectTimeout=5",
-                    host,
-                    "photodup-ctl",
-                    "ping",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            done = None
-            problem = str(exc)
-    if done is not None and done.returncode == 0:
+            endpoint = remote.ssh_endpoint(host, daemon.ssh_command, daemon.remote_command)
+            with SyncClient(endpoint=endpoint, timeout=60) as client:
+                client.connect()
+                client.call(protocol.PING)
+        except (LinkFailed, OSError, ConnectionLost, RemoteError, ValueError) as exc:
+            problem = str(exc) or type(exc).__name__
+    if problem is None:
         context.table(
-            Check("remote", Verdict.OK, f"{host}: {done.stdout.strip()}", seconds=elapsed())
+            Check("remote", Verdict.OK, f"photodupd on {host} answers", seconds=elapsed())
         )
         return
-    if done is not None:
-        said = (done.stderr or done.stdout).strip().splitlines()
-        problem = said[-1] if said else f"exit status {done.returncode}"
     context.table(
         Check(
             "remote",
             Verdict.FAIL,
-            f"{host} does not answer: {problem}",
-            fix=f"check `ssh {host} photodup-ctl ping` by hand (keys, host name, photodup "
-            "installed there)",
+            f"{host}: {problem}",
+            fix=f"see the reason; by hand: {' '.join(remote.ssh_argv(host, daemon.ssh_command, daemon.remote_command))}",
             seconds=elapsed(),
         )
     )

@@ -109,7 +109,15 @@ class ScanScreen(AppScreen):
             self.post_message(DaemonReport(text))
 
         def chosen(opened: OpenedSource) -> None:
-            self.post_message(ScanSourceReady(opened.source.model_id, opened.fallback_reason))
+            self.post_message(
+                ScanSourceReady(
+                    opened.source.model_id,
+                    opened.fallback_reason,
+                    opened.mode,
+                    opened.served_by(),
+                    tuple(opened.steps),
+                )
+            )
 
         def progress(snapshot: ScanProgress) -> None:
             self.post_message(ScanProgressed(snapshot))
@@ -131,7 +139,7 @@ class ScanScreen(AppScreen):
         line = self.query_one("#scan-model", Static)
         if message.fallback_reason is None:
             self.feature_note = ""
-            line.update(f"Model: {message.model_id}")
+            line.update(f"Model: {message.served_by or message.model_id}")
         else:
             self.feature_note = "(perceptual hashes, no model)"
             line.add_class("-fallback")

@@ -19,6 +19,8 @@ _LOOK = {
     "unloaded": ("○", "cyan"),
     "failed": ("✕", "red"),
     "down": ("✕", "red"),
+    "elsewhere": ("○", "dim"),
+    "served": ("●", "green"),
 }
 
 #: States whose line names an error: shown whole, wrapped if need be.
@@ -31,6 +33,10 @@ def describe(status: DaemonStatus, loading_seconds: float | None = None) -> str:
         return "model off: perceptual hashes only (finds exact and near copies, not similar photos)"
     if status.state == "checking":
         return "looking for photodupd…"
+    if status.state == "elsewhere":
+        return status.detail
+    if status.state == "served":
+        return status.detail or model
     if status.state == "starting":
         detail = status.detail if status.detail and status.detail != "starting photodupd" else ""
         return f"starting photodupd… {detail}".strip()

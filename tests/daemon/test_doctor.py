@@ -444,3 +444,30 @@ def test_a_check_that_breaks_mid_way_fails_alone(monkeypatch: pytest.MonkeyPatch
     check = row(checks, "cache db")
     assert check.verdict is Verdict.FAIL and "FileNotFoundError" in check.detail
     assert row(checks, "journal").verdict is Verdict.OK
+
+
+def test_the_remote_check_uses_the_configured_host_and_says_why_it_fails(
+    isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[daemon] remote`` is checked through the same ssh bridge a remote scan uses; an
+    unreachable host FAILs with ssh's reason and the command to try by hand."""
+    config_dir = isolated_dirs / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("PHOTODUP_CONFIG_DIR", str(config_dir))
+    seen: list[Check] = []
+
+    class Context:
+        def table(self, check: Check) -> None:
+            seen.append(check)
+
+    doctor._check_remote(Context())  # type: ignore[arg-type]
+    assert [(c.name, c.verdict) for c in seen] == [("remote", doctor.Verdict.SKIP)]
+    (config_dir / "config.toml").write_text(
+        '[daemon]\nremote = "nohost.invalid"\nssh_command = "ssh -o ConnectTimeout=3"\n'
+    )
+    seen.clear()
+    doctor._check_remote(Context())  # type: ignore[arg-type]
+    (check,) = seen
+    assert check.verdict is doctor.Verdict.FAIL
+    assert "nohost.invalid" in check.detail and check.fix
+    assert "ssh -o ConnectTimeout=3" in check.fix and "photodup-ctl bridge" in check.fix

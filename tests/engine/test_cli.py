@@ -157,7 +157,8 @@ def test_daemon_unavailable_falls_back_to_no_model_and_says_so(
     monkeypatch.setattr(scan_session, "DaemonFeatureSource", unavailable)
     lib = with_duplicate(tmp_path / "lib")
     target = tmp_path / "report.json"
-    assert cli.main(["scan", str(lib), "--json", str(target)]) == cli.EXIT_DUPLICATES
+    argv = ["scan", str(lib), "--mode", "local", "--json", str(target)]
+    assert cli.main(argv) == cli.EXIT_DUPLICATES
     err = capsys.readouterr().err
     assert "photodupd is unavailable (photodupd did not answer within 60 s)" in err
     assert "falling back to --no-model" in err
@@ -174,7 +175,7 @@ def test_a_daemon_that_refuses_to_start_says_why(
     runtime.chmod(0o755)
     monkeypatch.setenv("PHOTODUP_RUNTIME_DIR", str(runtime))
     lib = with_duplicate(tmp_path / "lib")
-    assert cli.main(["scan", str(lib), "-q"]) == cli.EXIT_DUPLICATES
+    assert cli.main(["scan", str(lib), "-q", "--mode", "local"]) == cli.EXIT_DUPLICATES
     err = capsys.readouterr().err
     assert "photodupd is unavailable (photodupd exited with status" in err
     assert "it must be 0700" in err

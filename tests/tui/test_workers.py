@@ -11,6 +11,7 @@ import pytest
 from photodup_tui.engine.cancellable import Cancelled, run_cancellable
 from photodup_tui.engine.daemon_control import poll_daemon
 from photodup_tui.engine.local_features import LocalFeatureSource
+from photodup_tui.engine.placement import Placement
 from photodup_tui.engine.safedelete import make_plan
 from photodup_tui.engine.types import Action, FileStat, Group, Kind, Member, Photo
 from photodup_tui.plan_summary import summarize
@@ -61,7 +62,9 @@ def test_the_scan_falls_back_to_no_model_when_the_daemon_cannot_start(
 ) -> None:
     too_long = isolated_dirs / ("x" * 120) / "d.sock"  # photodupd refuses such a socket path
     reports: list[str] = []
-    opened = open_feature_source(True, too_long, reports.append, threading.Event())
+    opened = open_feature_source(
+        True, too_long, reports.append, threading.Event(), placement=Placement(mode="local")
+    )
     assert isinstance(opened.source, LocalFeatureSource)
     assert opened.fallback_reason is not None
     assert "photodupd is not available" in opened.fallback_reason

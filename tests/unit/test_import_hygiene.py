@@ -42,6 +42,14 @@ def loaded_after_import(module: str) -> set[str]:
         "photodup_tui.engine.scan",
         "photodup_tui.engine.daemon_features",
         "photodup_tui.engine.safedelete",
+        # Where the model runs: remote and inline are reached as other processes.
+        "photodupd.transport",
+        "photodupd.remote",
+        "photodupd.bridge",
+        "photodupd.pixelcodec",
+        "photodupd.devices",
+        "photodup_tui.engine.remote_features",
+        "photodup_tui.scan_session",
     ],
 )
 def test_no_torch(module: str) -> None:

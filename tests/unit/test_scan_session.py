@@ -18,6 +18,7 @@ from photodup_tui.engine.cache import CacheError
 from photodup_tui.engine.cancellable import Cancelled
 from photodup_tui.engine.daemon_launch import DaemonStartFailed
 from photodup_tui.engine.decisions import Decision, Decisions
+from photodup_tui.engine.placement import Placement
 from photodup_tui.engine.scan import ScanProgress
 from photodup_tui.engine.settings import ScanSettings, SettingsError
 from photodup_tui.scan_session import (
@@ -29,6 +30,10 @@ from photodup_tui.scan_session import (
 )
 from tests.engine.sources import ThumbnailModel
 from tests.photos import make_photo, write_jpeg
+
+#: These tests are about the local daemon and the fallback to no model (auto would go on
+#: to an inline model: see tests/remote/test_modes.py).
+LOCAL = Placement(mode="local")
 
 LAUNCH_FAILURE = (
     "photodupd exited with status 3.\n"
@@ -83,7 +88,7 @@ def test_a_daemon_that_cannot_start_is_said_once_with_why_and_the_scan_goes_on(
     monkeypatch.setattr(scan_session, "DaemonFeatureSource", refuses)
     monkeypatch.setattr(scan_session, "LocalFeatureSource", ThumbnailModel)  # no process pool
     told: list[OpenedSource] = []
-    session = ScanSession(ScanSettings(), daemon_or_local(use_model=True))
+    session = ScanSession(ScanSettings(), daemon_or_local(use_model=True, placement=LOCAL))
 
     scanned = session.run(
         [str(library(tmp_path / "photos"))], threading.Event(), progress=print, chosen=told.append
@@ -146,7 +151,7 @@ def test_a_cancel_while_photodupd_starts_opens_no_cache(
     monkeypatch.setattr(scan_session, "DaemonFeatureSource", lambda *a, **k: never.wait(60))
     cancel = threading.Event()
     cancel.set()
-    session = ScanSession(ScanSettings(), daemon_or_local(use_model=True))
+    session = ScanSession(ScanSettings(), daemon_or_local(use_model=True, placement=LOCAL))
     try:
         with pytest.raises(Cancelled):
             session.run([str(library(tmp_path / "photos"))], cancel, progress=print)
