@@ -19,7 +19,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -161,8 +161,13 @@ class AsyncClient:
         connect_timeout: float = 5.0,
         retry_for: float = 30.0,
         max_backoff: float = 2.0,
+        start_daemon: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``start_daemon``: called (then the connection tried once more) when nobody
+        answers at the socket, e.g. after photodupd's idle exit when no service manager
+        holds the socket; it should start photodupd and return once it answers."""
         self.path = _socket_path(socket_path)
+        self.start_daemon = start_daemon
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
@@ -206,10 +211,21 @@ class AsyncClient:
                 # and its requests first, so that nothing of it touches the new one.
                 await self._drop_connection(ConnectionLost("connection to photodupd lost"))
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(os.fspath(self.path), limit=64 * 1024),
-                    self.connect_timeout,
-                )
+                reader, writer = await self._open()
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if self.start_daemon is None:
+                    raise DaemonUnavailable(f"no photodupd at {self.path}: {exc}") from None
+                try:
+                    # Under the connect lock: concurrent requests start one daemon, not several.
+                    await self.start_daemon()
+                except Exception as start_error:  # whatever the hook raises: it could not
+                    raise DaemonUnavailable(
+                        f"no photodupd at {self.path}, and it could not be started: {start_error}"
+                    ) from None
+                try:
+                    reader, writer = await self._open()
+                except (OSError, TimeoutError) as again:
+                    raise DaemonUnavailable(f"no photodupd at {self.path}: {again}") from None
             except (OSError, TimeoutError) as exc:
                 raise DaemonUnavailable(f"no photodupd at {self.path}: {exc}") from None
             if self._opened:
@@ -227,6 +243,12 @@ class AsyncClient:
                 ) from None
             self.welcome = cast(protocol.Welcome, welcome)
             return self.welcome
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.wait_for(
+            asyncio.open_unix_connection(os.fspath(self.path), limit=64 * 1024),
+            self.connect_timeout,
+        )
 
     async def close(self) -> None:
         self._closed = True
@@ -316,6 +338,8 @@ class AsyncClient:
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             self._pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # the read loop failed it too: this error says it already
             raise ConnectionLost(str(exc)) from None
         except BaseException:
             self._pending.pop(request_id, None)
