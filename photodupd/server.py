@@ -243,9 +243,13 @@ class Server:
             for sock in _accept_queued(listener):
                 # Connected before the path went away: served, not reset.
                 reader, writer = await asyncio.open_unix_connection(sock=sock, limit=STREAM_LIMIT)
-                task = asyncio.ensure_future(self._on_connect(reader, writer))
-                self._connection_tasks.add(task)
+                self._track_connection(asyncio.ensure_future(self._on_connect(reader, writer)))
             listener.close()
+
+    def _track_connection(self, task: asyncio.Task[Any]) -> None:
+        """Count a connection's task until it ends (an idle exit waits for them)."""
+        self._connection_tasks.add(task)
+        task.add_done_callback(self._connection_tasks.discard)
 
     # ------------------------------------------------------------------ idle exit
 
@@ -302,9 +306,8 @@ class Server:
             return
         self._last_contact = time.monotonic()
         task = asyncio.current_task()
-        if task is not None:
-            self._connection_tasks.add(task)
-            task.add_done_callback(self._connection_tasks.discard)
+        if task is not None and task not in self._connection_tasks:
+            self._track_connection(task)
         number = next(self._numbers)
         conn = Connection(number, writer)
         if self._draining and not self._idle_exiting:

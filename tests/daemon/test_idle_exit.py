@@ -15,7 +15,7 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import psutil
@@ -405,3 +405,14 @@ def test_decoders_start_on_first_use_and_stop_with_the_model(tmp_path: Path, pho
         assert len(live_children(proc.proc.pid)) == 2
     finally:
         assert proc.terminate() == 0, proc.output()
+
+
+def test_ctl_status_shows_the_idle_timer() -> None:
+    from photodupd.ctl import format_status
+
+    assert "idle exit   in 1m 15s unless a request comes" in format_status(
+        cast(protocol.Status, {"idle_exit_in": 75.2})
+    )
+    assert "idle exit   never (idle_exit = 0)" in format_status(
+        cast(protocol.Status, {"idle_exit_in": None})
+    )
