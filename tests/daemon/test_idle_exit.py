@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import stat
 import threading
@@ -341,12 +342,30 @@ def test_a_features_request_sent_as_the_daemon_decides_to_exit_is_answered(
     )
 
     def wait_for_the_decision() -> None:
-        with deciding.open("rb") as fifo:
-            assert fifo.read(1) == b"!"
+        # Non-blocking opens, so that a daemon that never gets there fails the test rather
+        # than leaving a thread stuck in open() (a FIFO's open waits for the other end).
+        fd = os.open(deciding, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            for _ in range(1200):
+                if poller.poll(100) and os.read(fd, 1) == b"!":
+                    return
+            raise AssertionError(f"photodupd never decided to exit:\n{activator.output()}")
+        finally:
+            os.close(fd)
 
     def let_it_go() -> None:
-        with go.open("wb") as fifo:
-            fifo.write(b"!")
+        for _ in range(600):
+            try:
+                fd = os.open(go, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: the daemon has not opened its end yet
+                threading.Event().wait(0.05)
+                continue
+            os.write(fd, b"!")
+            os.close(fd)
+            return
+        raise AssertionError("photodupd never waited for the go")
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         async with AsyncClient(path, retry_for=120) as client:
