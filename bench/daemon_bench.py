@@ -26,6 +26,12 @@ Columns:
   below the table) once loaded and idle, at its peak while serving (sampled
   every 20 ms), and right after the burst (the freed activations go back to
   the OS a second later).
+
+Below the table, what an idle daemon costs (built-in model): the RSS of the whole
+daemon, its decoder processes included (summed), just started and ready, ready after
+a burst, after ``idle_unload``, and after ``idle_exit`` (no process left); and the
+first reply after an idle unload (the model reloads) next to the first reply after
+an idle exit (a cold start: a new photodupd, ``import torch``, the model).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,19 +296,97 @@ def measure_daemon(row: Row, photos: list[Path], threads: int) -> None:
         row.only_streams.append(measured["images_per_s"])
 
 
-def idle_reload(photos: list[Path], threads: int) -> float:
+def whole_rss(pid: int) -> tuple[int, int]:
+    """(the daemon's RSS, its child processes' RSS summed); (0, 0) when it is gone."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return 0, 0
+        own = process.memory_info().rss
+        children = 0
+        for child in process.children(recursive=True):
+            try:
+                children += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return own, children
+    except psutil.NoSuchProcess:
+        return 0, 0
+
+
+@dataclass
+class Idle:
+    """What an idle daemon holds (daemon, decoders) in bytes, and its first replies."""
+
+    started: tuple[int, int] = (0, 0)  # loaded and ready, before any request
+    ready: tuple[int, int] = (0, 0)  # ready, a second after a burst
+    unloaded: tuple[int, int] = (0, 0)  # after idle_unload
+    exited: tuple[int, int] = (0, 0)  # after idle_exit
+    after_unload: float = 0.0  # first embedding after an idle unload, seconds
+    after_exit: float = 0.0  # first embedding after an idle exit (a new process), seconds
+
+
+#: Idle timers for the lifecycle run: long enough to measure each state on a busy machine.
+IDLE_UNLOAD = 6.0
+IDLE_EXIT = 15.0
+
+
+def wait_status(daemon: Daemon, done: Callable[[dict], bool]) -> dict:
+    while True:
+        status = daemon.status()
+        if done(status):
+            return status
+        time.sleep(0.1)
+
+
+def idle_lifecycle(photos: list[Path], threads: int) -> Idle:
+    """One built-in daemon from start to idle exit, then its successor's cold start."""
     runtime = Path(tempfile.mkdtemp(prefix="pdb-"))
     runtime.chmod(0o700)
     sock = runtime / "rt" / "d.sock"
-    daemon = Daemon(sock, "--model", "builtin", "--threads", str(threads), "--idle-unload", "1")
+    args = ["--model", "builtin", "--threads", str(threads), "--decode-workers", str(threads)]
+    timers = ["--idle-unload", f"{IDLE_UNLOAD:g}", "--idle-exit", f"{IDLE_EXIT:g}"]
+    idle = Idle()
+    daemon = Daemon(sock, *args, *timers)
+    pid = daemon.proc.pid
     try:
-        first_reply_seconds(daemon, photos[0])
-        while daemon.status()["state"] != "unloaded":
-            time.sleep(0.1)
+        daemon.wait_hello()
+        wait_status(daemon, lambda s: s["state"] == "ready")
+        time.sleep(1.5)  # past the post-load memory trim
+        idle.started = whole_rss(pid)
+        asyncio.run(end_to_end(sock, photos[:32]))
+        time.sleep(1.5)  # past the post-burst memory trim, well before the unload
+        idle.ready = whole_rss(pid)
+        wait_status(daemon, lambda s: s["state"] == "unloaded" and not s["decoder"]["pids"])
+        idle.unloaded = whole_rss(pid)
         daemon.started = time.perf_counter()
-        return first_reply_seconds(daemon, photos[1])
+        idle.after_unload = first_reply_seconds(daemon, photos[1])
+        code = daemon.proc.wait(IDLE_EXIT + 120)  # its idle exit, on its own
+        assert code == 0, f"photodupd exited {code}"
+        idle.exited = whole_rss(pid)
+        assert not sock.exists(), "an idle exit hands the socket path over"
     finally:
         daemon.stop()
+    successor = Daemon(sock, *args)  # what photodup or socket activation starts next
+    try:
+        idle.after_exit = first_reply_seconds(successor, photos[2])
+    finally:
+        successor.stop()
+    return idle
+
+
+def idle_lines(idle: Idle) -> list[str]:
+    def both(rss: tuple[int, int]) -> str:
+        return f"{mib(sum(rss))} MiB (daemon {mib(rss[0])} + decoders {mib(rss[1])})"
+
+    return [
+        "- builtin, idle, the whole daemon (its decoder processes' RSS added): "
+        f"started and ready {both(idle.started)}; ready after a burst {both(idle.ready)}; "
+        f"after idle_unload {both(idle.unloaded)}; after idle_exit {mib(sum(idle.exited))} MiB "
+        "(no process left)",
+        f"- first embedding after an idle unload (builtin): {idle.after_unload:.2f} s; "
+        f"after an idle exit (a new photodupd: cold start): {idle.after_exit:.2f} s",
+    ]
 
 
 def half_weights_check(weights: Path, threads: int) -> str:
@@ -379,7 +464,8 @@ def main() -> None:
         for row in rows:
             print(f"round {round_number + 1}: {row.label}", file=sys.stderr)
             measure_daemon(row, photos, args.threads)
-    reload_s = idle_reload(photos, args.threads)
+    print("idle lifecycle: builtin", file=sys.stderr)
+    lifecycle = idle_lifecycle(photos, args.threads)
     check = half_weights_check(weights, args.threads) if weights is not None else None
 
     lines = [
@@ -419,7 +505,7 @@ def main() -> None:
                 f"{mib(peak['RssFile'])} MiB; decoder processes {mib(min(r.decoder_rss))} MiB "
                 "in all"
             )
-    lines.append(f"- first embedding after an idle unload (builtin): {reload_s:.2f} s")
+    lines += idle_lines(lifecycle)
     if check is not None:
         lines.append(f"- {check}")
     text = "\n".join(lines)

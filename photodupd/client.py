@@ -24,7 +24,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -206,6 +206,10 @@ def _result_of(document: dict[str, Any]) -> Any:
 # ---------------------------------------------------------------------------------- async
 
 
+class _NobodyThere(Exception):
+    """Nothing listens at the Unix socket (absent, or refused): photodupd may be started."""
+
+
 class AsyncClient:
     """Pipelined requests over one connection, with reconnect and idempotent retry."""
 
@@ -218,10 +222,15 @@ class AsyncClient:
         connect_timeout: float = 5.0,
         retry_for: float = 30.0,
         max_backoff: float = 2.0,
+        start_daemon: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``start_daemon``: called (then the connection tried once more) when nobody
+        answers at the Unix socket, e.g. after photodupd's idle exit when no service manager
+        holds the socket; it should start photodupd and return once it answers."""
         self.endpoint = _endpoint(socket_path, endpoint)
         #: The Unix socket's path; None for other endpoints.
         self.path = self.endpoint.path if isinstance(self.endpoint, UnixEndpoint) else None
+        self.start_daemon = start_daemon
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
@@ -267,7 +276,18 @@ class AsyncClient:
                 # The old connection is going (its transport is closing): end its read loop
                 # and its requests first, so that nothing of it touches the new one.
                 await self._drop_connection(ConnectionLost("connection to photodupd lost"))
-            reader, writer, link = await self._open()
+            try:
+                reader, writer, link = await self._open(may_start=self.start_daemon is not None)
+            except _NobodyThere:
+                assert self.start_daemon is not None
+                try:
+                    # Under the connect lock: concurrent requests start one daemon, not several.
+                    await self.start_daemon()
+                except Exception as start_error:  # whatever the hook raises: it could not
+                    raise DaemonUnavailable(
+                        f"no {self.endpoint.label}, and it could not be started: {start_error}"
+                    ) from None
+                reader, writer, link = await self._open(may_start=False)
             if self._opened:
                 self.reconnects += 1
             self._opened = True
@@ -285,7 +305,11 @@ class AsyncClient:
             self.welcome = cast(protocol.Welcome, welcome)
             return self.welcome
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Link | None]:
+    async def _open(
+        self, *, may_start: bool = False
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Link | None]:
+        """A new connection; ``_NobodyThere`` (only with ``may_start``) when nothing listens
+        at the Unix socket, so the caller can start photodupd and try once more."""
         label = self.endpoint.label
         try:
             if isinstance(self.endpoint, UnixEndpoint):
@@ -298,6 +322,10 @@ class AsyncClient:
             link = await asyncio.to_thread(self.endpoint.open, None)
         except LinkFailed as exc:
             raise DaemonUnavailable(str(exc), permanent=exc.permanent) from None
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            if may_start and isinstance(self.endpoint, UnixEndpoint):
+                raise _NobodyThere from None
+            raise DaemonUnavailable(f"no {label}: {exc}") from None
         except (OSError, TimeoutError) as exc:
             raise DaemonUnavailable(f"no {label}: {exc}") from None
         try:
@@ -423,6 +451,8 @@ class AsyncClient:
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             self._pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # the read loop failed it too: this error says it already
             raise ConnectionLost(str(exc)) from None
         except BaseException:
             self._pending.pop(request_id, None)

@@ -37,6 +37,9 @@ class DaemonConfig:
     decode_timeout: float = 20.0  # seconds before a decoder is replaced
     decode_memory_mb: int = 2048  # address-space cap of a decoder process
     idle_unload: float = 600.0  # seconds without work before the model is unloaded; 0 = never
+    #: Seconds without a client request before photodupd exits (0 = never): an idle daemon
+    #: costs nothing, and socket activation or the next ``photodup`` starts it again.
+    idle_exit: float = 900.0
     max_connections: int = 256  # ordinary slots; a few more are kept for control (server.py)
     max_in_flight: int = 64  # requests per connection
     hello_timeout: float = 10.0  # a new connection must complete hello within this
@@ -122,6 +125,8 @@ def load(config_file: Path | None = None) -> DaemonConfig:
     for key in _POSITIVE_KEYS:
         if key in values and not values[key] > 0:
             raise ConfigError(f"{path}: daemon.{key} must be more than 0, got {values[key]!r}")
+    if not values.get("idle_exit", 0) >= 0:  # also refuses nan
+        raise ConfigError(f"{path}: daemon.idle_exit must be 0 (never) or more seconds")
     if values.get("model_streams", 0) < 0:
         raise ConfigError(f"{path}: daemon.model_streams must be 0 (automatic) or more")
     if values.get("clip_weights", defaults.clip_weights) not in CLIP_WEIGHTS:

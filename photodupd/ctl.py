@@ -125,6 +125,12 @@ def _human_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def _idle_exit(seconds: float | None) -> str:
+    if seconds is None:
+        return "never (idle_exit = 0)"
+    return f"in {_human_duration(seconds)} unless a request comes (status and ping do not count)"
+
+
 def format_status(status: protocol.Status) -> str:
     state = status.get("state", "?")
     lines = [
@@ -138,6 +144,7 @@ def format_status(status: protocol.Status) -> str:
         f"  served      {status.get('requests', 0)} requests, {status.get('images_served', 0)} images, {status.get('errors', 0)} image errors",
         f"  rate        {float(status.get('recent_images_per_s') or 0):.1f} images/s (recent)",
         f"  memory      RSS {_rss(status.get('rss'))}",
+        f"  idle exit   {_idle_exit(status.get('idle_exit_in'))}",
     ]
     latency = status.get("features_latency")
     if latency and latency.get("count"):

@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="unload the model after this many idle seconds (0 = never)",
     )
     parser.add_argument(
+        "--idle-exit",
+        type=float,
+        help="exit after this many seconds without a client request (0 = never; default 900); "
+        "socket activation or the next photodup starts it again",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -162,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_config(args: argparse.Namespace) -> DaemonConfig:
+    if args.idle_exit is not None and not args.idle_exit >= 0:
+        raise ConfigError("--idle-exit must be 0 (never) or more seconds")
     base = config.load(args.config)
     return base.with_overrides(
         socket=args.socket,
@@ -174,6 +182,7 @@ def make_config(args: argparse.Namespace) -> DaemonConfig:
         decode_workers=args.decode_workers,
         batch_size=args.batch_size,
         idle_unload=args.idle_unload,
+        idle_exit=args.idle_exit,
     )
 
 
@@ -185,10 +194,13 @@ async def serve(cfg: DaemonConfig, listener: sockets.Listener) -> None:
     server = Server(cfg, service)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    idle = False  # the stop is an idle exit
 
-    def request_stop(reason: str) -> None:
+    def request_stop(reason: str, *, idle_exit: bool = False) -> None:
+        nonlocal idle
         if not stop.is_set():
             log.info("stopping (%s)", reason)
+            idle = idle_exit
             stop.set()
 
     def on_ready() -> None:
@@ -198,11 +210,16 @@ async def serve(cfg: DaemonConfig, listener: sockets.Listener) -> None:
 
     service.on_ready = on_ready
     server.on_shutdown_request = lambda: request_stop("stop requested by a client")
+    # Exit code 0: systemd (Restart=on-failure) and launchd (KeepAlive SuccessfulExit=false)
+    # leave a clean exit alone and start photodupd again on the next connection.
+    server.on_idle_exit = lambda: request_stop(
+        f"no requests for {cfg.idle_exit:g} s", idle_exit=True
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signal.Signals(signum).name)
     try:
         await service.start()
-        await server.start(listener.sock)
+        await server.start(listener.sock, bound=listener)
         log.info(
             "listening on %s (pid %d)",
             listener.path or "inherited socket",
@@ -210,7 +227,7 @@ async def serve(cfg: DaemonConfig, listener: sockets.Listener) -> None:
         )
         await stop.wait()
         sdnotify.notify("STOPPING=1")
-        await server.shutdown()
+        await server.shutdown(idle=idle)
         await service.close(cfg.drain_timeout)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

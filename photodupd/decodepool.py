@@ -19,6 +19,12 @@ crashes or eats memory costs one item, never the daemon:
 loop thread; the daemon adds a done-callback to the future it returns, which hands
 the decoded item on to the model thread.
 A path item is read by the worker; a data item's bytes travel over the socket.
+
+The workers are started by the first :meth:`~DecoderPool.submit` (or at once by
+:meth:`~DecoderPool.start`) and stopped by :meth:`~DecoderPool.release` when
+nothing is queued or running: an idle daemon holds no decoder processes.  Each
+start is a *generation* (its own job queue, dispatcher threads and workers), so
+a submit racing a release never lands in a queue whose threads are leaving.
 """
 
 from __future__ import annotations
@@ -85,6 +91,19 @@ class _Job:
 _STOP: Final = object()  # queue sentinel: one per dispatcher thread
 
 
+class _Generation:
+    """One start of the workers: a job queue and the dispatcher threads serving it."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def stop(self) -> None:
+        """Queue one stop per thread, behind any jobs already queued."""
+        for _ in self.threads:
+            self.jobs.put(_STOP)
+
+
 class _Worker:
     """One decoder process and the parent's end of its socket."""
 
@@ -127,7 +146,8 @@ class _Worker:
 
 
 class DecoderPool:
-    """A fixed number of isolated decoder processes serving a shared queue.
+    """A fixed number of isolated decoder processes serving a shared queue, started on
+    first use and stopped by :meth:`release` when idle.
 
     ``decode_fn`` is a ``"module:function"`` resolved in each child, called as
     ``fn(item: FeatureItem, spec: PreprocessSpec | None) -> Decoded``.
@@ -152,13 +172,13 @@ class DecoderPool:
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.decode_fn = decode_fn
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._started = False
+        self._started = False  # start() was called (it may be called once)
         self._closed = False
-        self._threads: list[threading.Thread] = []
-        self._live: dict[int, _Worker] = {}  # dispatcher slot -> its current worker
+        self._current: _Generation | None = None  # the running workers; None when released
+        self._leaving: list[_Generation] = []  # released, their threads not joined yet
+        self._live: dict[int, _Worker] = {}  # id(worker) -> worker, every generation's
         self._all_processes: list[subprocess.Popen[bytes]] = []
         self._counts = {
             "busy": 0,
@@ -167,32 +187,29 @@ class DecoderPool:
             "crashes": 0,
             "decoded": 0,
             "failed": 0,
+            "starts": 0,  # generations started (first use, and first use after a release)
+            "releases": 0,  # generations stopped while idle
         }
 
     # ------------------------------------------------------------------
     # Lifecycle
 
     def start(self) -> None:
-        """Start every worker and wait until each has imported its decoder.
+        """Start every worker now and wait until each has imported its decoder (without
+        this, the first :meth:`submit` starts them).
 
         Raises :class:`DecoderPoolError` (after cleaning up) when a worker cannot
         start, e.g. ``decode_fn`` does not exist or ``memory_mb`` is too small.
         """
-        with self._lock:
-            if self._started:
-                raise RuntimeError("decoder pool already started")
-            self._started = True
         ready = [threading.Event() for _ in range(self.workers)]
         errors: list[str] = []
-        for slot in range(self.workers):
-            thread = threading.Thread(
-                target=self._dispatch,
-                args=(slot, ready[slot], errors),
-                name=f"photodupd-decoder-{slot}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-            thread.start()
+        with self._lock:
+            if self._started or self._current is not None:
+                raise RuntimeError("decoder pool already started")
+            if self._closed:
+                raise RuntimeError("decoder pool is closed")
+            self._started = True
+            self._current = self._launch(ready, errors)
         for event in ready:
             event.wait()
         if errors:
@@ -200,15 +217,53 @@ class DecoderPool:
             raise DecoderPoolError(errors[0])
 
     def submit(self, item: FeatureItem, spec: PreprocessSpec | None) -> Future[Decoded]:
-        """Queue one item; never blocks.  The future raises :class:`ImageError` for item errors."""
+        """Queue one item, starting the workers if they are not running; never blocks (the
+        workers start in their own threads).  The future raises :class:`ImageError` for
+        item errors."""
         future: Future[Decoded] = Future()
         with self._lock:
-            if not self._started:
-                raise RuntimeError("decoder pool not started")
             if self._closed:
                 raise RuntimeError("decoder pool is closed")
-            self._jobs.put(_Job(item, spec, future))
+            if self._current is None:
+                self._current = self._launch(None, None)
+            self._current.jobs.put(_Job(item, spec, future))
         return future
+
+    def release(self) -> bool:
+        """Stop the worker processes if nothing is queued or being decoded, and wait until
+        they are gone; the next :meth:`submit` starts new ones.  False (and nothing stopped)
+        when work is pending or the workers were not running."""
+        with self._lock:
+            generation = self._current
+            if generation is None or self._closed:
+                return False
+            if self._counts["busy"] or generation.jobs.qsize():
+                return False
+            self._current = None
+            self._leaving.append(generation)
+            self._counts["releases"] += 1
+        # A job taken but not yet counted busy is finished before its thread sees the stop.
+        generation.stop()
+        for thread in generation.threads:
+            thread.join()
+        with self._lock:
+            self._leaving.remove(generation)
+        return True
+
+    def _launch(self, ready: list[threading.Event] | None, errors: list[str] | None) -> _Generation:
+        """A new generation, its threads started (each spawns its worker); under _lock."""
+        generation = _Generation()
+        self._counts["starts"] += 1
+        for slot in range(self.workers):
+            thread = threading.Thread(
+                target=self._dispatch,
+                args=(generation, slot, ready[slot] if ready else None, errors),
+                name=f"photodupd-decoder-{slot}",
+                daemon=True,
+            )
+            generation.threads.append(thread)
+            thread.start()
+        return generation
 
     def close(self, grace: float = 0.0) -> None:
         """Stop the pool: queued items fail with ``shutting_down``, running ones get up to
@@ -217,19 +272,22 @@ class DecoderPool:
             if self._closed:
                 return
             self._closed = True
-        for job in self._drain_queue():
-            _fail(job.future, ErrorCode.SHUTTING_DOWN, "decoder pool closed")
-        for _ in self._threads:
-            self._jobs.put(_STOP)
+            generations = [g for g in (self._current, *self._leaving) if g is not None]
+            self._current = None
+        threads = [thread for generation in generations for thread in generation.threads]
+        for generation in generations:
+            for job in self._drain_queue(generation.jobs):
+                _fail(job.future, ErrorCode.SHUTTING_DOWN, "decoder pool closed")
+            generation.stop()
         deadline = time.monotonic() + max(0.0, grace)
-        for thread in self._threads:
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._closing.set()
         with self._lock:
             live = list(self._live.values())
         for worker in live:  # wakes the dispatchers blocked in poll() with an EOF
             worker.signal_kill()
-        for thread in self._threads:
+        for thread in threads:
             thread.join()
         for process in self._all_processes:
             if process.poll() is None:
@@ -245,14 +303,17 @@ class DecoderPool:
         self.close()
 
     def stats(self) -> dict[str, Any]:
-        """Counters for ``status``: workers, busy, queued, restarts, timeouts, crashes,
-        decoded, failed, and the worker pids."""
+        """Counters for ``status``: workers, whether they are running (started and not
+        released), busy, queued, restarts, timeouts, crashes, decoded, failed, starts,
+        releases, and the worker pids."""
         with self._lock:
             counts = dict(self._counts)
             pids = sorted(worker.pid for worker in self._live.values())
+            current = self._current
         return {
             "workers": self.workers,
-            "queued": self._jobs.qsize(),
+            "running": current is not None,
+            "queued": current.jobs.qsize() if current is not None else 0,
             "pids": pids,
             **counts,
         }
@@ -260,19 +321,30 @@ class DecoderPool:
     # ------------------------------------------------------------------
     # Dispatcher threads
 
-    def _dispatch(self, slot: int, ready: threading.Event, errors: list[str]) -> None:
+    def _dispatch(
+        self,
+        generation: _Generation,
+        slot: int,
+        ready: threading.Event | None,
+        errors: list[str] | None,
+    ) -> None:
+        """One slot's thread.  With ``ready`` (an eager :meth:`start`) a worker that cannot
+        start ends the thread and is reported in ``errors``; otherwise the next job retries
+        the start (and fails with ``decoder_crashed`` if it cannot)."""
         worker: _Worker | None = None
         failures = 0
         try:
             try:
                 worker = self._spawn(slot)
             except DecoderPoolError as exc:
-                errors.append(str(exc))
-                return
+                if errors is not None:
+                    errors.append(str(exc))
+                    return
             finally:
-                ready.set()
+                if ready is not None:
+                    ready.set()
             while True:
-                job = self._jobs.get()
+                job = generation.jobs.get()
                 if job is _STOP or not isinstance(job, _Job):
                     return
                 if not job.future.set_running_or_notify_cancel():
@@ -296,7 +368,7 @@ class DecoderPool:
                     healthy = False
                 if not healthy:
                     worker.kill()
-                    self._forget(slot, worker)
+                    self._forget(worker)
                     worker = None
                     if not self._closing.is_set():
                         # Replace now, so the next item does not wait for a cold start.
@@ -309,7 +381,7 @@ class DecoderPool:
         finally:
             if worker is not None:
                 worker.kill()
-                self._forget(slot, worker)
+                self._forget(worker)
 
     def _run(self, worker: _Worker, job: _Job) -> bool:
         """Run one job on ``worker``; False when the worker must be replaced."""
@@ -369,12 +441,13 @@ class DecoderPool:
             self._counts["failed"] += 1
         _fail(job.future, code, message)
 
-    def _drain_queue(self) -> list[_Job]:
+    @staticmethod
+    def _drain_queue(jobs: queue.SimpleQueue[_Job | object]) -> list[_Job]:
         drained: list[_Job] = []
         stops = 0
         while True:
             try:
-                job = self._jobs.get_nowait()
+                job = jobs.get_nowait()
             except queue.Empty:
                 break
             if isinstance(job, _Job):
@@ -383,7 +456,7 @@ class DecoderPool:
             else:
                 stops += 1
         for _ in range(stops):
-            self._jobs.put(_STOP)
+            jobs.put(_STOP)
         return drained
 
     # ------------------------------------------------------------------
@@ -426,7 +499,7 @@ class DecoderPool:
             self._all_processes.append(process)
             registered = not self._closing.is_set()
             if registered:
-                self._live[slot] = worker
+                self._live[id(worker)] = worker
         if not registered:
             worker.kill()
             raise DecoderPoolError("decoder pool closed")
@@ -441,18 +514,17 @@ class DecoderPool:
         except (EOFError, OSError):
             reason = worker.describe_exit()
             worker.kill()
-            self._forget(slot, worker)
+            self._forget(worker)
             raise DecoderPoolError(f"decoder process {reason} while starting") from None
         except DecoderPoolError:
             worker.kill()
-            self._forget(slot, worker)
+            self._forget(worker)
             raise
         return worker
 
-    def _forget(self, slot: int, worker: _Worker) -> None:
+    def _forget(self, worker: _Worker) -> None:
         with self._lock:
-            if self._live.get(slot) is worker:
-                del self._live[slot]
+            self._live.pop(id(worker), None)
 
 
 def _fail(future: Future[Decoded], code: ErrorCode, message: str) -> None:

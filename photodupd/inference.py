@@ -85,11 +85,13 @@ class InferenceService:
         self._drained: asyncio.Event | None = None
         self._gate: asyncio.Event | None = None  # cleared while a model switch drains
         self._switch_lock: asyncio.Lock | None = None
+        self._releasing: asyncio.Task[None] | None = None  # decoders stopping after an unload
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the decoder pool and the model thread; the model loads in the background."""
+        """Start the model thread (the model loads in the background); the decoder pool's
+        processes start with the first request and stop with the model on idle unload."""
         self._loop = asyncio.get_running_loop()
         self._state_event = asyncio.Event()
         self._drained = asyncio.Event()
@@ -103,7 +105,6 @@ class InferenceService:
             self._pool = DecoderPool(
                 self.config.decode_workers, self.config.decode_timeout, self.config.decode_memory_mb
             )
-        await asyncio.to_thread(self._pool.start)
         self._worker.start()
 
     async def wait_ready(self) -> protocol.ModelInfo:
@@ -139,6 +140,8 @@ class InferenceService:
         self._unpacker.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
+        if self._releasing is not None:
+            await asyncio.gather(self._releasing, return_exceptions=True)
 
     # ------------------------------------------------------------------ requests
 
@@ -392,11 +395,30 @@ class InferenceService:
         event, self._state_event = self._state_event, asyncio.Event()
         if event is not None:
             event.set()
-        ready = self._worker.readiness()[0] is ModelState.READY
+        state = self._worker.readiness()[0]
+        if state is ModelState.UNLOADED and self._announced_ready:
+            self._release_decoders()
+        ready = state is ModelState.READY
         if ready and not self._announced_ready:
             self._announced_ready = True
             if self.on_ready is not None:
                 self.on_ready()
+
+    def _release_decoders(self) -> None:
+        """On the loop, after an idle unload: stop the decoder processes too (the next
+        request starts them again, while the model reloads).  The pool itself refuses when
+        items are queued or decoding, and a request racing this starts new workers."""
+        pool = self._pool
+        if pool is None or self._closing or self._pending_items:
+            return
+        if self._releasing is not None and not self._releasing.done():
+            return
+
+        async def release() -> None:
+            if await asyncio.to_thread(pool.release):
+                log.info("idle: decoder processes stopped")
+
+        self._releasing = asyncio.ensure_future(release())
 
     def _notify_state_threadsafe(self) -> None:
         loop = self._loop

@@ -300,6 +300,8 @@ class ServerStatus(TypedDict):
     version: str
     pid: int
     uptime: float
+    #: Seconds until an idle exit if no request comes (None: ``idle_exit`` is 0, never).
+    idle_exit_in: float | None
     socket: str | None
     connections: int
     control_connections: int

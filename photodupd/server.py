@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,15 @@ STREAM_LIMIT = 64 * 1024  # a client that stops reading its replies is dropped a
 #: in flight (one still without hello first, else the longest quiet): idle connections hold
 #: the reserve only until the next client arrives.
 CONTROL_SLOTS = 4
+#: An idle exit (``idle_exit``) also waits until no connection was opened and no frame
+#: read for this long, so a client between its hello and its first request (photodup-ctl,
+#: a scan's launcher and then its feature client) is never cut off.  Control requests
+#: (status, ping) hold the exit back only this long; they never restart the idle clock.
+EXIT_GRACE = 2.0
+#: During an idle exit, how long a quiet connection is watched for a request already on
+#: its way before it is closed; one that arrives later meets a closed connection and is
+#: retried by the client against the next photodupd.
+LAST_LOOK = 0.05
 
 
 class Service(Protocol):
@@ -123,11 +133,25 @@ class Server:
         self.connections: dict[int, Connection] = {}
         self._numbers = iter(range(1, 1 << 62))
         self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._bound: sockets.Listener | None = None
         self._draining = False
+        self._idle_exiting = False  # draining for an idle exit: requests read are served
+        self._exit_started: asyncio.Future[None] | None = None  # wakes quiet connections
+        self._idle_watch: asyncio.Task[None] | None = None
+        self._connection_tasks: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
         self._own_uid = os.getuid()
+        # The idle clock: the last request other than a control op (received or finished),
+        # and the last sign of any client at all (a connection or a frame), see EXIT_GRACE.
+        self._last_work = time.monotonic()
+        self._last_contact = self._last_work
+        self._working = 0  # requests in flight other than control ops
         self.socket_path: str | None = None
         self.on_shutdown_request: Callable[[], None] | None = None
+        #: Called once when ``idle_exit`` seconds passed without a request (see
+        #: :meth:`_idle_exit_due`); the daemon then shuts down with ``idle=True``.
+        self.on_idle_exit: Callable[[], None] | None = None
         self._handlers: dict[str, Handler] = {
             protocol.HELLO.name: self._op_hello,
             protocol.PING.name: self._op_ping,
@@ -142,8 +166,21 @@ class Server:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, listener: socket.socket) -> None:
+    async def start(
+        self, listener: socket.socket, *, bound: sockets.Listener | None = None
+    ) -> None:
+        """Serve ``listener``.  ``bound``: the :class:`~photodupd.sockets.Listener` it came
+        from, so that :meth:`shutdown` can hand its path and lock over to the next photodupd
+        at once (and serve what is queued) rather than when this process ends."""
         self.socket_path = str(listener.getsockname()) or None
+        self._exit_started = asyncio.get_running_loop().create_future()
+        self._bound = bound
+        if bound is not None:
+            # asyncio closes the socket it serves when it stops; a duplicate keeps ours open
+            # so that shutdown can still take the connections queued on it.
+            self._listener = listener
+            listener = listener.dup()
+            listener.setblocking(False)
         self._server = await asyncio.start_unix_server(
             # asyncio re-listens with backlog 100 unless told otherwise; bursts of
             # clients (a scan starting 200 workers) need more.
@@ -155,6 +192,8 @@ class Server:
             limit=STREAM_LIMIT,
             backlog=1024,
         )
+        if self.config.idle_exit > 0:
+            self._idle_watch = asyncio.create_task(self._watch_idle())
 
     async def serve_connected(self, sock: socket.socket) -> None:
         """Serve one client already connected on ``sock`` until it leaves: the private
@@ -163,19 +202,41 @@ class Server:
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=STREAM_LIMIT)
         await self._on_connect(reader, writer)
 
-    async def shutdown(self, drain_timeout: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), then close everything."""
+    async def shutdown(self, drain_timeout: float | None = None, *, idle: bool = False) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close everything.
+
+        A socket of our own is unlinked and its lock released first, so a new photodupd can
+        start at once; connections already queued on it are still accepted.  An inherited
+        socket is left to systemd/launchd: what is queued waits for the next instance.
+
+        ``idle``: an idle exit.  Requests read from open connections are then served rather
+        than refused (a client that sent one just as the exit began gets its answer), and
+        each connection is closed once it is quiet (see :data:`LAST_LOOK`).
+        """
         if self._draining:
             await self._stopped.wait()
             return
         self._draining = True
-        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
-        if self._server is not None:
-            self._server.close()
+        self._idle_exiting = idle
+        if self._idle_watch is not None and self._idle_watch is not asyncio.current_task():
+            self._idle_watch.cancel()
+        deadline = time.monotonic() + (
+            self.config.drain_timeout if drain_timeout is None else drain_timeout
+        )
+        if idle and self._exit_started is not None and not self._exit_started.done():
+            self._exit_started.set_result(None)  # wakes connections waiting for a request
+        await self._stop_accepting()
+        while idle and self._connection_tasks and time.monotonic() < deadline:
+            # Each connection closes itself once quiet; one accepted just now joins the set
+            # when its task first runs, hence the loop.
+            await asyncio.wait(
+                set(self._connection_tasks), timeout=max(0.0, deadline - time.monotonic())
+            )
         in_flight = [t for c in self.connections.values() for t in c.tasks]
         if in_flight:
-            log.info("draining %d in-flight request(s), up to %.0f s", len(in_flight), timeout)
-            _done, pending = await asyncio.wait(in_flight, timeout=timeout)
+            left = max(0.0, deadline - time.monotonic())
+            log.info("draining %d in-flight request(s), up to %.0f s", len(in_flight), left)
+            _done, pending = await asyncio.wait(in_flight, timeout=left)
             for task in pending:
                 task.cancel()
             if pending:
@@ -183,6 +244,64 @@ class Server:
         for conn in list(self.connections.values()):
             conn.close()
         self._stopped.set()
+
+    async def _stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()  # no more accept(); closes asyncio's duplicate (see start)
+        bound, listener = self._bound, self._listener
+        if bound is None or listener is None:
+            return
+        if not bound.inherited:
+            bound.hand_over()  # nobody new can connect; the next photodupd may bind the path
+            for sock in _accept_queued(listener):
+                # Connected before the path went away: served, not reset.
+                reader, writer = await asyncio.open_unix_connection(sock=sock, limit=STREAM_LIMIT)
+                self._track_connection(asyncio.ensure_future(self._on_connect(reader, writer)))
+            listener.close()
+
+    def _track_connection(self, task: asyncio.Task[Any]) -> None:
+        """Count a connection's task until it ends (an idle exit waits for them)."""
+        self._connection_tasks.add(task)
+        task.add_done_callback(self._connection_tasks.discard)
+
+    # ------------------------------------------------------------------ idle exit
+
+    def idle_exit_in(self) -> float | None:
+        """Seconds until an idle exit if no request comes (None: ``idle_exit`` is 0); the
+        full ``idle_exit`` while requests are in flight, as the clock restarts after them."""
+        if self.config.idle_exit <= 0:
+            return None
+        if self._working:
+            return self.config.idle_exit
+        return max(0.0, self._last_work + self.config.idle_exit - time.monotonic())
+
+    def _in_flight(self) -> int:
+        return sum(len(c.tasks) for c in self.connections.values())
+
+    def _idle_exit_due(self) -> bool:
+        """Time to exit: ``idle_exit`` seconds since the last request (other than control
+        ops), nothing in flight, no client contact for :data:`EXIT_GRACE`, and no model
+        loading (the first load is work too; a service manager waits for its readiness)."""
+        if self._draining or self.idle_exit_in() != 0 or self._in_flight():
+            return False
+        if time.monotonic() < self._last_contact + EXIT_GRACE:
+            return False
+        return self.service.model_info().get("state") != protocol.ModelState.LOADING
+
+    async def _watch_idle(self) -> None:
+        while not self._draining:
+            if self._idle_exit_due():
+                log.info(
+                    "no requests for %g s: exiting until a client needs us", self.config.idle_exit
+                )
+                if self.on_idle_exit is not None:
+                    self.on_idle_exit()
+                return
+            left = self.idle_exit_in() or 0.0
+            grace = self._last_contact + EXIT_GRACE - time.monotonic()
+            # Wake when the clock (or the grace) runs out; a model still loading is looked
+            # at again a little later.
+            await asyncio.sleep(max(left, grace, 0.25))
 
     # ------------------------------------------------------------------ connections
 
@@ -198,9 +317,13 @@ class Server:
             log.warning("refused a connection from uid %s", uid)
             writer.close()
             return
+        self._last_contact = time.monotonic()
+        task = asyncio.current_task()
+        if task is not None and task not in self._connection_tasks:
+            self._track_connection(task)
         number = next(self._numbers)
         conn = Connection(number, writer)
-        if self._draining:
+        if self._draining and not self._idle_exiting:
             await conn.send(
                 protocol.error_reply(None, ErrorCode.SHUTTING_DOWN, "photodupd is stopping")
             )
@@ -277,21 +400,42 @@ class Server:
         read = asyncio.ensure_future(reader.readexactly(1))
         try:
             while not read.done():
+                if self._idle_exiting:
+                    if await self._request_coming(conn, read):
+                        continue
+                    break
                 allowed = self._silence_allowed(conn)
                 if allowed <= 0:
                     break
-                await asyncio.wait({read}, timeout=allowed)
+                wake: set[asyncio.Future[Any]] = {read}
+                if self._exit_started is not None and not self._exit_started.done():
+                    wake.add(self._exit_started)
+                await asyncio.wait(wake, timeout=allowed, return_when=asyncio.FIRST_COMPLETED)
             if read.done():
                 return read.result()
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
         finally:
             read.cancel()  # not done: timed out, or this task is being cancelled
+        if self._idle_exiting:
+            log.debug("connection %d: quiet, closed for the idle exit", conn.number)
+            return None
         if not conn.greeted:
             raise ProtocolError(ErrorCode.HELLO_REQUIRED, self._no_hello_message())
         self.stats.idle_timeouts += 1
         log.info("connection %d: idle for %.0f s, closing", conn.number, self._idle_timeout(conn))
         return None
+
+    async def _request_coming(self, conn: Connection, read: asyncio.Future[bytes]) -> bool:
+        """During an idle exit: should ``conn`` stay open a little longer?  Yes while its
+        requests are in flight (their replies go out first), or when a request is arriving
+        (bytes in the stream or the kernel's buffer: a request read is a request answered)."""
+        if conn.tasks:
+            waiting: set[asyncio.Future[Any]] = {read, *conn.tasks}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            return True
+        await asyncio.wait({read}, timeout=LAST_LOOK)
+        return read.done() or _has_unread(conn.writer)
 
     def _no_hello_message(self) -> str:
         return f"no hello within {self.config.hello_timeout:g} s; closing"
@@ -348,12 +492,14 @@ class Server:
                 conn.close()
                 return
             self.stats.requests += 1
-            conn.last_active = time.monotonic()
+            conn.last_active = self._last_contact = time.monotonic()
             if not conn.greeted:
                 if not await self._handshake(conn, request):
                     conn.close()
                     return
                 continue
+            if request.op not in protocol.CONTROL_OPS:
+                self._last_work = conn.last_active  # control ops never restart the idle clock
             if len(conn.tasks) >= self.config.max_in_flight:
                 await self._reply_error(
                     conn,
@@ -410,14 +556,19 @@ class Server:
     async def _run(self, conn: Connection, request: Request) -> None:
         started = time.perf_counter()
         outcome: object = "cancelled"  # what _finished records if this never ends
+        work = request.op not in protocol.CONTROL_OPS  # status or ping: no work for the clock
+        self._working += work
         try:
             outcome = await self._serve_request(conn, request)
         finally:
+            if work:
+                self._working -= 1
+                self._last_work = time.monotonic()  # the idle clock runs from the end of work
             self._finished(conn, request, outcome, time.perf_counter() - started)
 
     async def _serve_request(self, conn: Connection, request: Request) -> object:
         """Answer one request; returns its result, or the ErrorCode of its error reply."""
-        if self._draining:
+        if self._draining and not self._idle_exiting:
             await self._reply_error(
                 conn, request.id, ErrorCode.SHUTTING_DOWN, "photodupd is stopping"
             )
@@ -475,6 +626,7 @@ class Server:
             "version": __version__,
             "pid": os.getpid(),
             "uptime": time.monotonic() - self.stats.started_monotonic,
+            "idle_exit_in": self.idle_exit_in(),
             "socket": self.socket_path,
             "connections": len(self.connections),
             "control_connections": sum(1 for c in self.connections.values() if c.control),
@@ -486,7 +638,7 @@ class Server:
             "rejected_busy": self.stats.rejected_busy,
             "hello_timeouts": self.stats.hello_timeouts,
             "idle_timeouts": self.stats.idle_timeouts,
-            "in_flight_requests": sum(len(c.tasks) for c in self.connections.values()),
+            "in_flight_requests": self._in_flight(),
             "rss": rss,
             "draining": self._draining,
         }
@@ -580,3 +732,33 @@ def finished_request(
         wait_ms=wait_ms if isinstance(wait_ms, float | int) else None,
         model_ms=model_ms if isinstance(model_ms, float | int) else None,
     )
+
+
+def _accept_queued(listener: socket.socket) -> list[socket.socket]:
+    """The connections waiting in ``listener``'s backlog, accepted (non-blocking)."""
+    accepted: list[socket.socket] = []
+    listener.setblocking(False)
+    while True:
+        try:
+            sock, _address = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return accepted
+        except OSError as exc:  # e.g. out of file descriptors: the rest are reset
+            log.warning("could not take a queued connection at exit: %s", exc)
+            return accepted
+        sock.setblocking(False)
+        accepted.append(sock)
+
+
+def _has_unread(writer: asyncio.StreamWriter) -> bool:
+    """True when the kernel holds bytes (or the peer's close) not yet read from this
+    connection; poll, not select, so any descriptor number works."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False

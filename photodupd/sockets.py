@@ -48,9 +48,17 @@ class Listener:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+        self.hand_over()
+
+    def hand_over(self) -> None:
+        """Give up the path and the lock while the socket stays open (to accept what is
+        already queued on it): unlink the path we bound, then release the lock, so that
+        a new photodupd can bind the path at once.  Once only: after it, the path may be
+        the new daemon's and must never be unlinked by us."""
         if self.path is not None and not self.inherited:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        self.path = None
         if self.lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.lock_fd)

@@ -34,6 +34,9 @@ class DaemonFeatureSource:
         daemon_args: list[str] | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self._report = report
+        self._daemon_args = daemon_args
+        self._start = start
         if start:
             ensure_daemon(socket_path, report=report, extra_args=daemon_args)
         self.model = wait_for_model(socket_path, report=report)
@@ -58,7 +61,8 @@ class DaemonFeatureSource:
         queue: asyncio.Queue[list[str]] = asyncio.Queue()
         for chunk in chunks:
             queue.put_nowait(chunk)
-        async with AsyncClient(self.socket_path) as client:
+        restart = self._restart if self._start else None
+        async with AsyncClient(self.socket_path, start_daemon=restart) as client:
 
             async def worker() -> None:
                 while not cancel.is_set():
@@ -70,6 +74,13 @@ class DaemonFeatureSource:
                         on_result(path, result)
 
             await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+
+    async def _restart(self) -> None:
+        """photodupd went away (its idle exit, with no service manager holding the socket):
+        start it again as at the start; a reply from another model is refused per chunk."""
+        await asyncio.to_thread(
+            ensure_daemon, self.socket_path, report=self._report, extra_args=self._daemon_args
+        )
 
     async def _request(self, client: AsyncClient, chunk: list[str]) -> list[FeatureResult]:
         items = [{"path": protocol.path_for_wire(p)} for p in chunk]

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -279,3 +280,87 @@ def test_busy_workers_die_with_a_killed_daemon(tmp_path: Path) -> None:
         daemon.wait()
     _gone, alive = psutil.wait_procs(workers, timeout=20)
     assert not alive
+
+
+# ---------------------------------------------------------------- lazy start, idle release
+
+
+def decoder_children(pids: set[int] | None = None) -> list[psutil.Process]:
+    """This process's live decoder children (re-read from the OS, not the pool's word)."""
+    live = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and child.cmdline()[1:2] == ["-c"]:
+                live.append(child)
+        except psutil.Error:
+            continue
+    return [c for c in live if pids is None or c.pid in pids]
+
+
+def test_workers_start_on_first_use_and_stop_on_release(photo_bytes: bytes) -> None:
+    pool = DecoderPool(workers=2, timeout=TIMEOUT, memory_mb=1024, decode_fn=SCRIPTED)
+    try:
+        assert decoder_children() == [] and pool.stats()["pids"] == []
+        assert isinstance(outcome(pool.submit(data_item(photo_bytes), SPEC)), Decoded)
+        first = set(pool.stats()["pids"])
+        assert len(first) == 2 and {c.pid for c in decoder_children()} == first
+        assert pool.release()
+        assert decoder_children(first) == []
+        assert pool.stats()["pids"] == [] and not pool.stats()["running"]
+        assert not pool.release()  # nothing running: nothing to stop
+        # The next item starts a new generation of workers.
+        assert isinstance(outcome(pool.submit(data_item(photo_bytes), SPEC)), Decoded)
+        second = set(pool.stats()["pids"])
+        assert len(second) == 2 and not second & first
+        stats = pool.stats()
+        assert (stats["starts"], stats["releases"], stats["restarts"]) == (2, 1, 0)
+    finally:
+        pool.close()
+    assert decoder_children() == []
+
+
+def test_release_leaves_busy_workers_alone(tmp_path: Path, photo_bytes: bytes) -> None:
+    pool = DecoderPool(workers=1, timeout=60.0, memory_mb=1024, decode_fn=SCRIPTED)
+    try:
+        fifo = tmp_path / "started"
+        os.mkfifo(fifo)
+        hanging = pool.submit(data_item(b"hang:" + bytes(fifo)), None)
+        queued = pool.submit(data_item(photo_bytes), SPEC)
+        with fifo.open("rb") as started:
+            assert started.read(1) == b"!"
+        pids = pool.stats()["pids"]
+        assert not pool.release()
+        assert pool.stats()["pids"] == pids and not queued.done()
+    finally:
+        pool.close()
+    assert error_of(hanging).code == ErrorCode.SHUTTING_DOWN
+
+
+def test_items_racing_releases_are_all_decoded(photo_bytes: bytes) -> None:
+    """A submit that lands while the workers are being released starts new ones: no item
+    waits forever in a queue whose threads have left."""
+    pool = DecoderPool(workers=2, timeout=TIMEOUT, memory_mb=1024, decode_fn=SCRIPTED)
+    futures: list[Future[Decoded]] = []
+    try:
+        for _ in range(6):
+            futures += [pool.submit(data_item(photo_bytes), SPEC) for _ in range(3)]
+            wait_futures(futures, timeout=60)
+            releasing = threading.Thread(target=pool.release)
+            releasing.start()
+            futures.append(pool.submit(data_item(photo_bytes), SPEC))  # during the release
+            releasing.join()
+        assert all(isinstance(outcome(f), Decoded) for f in futures)
+    finally:
+        pool.close()
+    assert decoder_children() == []
+
+
+def test_start_is_eager_and_submit_after_close_is_refused(photo_bytes: bytes) -> None:
+    pool = DecoderPool(workers=2, timeout=TIMEOUT, memory_mb=1024, decode_fn=SCRIPTED)
+    pool.start()
+    assert len({c.pid for c in decoder_children(set(pool.stats()["pids"]))}) == 2
+    with pytest.raises(RuntimeError, match="already started"):
+        pool.start()
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(data_item(photo_bytes), SPEC)

@@ -74,6 +74,14 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert problems == [], result.stderr
 
 
+def test_a_clean_idle_exit_is_left_to_socket_activation() -> None:
+    """photodupd's idle exit is status 0: neither unit may restart it on the spot (that
+    would keep it resident); the socket starts it again on the next connection."""
+    assert unit("photodupd.service")["Service"]["Restart"] in ("on-failure", "on-abnormal")
+    with (ROOT / "launchd" / "io.github.photodup.photodupd.plist").open("rb") as fh:
+        assert plistlib.load(fh)["KeepAlive"] == {"SuccessfulExit": False}
+
+
 def test_launchd_plist_parses_and_names_the_daemon() -> None:
     plist_path = ROOT / "launchd" / "io.github.photodup.photodupd.plist"
     with plist_path.open("rb") as fh:
@@ -89,9 +97,10 @@ def test_config_file_overrides_defaults_and_flags_override_it(tmp_path: Path) ->
     path = tmp_path / "config.toml"
     path.write_text(
         '[daemon]\nmodel = "builtin"\nthreads = 1\nidle_unload = 5\nsocket = "~/x.sock"\n'
-        "hello_timeout = 2\n"
+        "hello_timeout = 2\nidle_exit = 0\n"
     )
     cfg = config.load(path)
+    assert cfg.idle_exit == 0.0 and config.DaemonConfig().idle_exit == 900.0
     assert cfg.model == "builtin" and cfg.threads == 1 and cfg.idle_unload == 5.0
     assert cfg.hello_timeout == 2.0
     assert cfg.socket == Path.home() / "x.sock"
@@ -109,6 +118,8 @@ def test_config_file_overrides_defaults_and_flags_override_it(tmp_path: Path) ->
         ("[daemon]\nhello_timeout = 0\n", "hello_timeout must be more than 0"),
         ("[daemon]\nidle_timeout = -1\n", "idle_timeout must be more than 0"),
         ("[daemon]\nframe_timeout = nan\n", "frame_timeout must be more than 0"),
+        ("[daemon]\nidle_exit = -1\n", "idle_exit must be 0"),
+        ("[daemon]\nidle_exit = nan\n", "idle_exit must be 0"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
