@@ -27,7 +27,9 @@ from photodup_tui.engine.types import Photo
 
 #: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
 METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v4"
-NEAR_METHOD = f"same-picture-rms-{sameshot.THUMB_SIDE}-v1"
+NEAR_METHOD = (
+    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v2"
+)
 #: Thumbnails are decoded from a preview this big (JPEG draft mode keeps it cheap).
 PREVIEW_SIDE = 4 * sameshot.THUMB_SIDE
 CHUNK = 16
@@ -42,9 +44,33 @@ def thumbnail_file(path: str) -> sameshot.Thumb | None:
     from photodupd import imaging
 
     try:
-        return sameshot.thumbnail_from(imaging.load_preview(path, PREVIEW_SIDE))
+        return sameshot.thumbnail_from(imaging.load_preview(path, PREVIEW_SIDE, alpha=True))
     except Exception:  # undecodable now: the pair simply goes unchecked
         return None
+
+
+def detail_pair(path_a: str, path_b: str, size: tuple[int, int]) -> float | None:
+    """Worker side: :func:`sameshot.same_detail` of two files, both decoded to fit ``size``
+    (the smaller one's own size, see :func:`sameshot.detail_size`), or None when either
+    does not decode."""
+    from PIL import Image
+
+    from photodupd import imaging
+
+    try:
+        pictures = []
+        for path in (path_a, path_b):
+            picture = imaging.load_preview(path, max(size), alpha=True)
+            if picture.size != size:  # the larger one's aspect ratio may be a pixel off
+                picture = picture.resize(size, Image.Resampling.BILINEAR)
+            pictures.append(picture)
+        return sameshot.same_detail(*pictures)
+    except Exception:  # undecodable now: the pair goes unchecked, never guessed
+        return None
+
+
+def detail_chunk(jobs: Sequence[tuple[str, str, tuple[int, int]]]) -> list[float | None]:
+    return [detail_pair(*job) for job in jobs]
 
 
 def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
@@ -83,6 +109,7 @@ class SameShotChecker:
         self.isolate = isolate
         self.decoded = 0  # thumbnails decoded, for tests and reports
         self.scored = 0  # pairs scored (not from the cache)
+        self.detailed = 0  # near pairs proven at full detail (sameshot.same_detail)
         #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
         #: that rests on them is not stored for reuse (stored_groups.py).
         self.unanswered = 0
@@ -167,7 +194,9 @@ class SameShotChecker:
     ) -> list[tuple[tuple[Photo, Photo], float]]:
         """Scores of ``pairs`` (thumbnails at hand), in the pool when that pays; fewer when
         the scan is cancelled meanwhile."""
-        scorers = self._scoring_pool() if check.method == METHOD else None
+        if check.method == NEAR_METHOD:
+            return self._near_scores(pairs, thumbs)
+        scorers = self._scoring_pool()
         if scorers is not None and len(pairs) >= POOL_MIN_PAIRS and not self._cancelled():
             share = -(-len(pairs) // self.workers)  # one chunk per worker: few messages
             chunks = [pairs[i : i + share] for i in range(0, len(pairs), share)]
@@ -190,6 +219,75 @@ class SameShotChecker:
             done.append(((a, b), check.measure(thumbs[a.path], thumbs[b.path])))
             self._advance(1)
         return done
+
+    def _near_scores(
+        self, pairs: list[tuple[Photo, Photo]], thumbs: dict[str, sameshot.Thumb]
+    ) -> list[tuple[tuple[Photo, Photo], float]]:
+        """Same-picture scores: the thumbnails first (cheap, in this process); a pair they
+        call the same picture that is mostly flat (a document, a screenshot, a logo) or has
+        transparency is then proven at full detail (:func:`detail_pair`, in a worker).  A
+        pair whose detail check could not be made gets no score."""
+        coarse: list[tuple[tuple[Photo, Photo], float]] = []
+        jobs: list[tuple[str, str, tuple[int, int]]] = []
+        waiting: list[int] = []
+        for a, b in pairs:
+            if self._cancelled():
+                break
+            ta, tb = thumbs[a.path], thumbs[b.path]
+            value = sameshot.same_picture(ta, tb)
+            if value >= sameshot.SAME_PICTURE_MIN and sameshot.needs_detail(ta, tb):
+                size = sameshot.detail_size(_full_size(a, ta), _full_size(b, tb))
+                jobs.append((a.path, b.path, size))
+                waiting.append(len(coarse))
+            else:
+                self._advance(1)
+            coarse.append(((a, b), value))
+        details = self._details(jobs)
+        self.detailed += sum(d is not None for d in details)
+        lost: set[int] = set()
+        for index, detail in zip(waiting, details, strict=True):
+            if detail is None:
+                lost.add(index)
+            else:
+                pair, value = coarse[index]
+                coarse[index] = (pair, min(value, detail))
+        return [scored for index, scored in enumerate(coarse) if index not in lost]
+
+    def _details(self, jobs: list[tuple[str, str, tuple[int, int]]]) -> list[float | None]:
+        """:func:`detail_pair` of each job, in worker processes unless ``isolate`` is off;
+        None where it could not be made (a decoder crash, a cancelled scan)."""
+        found: list[float | None] = [None] * len(jobs)
+        if not jobs:
+            return found
+        if not self.isolate:
+            for i, job in enumerate(jobs):
+                if self._cancelled():
+                    break
+                found[i] = detail_pair(*job)
+                self._advance(1)
+            return found
+        context = multiprocessing.get_context("spawn")
+        lost: list[int] = []
+        with ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context) as pool:
+            futures = [pool.submit(detail_pair, *job) for job in jobs]
+            for i, future in enumerate(futures):
+                if self._cancelled():
+                    future.cancel()
+                    continue
+                try:
+                    found[i] = future.result()
+                    self._advance(1)
+                except BrokenProcessPool:
+                    lost.append(i)
+        for i in lost:  # a crash costs its own pair only: retried alone, in a fresh worker
+            if self._cancelled():
+                break
+            try:
+                with ProcessPoolExecutor(1, mp_context=context) as alone:
+                    found[i] = alone.submit(detail_pair, *jobs[i]).result()
+            except BrokenProcessPool:
+                found[i] = None
+        return found
 
     def _scoring_pool(self) -> ProcessPoolExecutor | None:
         if not self.isolate or self.workers < 2:
@@ -304,6 +402,16 @@ class _Keys:
 
     def pair(self, a: Photo, b: Photo) -> tuple[str, str]:
         return (self.of(a), self.of(b))
+
+
+def _full_size(photo: Photo, thumb: sameshot.Thumb) -> tuple[int, int]:
+    """A photo's (width, height) as the scan found it; when unknown, as big as the detail
+    check looks, in the thumbnail's shape."""
+    if photo.width and photo.height:
+        return (photo.width, photo.height)
+    h, w = thumb.shape[:2]
+    factor = sameshot.DETAIL_SIDE / max(h, w, 1)
+    return (max(1, round(w * factor)), max(1, round(h * factor)))
 
 
 def _cpus() -> int:
