@@ -43,7 +43,13 @@ from typing import Protocol
 
 import numpy as np
 
-from photodup_tui.engine.keeprules import KeepRules, dimensions, is_raw_jpeg_pair
+from photodup_tui.engine.keeprules import (
+    KeepRules,
+    dimensions,
+    explain_resave,
+    is_raw_jpeg_pair,
+    may_be_resave,
+)
 from photodup_tui.engine.neighbours import EXACT_LIMIT, Tick, hamming_arrays, neighbour_arrays
 from photodup_tui.engine.sameshot import SAME_PICTURE_MIN, SAME_SHOT_MIN
 from photodup_tui.engine.settings import Thresholds
@@ -66,6 +72,13 @@ class Verify(Protocol):
 
     def near(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[float | None]:
         """Same-picture scores (a re-encode of the other?); None where unchecked."""
+
+
+class ResaveCheck(Protocol):
+    """Optional on a ``Verify``: is the first of each pair a lossless re-save of the second's
+    pixels (``SameShotChecker.resaves``)?  None where it could not be told."""
+
+    def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[bool | None]: ...
 
 
 #: ``near`` needs the same aspect ratio within this fraction (pixel rounding of small resizes).
@@ -147,6 +160,8 @@ def group_photos(
     assigned: set[int] = set()
     check.prefetch_near()
     families = _new_families(contents, check.near_to, assigned)  # 1. near, best keeper first
+    for family in families:  # the original beats a lossless re-save of its pixels
+        check.prefer_original(family)
     for content in contents:  # 2. exact
         if len(content.replicas) > 1 and content.index not in assigned:
             assigned.add(content.index)
@@ -162,7 +177,7 @@ def group_photos(
         family.matched.extend(joining)
     singles = [c for c in contents if len(c.replicas) == 1]
     families += _new_families(singles, check.similar_to, assigned)  # 4. similar, what is left
-    groups = [_build(f.keeper, f.matched, rules, delete_raw_jpeg_pairs) for f in families]
+    groups = [_build(f.keeper, f.matched, rules, delete_raw_jpeg_pairs, f.resave) for f in families]
     groups.sort(key=lambda g: (_KIND_ORDER[g.kind], -g.reclaimable, g.keeper_member.photo.path))
     return groups
 
@@ -171,6 +186,9 @@ def group_photos(
 class _Family:
     keeper: _Content
     matched: list[tuple[_Content, Match]] = field(default_factory=list)
+    #: The content the keep rules preferred that turned out to be a lossless re-save of the
+    #: keeper's pixels (``_Check.prefer_original``), if any.
+    resave: _Content | None = None
 
 
 def _new_families(
@@ -260,6 +278,30 @@ class _Check:
                 self.edges[keeper.index][other.index] = weaker
                 self.edges[other.index][keeper.index] = weaker
         return confirmed
+
+    def prefer_original(self, family: _Family) -> None:
+        """A keeper that is a lossless re-save (PNG, TIFF) of a near copy's pixels (a JPEG)
+        holds nothing the copy does not, and the copy is the original, with its EXIF and
+        capture date: the copy becomes the keeper.  The pixels must be equal (decoded at full
+        size, ``SameShotChecker.resaves``); the facts only choose whom to ask about."""
+        resaves: ResaveCheck | None = getattr(self.verify, "resaves", None)
+        keeper = family.keeper.best
+        if resaves is None:
+            return
+        candidates = [
+            (content, match)
+            for content, match in family.matched  # best keeper first
+            if match.kind is Kind.NEAR and may_be_resave(keeper, content.best)
+        ]
+        if not candidates:
+            return
+        answers = resaves([(keeper, content.best) for content, _ in candidates])
+        for (content, match), resave in zip(candidates, answers, strict=True):
+            if resave:
+                family.matched.remove((content, match))
+                family.matched.insert(0, (family.keeper, match))
+                family.resave, family.keeper = family.keeper, content
+                return
 
     def similar_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
         candidates = self._candidates(keeper, assigned)
@@ -436,6 +478,7 @@ def _build(
     matched: list[tuple[_Content, Match]],
     rules: KeepRules,
     delete_raw_jpeg_pairs: bool,
+    resave: _Content | None = None,
 ) -> Group:
     keeper = keeper_content.best
     exact = Match(Kind.EXACT)
@@ -444,6 +487,7 @@ def _build(
         relations.extend((p, match) for p in content.replicas)
     members: list[Member] = []
     scores: dict[str, float] = {}
+    resave_why = explain_resave(resave.best) if resave is not None else ""
     # The keeper is explained against the copies it competes with, not the edits beside it.
     rivals = [p for p, m in relations if p is not keeper and m.kind is not Kind.SIMILAR]
     others = rules.rank(rivals or [p for p, _ in relations if p is not keeper])
@@ -451,11 +495,11 @@ def _build(
     for photo, match in relations:
         scores[photo.path] = match.score()
         if photo is keeper:
-            members.append(
-                Member(photo, Action.KEEP, f"keeper: {rules.explain(keeper, runner_up)}")
-            )
+            why = rules.explain(keeper, runner_up) if resave is None else None
+            members.append(Member(photo, Action.KEEP, f"keeper: {why or resave_why}"))
             continue
-        member = _member(photo, keeper, match, rules, delete_raw_jpeg_pairs)
+        resaved = resave is not None and photo in resave.replicas
+        member = _member(photo, keeper, match, rules, delete_raw_jpeg_pairs, resaved)
         member.verdict = match.kind
         members.append(member)
     # The kind is what the keep rules may act on: similar members ride along, never marked.
@@ -467,7 +511,12 @@ def _build(
 
 
 def _member(
-    photo: Photo, keeper: Photo, match: Match, rules: KeepRules, delete_raw_jpeg_pairs: bool
+    photo: Photo,
+    keeper: Photo,
+    match: Match,
+    rules: KeepRules,
+    delete_raw_jpeg_pairs: bool,
+    resaved: bool = False,
 ) -> Member:
     relation = match.describe()
     if match.kind is Kind.EXACT:
@@ -482,7 +531,11 @@ def _member(
         return Member(photo, Action.KEEP, f"{relation}; similar photos are only shown, you decide")
     if is_raw_jpeg_pair(photo, keeper) and not delete_raw_jpeg_pairs:
         return Member(photo, Action.KEEP, f"{relation}; kept: RAW+JPEG pair with the keeper")
-    return Member(photo, Action.DELETE, f"{relation}; keeper wins: {rules.explain(keeper, photo)}")
+    if resaved:
+        why = "the original (this file is a lossless re-save of its pixels: it holds nothing more)"
+    else:
+        why = rules.explain(keeper, photo)
+    return Member(photo, Action.DELETE, f"{relation}; keeper wins: {why}")
 
 
 def _reason(keeper: Photo, relations: list[tuple[Photo, Match]]) -> str:

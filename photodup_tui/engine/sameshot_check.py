@@ -20,10 +20,15 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+import numpy as np
 
 from photodup_tui.engine import sameshot
 from photodup_tui.engine.cache import Cache, CacheError, pixel_key
 from photodup_tui.engine.types import Photo
+
+_T = TypeVar("_T")
 
 #: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
 METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v4"
@@ -69,8 +74,28 @@ def detail_pair(path_a: str, path_b: str, size: tuple[int, int]) -> float | None
         return None
 
 
-def detail_chunk(jobs: Sequence[tuple[str, str, tuple[int, int]]]) -> list[float | None]:
-    return [detail_pair(*job) for job in jobs]
+#: A lossless re-save may differ from its original by this many levels: JPEG decoders round
+#: their transforms a level or two apart.  A JPEG saved from a PNG differs by far more.
+RESAVE_TOLERANCE = 2
+
+
+def resave_pair(lossless: str, original: str, size: tuple[int, int]) -> bool | None:
+    """Worker side: whether ``lossless`` holds exactly the pixels of ``original`` (both
+    decoded at full size, ``size``, EXIF orientation applied), or None when either does not
+    decode.  Transparency counts: an original has none."""
+    from photodupd import imaging
+
+    try:
+        pictures = [
+            imaging.load_preview(path, max(size), alpha=True) for path in (lossless, original)
+        ]
+    except Exception:  # undecodable now: no answer, the keep rules decide
+        return None
+    a, b = pictures
+    if a.size != b.size or a.mode != b.mode:
+        return False
+    difference = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+    return bool(difference.max(initial=0) <= RESAVE_TOLERANCE)
 
 
 def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
@@ -242,7 +267,7 @@ class SameShotChecker:
             else:
                 self._advance(1)
             coarse.append(((a, b), value))
-        details = self._details(jobs)
+        details = self._pooled(detail_pair, jobs)
         self.detailed += sum(d is not None for d in details)
         lost: set[int] = set()
         for index, detail in zip(waiting, details, strict=True):
@@ -253,30 +278,43 @@ class SameShotChecker:
                 coarse[index] = (pair, min(value, detail))
         return [scored for index, scored in enumerate(coarse) if index not in lost]
 
-    def _details(self, jobs: list[tuple[str, str, tuple[int, int]]]) -> list[float | None]:
-        """:func:`detail_pair` of each job, in worker processes unless ``isolate`` is off;
+    def resaves(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[bool | None]:
+        """For each (lossless, original) pair: is the first a lossless re-save of the second's
+        pixels (:func:`resave_pair`, in workers)?  None where it could not be told."""
+        jobs = [(a.path, b.path, _full_size(b, None)) for a, b in pairs]
+        return self._pooled(resave_pair, jobs, progress=False)
+
+    def _pooled(
+        self,
+        function: Callable[[str, str, tuple[int, int]], _T | None],
+        jobs: list[tuple[str, str, tuple[int, int]]],
+        progress: bool = True,
+    ) -> list[_T | None]:
+        """``function(*job)`` of each job, in worker processes unless ``isolate`` is off;
         None where it could not be made (a decoder crash, a cancelled scan)."""
-        found: list[float | None] = [None] * len(jobs)
+        found: list[_T | None] = [None] * len(jobs)
         if not jobs:
             return found
         if not self.isolate:
             for i, job in enumerate(jobs):
                 if self._cancelled():
                     break
-                found[i] = detail_pair(*job)
-                self._advance(1)
+                found[i] = function(*job)
+                if progress:
+                    self._advance(1)
             return found
         context = multiprocessing.get_context("spawn")
         lost: list[int] = []
         with ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context) as pool:
-            futures = [pool.submit(detail_pair, *job) for job in jobs]
+            futures = [pool.submit(function, *job) for job in jobs]
             for i, future in enumerate(futures):
                 if self._cancelled():
                     future.cancel()
                     continue
                 try:
                     found[i] = future.result()
-                    self._advance(1)
+                    if progress:
+                        self._advance(1)
                 except BrokenProcessPool:
                     lost.append(i)
         for i in lost:  # a crash costs its own pair only: retried alone, in a fresh worker
@@ -284,7 +322,7 @@ class SameShotChecker:
                 break
             try:
                 with ProcessPoolExecutor(1, mp_context=context) as alone:
-                    found[i] = alone.submit(detail_pair, *jobs[i]).result()
+                    found[i] = alone.submit(function, *jobs[i]).result()
             except BrokenProcessPool:
                 found[i] = None
         return found
@@ -404,12 +442,12 @@ class _Keys:
         return (self.of(a), self.of(b))
 
 
-def _full_size(photo: Photo, thumb: sameshot.Thumb) -> tuple[int, int]:
+def _full_size(photo: Photo, thumb: sameshot.Thumb | None) -> tuple[int, int]:
     """A photo's (width, height) as the scan found it; when unknown, as big as the detail
     check looks, in the thumbnail's shape."""
     if photo.width and photo.height:
         return (photo.width, photo.height)
-    h, w = thumb.shape[:2]
+    h, w = thumb.shape[:2] if thumb is not None else (1, 1)
     factor = sameshot.DETAIL_SIDE / max(h, w, 1)
     return (max(1, round(w * factor)), max(1, round(h * factor)))
 
