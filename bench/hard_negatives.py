@@ -35,6 +35,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -190,15 +191,12 @@ def _drawing(variant: str) -> Image.Image:
 
 #: family -> variant -> a function drawing it.
 PICTURES: dict[str, dict[str, Callable[[], Image.Image]]] = {
-    "overlay": {k: (lambda k=k: _overlay(k)) for k in ("vignette", "frame", "stamp", "star")},
-    "logo": {v: (lambda v=v: _logo(v)) for v in "abc"},
-    **{
-        f"invoice-{px}": {v: (lambda v=v, px=px: _invoice(px, v)) for v in "abc"}
-        for px in (11, 16, 24)
-    },
-    "screenshot": {v: (lambda v=v: _screenshot(v)) for v in "abc"},
-    "poster": {v: (lambda v=v: _poster(v)) for v in "abc"},
-    "drawing": {v: (lambda v=v: _drawing(v)) for v in "abc"},
+    "overlay": {k: partial(_overlay, k) for k in ("vignette", "frame", "stamp", "star")},
+    "logo": {v: partial(_logo, v) for v in "abc"},
+    **{f"invoice-{px}": {v: partial(_invoice, px, v) for v in "abc"} for px in (11, 16, 24)},
+    "screenshot": {v: partial(_screenshot, v) for v in "abc"},
+    "poster": {v: partial(_poster, v) for v in "abc"},
+    "drawing": {v: partial(_drawing, v) for v in "abc"},
 }
 #: How each family's original is stored: scans as JPEG, the rest as PNG.
 ORIGINAL_FORMAT = {"invoice-11": "JPEG", "invoice-16": "JPEG", "invoice-24": "JPEG"}
