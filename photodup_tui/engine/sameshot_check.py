@@ -3,7 +3,11 @@ scores computed in a pool of worker processes (one per core: the search is pure 
 under the GIL, ~4 ms a pair), both remembered.
 
 The grouping asks about the pairs that embeddings or hashes call ``near`` (same picture?)
-or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  Thumbnails are
+or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  A near pair of mostly
+flat or transparent pictures is proven again at full detail (:func:`detail_pair`: both files
+decoded at the smaller one's own size, in a worker process), and a near family whose keeper
+is a PNG holding exactly a JPEG member's pixels gets the JPEG, the original, as its keeper
+(:func:`resave_pair`).  Thumbnails are
 decoded by the same hardened decoder as everything else (``photodupd.imaging``), in worker
 processes, so a decoder crash costs a check, never the scan.  Scores are cached by the pair
 of file identities (``cache.pixel_key``), so a rescan asks nothing twice.  A pair that cannot be checked (a file that fails to decode
