@@ -228,7 +228,13 @@ class _Check:
         found = []
         for j, match in self.edges[keeper.index].items():  # strongest first (_ranked_edges)
             other = self.contents[j]
-            if match.kind is Kind.SIMILAR and j not in assigned and len(other.replicas) == 1:
+            if j in assigned or len(other.replicas) != 1:
+                continue
+            if match.kind is Kind.NEAR:
+                # Never proven near to this keeper (it took over from its lossless re-save,
+                # see prefer_original): at most a similar candidate, never marked.
+                match = replace(match, kind=Kind.SIMILAR)
+            if match.kind is Kind.SIMILAR:
                 found.append((other, match))
                 if len(found) == CHECKS_PER_KEEPER:
                     break

@@ -150,14 +150,17 @@ class SameShotChecker:
             NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture, self._keys),
         }
         self._scorers: ProcessPoolExecutor | None = None  # started on first use, see close()
+        #: Workers decoding files at full detail (near pairs, re-saves), also until close().
+        self._decoders: ProcessPoolExecutor | None = None
         # Per check: thumbnails prefetch() announced, and how many pairs may be scored.
         self._wanted: dict[str, tuple[list[str], int]] = {}
 
     def close(self) -> None:
         """Stop the scoring workers (the checker still works after, in this process)."""
-        if self._scorers is not None:
-            self._scorers.shutdown(wait=True, cancel_futures=True)
-            self._scorers = None
+        for pool in (self._scorers, self._decoders):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._scorers = self._decoders = None
 
     def __enter__(self) -> SameShotChecker:
         return self
@@ -309,18 +312,22 @@ class SameShotChecker:
             return found
         context = multiprocessing.get_context("spawn")
         lost: list[int] = []
-        with ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context) as pool:
-            futures = [pool.submit(function, *job) for job in jobs]
-            for i, future in enumerate(futures):
-                if self._cancelled():
-                    future.cancel()
-                    continue
-                try:
-                    found[i] = future.result()
-                    if progress:
-                        self._advance(1)
-                except BrokenProcessPool:
-                    lost.append(i)
+        if self._decoders is None:  # kept for the scan: each keeper asks about a few pairs
+            self._decoders = ProcessPoolExecutor(self.workers, mp_context=context)
+        futures = [self._decoders.submit(function, *job) for job in jobs]
+        for i, future in enumerate(futures):
+            if self._cancelled():
+                future.cancel()
+                continue
+            try:
+                found[i] = future.result()
+                if progress:
+                    self._advance(1)
+            except BrokenProcessPool:
+                lost.append(i)
+        if lost:  # the pool is broken: a fresh one next time
+            self._decoders.shutdown(wait=True, cancel_futures=True)
+            self._decoders = None
         for i in lost:  # a crash costs its own pair only: retried alone, in a fresh worker
             if self._cancelled():
                 break

@@ -276,3 +276,42 @@ def test_a_blank_page_is_not_the_same_picture_as_one_with_a_signature(seed: int)
     assert sameshot.needs_detail(a, b)
     assert sameshot.same_detail(blank, signed) < sameshot.SAME_PICTURE_MIN
     assert sameshot.same_detail(signed, signed.copy()) >= sameshot.SAME_PICTURE_MIN
+
+
+def test_an_edit_stays_beside_the_original_that_took_over_from_its_resave() -> None:
+    """The keeper swap must not strand an edit: the brightened copy was a near candidate of
+    both files, the pixels rejected it against the PNG only, and it must still be shown
+    (similar, kept) beside the original that became the keeper."""
+    from photodup_tui.engine.grouping import group_photos
+    from photodup_tui.engine.keeprules import KeepRules
+    from photodup_tui.engine.settings import Thresholds
+    from photodup_tui.engine.types import Kind
+    from tests.engine.helpers import unit_at
+
+    png = photo("/p/IMG.png", fmt="PNG", size=900_000)
+    jpg = photo("/p/IMG.jpg", size=300_000, exif_fields=12, taken="2019-05-04T10:11:12")
+    bright = photo("/p/IMG-bright.jpg", size=250_000, phash=1)
+    vectors = {p.path: unit_at(i) for i, p in enumerate((png, jpg, bright))}
+
+    class Verify:
+        def prefetch(self, pairs: object, *, near: bool = False) -> None:
+            pass
+
+        def near(self, pairs: list[tuple[object, object]]) -> list[float | None]:
+            return [0.5 if bright in pair else 0.999 for pair in pairs]
+
+        def __call__(self, pairs: list[tuple[object, object]]) -> list[float | None]:
+            return [0.95 for _ in pairs]
+
+        def resaves(self, pairs: list[tuple[object, object]]) -> list[bool | None]:
+            return [pair == (png, jpg) for pair in pairs]
+
+    rules = KeepRules(ScanSettings())
+    thresholds = Thresholds(0.95, 8, 0.65, None)
+    (group,) = group_photos([png, jpg, bright], vectors, thresholds, rules, verify=Verify())
+    got = {m.photo.path: (m.action, m.verdict) for m in group.members}
+    assert got == {
+        "/p/IMG.jpg": (Action.KEEP, None),
+        "/p/IMG.png": (Action.DELETE, Kind.NEAR),
+        "/p/IMG-bright.jpg": (Action.KEEP, Kind.SIMILAR),
+    }
