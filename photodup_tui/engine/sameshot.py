@@ -278,7 +278,10 @@ def same_detail(image_a: object, image_b: object) -> float:
     a, b = _detail_planes(image_a), _detail_planes(image_b)
     if a[0].shape != b[0].shape or min(a[0].shape) < DETAIL_BLOCK:
         return -1.0
-    correlation = min(_block_correlation(x, y) for x, y in ((a[0], b[0]), (a[3], b[3])))
+    pairs = [(a[0], b[0])]
+    if a[3].min() < 255 or b[3].min() < 255:  # transparency: its shapes are compared too
+        pairs.append((a[3], b[3]))
+    correlation = min(_block_correlation(x, y) for x, y in pairs)
     levels = max(_block_levels(x, y) for x, y in zip(a, b, strict=True))
     margin = 1.0 - SAME_PICTURE_MIN
     structure = 1.0 - margin * (1.0 - correlation) / (1.0 - DETAIL_CORRELATION)
@@ -302,15 +305,11 @@ def _detail_planes(image: object) -> list[np.ndarray]:
 
 
 def _blocks(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
-    """side x side blocks of ``pixels`` from (offset, offset), one block a row."""
+    """side x side blocks of ``pixels`` from (offset, offset), as a (rows, side, columns,
+    side) view: block statistics reduce over axes (1, 3), nothing is copied."""
     shifted = pixels[offset:, offset:]
     h, w = (n // side * side for n in shifted.shape)
-    return (
-        shifted[:h, :w]
-        .reshape(h // side, side, w // side, side)
-        .transpose(0, 2, 1, 3)
-        .reshape(-1, side * side)
-    )
+    return shifted[:h, :w].reshape(h // side, side, w // side, side)
 
 
 def _block_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -319,13 +318,16 @@ def _block_correlation(a: np.ndarray, b: np.ndarray) -> float:
     worst = 1.0
     for offset in (0, DETAIL_BLOCK // 2):
         x, y = _blocks(a, DETAIL_BLOCK, offset), _blocks(b, DETAIL_BLOCK, offset)
-        x = x - x.mean(axis=1, keepdims=True)
-        y = y - y.mean(axis=1, keepdims=True)
-        sx, sy = np.sqrt(np.mean(x * x, axis=1)), np.sqrt(np.mean(y * y, axis=1))
+        if x.size == 0:
+            continue
+        x = x - x.mean(axis=(1, 3), keepdims=True)
+        y = y - y.mean(axis=(1, 3), keepdims=True)
+        sx = np.sqrt(np.mean(x * x, axis=(1, 3)))
+        sy = np.sqrt(np.mean(y * y, axis=(1, 3)))
         # A block with contrast on one side only (a mark on a blank page) correlates ~0.
         used = np.maximum(sx, sy) >= DETAIL_SPREAD
         if used.any():
-            product = np.mean(x[used] * y[used], axis=1)
+            product = np.mean(x * y, axis=(1, 3))[used]
             spread = np.maximum(sx[used] * sy[used], 1e-6)
             worst = min(worst, float((product / spread).min()))
     return worst
@@ -336,8 +338,9 @@ def _block_levels(a: np.ndarray, b: np.ndarray) -> float:
     worst = 0.0
     for offset in (0, LEVEL_BLOCK // 2):
         x, y = _blocks(a, LEVEL_BLOCK, offset), _blocks(b, LEVEL_BLOCK, offset)
-        if len(x):
-            worst = max(worst, float(np.abs(x.mean(axis=1) - y.mean(axis=1)).max()))
+        if x.size:
+            means = x.mean(axis=(1, 3)) - y.mean(axis=(1, 3))
+            worst = max(worst, float(np.abs(means).max()))
     return worst
 
 
