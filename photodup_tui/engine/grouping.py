@@ -104,6 +104,8 @@ class Match:
             return round(self.cosine, 4)
         if self.phash_distance is not None:
             return round(1.0 - self.phash_distance / 64, 4)
+        if self.same_shot is not None:  # nominated by a near copy: the pixels speak
+            return round(self.same_shot, 4)
         return 0.0
 
     def describe(self) -> str:
@@ -170,6 +172,7 @@ def group_photos(
     # Only keepers are ever asked about: family keepers, and the contents left over.
     keepers = [f.keeper for f in families]
     keepers += [c for c in contents if c.index not in assigned and len(c.replicas) == 1]
+    check.nominate_via(families)
     check.prefetch(keepers, assigned)
     for family in families:  # 3. similar edits join the family of their original
         joining = check.similar_to(family.keeper, assigned)
@@ -223,22 +226,39 @@ class _Check:
         self.contents = contents
         self.edges = edges
         self.verify = verify
+        #: Family keeper -> its near copies, whose similar neighbours are its candidates too.
+        self.vias: dict[int, list[_Content]] = {}
+
+    def nominate_via(self, families: Sequence[_Family]) -> None:
+        """With the pixel check, a family's near copies nominate similar candidates for its
+        keeper too: they are the same picture, and an edit the model puts a hair under the
+        similar cosine from the keeper (0.650 vs 0.663 from the JPEG it was made from) is
+        still an edit of it.  The same-shot check is always against the keeper itself."""
+        if self.verify is None:
+            return
+        for family in families:
+            near = [c for c, m in family.matched if m.kind is Kind.NEAR]
+            if near:
+                self.vias[family.keeper.index] = near
 
     def _candidates(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
-        found = []
-        for j, match in self.edges[keeper.index].items():  # strongest first (_ranked_edges)
-            other = self.contents[j]
-            if j in assigned or len(other.replicas) != 1:
-                continue
-            if match.kind is Kind.NEAR:
-                # Never proven near to this keeper (it took over from its lossless re-save,
-                # see prefer_original): at most a similar candidate, never marked.
-                match = replace(match, kind=Kind.SIMILAR)
-            if match.kind is Kind.SIMILAR:
-                found.append((other, match))
-                if len(found) == CHECKS_PER_KEEPER:
-                    break
-        return found
+        found: dict[int, tuple[_Content, Match]] = {}
+        for via in [keeper, *self.vias.get(keeper.index, [])]:
+            for j, match in self.edges[via.index].items():  # strongest first
+                other = self.contents[j]
+                if j in assigned or j in found or j == keeper.index or len(other.replicas) != 1:
+                    continue
+                if via is not keeper:  # its features describe the copy, not the keeper
+                    match = Match(Kind.SIMILAR)
+                if match.kind is Kind.NEAR:
+                    # Never proven near to this keeper (it took over from its lossless
+                    # re-save, see prefer_original): at most a similar candidate.
+                    match = replace(match, kind=Kind.SIMILAR)
+                if match.kind is Kind.SIMILAR:
+                    found[j] = (other, match)
+                    if len(found) == CHECKS_PER_KEEPER:
+                        return list(found.values())
+        return list(found.values())
 
     def prefetch(self, keepers: Sequence[_Content], assigned: set[int]) -> None:
         """Hand the checker every pair it may be asked about, so it can work in parallel."""

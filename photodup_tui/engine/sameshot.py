@@ -81,6 +81,7 @@ SAME_SHOT_MIN = 0.80
 SAME_PICTURE_MIN = 0.95
 MEAN_TOLERANCE = 3.0  # 8-bit levels of mean brightness
 CONTRAST_TOLERANCE = 1.06  # ratio of the standard deviations
+CONTRAST_FLOOR = 1.0  # ... or this many levels, whichever is more
 COLOUR_TOLERANCE = 3.0  # difference of colourfulness (opponent-colour spread)
 #: ... and every REGION x REGION window of the thumbnails within REGION_TOLERANCE levels of
 #: brightness, colour and transparency.
@@ -199,7 +200,9 @@ def same_picture(a: Thumb, b: Thumb) -> float:
     if abs(float(ga.mean()) - float(gb.mean())) > MEAN_TOLERANCE:
         return -1.0
     sa, sb = float(ga.std()), float(gb.std())
-    if max(sa, sb) > CONTRAST_TOLERANCE * max(min(sa, sb), 1e-3):
+    # A ratio, but never finer than CONTRAST_FLOOR levels: a blank page with a signature
+    # has a spread of 2 levels, and a re-encode moves it by a few tenths.
+    if max(sa, sb) - min(sa, sb) > max((CONTRAST_TOLERANCE - 1) * min(sa, sb), CONTRAST_FLOOR):
         return -1.0
     if gb.shape != ga.shape:  # aspect ratios a pixel apart after rounding
         gb = _resized_to(gb, ga.shape)

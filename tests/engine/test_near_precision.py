@@ -22,7 +22,7 @@ from photodup_tui.engine import sameshot
 from photodup_tui.engine.report import Report, load_report
 from photodup_tui.engine.sameshot_check import SameShotChecker, detail_pair, thumbnail_file
 from photodup_tui.engine.settings import ScanSettings
-from photodup_tui.engine.types import Action
+from photodup_tui.engine.types import Action, Photo
 from photodupd import imaging
 from tests.engine.helpers import photo
 from tests.photos import exif_bytes
@@ -315,3 +315,65 @@ def test_an_edit_stays_beside_the_original_that_took_over_from_its_resave() -> N
         "/p/IMG.png": (Action.DELETE, Kind.NEAR),
         "/p/IMG-bright.jpg": (Action.KEEP, Kind.SIMILAR),
     }
+
+
+def test_a_near_copy_nominates_an_edit_the_keeper_is_a_hair_too_far_from() -> None:
+    """The brightened immunohistochemistry photo sits at cosine 0.650 from the PNG keeper
+    (similar needs 0.65) and 0.663 from the JPEG beside it: the family's near copies
+    nominate it too, and the same-shot check against the keeper confirms it."""
+    from photodup_tui.engine.grouping import group_photos
+    from photodup_tui.engine.keeprules import KeepRules
+    from photodup_tui.engine.settings import Thresholds
+    from photodup_tui.engine.types import Kind
+    from tests.engine.helpers import angle_for, unit_at
+
+    png = photo("/p/cells.png", fmt="PNG", size=900_000)
+    jpg = photo("/p/cells.jpg", size=300_000)
+    edit = photo("/p/cells-bright.jpg", size=280_000, phash=(1 << 20) - 1)
+    step = angle_for(0.90)  # png ~ jpg 0.90; jpg ~ edit 0.90; png ~ edit cos(2 step) ~ 0.62
+    vectors = {png.path: unit_at(0), jpg.path: unit_at(step), edit.path: unit_at(2 * step)}
+    asked: list[set[str]] = []
+
+    class Verify:
+        def prefetch(self, pairs: object, *, near: bool = False) -> None:
+            pass
+
+        def near(self, pairs: list[tuple[object, object]]) -> list[float | None]:
+            return [0.999 for _ in pairs]
+
+        def __call__(self, pairs: list[tuple[Photo, Photo]]) -> list[float | None]:
+            asked.extend({a.path, b.path} for a, b in pairs)
+            return [0.95 for _ in pairs]
+
+    rules = KeepRules(ScanSettings())
+    thresholds = Thresholds(0.85, 8, 0.65, None)
+    (group,) = group_photos([png, jpg, edit], vectors, thresholds, rules, verify=Verify())
+    got = {m.photo.path: (m.action, m.verdict) for m in group.members}
+    assert got == {
+        png.path: (Action.KEEP, None),
+        jpg.path: (Action.DELETE, Kind.NEAR),
+        edit.path: (Action.KEEP, Kind.SIMILAR),
+    }
+    assert {png.path, edit.path} in asked  # proven against the keeper itself
+    # Without the pixel check the features alone decide: no chaining through the copy.
+    (alone,) = group_photos([png, jpg, edit], vectors, thresholds, rules)
+    assert {m.photo.path for m in alone.members} == {png.path, jpg.path}
+
+
+def signed_page() -> Image.Image:
+    page = Image.new("RGB", (1400, 1000), (255, 255, 255))
+    xs = np.linspace(1000, 1200, 60)
+    ys = 880 + 12 * np.sin(xs / 9.0)
+    ImageDraw.Draw(page).line(list(zip(xs, ys, strict=True)), fill=(20, 20, 120), width=3)
+    return page
+
+
+def test_a_nearly_blank_page_and_its_resize_are_the_same_picture() -> None:
+    # Its spread is 2.4 levels: a 75% q70 copy moves it by 0.16, more than 6% of it.
+    page = signed_page()
+    buffer = io.BytesIO()
+    page.resize((1050, 750), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=70)
+    copy = Image.open(io.BytesIO(buffer.getvalue()))
+    a, b = sameshot.thumbnail_from(page), sameshot.thumbnail_from(copy)
+    assert sameshot.same_picture(a, b) >= sameshot.SAME_PICTURE_MIN
+    assert sameshot.same_detail(page.resize((1050, 750)), copy) >= sameshot.SAME_PICTURE_MIN
