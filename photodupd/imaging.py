@@ -190,15 +190,24 @@ def decode_item(item: FeatureItem, spec: PreprocessSpec | None = None) -> Decode
 
 
 def load_preview(
-    source: str | bytes | os.PathLike[str], max_side: int, *, is_data: bool = False
+    source: str | bytes | os.PathLike[str],
+    max_side: int,
+    *,
+    is_data: bool = False,
+    alpha: bool = False,
 ) -> Image.Image:
     """An upright RGB image that fits in ``max_side`` x ``max_side``, decoded as safely as
-    :func:`decode` (same allow-list and limits; JPEGs decoded at reduced scale)."""
+    :func:`decode` (same allow-list and limits; JPEGs decoded at reduced scale).
+
+    ``alpha=True``: a picture with transparency comes back RGBA, not flattened onto white.
+    The pixel checks need it: a logo or an overlay whose picture lives in its alpha channel
+    is, flattened, a blank page like every other such overlay."""
     if max_side < 1:
         raise ValueError("max_side must be positive")
     data = _data_from(source) if is_data else read_image_file(source)
     try:
-        upright = _decode_upright(data, max_side, None if is_data else source).image
+        name = None if is_data else source
+        upright = _decode_upright(data, max_side, name, keep_alpha=alpha).image
         upright.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         return upright
     except ImageError:
@@ -302,17 +311,22 @@ def _open(data: bytes) -> ImageFile.ImageFile:
 
 
 def _decode_upright(
-    data: bytes, draft_side: int | None, name: str | bytes | os.PathLike[str] | None = None
+    data: bytes,
+    draft_side: int | None,
+    name: str | bytes | os.PathLike[str] | None = None,
+    *,
+    keep_alpha: bool = False,
 ) -> Upright:
     """Open, check limits, read EXIF, decode (JPEG drafted to ``draft_side``), orient.
 
     Camera RAW files (known by ``name``, the file's path, or by signature without one) take
-    :mod:`photodupd.rawimage`, which decodes their embedded preview through this function."""
+    :mod:`photodupd.rawimage`, which decodes their embedded preview through this function.
+    ``keep_alpha``: a picture with transparency stays RGBA (see :func:`_to_rgb`)."""
     if rawimage.is_raw(data, name):
         return rawimage.decode_upright(data, draft_side, _decode_upright)
     image = _open(data)
     try:
-        upright = _load_upright(image, draft_side)
+        upright = _load_upright(image, draft_side, keep_alpha)
     except BaseException:
         image.close()
         raise
@@ -321,7 +335,9 @@ def _decode_upright(
     return upright
 
 
-def _load_upright(image: ImageFile.ImageFile, draft_side: int | None) -> Upright:
+def _load_upright(
+    image: ImageFile.ImageFile, draft_side: int | None, keep_alpha: bool = False
+) -> Upright:
     fmt = image.format or "?"
     if fmt not in ALLOWED_FORMATS:  # cannot happen with formats=, kept as a guard
         raise ImageError(ErrorCode.UNSUPPORTED_FORMAT, f"{fmt} images are not supported")
@@ -341,7 +357,7 @@ def _load_upright(image: ImageFile.ImageFile, draft_side: int | None) -> Upright
         image.draft("RGB", (draft_side, draft_side))
     try:
         image.load()
-        rgb = _to_rgb(image)
+        rgb = _to_rgb(image, keep_alpha)
     except ImageError:
         raise
     except Exception as exc:  # mapped to a precise code
@@ -460,15 +476,18 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text[:200]}" if text else name
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb(image: Image.Image, keep_alpha: bool = False) -> Image.Image:
+    """RGB pixels; with ``keep_alpha``, RGBA for a picture with transparency."""
     mode = image.mode
     if mode == "RGB":
         return image
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _high_depth_gray_to_rgb(image)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        # Flatten onto white, as exporters do when they drop alpha.
         rgba = image.convert("RGBA")
+        if keep_alpha:
+            return rgba
+        # Flatten onto white, as exporters do when they drop alpha.
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")

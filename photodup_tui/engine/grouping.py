@@ -43,7 +43,13 @@ from typing import Protocol
 
 import numpy as np
 
-from photodup_tui.engine.keeprules import KeepRules, dimensions, is_raw_jpeg_pair
+from photodup_tui.engine.keeprules import (
+    KeepRules,
+    dimensions,
+    explain_resave,
+    is_raw_jpeg_pair,
+    may_be_resave,
+)
 from photodup_tui.engine.neighbours import EXACT_LIMIT, Tick, hamming_arrays, neighbour_arrays
 from photodup_tui.engine.sameshot import SAME_PICTURE_MIN, SAME_SHOT_MIN
 from photodup_tui.engine.settings import Thresholds
@@ -66,6 +72,13 @@ class Verify(Protocol):
 
     def near(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[float | None]:
         """Same-picture scores (a re-encode of the other?); None where unchecked."""
+
+
+class ResaveCheck(Protocol):
+    """Optional on a ``Verify``: is the first of each pair a lossless re-save of the second's
+    pixels (``SameShotChecker.resaves``)?  None where it could not be told."""
+
+    def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[bool | None]: ...
 
 
 #: ``near`` needs the same aspect ratio within this fraction (pixel rounding of small resizes).
@@ -91,6 +104,8 @@ class Match:
             return round(self.cosine, 4)
         if self.phash_distance is not None:
             return round(1.0 - self.phash_distance / 64, 4)
+        if self.same_shot is not None:  # nominated by a near copy: the pixels speak
+            return round(self.same_shot, 4)
         return 0.0
 
     def describe(self) -> str:
@@ -147,6 +162,8 @@ def group_photos(
     assigned: set[int] = set()
     check.prefetch_near()
     families = _new_families(contents, check.near_to, assigned)  # 1. near, best keeper first
+    for family in families:  # the original beats a lossless re-save of its pixels
+        check.prefer_original(family)
     for content in contents:  # 2. exact
         if len(content.replicas) > 1 and content.index not in assigned:
             assigned.add(content.index)
@@ -155,6 +172,7 @@ def group_photos(
     # Only keepers are ever asked about: family keepers, and the contents left over.
     keepers = [f.keeper for f in families]
     keepers += [c for c in contents if c.index not in assigned and len(c.replicas) == 1]
+    check.nominate_via(families)
     check.prefetch(keepers, assigned)
     for family in families:  # 3. similar edits join the family of their original
         joining = check.similar_to(family.keeper, assigned)
@@ -162,7 +180,7 @@ def group_photos(
         family.matched.extend(joining)
     singles = [c for c in contents if len(c.replicas) == 1]
     families += _new_families(singles, check.similar_to, assigned)  # 4. similar, what is left
-    groups = [_build(f.keeper, f.matched, rules, delete_raw_jpeg_pairs) for f in families]
+    groups = [_build(f.keeper, f.matched, rules, delete_raw_jpeg_pairs, f.resave) for f in families]
     groups.sort(key=lambda g: (_KIND_ORDER[g.kind], -g.reclaimable, g.keeper_member.photo.path))
     return groups
 
@@ -171,6 +189,9 @@ def group_photos(
 class _Family:
     keeper: _Content
     matched: list[tuple[_Content, Match]] = field(default_factory=list)
+    #: The content the keep rules preferred that turned out to be a lossless re-save of the
+    #: keeper's pixels (``_Check.prefer_original``), if any.
+    resave: _Content | None = None
 
 
 def _new_families(
@@ -205,16 +226,39 @@ class _Check:
         self.contents = contents
         self.edges = edges
         self.verify = verify
+        #: Family keeper -> its near copies, whose similar neighbours are its candidates too.
+        self.vias: dict[int, list[_Content]] = {}
+
+    def nominate_via(self, families: Sequence[_Family]) -> None:
+        """With the pixel check, a family's near copies nominate similar candidates for its
+        keeper too: they are the same picture, and an edit the model puts a hair under the
+        similar cosine from the keeper (0.650 vs 0.663 from the JPEG it was made from) is
+        still an edit of it.  The same-shot check is always against the keeper itself."""
+        if self.verify is None:
+            return
+        for family in families:
+            near = [c for c, m in family.matched if m.kind is Kind.NEAR]
+            if near:
+                self.vias[family.keeper.index] = near
 
     def _candidates(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
-        found = []
-        for j, match in self.edges[keeper.index].items():  # strongest first (_ranked_edges)
-            other = self.contents[j]
-            if match.kind is Kind.SIMILAR and j not in assigned and len(other.replicas) == 1:
-                found.append((other, match))
-                if len(found) == CHECKS_PER_KEEPER:
-                    break
-        return found
+        found: dict[int, tuple[_Content, Match]] = {}
+        for via in [keeper, *self.vias.get(keeper.index, [])]:
+            for j, match in self.edges[via.index].items():  # strongest first
+                other = self.contents[j]
+                if j in assigned or j in found or j == keeper.index or len(other.replicas) != 1:
+                    continue
+                if via is not keeper:  # its features describe the copy, not the keeper
+                    match = Match(Kind.SIMILAR)
+                if match.kind is Kind.NEAR:
+                    # Never proven near to this keeper (it took over from its lossless
+                    # re-save, see prefer_original): at most a similar candidate.
+                    match = replace(match, kind=Kind.SIMILAR)
+                if match.kind is Kind.SIMILAR:
+                    found[j] = (other, match)
+                    if len(found) == CHECKS_PER_KEEPER:
+                        return list(found.values())
+        return list(found.values())
 
     def prefetch(self, keepers: Sequence[_Content], assigned: set[int]) -> None:
         """Hand the checker every pair it may be asked about, so it can work in parallel."""
@@ -260,6 +304,30 @@ class _Check:
                 self.edges[keeper.index][other.index] = weaker
                 self.edges[other.index][keeper.index] = weaker
         return confirmed
+
+    def prefer_original(self, family: _Family) -> None:
+        """A keeper that is a lossless re-save (PNG, TIFF) of a near copy's pixels (a JPEG)
+        holds nothing the copy does not, and the copy is the original, with its EXIF and
+        capture date: the copy becomes the keeper.  The pixels must be equal (decoded at full
+        size, ``SameShotChecker.resaves``); the facts only choose whom to ask about."""
+        resaves: ResaveCheck | None = getattr(self.verify, "resaves", None)
+        keeper = family.keeper.best
+        if resaves is None:
+            return
+        candidates = [
+            (content, match)
+            for content, match in family.matched  # best keeper first
+            if match.kind is Kind.NEAR and may_be_resave(keeper, content.best)
+        ]
+        if not candidates:
+            return
+        answers = resaves([(keeper, content.best) for content, _ in candidates])
+        for (content, match), resave in zip(candidates, answers, strict=True):
+            if resave:
+                family.matched.remove((content, match))
+                family.matched.insert(0, (family.keeper, match))
+                family.resave, family.keeper = family.keeper, content
+                return
 
     def similar_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
         candidates = self._candidates(keeper, assigned)
@@ -436,6 +504,7 @@ def _build(
     matched: list[tuple[_Content, Match]],
     rules: KeepRules,
     delete_raw_jpeg_pairs: bool,
+    resave: _Content | None = None,
 ) -> Group:
     keeper = keeper_content.best
     exact = Match(Kind.EXACT)
@@ -444,6 +513,7 @@ def _build(
         relations.extend((p, match) for p in content.replicas)
     members: list[Member] = []
     scores: dict[str, float] = {}
+    resave_why = explain_resave(resave.best) if resave is not None else ""
     # The keeper is explained against the copies it competes with, not the edits beside it.
     rivals = [p for p, m in relations if p is not keeper and m.kind is not Kind.SIMILAR]
     others = rules.rank(rivals or [p for p, _ in relations if p is not keeper])
@@ -451,11 +521,11 @@ def _build(
     for photo, match in relations:
         scores[photo.path] = match.score()
         if photo is keeper:
-            members.append(
-                Member(photo, Action.KEEP, f"keeper: {rules.explain(keeper, runner_up)}")
-            )
+            why = rules.explain(keeper, runner_up) if resave is None else None
+            members.append(Member(photo, Action.KEEP, f"keeper: {why or resave_why}"))
             continue
-        member = _member(photo, keeper, match, rules, delete_raw_jpeg_pairs)
+        resaved = resave is not None and photo in resave.replicas
+        member = _member(photo, keeper, match, rules, delete_raw_jpeg_pairs, resaved)
         member.verdict = match.kind
         members.append(member)
     # The kind is what the keep rules may act on: similar members ride along, never marked.
@@ -467,7 +537,12 @@ def _build(
 
 
 def _member(
-    photo: Photo, keeper: Photo, match: Match, rules: KeepRules, delete_raw_jpeg_pairs: bool
+    photo: Photo,
+    keeper: Photo,
+    match: Match,
+    rules: KeepRules,
+    delete_raw_jpeg_pairs: bool,
+    resaved: bool = False,
 ) -> Member:
     relation = match.describe()
     if match.kind is Kind.EXACT:
@@ -482,7 +557,11 @@ def _member(
         return Member(photo, Action.KEEP, f"{relation}; similar photos are only shown, you decide")
     if is_raw_jpeg_pair(photo, keeper) and not delete_raw_jpeg_pairs:
         return Member(photo, Action.KEEP, f"{relation}; kept: RAW+JPEG pair with the keeper")
-    return Member(photo, Action.DELETE, f"{relation}; keeper wins: {rules.explain(keeper, photo)}")
+    if resaved:
+        why = "the original (this file is a lossless re-save of its pixels: it holds nothing more)"
+    else:
+        why = rules.explain(keeper, photo)
+    return Member(photo, Action.DELETE, f"{relation}; keeper wins: {why}")
 
 
 def _reason(keeper: Photo, relations: list[tuple[Photo, Match]]) -> str:

@@ -45,6 +45,33 @@ def format_name(photo: Photo) -> str:
     )
 
 
+#: Formats that store pixels exactly, and formats that lose some: a lossless file with the
+#: very pixels of a lossy one was made from it (the other way round the pixels would differ).
+LOSSLESS_FORMATS = frozenset({"PNG", "TIFF", "BMP"})
+LOSSY_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "AVIF", "WEBP"})
+
+
+def may_be_resave(lossless: Photo, original: Photo) -> bool:
+    """Whether ``lossless`` could be a lossless re-save of ``original``'s pixels, judged on
+    the facts alone (the pixels decide, see ``SameShotChecker.resaves``): a PNG/TIFF/BMP of
+    a JPEG/HEIF/WebP... of the very same size, and not kept in a reference folder that the
+    original is not in (rule 11 comes first)."""
+    return (
+        format_name(lossless) in LOSSLESS_FORMATS
+        and format_name(original) in LOSSY_FORMATS
+        and lossless.width is not None
+        and (lossless.width, lossless.height) == (original.width, original.height)
+        and original.decodable is not False
+        and (original.reference or not lossless.reference)
+    )
+
+
+def explain_resave(resave: Photo) -> str:
+    """Why the original beat its lossless re-save (which the rules alone would prefer)."""
+    name = os.path.basename(resave.path)
+    return f"the original ({name} is a lossless re-save of its pixels: it holds nothing more)"
+
+
 def is_raw_jpeg_pair(a: Photo, b: Photo) -> bool:
     """IMG_0001.CR2 beside IMG_0001.JPG: the camera wrote both on purpose."""
     dir_a, name_a = os.path.split(a.path)

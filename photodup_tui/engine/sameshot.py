@@ -26,7 +26,21 @@ the quality set re-encodes differ by <= 3.8 levels RMS, <= 0.4 levels of mean br
 <= 1.5% of contrast and <= 0.9 of colourfulness; crops by >= 6.2 levels RMS, mirrors by
 >= 13, brightness +35% moves the mean by >= 5.8 levels, grayscale the colourfulness by
 >= 8.4.  (A crop of a picture with no detail at all, a smooth gradient, can pass: little is
-lost by trashing it beside its original.)
+lost by trashing it beside its original.)  Every small region must agree too, in brightness,
+colour and transparency (:func:`_region_difference`): a button of another colour, a logo
+whose picture lives in its alpha channel, change a region, not the whole.
+
+Thumbnails cannot see what makes two documents, screenshots or drawings different: two
+invoices from one template are one grey texture at 96 pixels.  Such pictures are mostly flat
+(:attr:`Thumb.flat`), and a pair of them (or of transparent pictures) that the thumbnails
+call the same is proven again at the smaller one's own size, block by block
+(:func:`same_detail`): every block with contrast must correlate with its counterpart (a
+re-encode blurs and rings an edge, another digit replaces it) and every larger block keep
+its levels.  On the hard-negative set (bench/hard_negatives.py) re-encodes and resizes at
+q70-q95 correlate >= 0.94 in every block and keep block levels within 12, while another
+amount on an invoice, another file in a screenshot, a signature on a blank page correlate
+<= 0.5 somewhere; the photos of the quality set that are mostly flat (a sky) correlate
+>= 0.85.
 
 Everything here is numpy on arrays; the decoding is done by ``sameshot_check``, in worker
 processes.
@@ -35,8 +49,12 @@ processes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: Thumbnails fit in this many pixels per side: enough to see parallax, cheap to correlate.
 THUMB_SIDE = 96
@@ -63,15 +81,41 @@ SAME_SHOT_MIN = 0.80
 SAME_PICTURE_MIN = 0.95
 MEAN_TOLERANCE = 3.0  # 8-bit levels of mean brightness
 CONTRAST_TOLERANCE = 1.06  # ratio of the standard deviations
+CONTRAST_FLOOR = 1.0  # ... or this many levels, whichever is more
 COLOUR_TOLERANCE = 3.0  # difference of colourfulness (opponent-colour spread)
+#: ... and every REGION x REGION window of the thumbnails within REGION_TOLERANCE levels of
+#: brightness, colour and transparency.
+REGION = 3
+REGION_TOLERANCE = 20.0
+#: Windows of FLAT_WINDOW pixels (of the decoded preview) spreading less than FLAT_SPREAD
+#: levels are flat; a picture at least FLAT_SHARE_MIN flat needs the detail check.
+FLAT_WINDOW = 4
+FLAT_SPREAD = 3.0
+FLAT_SHARE_MIN = 0.5
+#: The detail check (:func:`same_detail`) compares at the smaller picture's own size, at most
+#: this long: a 1600-pixel invoice with 11-pixel text is compared at 1600 pixels.
+DETAIL_SIDE = 2048
+DETAIL_BLOCK = 6
+DETAIL_SPREAD = 40.0
+DETAIL_CORRELATION = 0.7
+LEVEL_BLOCK = 16
+LEVEL_TOLERANCE = 20.0
 
 
 @dataclass(frozen=True, slots=True)
 class Thumb:
-    """A photo as the pixel checks see it: a small grayscale picture and its colourfulness."""
+    """A photo as the pixel checks see it: a small grayscale picture (flattened onto white),
+    its colourfulness, its colour and transparency, and how flat it is."""
 
     gray: np.ndarray  # float32, long side THUMB_SIDE
     colour: float
+    #: int16 (2, h, w): the opponent colours R-G and (R+G)/2-B of the flattened picture.
+    chroma: np.ndarray | None = None
+    #: uint8 (h, w): the alpha channel, for a picture with any transparency; None if opaque.
+    alpha: np.ndarray | None = None
+    #: Share of the (preview-size) picture in flat windows: documents, screenshots, drawings,
+    #: logos and blank pages are mostly flat, photos rarely (see :func:`needs_detail`).
+    flat: float = 0.0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -79,19 +123,61 @@ class Thumb:
 
 
 def thumbnail_from(image: object) -> Thumb:
-    """The :class:`Thumb` of an upright PIL image."""
+    """The :class:`Thumb` of an upright PIL image (RGBA keeps its transparency)."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
         raise TypeError("expected a PIL image")
+    rgb, alpha = _flattened(image)
     # Always exactly THUMB_SIDE on the long side, small pictures scaled up: both checks
     # compare two thumbnails at the same framing, so they must share their scale.
     width, height = image.size
     factor = THUMB_SIDE / max(width, height, 1)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    small = image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    small = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     gray = np.asarray(small.convert("L"), dtype=np.float32)
-    return Thumb(gray, _colourfulness(np.asarray(small, dtype=np.float32)))
+    pixels = np.asarray(small, dtype=np.float32)
+    small_alpha = None
+    if alpha is not None:
+        resized = alpha.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        small_alpha = np.asarray(resized, dtype=np.uint8)
+    return Thumb(
+        gray,
+        _colourfulness(pixels),
+        chroma=np.round(_opponent(pixels)).astype(np.int16),
+        alpha=small_alpha,
+        flat=_flat_share(np.asarray(rgb.convert("L"), dtype=np.float32)),
+    )
+
+
+def _flattened(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """The picture flattened onto white, and its alpha channel when it has transparency."""
+    from PIL import Image
+
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
+        return image.convert("RGB"), None
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    # An alpha channel that is opaque everywhere: an opaque picture.
+    return canvas.convert("RGB"), None if alpha.getextrema()[0] == 255 else alpha
+
+
+def _opponent(rgb: np.ndarray) -> np.ndarray:
+    """(R-G, (R+G)/2-B) of an (h, w, 3) array: colour without brightness."""
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return np.stack([rg, yb])
+
+
+def _flat_share(gray: np.ndarray) -> float:
+    """The share of FLAT_WINDOW-pixel windows whose levels spread less than FLAT_SPREAD."""
+    h, w = (side // FLAT_WINDOW * FLAT_WINDOW for side in gray.shape)
+    if h == 0 or w == 0:
+        return 1.0
+    windows = gray[:h, :w].reshape(h // FLAT_WINDOW, FLAT_WINDOW, w // FLAT_WINDOW, FLAT_WINDOW)
+    return float((windows.std(axis=(1, 3)) < FLAT_SPREAD).mean())
 
 
 def _colourfulness(rgb: np.ndarray) -> float:
@@ -114,12 +200,151 @@ def same_picture(a: Thumb, b: Thumb) -> float:
     if abs(float(ga.mean()) - float(gb.mean())) > MEAN_TOLERANCE:
         return -1.0
     sa, sb = float(ga.std()), float(gb.std())
-    if max(sa, sb) > CONTRAST_TOLERANCE * max(min(sa, sb), 1e-3):
+    # A ratio, but never finer than CONTRAST_FLOOR levels: a blank page with a signature
+    # has a spread of 2 levels, and a re-encode moves it by a few tenths.
+    if max(sa, sb) - min(sa, sb) > max((CONTRAST_TOLERANCE - 1) * min(sa, sb), CONTRAST_FLOOR):
         return -1.0
     if gb.shape != ga.shape:  # aspect ratios a pixel apart after rounding
         gb = _resized_to(gb, ga.shape)
     rms = float(np.sqrt(np.mean(np.square(ga - gb))))
+    if _region_difference(a, b, ga.shape) > REGION_TOLERANCE:
+        return -1.0
     return max(-1.0, 1.0 - rms / 100.0)
+
+
+def _region_difference(a: Thumb, b: Thumb, shape: tuple[int, ...]) -> float:
+    """The largest difference of any small region (3x3 thumbnail pixels) in brightness, in
+    either colour opponent or in transparency, in levels.  A global RMS hides what only a
+    small part of the picture changed: a logo or a button of another colour, a stamp."""
+    worst = 0.0
+    for x, y in zip(_planes(a, shape), _planes(b, shape), strict=True):
+        worst = max(worst, float(np.abs(_box_mean(x - y, REGION)).max()))
+    return worst
+
+
+def _planes(thumb: Thumb, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Brightness, the two colour opponents and alpha (opaque: 255) at ``shape``."""
+    gray = thumb.gray
+    chroma = thumb.chroma
+    if chroma is None:
+        chroma = np.zeros((2, *gray.shape), dtype=np.int16)
+    alpha = thumb.alpha if thumb.alpha is not None else np.full(gray.shape, 255, np.uint8)
+    planes = [gray, chroma[0], chroma[1], alpha]
+    return [
+        p.astype(np.float32) if p.shape == shape else _resized_to(p.astype(np.float32), shape)
+        for p in planes
+    ]
+
+
+def _box_mean(pixels: np.ndarray, side: int) -> np.ndarray:
+    """The mean of every side x side window (valid windows only)."""
+    h, w = pixels.shape
+    if h < side or w < side:
+        return pixels
+    padded = np.zeros((h + 1, w + 1), dtype=np.float64)
+    padded[1:, 1:] = pixels
+    return _box(padded.cumsum(0).cumsum(1), side, side) / (side * side)
+
+
+def needs_detail(a: Thumb, b: Thumb) -> bool:
+    """Whether a pair the thumbnails call the same picture must be proven at full detail.
+
+    Documents, screenshots, drawings, logos and blank pages are mostly flat, and what tells
+    two of them apart (another amount on an invoice, another file in a list, a signature)
+    is smaller than a thumbnail pixel: at THUMB_SIDE two invoices from one template are the
+    same grey texture.  Photos are rarely flat, and what differs between two of them shows
+    in their thumbnails."""
+    return max(a.flat, b.flat) >= FLAT_SHARE_MIN or a.alpha is not None or b.alpha is not None
+
+
+def detail_size(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) at which :func:`same_detail` compares pictures of sizes ``a`` and
+    ``b``: the smaller one's own size, at most DETAIL_SIDE on its long side."""
+    small = a if a[0] * a[1] <= b[0] * b[1] else b
+    factor = min(1.0, DETAIL_SIDE / max(small[0], small[1], 1))
+    return (max(1, round(small[0] * factor)), max(1, round(small[1] * factor)))
+
+
+def same_detail(image_a: object, image_b: object) -> float:
+    """How well two pictures of the same size agree in their detail, in [-1, 1]; at or above
+    SAME_PICTURE_MIN they are the same picture (re-encoded, resized, re-formatted).
+
+    Two checks, on blocks, so that one changed word is not averaged away by a page:
+
+    * structure: every DETAIL_BLOCK-pixel block with any contrast (DETAIL_SPREAD) must
+      correlate with its counterpart (>= DETAIL_CORRELATION), in brightness and in alpha.
+      Compression and resampling blur and ring an edge, they do not move or replace it;
+      another digit, word or line does.
+    * levels: every LEVEL_BLOCK-pixel block must keep its mean brightness, colour and
+      transparency within LEVEL_TOLERANCE levels (a button of another colour, a faded mark).
+    """
+    a, b = _detail_planes(image_a), _detail_planes(image_b)
+    if a[0].shape != b[0].shape or min(a[0].shape) < DETAIL_BLOCK:
+        return -1.0
+    pairs = [(a[0], b[0])]
+    if a[3].min() < 255 or b[3].min() < 255:  # transparency: its shapes are compared too
+        pairs.append((a[3], b[3]))
+    correlation = min(_block_correlation(x, y) for x, y in pairs)
+    levels = max(_block_levels(x, y) for x, y in zip(a, b, strict=True))
+    margin = 1.0 - SAME_PICTURE_MIN
+    structure = 1.0 - margin * (1.0 - correlation) / (1.0 - DETAIL_CORRELATION)
+    level = 1.0 - margin * levels / LEVEL_TOLERANCE
+    return max(-1.0, min(structure, level))
+
+
+def _detail_planes(image: object) -> list[np.ndarray]:
+    """Brightness, the two colour opponents and alpha (opaque: 255) of a PIL image."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise TypeError("expected a PIL image")
+    rgb, alpha = _flattened(image)
+    pixels = np.asarray(rgb, dtype=np.float32)
+    gray = np.asarray(rgb.convert("L"), dtype=np.float32)
+    rg, yb = _opponent(pixels)
+    if alpha is None:
+        return [gray, rg, yb, np.full(gray.shape, 255.0, dtype=np.float32)]
+    return [gray, rg, yb, np.asarray(alpha, dtype=np.float32)]
+
+
+def _blocks(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
+    """side x side blocks of ``pixels`` from (offset, offset), as a (rows, side, columns,
+    side) view: block statistics reduce over axes (1, 3), nothing is copied."""
+    shifted = pixels[offset:, offset:]
+    h, w = (n // side * side for n in shifted.shape)
+    return shifted[:h, :w].reshape(h // side, side, w // side, side)
+
+
+def _block_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """The lowest correlation of two pictures' blocks with strong contrast, over two grids
+    half a block apart (a change on a block border shows in the other grid)."""
+    worst = 1.0
+    for offset in (0, DETAIL_BLOCK // 2):
+        x, y = _blocks(a, DETAIL_BLOCK, offset), _blocks(b, DETAIL_BLOCK, offset)
+        if x.size == 0:
+            continue
+        x = x - x.mean(axis=(1, 3), keepdims=True)
+        y = y - y.mean(axis=(1, 3), keepdims=True)
+        sx = np.sqrt(np.mean(x * x, axis=(1, 3)))
+        sy = np.sqrt(np.mean(y * y, axis=(1, 3)))
+        # A block with contrast on one side only (a mark on a blank page) correlates ~0.
+        used = np.maximum(sx, sy) >= DETAIL_SPREAD
+        if used.any():
+            product = np.mean(x * y, axis=(1, 3))[used]
+            spread = np.maximum(sx[used] * sy[used], 1e-6)
+            worst = min(worst, float((product / spread).min()))
+    return worst
+
+
+def _block_levels(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest difference of block means, over two grids half a block apart."""
+    worst = 0.0
+    for offset in (0, LEVEL_BLOCK // 2):
+        x, y = _blocks(a, LEVEL_BLOCK, offset), _blocks(b, LEVEL_BLOCK, offset)
+        if x.size:
+            means = x.mean(axis=(1, 3)) - y.mean(axis=(1, 3))
+            worst = max(worst, float(np.abs(means).max()))
+    return worst
 
 
 def _resized_to(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

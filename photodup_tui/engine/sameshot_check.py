@@ -3,7 +3,11 @@ scores computed in a pool of worker processes (one per core: the search is pure 
 under the GIL, ~4 ms a pair), both remembered.
 
 The grouping asks about the pairs that embeddings or hashes call ``near`` (same picture?)
-or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  Thumbnails are
+or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  A near pair of mostly
+flat or transparent pictures is proven again at full detail (:func:`detail_pair`: both files
+decoded at the smaller one's own size, in a worker process), and a near family whose keeper
+is a PNG holding exactly a JPEG member's pixels gets the JPEG, the original, as its keeper
+(:func:`resave_pair`).  Thumbnails are
 decoded by the same hardened decoder as everything else (``photodupd.imaging``), in worker
 processes, so a decoder crash costs a check, never the scan.  Scores are cached by the pair
 of file identities (``cache.pixel_key``), so a rescan asks nothing twice.  A pair that cannot be checked (a file that fails to decode
@@ -20,14 +24,21 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+import numpy as np
 
 from photodup_tui.engine import sameshot
 from photodup_tui.engine.cache import Cache, CacheError, pixel_key
 from photodup_tui.engine.types import Photo
 
+_T = TypeVar("_T")
+
 #: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
 METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v4"
-NEAR_METHOD = f"same-picture-rms-{sameshot.THUMB_SIDE}-v1"
+NEAR_METHOD = (
+    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v2"
+)
 #: Thumbnails are decoded from a preview this big (JPEG draft mode keeps it cheap).
 PREVIEW_SIDE = 4 * sameshot.THUMB_SIDE
 CHUNK = 16
@@ -42,9 +53,53 @@ def thumbnail_file(path: str) -> sameshot.Thumb | None:
     from photodupd import imaging
 
     try:
-        return sameshot.thumbnail_from(imaging.load_preview(path, PREVIEW_SIDE))
+        return sameshot.thumbnail_from(imaging.load_preview(path, PREVIEW_SIDE, alpha=True))
     except Exception:  # undecodable now: the pair simply goes unchecked
         return None
+
+
+def detail_pair(path_a: str, path_b: str, size: tuple[int, int]) -> float | None:
+    """Worker side: :func:`sameshot.same_detail` of two files, both decoded to fit ``size``
+    (the smaller one's own size, see :func:`sameshot.detail_size`), or None when either
+    does not decode."""
+    from PIL import Image
+
+    from photodupd import imaging
+
+    try:
+        pictures = []
+        for path in (path_a, path_b):
+            picture = imaging.load_preview(path, max(size), alpha=True)
+            if picture.size != size:  # the larger one's aspect ratio may be a pixel off
+                picture = picture.resize(size, Image.Resampling.BILINEAR)
+            pictures.append(picture)
+        return sameshot.same_detail(*pictures)
+    except Exception:  # undecodable now: the pair goes unchecked, never guessed
+        return None
+
+
+#: A lossless re-save may differ from its original by this many levels: JPEG decoders round
+#: their transforms a level or two apart.  A JPEG saved from a PNG differs by far more.
+RESAVE_TOLERANCE = 2
+
+
+def resave_pair(lossless: str, original: str, size: tuple[int, int]) -> bool | None:
+    """Worker side: whether ``lossless`` holds exactly the pixels of ``original`` (both
+    decoded at full size, ``size``, EXIF orientation applied), or None when either does not
+    decode.  Transparency counts: an original has none."""
+    from photodupd import imaging
+
+    try:
+        pictures = [
+            imaging.load_preview(path, max(size), alpha=True) for path in (lossless, original)
+        ]
+    except Exception:  # undecodable now: no answer, the keep rules decide
+        return None
+    a, b = pictures
+    if a.size != b.size or a.mode != b.mode:
+        return False
+    difference = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+    return bool(difference.max(initial=0) <= RESAVE_TOLERANCE)
 
 
 def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
@@ -83,6 +138,7 @@ class SameShotChecker:
         self.isolate = isolate
         self.decoded = 0  # thumbnails decoded, for tests and reports
         self.scored = 0  # pairs scored (not from the cache)
+        self.detailed = 0  # near pairs proven at full detail (sameshot.same_detail)
         #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
         #: that rests on them is not stored for reuse (stored_groups.py).
         self.unanswered = 0
@@ -94,14 +150,17 @@ class SameShotChecker:
             NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture, self._keys),
         }
         self._scorers: ProcessPoolExecutor | None = None  # started on first use, see close()
+        #: Workers decoding files at full detail (near pairs, re-saves), also until close().
+        self._decoders: ProcessPoolExecutor | None = None
         # Per check: thumbnails prefetch() announced, and how many pairs may be scored.
         self._wanted: dict[str, tuple[list[str], int]] = {}
 
     def close(self) -> None:
         """Stop the scoring workers (the checker still works after, in this process)."""
-        if self._scorers is not None:
-            self._scorers.shutdown(wait=True, cancel_futures=True)
-            self._scorers = None
+        for pool in (self._scorers, self._decoders):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._scorers = self._decoders = None
 
     def __enter__(self) -> SameShotChecker:
         return self
@@ -167,7 +226,9 @@ class SameShotChecker:
     ) -> list[tuple[tuple[Photo, Photo], float]]:
         """Scores of ``pairs`` (thumbnails at hand), in the pool when that pays; fewer when
         the scan is cancelled meanwhile."""
-        scorers = self._scoring_pool() if check.method == METHOD else None
+        if check.method == NEAR_METHOD:
+            return self._near_scores(pairs, thumbs)
+        scorers = self._scoring_pool()
         if scorers is not None and len(pairs) >= POOL_MIN_PAIRS and not self._cancelled():
             share = -(-len(pairs) // self.workers)  # one chunk per worker: few messages
             chunks = [pairs[i : i + share] for i in range(0, len(pairs), share)]
@@ -190,6 +251,92 @@ class SameShotChecker:
             done.append(((a, b), check.measure(thumbs[a.path], thumbs[b.path])))
             self._advance(1)
         return done
+
+    def _near_scores(
+        self, pairs: list[tuple[Photo, Photo]], thumbs: dict[str, sameshot.Thumb]
+    ) -> list[tuple[tuple[Photo, Photo], float]]:
+        """Same-picture scores: the thumbnails first (cheap, in this process); a pair they
+        call the same picture that is mostly flat (a document, a screenshot, a logo) or has
+        transparency is then proven at full detail (:func:`detail_pair`, in a worker).  A
+        pair whose detail check could not be made gets no score."""
+        coarse: list[tuple[tuple[Photo, Photo], float]] = []
+        jobs: list[tuple[str, str, tuple[int, int]]] = []
+        waiting: list[int] = []
+        for a, b in pairs:
+            if self._cancelled():
+                break
+            ta, tb = thumbs[a.path], thumbs[b.path]
+            value = sameshot.same_picture(ta, tb)
+            if value >= sameshot.SAME_PICTURE_MIN and sameshot.needs_detail(ta, tb):
+                size = sameshot.detail_size(_full_size(a, ta), _full_size(b, tb))
+                jobs.append((a.path, b.path, size))
+                waiting.append(len(coarse))
+            else:
+                self._advance(1)
+            coarse.append(((a, b), value))
+        details = self._pooled(detail_pair, jobs)
+        self.detailed += sum(d is not None for d in details)
+        lost: set[int] = set()
+        for index, detail in zip(waiting, details, strict=True):
+            if detail is None:
+                lost.add(index)
+            else:
+                pair, value = coarse[index]
+                coarse[index] = (pair, min(value, detail))
+        return [scored for index, scored in enumerate(coarse) if index not in lost]
+
+    def resaves(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[bool | None]:
+        """For each (lossless, original) pair: is the first a lossless re-save of the second's
+        pixels (:func:`resave_pair`, in workers)?  None where it could not be told."""
+        jobs = [(a.path, b.path, _full_size(b, None)) for a, b in pairs]
+        return self._pooled(resave_pair, jobs, progress=False)
+
+    def _pooled(
+        self,
+        function: Callable[[str, str, tuple[int, int]], _T | None],
+        jobs: list[tuple[str, str, tuple[int, int]]],
+        progress: bool = True,
+    ) -> list[_T | None]:
+        """``function(*job)`` of each job, in worker processes unless ``isolate`` is off;
+        None where it could not be made (a decoder crash, a cancelled scan)."""
+        found: list[_T | None] = [None] * len(jobs)
+        if not jobs:
+            return found
+        if not self.isolate:
+            for i, job in enumerate(jobs):
+                if self._cancelled():
+                    break
+                found[i] = function(*job)
+                if progress:
+                    self._advance(1)
+            return found
+        context = multiprocessing.get_context("spawn")
+        lost: list[int] = []
+        if self._decoders is None:  # kept for the scan: each keeper asks about a few pairs
+            self._decoders = ProcessPoolExecutor(self.workers, mp_context=context)
+        futures = [self._decoders.submit(function, *job) for job in jobs]
+        for i, future in enumerate(futures):
+            if self._cancelled():
+                future.cancel()
+                continue
+            try:
+                found[i] = future.result()
+                if progress:
+                    self._advance(1)
+            except BrokenProcessPool:
+                lost.append(i)
+        if lost:  # the pool is broken: a fresh one next time
+            self._decoders.shutdown(wait=True, cancel_futures=True)
+            self._decoders = None
+        for i in lost:  # a crash costs its own pair only: retried alone, in a fresh worker
+            if self._cancelled():
+                break
+            try:
+                with ProcessPoolExecutor(1, mp_context=context) as alone:
+                    found[i] = alone.submit(function, *jobs[i]).result()
+            except BrokenProcessPool:
+                found[i] = None
+        return found
 
     def _scoring_pool(self) -> ProcessPoolExecutor | None:
         if not self.isolate or self.workers < 2:
@@ -304,6 +451,16 @@ class _Keys:
 
     def pair(self, a: Photo, b: Photo) -> tuple[str, str]:
         return (self.of(a), self.of(b))
+
+
+def _full_size(photo: Photo, thumb: sameshot.Thumb | None) -> tuple[int, int]:
+    """A photo's (width, height) as the scan found it; when unknown, as big as the detail
+    check looks, in the thumbnail's shape."""
+    if photo.width and photo.height:
+        return (photo.width, photo.height)
+    h, w = thumb.shape[:2] if thumb is not None else (1, 1)
+    factor = sameshot.DETAIL_SIDE / max(h, w, 1)
+    return (max(1, round(w * factor)), max(1, round(h * factor)))
 
 
 def _cpus() -> int:

@@ -21,7 +21,7 @@ built-in model's and the no-model ones are calibrated by bench/quality.py.
 
     [scan.thresholds."builtin:efficientnet_lite0/imagenet"]
     near_cosine = 0.80
-    near_phash = 2
+    near_phash = 8
     similar_cosine = 0.65
 """
 
@@ -72,20 +72,25 @@ class Thresholds:
     """
 
     near_cosine: float | None = 0.80
-    near_phash: int | None = 2
+    near_phash: int | None = 8
     similar_cosine: float | None = 0.65
     similar_phash: int | None = None
 
 
+#: The near pHash limit when no pixel check proves a near verdict (see thresholds_for).
+UNCHECKED_NEAR_PHASH = 2
+
 DEFAULT_THRESHOLDS: Mapping[str, Thresholds] = {
     # Exact ids first, then families (the part before ":"), then "*".
-    # Calibrated on bench/quality.py: near = a re-encode (pHash within 2 bits: the stereo
-    # pair, a burst, sits at 4+), similar = candidates the same-shot pixel check confirms.
-    "builtin:efficientnet_lite0/imagenet": Thresholds(0.80, 2, 0.65, None),
+    # Calibrated on bench/quality.py (both sets): near = candidates the same-picture pixel
+    # check proves to be re-encodes (their pHash is within 8 bits: a 50% resize of a flat
+    # picture moves it by up to 6, of a photo by up to 4; the stereo pair, at 4, is stopped
+    # by the pixels), similar = candidates the same-shot pixel check confirms.
+    "builtin:efficientnet_lite0/imagenet": Thresholds(0.80, 8, 0.65, None),
     # CLIP spreads cosines wider; not calibrated here (no weights offline): conservative.
-    "clip": Thresholds(0.90, 2, 0.80, None),
-    LOCAL_MODEL_ID: Thresholds(None, 2, None, 12),
-    "*": Thresholds(0.80, 2, 0.65, None),
+    "clip": Thresholds(0.90, 8, 0.80, None),
+    LOCAL_MODEL_ID: Thresholds(None, 8, None, 12),
+    "*": Thresholds(0.80, 8, 0.65, None),
 }
 
 
@@ -106,11 +111,20 @@ class ScanSettings:
     thresholds: Mapping[str, Thresholds] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
     def thresholds_for(self, model_id: str) -> Thresholds:
+        """The thresholds for ``model_id``.  The default near pHash limit assumes the pixel
+        check proves every near verdict; without it (``same_shot_check = false``) a default
+        near verdict rests on the features alone, so its pHash distance is held to
+        UNCHECKED_NEAR_PHASH bits (thresholds set in the config or by a flag are kept)."""
         family = model_id.split(":", 1)[0]
+        found = DEFAULT_THRESHOLDS["*"]
         for key in (model_id, family, "*"):
             if key in self.thresholds:
-                return self.thresholds[key]
-        return DEFAULT_THRESHOLDS["*"]
+                found = self.thresholds[key]
+                break
+        default = any(found is t for t in DEFAULT_THRESHOLDS.values())
+        if not self.same_shot_check and default and found.near_phash is not None:
+            return replace(found, near_phash=min(found.near_phash, UNCHECKED_NEAR_PHASH))
+        return found
 
     def with_threshold(self, model_id: str, value: float) -> ScanSettings:
         """The ``--threshold`` flag: the ``near`` cosine for a model, or the ``near`` pHash

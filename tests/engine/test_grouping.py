@@ -228,7 +228,7 @@ def test_raw_jpeg_pair_is_not_a_delete_pair_unless_asked() -> None:
 
 def test_phash_only_thresholds() -> None:
     local = ScanSettings().thresholds_for(LOCAL_MODEL_ID)
-    assert (local.near_phash, local.similar_phash) == (2, 12)
+    assert (local.near_phash, local.similar_phash) == (8, 12)
     keeper = photo("/p/a.jpg", phash=0)
     near = photo("/p/b.jpg", phash=(1 << 2) - 1, width=100, height=75)  # 2 bits
     similar = photo("/p/c.jpg", phash=(1 << 12) - 1 << 20, width=100, height=100)  # 12 bits
