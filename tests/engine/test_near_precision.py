@@ -25,7 +25,7 @@ from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Action, Photo
 from photodupd import imaging
 from tests.engine.helpers import photo
-from tests.photos import exif_bytes
+from tests.photos import exif_bytes, hamming
 from tests.safety.helpers import trash_entries
 
 
@@ -142,7 +142,7 @@ def test_two_invoices_from_one_template_are_not_near(tmp_path: Path) -> None:
     invoice(5).save(lib / "april.png")  # the same layout, another amount on every line
     invoice(1).save(lib / "march-scan.jpg", quality=85)  # a true copy of march
     hashes = [imaging.decode(str(lib / n)).phash for n in ("march.png", "april.png")]
-    assert imaging.hamming(*hashes) == 0  # a near candidate under any threshold
+    assert hamming(*hashes) == 0  # a near candidate under any threshold
     report = scan(lib, tmp_path)
     # One of the two marches goes (the keep rules choose which); april never does.
     (victim,) = deleted(report)
@@ -200,7 +200,7 @@ def test_a_half_size_resize_at_q85_is_near_and_marked(tmp_path: Path) -> None:
     small = brick.resize((256, 256), Image.Resampling.LANCZOS)
     small.save(lib / "brick-small.jpg", quality=85)
     hashes = [imaging.decode(str(lib / n)).phash for n in ("brick.jpg", "brick-small.jpg")]
-    assert imaging.hamming(*hashes) > 2  # beyond the old near limit: it came out similar
+    assert hamming(*hashes) > 2  # beyond the old near limit: it came out similar
     report = scan(lib, tmp_path)
     (group,) = report.groups
     assert group.kind.value == "near"
