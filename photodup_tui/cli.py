@@ -267,6 +267,8 @@ def scan_command(args: argparse.Namespace) -> int:
         say.end_progress()
 
     result = scanned.result
+    if scanned.keepers:
+        _keep_remembered(result.groups, scanned.keepers)
     for warning in result.warnings:
         say.warn(warning)
     report = reports.from_scan(result, list(settings.reference_folders))
@@ -301,6 +303,21 @@ def _say_source(opened: OpenedSource, requested: str, say: _Printer) -> None:
     elif opened.fallback_reason is None and not _model_matches(requested, opened.source.model_id):
         where = "photodupd" if opened.mode == "local" else opened.served_by()
         say.warn(f"{where} is already serving {opened.source.model_id}, not {requested}; using it")
+
+
+def _keep_remembered(groups: list[Any], keepers: list[Any]) -> None:
+    """The keepers the user chose in the TUI stand in the report too, as in the review: else
+    `scan` then `apply` would trash the photo the user chose to keep.  Each member's verdict
+    is then its relation to that keeper, which `apply` proves again."""
+    from photodup_tui.review_state import Review
+
+    scanned_keepers = [group.keeper_member for group in groups]
+    review = Review(groups, keepers=keepers)
+    for index, group in enumerate(groups):
+        if group.keeper_member is not scanned_keepers[index]:
+            relations = [review.relation(index, member) for member in group.members]
+            for member, relation in zip(group.members, relations, strict=True):
+                member.verdict = relation
 
 
 def _check_roots(paths: Sequence[str]) -> None:

@@ -17,7 +17,7 @@ parser on the daemon side, and this needs none: the receiver inflates at most
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -93,17 +93,7 @@ def decode_for_upload(item: FeatureItem, spec: PreprocessSpec | None) -> Decoded
     decoded = decode_item(item, spec)
     if decoded.pixels is None or spec is None:
         raise ImageError(ErrorCode.INTERNAL, "reduced upload needs the model's input spec")
-    packed = np.frombuffer(pack(decoded.pixels), dtype=np.uint8)
-    return Decoded(
-        pixels=packed,
-        phash=decoded.phash,
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        taken=decoded.taken,
-        camera=decoded.camera,
-        exif_fields=decoded.exif_fields,
-    )
+    return replace(decoded, pixels=np.frombuffer(pack(decoded.pixels), dtype=np.uint8))
 
 
 def for_upload(decoded: Decoded, spec: PreprocessSpec) -> ForUpload:

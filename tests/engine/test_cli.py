@@ -290,3 +290,27 @@ def test_the_summary_names_unreadable_files_and_counts_in_good_english(
     assert "Scanned 2 photos" in out and "1 error" in out and "1 errors" not in out
     assert f"could not read {lib / 'broken.jpg'}: " in out
     assert "Found 0 groups" in out
+
+
+def test_a_keeper_chosen_in_the_tui_is_the_keeper_of_the_headless_report_and_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`photodup scan` then `apply` never trash the copy the user chose to keep (with `k`)."""
+    from photodup_tui.engine.decisions import Decisions
+
+    lib = with_duplicate(tmp_path / "lib")
+    chosen = str(lib / "dup" / "p0 copy.jpg")
+    report = tmp_path / "report.json"
+    assert cli.main(["scan", str(lib), "--no-model", "-q", "--json", str(report)]) == 1
+    (group,) = load_report(report).groups
+    assert group.keeper_member.photo.path != chosen  # the rules keep the other copy
+    with Decisions() as store:
+        store.record_keeper(group, next(m for m in group.members if m.photo.path == chosen))
+
+    assert cli.main(["scan", str(lib), "--no-model", "-q", "--json", str(report)]) == 1
+    (group,) = load_report(report).groups
+    assert group.keeper_member.photo.path == chosen
+    capsys.readouterr()
+    status = cli.main(["apply", str(report), "--yes"])
+    assert status == 0, capsys.readouterr().out
+    assert os.path.exists(chosen) and not (lib / "p0.jpg").exists()
