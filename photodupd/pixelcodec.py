@@ -100,14 +100,4 @@ def for_upload(decoded: Decoded, spec: PreprocessSpec) -> ForUpload:
     """What :func:`decode_for_upload` returned, as the upload needs it."""
     assert decoded.pixels is not None
     packed = decoded.pixels.tobytes()
-    facts = Decoded(
-        pixels=None,
-        phash=decoded.phash,
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        taken=decoded.taken,
-        camera=decoded.camera,
-        exif_fields=decoded.exif_fields,
-    )
-    return ForUpload(facts, packed, spec.size)
+    return ForUpload(replace(decoded, pixels=None), packed, spec.size)
