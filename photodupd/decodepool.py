@@ -43,7 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Final
+from typing import Any, Final, Generic, Self, TypeVar
 
 from photodupd.imaging import Decoded, ImageError, PreprocessSpec
 from photodupd.protocol import ErrorCode, FeatureItem
@@ -77,15 +77,18 @@ _CHILD_ENV: Final = {
 }
 
 
+T = TypeVar("T")
+
+
 class DecoderPoolError(Exception):
     """The pool itself cannot work (e.g. no worker could start); not a per-item error."""
 
 
 @dataclass(slots=True)
 class _Job:
-    item: FeatureItem
-    spec: PreprocessSpec | None
-    future: Future[Decoded]
+    item: Any  # a FeatureItem for the daemon's decoders; any picklable job otherwise
+    spec: Any
+    future: Future[Any]
 
 
 _STOP: Final = object()  # queue sentinel: one per dispatcher thread
@@ -145,12 +148,14 @@ class _Worker:
             self.process.wait(timeout=5.0)
 
 
-class DecoderPool:
+class IsolatedPool(Generic[T]):
     """A fixed number of isolated decoder processes serving a shared queue, started on
     first use and stopped by :meth:`release` when idle.
 
     ``decode_fn`` is a ``"module:function"`` resolved in each child, called as
-    ``fn(item: FeatureItem, spec: PreprocessSpec | None) -> Decoded``.
+    ``fn(job, spec)`` and returning a ``result_type``: every untrusted decode photodup
+    makes (features, the pixel checks' full-detail decodes, previews) runs through one of
+    these, under the same memory cap, timeout and crash isolation.
     """
 
     def __init__(
@@ -158,7 +163,8 @@ class DecoderPool:
         workers: int,
         timeout: float,
         memory_mb: int,
-        decode_fn: str = DEFAULT_DECODE_FN,
+        decode_fn: str,
+        result_type: type[T],
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -172,6 +178,7 @@ class DecoderPool:
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.decode_fn = decode_fn
+        self.result_type = result_type
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._started = False  # start() was called (it may be called once)
@@ -216,11 +223,11 @@ class DecoderPool:
             self.close()
             raise DecoderPoolError(errors[0])
 
-    def submit(self, item: FeatureItem, spec: PreprocessSpec | None) -> Future[Decoded]:
-        """Queue one item, starting the workers if they are not running; never blocks (the
+    def submit(self, item: Any, spec: Any = None) -> Future[T]:
+        """Queue one job, starting the workers if they are not running; never blocks (the
         workers start in their own threads).  The future raises :class:`ImageError` for
         item errors."""
-        future: Future[Decoded] = Future()
+        future: Future[T] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("decoder pool is closed")
@@ -295,7 +302,7 @@ class DecoderPool:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5.0)
 
-    def __enter__(self) -> DecoderPool:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -423,7 +430,7 @@ class DecoderPool:
             )
             return False
         status = reply[0] if isinstance(reply, tuple) and reply else None
-        if status == "ok" and isinstance(reply[1], Decoded):
+        if status == "ok" and isinstance(reply[1], self.result_type):
             with self._lock:
                 self._counts["decoded"] += 1
             job.future.set_result(reply[1])
@@ -527,7 +534,24 @@ class DecoderPool:
             self._live.pop(id(worker), None)
 
 
-def _fail(future: Future[Decoded], code: ErrorCode, message: str) -> None:
+class DecoderPool(IsolatedPool[Decoded]):
+    """The daemon's decoders: ``decode_fn(item: FeatureItem, spec: PreprocessSpec | None)
+    -> Decoded``."""
+
+    def __init__(
+        self,
+        workers: int,
+        timeout: float,
+        memory_mb: int,
+        decode_fn: str = DEFAULT_DECODE_FN,
+    ) -> None:
+        super().__init__(workers, timeout, memory_mb, decode_fn, Decoded)
+
+    def submit(self, item: FeatureItem, spec: PreprocessSpec | None = None) -> Future[Decoded]:
+        return super().submit(item, spec)
+
+
+def _fail(future: Future[Any], code: ErrorCode, message: str) -> None:
     if not future.done():
         future.set_exception(ImageError(code, message))
 
@@ -536,7 +560,7 @@ def _fail(future: Future[Decoded], code: ErrorCode, message: str) -> None:
 # Child side
 
 
-def _resolve(decode_fn: str) -> Callable[[FeatureItem, PreprocessSpec | None], Decoded]:
+def _resolve(decode_fn: str) -> Callable[[Any, Any], Any]:
     module_name, _, attr = decode_fn.partition(":")
     function = getattr(importlib.import_module(module_name), attr)
     if not callable(function):
