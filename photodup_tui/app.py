@@ -166,6 +166,7 @@ class PhotodupApp(BackgroundApp[int]):
             )
 
     def on_unmount(self) -> None:
+        self.previews.close()
         gc.unfreeze()  # hand the heap back as it was (tests run many apps in one process)
 
     # ------------------------------------------------------------------ the journey

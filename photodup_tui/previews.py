@@ -1,4 +1,7 @@
-"""Seeing a photo: decoded previews for the terminal, kept for a while, or the system viewer."""
+"""Seeing a photo: decoded previews for the terminal, kept for a while, or the system viewer.
+
+Previews are decoded in an isolated worker process (:mod:`photodupd.previewdecode`), never in
+the app's own process: the file may be hostile."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from photodupd import imaging
+from photodupd.previewdecode import IsolatedPreviewLoader
 
 PreviewLoader = Callable[[str, int], Image.Image]
 
@@ -21,7 +24,10 @@ class PreviewCache:
     """Decoded previews by path and mtime, least recently used first out."""
 
     def __init__(self, loader: PreviewLoader | None = None, capacity: int = 48) -> None:
-        self._loader = loader or default_preview_loader
+        self._isolated: IsolatedPreviewLoader | None = None
+        if loader is None:  # started on the first preview, stopped by close()
+            loader = self._isolated = IsolatedPreviewLoader()
+        self._loader = loader
         self._capacity = capacity
         self._items: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
         self._lock = threading.Lock()
@@ -43,9 +49,10 @@ class PreviewCache:
                 self._items.popitem(last=False)
         return image
 
-
-def default_preview_loader(path: str, max_side: int) -> Image.Image:
-    return imaging.load_preview(path, max_side)
+    def close(self) -> None:
+        """Stop the preview decoder process, if this cache started one."""
+        if self._isolated is not None:
+            self._isolated.close()
 
 
 def open_in_viewer(path: str) -> str:

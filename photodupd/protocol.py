@@ -248,6 +248,9 @@ class Welcome(TypedDict):
     max_items: int
     #: Seconds after which the daemon closes a connection with nothing in flight.
     idle_timeout: NotRequired[float]
+    #: Whether the daemon's decoders read RAW camera files (rawpy installed where it runs).
+    #: Absent from older daemons: a client then treats RAW files as unreadable there.
+    decodes_raw: NotRequired[bool]
 
 
 class Pong(TypedDict):
@@ -525,17 +528,22 @@ def hello(client: str) -> dict[str, Any]:
 
 
 def welcome_result(
-    server_version: str, model: ActiveModel, idle_timeout: float | None = None
+    server_version: str,
+    model: ActiveModel,
+    idle_timeout: float | None = None,
+    *,
+    decodes_raw: bool = False,
 ) -> Welcome:
     """The reply to hello.  ``idle_timeout`` (seconds) tells a client when the daemon closes a
     connection that has nothing in flight, so it can reconnect before sending rather than
-    send into a connection being closed."""
+    send into a connection being closed; ``decodes_raw`` whether to send RAW files at all."""
     welcome: Welcome = {
         "protocol": PROTOCOL_VERSION,
         "server_version": server_version,
         "model": model.copy(),
         "max_frame": MAX_FRAME,
         "max_items": MAX_ITEMS,
+        "decodes_raw": decodes_raw,
     }
     if idle_timeout is not None:
         welcome["idle_timeout"] = idle_timeout

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from photodupd import __version__, protocol, sockets
+from photodupd import __version__, protocol, rawimage, sockets
 from photodupd.config import DaemonConfig
 from photodupd.history import MONITORING_OPS, Finished, History, log_line
 from photodupd.protocol import CodedError, ErrorCode, ProtocolError, Request
@@ -542,7 +542,10 @@ class Server:
 
     def _welcome(self, conn: Connection) -> protocol.Welcome:
         return protocol.welcome_result(
-            __version__, self.service.model_info(), self._idle_timeout(conn)
+            __version__,
+            self.service.model_info(),
+            self._idle_timeout(conn),
+            decodes_raw=rawimage.available(),
         )
 
     async def _reply_error(

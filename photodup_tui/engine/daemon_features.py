@@ -10,7 +10,12 @@ from typing import cast
 
 import numpy as np
 
-from photodup_tui.engine.daemon_launch import Report, ensure_daemon, wait_for_model
+from photodup_tui.engine.daemon_launch import (
+    Report,
+    daemon_decodes_raw,
+    ensure_daemon,
+    wait_for_model,
+)
 from photodup_tui.engine.features import FeatureResult
 from photodupd import protocol
 from photodupd.client import AsyncClient, DaemonUnavailable
@@ -41,6 +46,7 @@ class DaemonFeatureSource:
             ensure_daemon(socket_path, report=report, extra_args=daemon_args)
         self.model = wait_for_model(socket_path, report=report)
         self.model_id: str = str(self.model["id"])
+        self.decodes_raw = daemon_decodes_raw(socket_path)
         self.dim = int(self.model.get("dim") or 0)
 
     def compute(

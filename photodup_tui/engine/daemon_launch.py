@@ -23,12 +23,19 @@ class DaemonStartFailed(Exception):
     """photodupd could not be reached or started; the message says why (with its log)."""
 
 
-def _hello(socket_path: Path) -> protocol.Welcome | None:
+def _hello(socket_path: Path | None) -> protocol.Welcome | None:
     try:
         with SyncClient(socket_path, timeout=5, client_name="photodup-launcher") as client:
             return client.connect()
     except (OSError, ConnectionLost):
         return None
+
+
+def daemon_decodes_raw(socket_path: Path | None = None) -> bool:
+    """Whether the daemon's decoders read RAW files, as its welcome says (False when it does
+    not say: an older photodupd, or one that went away)."""
+    welcome = _hello(socket_path)
+    return bool(welcome.get("decodes_raw", False)) if welcome is not None else False
 
 
 def log_file() -> Path:

@@ -62,6 +62,9 @@ class FeatureResult:
 
 class FeatureSource(Protocol):
     model_id: str  # cache key, e.g. "builtin:efficientnet_lite0/imagenet" or "local:phash-v1"
+    #: Whether the decoders this source uses read RAW camera files (rawpy installed where
+    #: they run: on the daemon's computer, which need not be this one).
+    decodes_raw: bool
 
     def compute(
         self,

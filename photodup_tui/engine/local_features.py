@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.settings import LOCAL_MODEL_ID
+from photodupd import rawimage
 from photodupd.config import DaemonConfig
 from photodupd.decodepool import DEFAULT_DECODE_FN, DecoderPool
 from photodupd.imaging import Decoded, ImageError
@@ -49,6 +50,7 @@ class LocalFeatureSource:
         """``decode_fn`` ("module:function", called as ``fn(FeatureItem, None)`` in the
         workers) is for tests that need a decoder which misbehaves."""
         self.workers = workers or _default_workers()
+        self.decodes_raw = rawimage.available()  # the decoders are processes of this Python
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.decode_fn = decode_fn

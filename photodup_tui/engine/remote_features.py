@@ -40,7 +40,7 @@ from photodup_tui.engine.daemon_launch import Report
 from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.local_features import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from photodup_tui.engine.walk import has_raw_suffix
-from photodupd import imaging, pixelcodec, protocol
+from photodupd import imaging, pixelcodec, protocol, rawimage
 from photodupd.client import AsyncClient, DaemonUnavailable
 from photodupd.decodepool import DecoderPool
 from photodupd.imaging import Decoded, ImageError, PreprocessSpec
@@ -141,6 +141,10 @@ class LinkedFeatureSource:
                 "sending whole files instead of reduced images"
             )
             self.upload = "original"
+        # Reduced uploads are decoded here; whole files and paths by the daemon there.
+        welcome = self._client.welcome
+        remote_raw = welcome is not None and welcome.get("decodes_raw", False)
+        self.decodes_raw = rawimage.available() if self.upload == "reduced" else remote_raw
         if self.upload == "reduced":
             self._start_decoders()  # ready by the time the scan has walked and hashed
 

@@ -28,7 +28,6 @@ from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, Photo, ScanCounts, ScanResult
 from photodup_tui.engine.walk import Walker, has_raw_suffix
-from photodupd import rawimage
 
 PROGRESS_INTERVAL = 0.25
 CACHE_BATCH = 500
@@ -436,12 +435,13 @@ class _Run:
             self.warnings.append(f"feature computation stopped early: {failure[0]}")
 
     def _askable(self, todo: dict[str, list[Photo]]) -> dict[str, list[Photo]]:
-        """Without rawpy no decoder here reads RAW files: rather than an error for each on every
-        scan, they are left out of the feature stage with one warning.  They keep the exact
-        tier and RAW+JPEG pairing; ``decodable`` stays None (never tried), so they never join
-        a group by similarity, and nothing is cached: a scan after installing rawpy asks."""
+        """When the source's decoders cannot read RAW files (no rawpy where they run: the
+        daemon says so in its welcome), rather than an error for each on every scan, RAW
+        files are left out of the feature stage with one warning.  They keep the exact tier
+        and RAW+JPEG pairing; ``decodable`` stays None (never tried), so they never join a
+        group by similarity, and nothing is cached: a scan after installing rawpy asks."""
         raw = [path for path in todo if has_raw_suffix(path)]
-        if not raw or rawimage.available():
+        if not raw or self.source.decodes_raw:
             return todo
         files = sum(len(todo.pop(path)) for path in raw)
         self.warnings.append(

@@ -19,7 +19,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from photodupd import protocol, sockets
+from photodup_tui.engine.daemon_launch import daemon_decodes_raw
+from photodupd import protocol, rawimage, sockets
 from photodupd.client import AsyncClient, SyncClient
 from photodupd.config import DaemonConfig
 from photodupd.protocol import ErrorCode, RemoteError
@@ -189,6 +190,22 @@ async def test_handshake_welcome(running: Running) -> None:
     assert welcome["model"]["id"] == "stub:none"
     assert welcome["max_frame"] == protocol.MAX_FRAME
     writer.close()
+
+
+async def test_the_welcome_says_whether_the_decoders_read_raw_files(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients ask the daemon, not their own rawpy: the daemon may run on another computer."""
+    for blocked in (False, True):
+        if blocked:
+            monkeypatch.setitem(sys.modules, "rawpy", None)
+        reader, writer = await raw_connection(running.path)
+        welcome = (await hello(reader, writer))["result"]
+        writer.close()
+        assert welcome["decodes_raw"] is rawimage.available()
+        told = await asyncio.to_thread(daemon_decodes_raw, running.path)
+        assert told is welcome["decodes_raw"]
+    assert told is False
 
 
 async def test_version_mismatch_is_refused_and_closed(running: Running) -> None:

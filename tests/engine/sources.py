@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from photodup_tui.engine.features import FeatureResult, FeatureSource
-from photodupd import imaging
+from photodupd import imaging, rawimage
 from photodupd.imaging import Decoded, PreprocessSpec
 from photodupd.protocol import FeatureItem
 
@@ -17,9 +17,12 @@ from photodupd.protocol import FeatureItem
 class Counting:
     """Wraps a source and records every path it was asked about."""
 
-    def __init__(self, inner: FeatureSource) -> None:
+    def __init__(self, inner: FeatureSource, *, decodes_raw: bool | None = None) -> None:
+        """``decodes_raw`` overrides the inner source's: a daemon elsewhere, with or without
+        rawpy, whatever this process has."""
         self.inner = inner
         self.model_id = inner.model_id
+        self.decodes_raw = inner.decodes_raw if decodes_raw is None else decodes_raw
         self.requested: list[str] = []
         self.calls = 0
 
@@ -42,6 +45,10 @@ class ThumbnailModel:
     """
 
     model_id = "test:thumbnail16"
+
+    @property
+    def decodes_raw(self) -> bool:
+        return rawimage.available()  # it decodes with photodupd.imaging, in this process
 
     def __init__(self, results: dict[str, FeatureResult] | None = None) -> None:
         self.overrides = results or {}

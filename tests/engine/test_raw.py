@@ -81,6 +81,39 @@ def test_without_rawpy_raws_are_compared_byte_for_byte_with_one_warning(tmp_path
     assert by_name(rescan) == by_name(result)
 
 
+def test_raws_go_to_decoders_that_read_them_even_when_this_process_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon (here: decoder processes with rawpy) says whether it reads RAW files; the
+    scan asks it, not this process's own rawpy (a daemon on another computer)."""
+    pytest.importorskip(
+        "rawpy", reason="rawpy (the photodup[raw] extra) is not installed; the test extra has it"
+    )
+    monkeypatch.setitem(sys.modules, "rawpy", None)  # this process: no rawpy
+    assert not rawimage.available()
+    card = camera_card(tmp_path / "card")
+    source = Counting(LocalFeatureSource(workers=1), decodes_raw=True)
+    result = scan(card, source)
+    assert result.warnings == []
+    assert result.errors == []
+    assert {os.path.basename(p) for p in source.requested} >= {"IMG_0001.DNG"}
+    raw = next(p for p in result.photos if p.path == str(card / "IMG_0001.DNG"))
+    assert (raw.format, raw.decodable) == ("RAW", True)
+
+
+def test_raws_stay_out_when_the_decoders_cannot_read_them_even_if_this_process_can(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip(
+        "rawpy", reason="rawpy (the photodup[raw] extra) is not installed; the test extra has it"
+    )
+    card = camera_card(tmp_path / "card")
+    source = Counting(LocalFeatureSource(workers=1), decodes_raw=False)
+    result = scan(card, source)
+    assert result.warnings == [NO_RAWPY_WARNING]
+    assert not any(p.endswith(".DNG") for p in source.requested)
+
+
 @pytest.mark.usefixtures("no_rawpy")
 def test_without_rawpy_the_decoder_names_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "IMG_0003.dng"

@@ -153,6 +153,7 @@ class NoModelFeatures:
     scan costs a quarter of a second and a run makes hundreds of scans."""
 
     model_id = LOCAL_MODEL_ID
+    decodes_raw = False  # the machine makes JPEG and PNG files only
 
     def compute(
         self,

@@ -28,6 +28,7 @@ class GatedSource:
     gate (or the scan is cancelled): the scan is provably still running meanwhile."""
 
     model_id = "test:gated"
+    decodes_raw = False
 
     def __init__(self) -> None:
         self.started = threading.Event()

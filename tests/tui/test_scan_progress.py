@@ -48,6 +48,7 @@ class SteppedSource:
     releases, so the scan provably runs while the test looks at the screen."""
 
     model_id = "test:stepped"
+    decodes_raw = False
 
     def __init__(self) -> None:
         self.started = threading.Event()
