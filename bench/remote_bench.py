@@ -196,7 +196,7 @@ def bridge_command(socket_path: Path) -> str:
         env[name] = os.environ[name]
     words = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     return (
-        f"env {words} {shlex.quote(sys.executable)} -m photodupd.ctl "
+        f"env {words} {shlex.quote(sys.executable)} -m photodup_tui.ctl "
         f"--socket {shlex.quote(str(socket_path))} bridge --no-start"
     )
 

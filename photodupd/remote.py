@@ -1,7 +1,7 @@
 """A photodupd on another computer, reached over SSH (torch-free).
 
 The client runs ``ssh HOST photodup-ctl bridge`` and speaks protocol v1 over that pipe; the
-bridge (:mod:`photodupd.bridge`) relays it to the remote user's own daemon, starting it there
+bridge (:mod:`photodup_tui.bridge`) relays it to the remote user's own daemon, starting it there
 if need be.  Nothing listens on the network: authentication and encryption are SSH's, and
 host aliases from ``~/.ssh/config`` work.  (A TCP port would make the daemon, which reads any
 path it is given, an arbitrary-file-read service for whoever reaches the port.)
@@ -167,7 +167,7 @@ def explain(host: str, ssh: str, remote_command: str, ended: Ended) -> LinkFaile
     return LinkFailed(f"ssh to {host} ended ({status}){': ' + line if line else ''}")
 
 
-#: How the bridge starts the lines it writes to stderr (photodupd.bridge).
+#: How the bridge starts the lines it writes to stderr (photodup_tui.bridge).
 BRIDGE_PREFIX: Final = "photodup-ctl bridge: "
 
 

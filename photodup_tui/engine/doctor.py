@@ -8,7 +8,7 @@ Why here, in the engine: the trash, cache and journal checks must run the engine
 code (the freedesktop.org trash of ``safedelete``, the cache's database, the journal's
 reader), or they would prove a copy of it.  The engine stands on the daemon's base
 (paths, config, client, the probe photo and format samples), so one module sees the
-whole chain.  ``photodup-ctl`` (``photodupd.ctl``, the top layer with ``photodup_tui.cli``)
+whole chain.  ``photodup-ctl`` (``photodup_tui.ctl``, the top layer with ``photodup_tui.cli``)
 imports this only for ``doctor``: ``status`` and ``ping`` stay instant.  Nothing here
 imports torch: the model is checked through the daemon (the ``features`` and ``probe``
 ops), never in this process.

@@ -84,7 +84,7 @@ def status(daemon: DaemonProcess) -> dict[str, Any]:
 
 def ctl(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "photodupd.ctl", "--socket", str(daemon.socket_path), *args],
+        [sys.executable, "-m", "photodup_tui.ctl", "--socket", str(daemon.socket_path), *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -166,7 +166,7 @@ def test_concurrent_clients_are_batched_together(
 def test_status_reports_what_ctl_shows(daemon: DaemonProcess) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "photodupd.ctl", "--socket", str(daemon.socket_path), "status"],
+        [sys.executable, "-m", "photodup_tui.ctl", "--socket", str(daemon.socket_path), "status"],
         capture_output=True,
         text=True,
         env=env,
@@ -179,7 +179,7 @@ def test_status_reports_what_ctl_shows(daemon: DaemonProcess) -> None:
         [
             sys.executable,
             "-m",
-            "photodupd.ctl",
+            "photodup_tui.ctl",
             "--socket",
             str(daemon.socket_path),
             "status",
@@ -215,7 +215,14 @@ def test_status_reports_what_ctl_shows(daemon: DaemonProcess) -> None:
 
 def test_ctl_against_a_stopped_daemon_exits_1(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "photodupd.ctl", "--socket", str(tmp_path / "none.sock"), "status"],
+        [
+            sys.executable,
+            "-m",
+            "photodup_tui.ctl",
+            "--socket",
+            str(tmp_path / "none.sock"),
+            "status",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

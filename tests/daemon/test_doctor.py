@@ -137,7 +137,7 @@ def test_a_healthy_setup_passes_every_check_and_touches_nothing(
         [
             sys.executable,
             "-m",
-            "photodupd.ctl",
+            "photodup_tui.ctl",
             "--socket",
             str(builtin_daemon.socket_path),
             "doctor",
@@ -189,7 +189,7 @@ def test_the_table_names_every_check_and_exits_1_on_a_failure(tmp_path: Path) ->
         [
             sys.executable,
             "-m",
-            "photodupd.ctl",
+            "photodup_tui.ctl",
             "--socket",
             str(short_dir() / "nobody.sock"),
             "doctor",

@@ -427,7 +427,7 @@ def test_decoders_start_on_first_use_and_stop_with_the_model(tmp_path: Path, pho
 
 
 def test_ctl_status_shows_the_idle_timer() -> None:
-    from photodupd.ctl import format_status
+    from photodup_tui.ctl import format_status
 
     assert "idle exit   in 1m 15s unless a request comes" in format_status(
         cast(protocol.Status, {"idle_exit_in": 75.2})

@@ -63,7 +63,7 @@ def daemon() -> Iterator[DaemonProcess]:
 
 def ctl(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "photodupd.ctl", "--socket", str(daemon.socket_path), *args],
+        [sys.executable, "-m", "photodup_tui.ctl", "--socket", str(daemon.socket_path), *args],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
@@ -139,7 +139,14 @@ def test_metrics_print_prometheus_text(daemon: DaemonProcess) -> None:
 
 def test_metrics_of_no_daemon_say_it_is_down() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "photodupd.ctl", "--socket", str(short_dir() / "x.sock"), "metrics"],
+        [
+            sys.executable,
+            "-m",
+            "photodup_tui.ctl",
+            "--socket",
+            str(short_dir() / "x.sock"),
+            "metrics",
+        ],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
@@ -176,7 +183,7 @@ def test_watch_draws_in_a_terminal_and_quits_on_a_key(daemon: DaemonProcess, key
                 [
                     sys.executable,
                     "-m",
-                    "photodupd.ctl",
+                    "photodup_tui.ctl",
                     "--socket",
                     str(daemon.socket_path),
                     "status",

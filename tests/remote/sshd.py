@@ -179,7 +179,7 @@ class RemoteSide:
             "XDG_RUNTIME_DIR": str(self.home / "xdg"),
         }
 
-    def command(self, program: str = "-m photodupd.ctl bridge") -> str:
+    def command(self, program: str = "-m photodup_tui.ctl bridge") -> str:
         """``remote_command``: this Python, this source tree, these directories."""
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env().items())
         return f"env {assignments} {shlex.quote(sys.executable)} {program}"

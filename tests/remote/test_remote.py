@@ -13,12 +13,12 @@ import psutil
 import pytest
 from PIL import Image
 
-from photodup_tui import cli
+from photodup_tui import cli, ctl
 from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.remote_features import LinkedFeatureSource
 from photodup_tui.engine.report import load_report
 from photodup_tui.engine.types import Kind
-from photodupd import ctl, paths, remote
+from photodupd import paths, remote
 from photodupd.client import DaemonUnavailable
 from tests.engine.test_e2e_daemon import library
 from tests.photos import make_photo

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from photodupd.ctl import format_models
+from photodup_tui.ctl import format_models
 
 
 def test_long_model_names_do_not_run_into_the_next_column() -> None:

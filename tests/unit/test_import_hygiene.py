@@ -28,7 +28,7 @@ def loaded_after_import(module: str) -> set[str]:
         "photodupd.client",
         "photodupd.imaging",
         "photodupd.imagebase",
-        "photodupd.ctl",
+        "photodup_tui.ctl",
         "photodupd.server",
         "photodupd.history",
         "photodupd.probe",
@@ -45,7 +45,7 @@ def loaded_after_import(module: str) -> set[str]:
         # Where the model runs: remote and inline are reached as other processes.
         "photodupd.transport",
         "photodupd.remote",
-        "photodupd.bridge",
+        "photodup_tui.bridge",
         "photodupd.pixelcodec",
         "photodupd.devices",
         "photodup_tui.engine.remote_features",
@@ -88,9 +88,12 @@ def test_torch_is_imported_in_exactly_one_module() -> None:
 
 
 def test_ctl_starts_fast_without_heavy_modules() -> None:
-    loaded = loaded_after_import("photodupd.ctl")
+    loaded = loaded_after_import("photodup_tui.ctl")
     assert not {m for m in loaded if m.split(".")[0] in (*HEAVY, "numpy", "PIL", "textual")}
     # The doctor (and the engine under it), the watch view and the metrics text are
     # imported by their commands only: status and ping load none of them.
-    assert not {m for m in loaded if m.split(".")[0] == "photodup_tui"}
+    assert {m for m in loaded if m.split(".")[0] == "photodup_tui"} == {
+        "photodup_tui",
+        "photodup_tui.ctl",
+    }
     assert not {"photodupd.watch", "photodupd.metrics", "photodupd.probe"} & loaded

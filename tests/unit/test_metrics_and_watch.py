@@ -247,7 +247,7 @@ def test_the_loop_ends_when_its_input_does() -> None:
 
 
 def test_plain_status_shows_the_recent_latency() -> None:
-    from photodupd import ctl
+    from photodup_tui import ctl
 
     text = ctl.format_status(status())
     assert "  latency     features p50 120 ms, p99 813 ms (142 in the last 5 min)" in text

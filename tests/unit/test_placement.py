@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from photodup_tui import cli, scan_session
+from photodup_tui import bridge, cli, scan_session
 from photodup_tui.daemon_supervisor import DaemonSupervisor, elsewhere
 from photodup_tui.engine.daemon_control import DaemonStatus
 from photodup_tui.engine.placement import Placement, load_placement
 from photodup_tui.scan_session import NO_MODEL, open_feature_source
-from photodupd import bridge, config, devices, pixelcodec, protocol, remote
+from photodupd import config, devices, pixelcodec, protocol, remote
 from photodupd.imagebase import ImageError
 from photodupd.imaging import PreprocessSpec
 from photodupd.protocol import ErrorCode, FeatureItem, ItemError, ProtocolError

@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         if args.remote:
             print("photodup-ctl: bridge runs where photodupd is, without --remote", file=sys.stderr)
             return EXIT_USAGE
-        from photodupd import bridge  # here: only the bridge needs the launcher
+        from photodup_tui import bridge  # here: only the bridge needs the launcher
 
         return bridge.run(args.socket, start=not args.no_start)
     if args.remote:
