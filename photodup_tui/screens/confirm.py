@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Static
 
 from photodup_tui.engine.undo_preview import UndoPreview
@@ -58,7 +59,54 @@ def describe(summary: PlanSummary, roots: Sequence[str]) -> Text:
     return text
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class YesNoScreen(ModalScreen[bool]):
+    """A question about moving files, answered y (the confirm button) or n / escape
+    (each subclass binds them, with its own words for y).
+
+    Subclasses say what is asked: ``question``, ``body_widget()``, ``answer()`` (the confirm
+    button's label) and its ``variant``, and style it in their own CSS."""
+
+    question = ""
+    variant: Literal["primary", "error"] = "primary"
+
+    def body_widget(self) -> Widget:
+        raise NotImplementedError
+
+    def answer(self) -> str:
+        raise NotImplementedError
+
+    def can_confirm(self) -> bool:
+        return True
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog") as dialog:
+            dialog.border_title = self.question
+            yield self.body_widget()
+            with Horizontal(id="buttons"):
+                yield Button("Cancel (n)", id="cancel")
+                yield Button(
+                    self.answer(),
+                    id="confirm",
+                    variant=self.variant,
+                    disabled=not self.can_confirm(),
+                )
+
+    def on_mount(self) -> None:
+        button = self.query_one("#confirm" if self.can_confirm() else "#cancel", Button)
+        button.focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+    def action_confirm(self) -> None:
+        if self.can_confirm():
+            self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ConfirmScreen(YesNoScreen):
     HELP = "Nothing has happened yet. Enter or y moves the files to the trash; escape or n cancels."
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "confirm", "Move to trash"),
@@ -90,42 +138,25 @@ class ConfirmScreen(ModalScreen[bool]):
         margin-left: 2;
     }
     """
+    question = "Move to trash?"
+    variant = "error"
 
     def __init__(self, summary: PlanSummary, roots: Sequence[str]) -> None:
         super().__init__()
         self.summary = summary
         self.roots = list(roots)
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog") as dialog:
-            dialog.border_title = "Move to trash?"
-            with VerticalScroll(id="dialog-body"):
-                yield Static(describe(self.summary, self.roots))
-            with Horizontal(id="buttons"):
-                yield Button("Cancel (n)", id="cancel")
-                yield Button(
-                    f"Move {plural(self.summary.files, 'file')} to trash (y)",
-                    id="confirm",
-                    variant="error",
-                    disabled=self.summary.files == 0,
-                )
+    def body_widget(self) -> Widget:
+        return VerticalScroll(Static(describe(self.summary, self.roots)), id="dialog-body")
 
-    def on_mount(self) -> None:
-        button = self.query_one("#confirm" if self.summary.files else "#cancel", Button)
-        button.focus()
+    def answer(self) -> str:
+        return f"Move {plural(self.summary.files, 'file')} to trash (y)"
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm")
-
-    def action_confirm(self) -> None:
-        if self.summary.files:
-            self.dismiss(True)
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
+    def can_confirm(self) -> bool:
+        return self.summary.files > 0
 
 
-class UndoConfirmScreen(ModalScreen[bool]):
+class UndoConfirmScreen(YesNoScreen):
     """u: which clean-up comes back (it may be one another photodup made), asked once."""
 
     HELP = "Nothing has happened yet. y puts these files back; escape or n cancels."
@@ -155,34 +186,17 @@ class UndoConfirmScreen(ModalScreen[bool]):
         margin-left: 2;
     }
     """
+    question = "Undo the last clean-up?"
 
     def __init__(self, target: UndoPreview) -> None:
         super().__init__()
         self.target = target
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog") as dialog:
-            dialog.border_title = "Undo the last clean-up?"
-            yield Static(describe_undo(self.target), id="dialog-body")
-            with Horizontal(id="buttons"):
-                yield Button("Cancel (n)", id="cancel")
-                yield Button(
-                    f"Put {plural(self.target.files, 'file')} back (y)",
-                    id="confirm",
-                    variant="primary",
-                )
+    def body_widget(self) -> Widget:
+        return Static(describe_undo(self.target), id="dialog-body")
 
-    def on_mount(self) -> None:
-        self.query_one("#confirm", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm")
-
-    def action_confirm(self) -> None:
-        self.dismiss(True)
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
+    def answer(self) -> str:
+        return f"Put {plural(self.target.files, 'file')} back (y)"
 
 
 def describe_undo(target: UndoPreview) -> Text:
