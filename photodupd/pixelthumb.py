@@ -193,7 +193,8 @@ def unpack(packed: bytes) -> Thumb:
         raw = inflater.decompress(packed[_HEADER.size :], expected + 1)
     except zlib.error as exc:
         raise _malformed(f"thumbnail does not inflate: {exc}") from None
-    if len(raw) != expected or inflater.unconsumed_tail or not inflater.eof:
+    ended = inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data
+    if len(raw) != expected or not ended:
         raise _malformed(f"thumbnail planes are not {expected} bytes")
     shape = (height, width)
     gray = _undo_deltas(np.frombuffer(raw, np.uint8, area, 0).reshape(shape))
