@@ -29,6 +29,8 @@ from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, Photo, ScanCounts, ScanResult
 from photodup_tui.engine.walk import Walker, has_raw_suffix
 from photodupd import rawimage
+from photodupd.config import DaemonConfig
+from photodupd.config import load as load_daemon_config
 
 PROGRESS_INTERVAL = 0.25
 CACHE_BATCH = 500
@@ -222,8 +224,15 @@ class _Run:
             self.tracker.step(done)
             self.tracker.report()
 
+        timeout, memory_mb = _decoder_limits()
         return SameShotChecker(
-            self.scanner.cache, cancel=self.cancel, stage=stage, advance=advance, thumbs=self.thumbs
+            self.scanner.cache,
+            cancel=self.cancel,
+            stage=stage,
+            advance=advance,
+            thumbs=self.thumbs,
+            timeout=timeout,
+            memory_mb=memory_mb,
         )
 
     def _grouped(self, photos: list[Photo], model_id: str) -> list[Group]:
@@ -521,6 +530,17 @@ class _Run:
             group.scores = {m.photo.path: group.scores[m.photo.path] for m in members}
             kept.append(group)
         return kept
+
+
+def _decoder_limits() -> tuple[float, int]:
+    """The limits the user set for photodupd's decoders (``[daemon] decode_timeout`` and
+    ``decode_memory_mb``): the pixel checks' isolated decodes keep them too.  A config file
+    that does not load leaves the defaults (the daemon and the CLI say why)."""
+    try:
+        config = load_daemon_config()
+    except Exception:
+        config = DaemonConfig()
+    return config.decode_timeout, config.decode_memory_mb
 
 
 class _ScanThumbs:

@@ -28,7 +28,7 @@ from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.scan import Scanner
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Photo, ScanResult
-from photodupd import imaging, pixelthumb, protocol
+from photodupd import imaging, paths, pixelthumb, protocol
 from photodupd.client import SyncClient
 from photodupd.imagebase import ImageError
 from tests.daemon.daemon_proc import DaemonProcess
@@ -295,6 +295,20 @@ def test_a_cached_photo_without_a_thumbnail_is_decoded_in_the_isolated_pool(
         counting.checkers.clear()
         scan(local, root, cache)
         assert counting.totals() == (decoded, 0)  # kept: decoded once
+
+
+def test_the_checks_decode_under_the_limits_set_for_photodupd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths.config_file().parent.mkdir(parents=True, exist_ok=True)
+    paths.config_file().write_text("[daemon]\ndecode_timeout = 7.5\ndecode_memory_mb = 1024\n")
+    root = tmp_path / "Pictures"
+    library(root)
+    counting = Counting(monkeypatch)
+    with Cache(tmp_path / "cache.sqlite") as cache:
+        scan(LocalFeatureSource(workers=1), root, cache)
+    assert counting.checkers
+    assert {(c.timeout, c.memory_mb) for c in counting.checkers} == {(7.5, 1024)}
 
 
 def test_a_version_2_cache_gains_an_empty_thumbs_table(tmp_path: Path) -> None:
