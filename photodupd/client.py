@@ -505,7 +505,12 @@ class AsyncClient:
             delay = min(self.max_backoff, 0.05 * 2 ** min(attempt, 10))
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
 
-    async def features(self, items: list[dict[str, Any]]) -> protocol.Features:
+    async def features(
+        self, items: list[dict[str, Any]], *, thumbs: bool = False
+    ) -> protocol.Features:
+        """``thumbs``: ask for each file's pixel-check thumbnail too (``ItemOk.thumb``)."""
+        if thumbs:
+            return await self.call(protocol.FEATURES, items=items, thumbs=True)
         return await self.call(protocol.FEATURES, items=items)
 
     async def status(self) -> protocol.Status:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final, Generic, Self, TypeVar
 
-from photodupd.imaging import Decoded, ImageError, PreprocessSpec
+from photodupd.imaging import Decoded, DecodeSpec, ImageError, PreprocessSpec
 from photodupd.protocol import ErrorCode, FeatureItem
 
 DEFAULT_DECODE_FN: Final = "photodupd.imaging:decode_item"
@@ -535,8 +535,8 @@ class IsolatedPool(Generic[T]):
 
 
 class DecoderPool(IsolatedPool[Decoded]):
-    """The daemon's decoders: ``decode_fn(item: FeatureItem, spec: PreprocessSpec | None)
-    -> Decoded``."""
+    """The daemon's decoders: ``decode_fn(item: FeatureItem, spec: PreprocessSpec |
+    DecodeSpec | None) -> Decoded`` (a DecodeSpec may ask for the thumbnail too)."""
 
     def __init__(
         self,
@@ -547,7 +547,9 @@ class DecoderPool(IsolatedPool[Decoded]):
     ) -> None:
         super().__init__(workers, timeout, memory_mb, decode_fn, Decoded)
 
-    def submit(self, item: FeatureItem, spec: PreprocessSpec | None = None) -> Future[Decoded]:
+    def submit(
+        self, item: FeatureItem, spec: PreprocessSpec | DecodeSpec | None = None
+    ) -> Future[Decoded]:
         return super().submit(item, spec)
 
 

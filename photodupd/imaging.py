@@ -32,12 +32,13 @@ import re
 import stat
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from photodupd import rawimage
+from photodupd import pixelthumb, rawimage
 from photodupd.imagebase import (
     ALLOWED_FORMATS,
     DRAFT_MIN_SIDE,
@@ -61,6 +62,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_FILE_BYTES",
     "RAW_EXTENSIONS",
+    "DecodeSpec",
     "Decoded",
     "ImageError",
     "PreprocessSpec",
@@ -90,6 +92,20 @@ class PreprocessSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodeSpec:
+    """What a decoder pool job makes besides the facts: the model's input (``model``) and,
+    with ``thumb``, the pixel checks' thumbnail (:mod:`photodupd.pixelthumb`)."""
+
+    model: PreprocessSpec | None = None
+    thumb: bool = False
+
+
+def model_spec(spec: PreprocessSpec | DecodeSpec | None) -> PreprocessSpec | None:
+    """The model's input spec of a decoder pool job's ``spec``."""
+    return spec.model if isinstance(spec, DecodeSpec) else spec
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded:
     pixels: np.ndarray | None  # uint8 (size, size, 3) RGB for the model; None when no spec
     phash: int  # 64-bit unsigned perceptual hash of the oriented image
@@ -99,6 +115,8 @@ class Decoded:
     taken: str | None = None  # EXIF DateTimeOriginal as ISO 8601 (with offset when known)
     camera: str | None = None  # EXIF Make + Model
     exif_fields: int = 0  # descriptive EXIF tags present: "richness" for the keep rules
+    #: The pixel checks' thumbnail, packed (pixelthumb.pack), when asked for (``thumb=True``).
+    thumb: bytes | None = None
 
 
 # --------------------------------------------------------------------------
@@ -151,30 +169,40 @@ def decode(
     is_data: bool = False,
     spec: PreprocessSpec | None = None,
     draft: bool = True,
+    thumb: bool = False,
 ) -> Decoded:
     """Decode one untrusted image: a path (str / bytes / PathLike), or file bytes when ``is_data``.
 
     Returns the oriented full size, a 64-bit pHash, EXIF facts, and the model's
-    pixels when ``spec`` is given.  ``draft=False`` decodes JPEGs at full scale
-    (benchmarks only: the hash and pixels are the same to within a few bits).
-    Raises only :class:`ImageError`.
+    pixels when ``spec`` is given; with ``thumb``, the pixel checks' thumbnail too, made
+    from the same decode (transparency kept for it, flattened for the rest).
+    ``draft=False`` decodes JPEGs at full scale (benchmarks only: the hash and pixels are
+    the same to within a few bits).  Raises only :class:`ImageError`.
     """
     data = _data_from(source) if is_data else read_image_file(source)
     # Decode JPEGs in the DCT domain at 1/2, 1/4 or 1/8 scale, still at least the
-    # model's resize (and the hash's working size) on the shorter side.
+    # model's resize (and the hash's working size) on the shorter side, and the thumbnail's
+    # preview side on the longer one (for 4:3 and 3:2 photos the same scale).
     draft_side = max(spec.resize if spec is not None else 0, DRAFT_MIN_SIDE) if draft else None
+    long_side = pixelthumb.PREVIEW_SIDE if thumb else None
     try:
-        picture = _decode_upright(data, draft_side, None if is_data else source)
+        name = None if is_data else source
+        picture = _decode_upright(data, draft_side, name, keep_alpha=thumb, long_side=long_side)
+        image, packed = picture.image, None
+        if thumb:
+            packed = pixelthumb.pack(pixelthumb.make(image))
+            image = _flatten(image)  # what every other use sees, as without a thumbnail
         taken, camera, exif_fields = _exif_facts(picture.exif)
         return Decoded(
-            pixels=_model_pixels(picture.image, spec) if spec is not None else None,
-            phash=phash(picture.image),
+            pixels=_model_pixels(image, spec) if spec is not None else None,
+            phash=phash(image),
             width=picture.width,
             height=picture.height,
             format=picture.format,
             taken=taken,
             camera=camera,
             exif_fields=exif_fields,
+            thumb=packed,
         )
     except ImageError:
         raise
@@ -182,11 +210,14 @@ def decode(
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"cannot decode: {_describe(exc)}") from None
 
 
-def decode_item(item: FeatureItem, spec: PreprocessSpec | None = None) -> Decoded:
-    """:func:`decode` for a protocol item: the default ``decode_fn`` of the decoder pool."""
+def decode_item(item: FeatureItem, spec: PreprocessSpec | DecodeSpec | None = None) -> Decoded:
+    """:func:`decode` for a protocol item: the default ``decode_fn`` of the decoder pool.
+    A :class:`DecodeSpec` may ask for the thumbnail too."""
+    thumb = isinstance(spec, DecodeSpec) and spec.thumb
+    model = model_spec(spec)
     if item.path is not None:
-        return decode(item.path, spec=spec)
-    return decode(item.data or b"", is_data=True, spec=spec)
+        return decode(item.path, spec=model, thumb=thumb)
+    return decode(item.data or b"", is_data=True, spec=model, thumb=thumb)
 
 
 def load_preview(
@@ -316,17 +347,20 @@ def _decode_upright(
     name: str | bytes | os.PathLike[str] | None = None,
     *,
     keep_alpha: bool = False,
+    long_side: int | None = None,
 ) -> Upright:
-    """Open, check limits, read EXIF, decode (JPEG drafted to ``draft_side``), orient.
+    """Open, check limits, read EXIF, decode (JPEG drafted to ``draft_side``, and to
+    ``long_side`` on the longer side), orient.
 
     Camera RAW files (known by ``name``, the file's path, or by signature without one) take
     :mod:`photodupd.rawimage`, which decodes their embedded preview through this function.
     ``keep_alpha``: a picture with transparency stays RGBA (see :func:`_to_rgb`)."""
     if rawimage.is_raw(data, name):
-        return rawimage.decode_upright(data, draft_side, _decode_upright)
+        other = partial(_decode_upright, keep_alpha=keep_alpha, long_side=long_side)
+        return rawimage.decode_upright(data, draft_side, other)
     image = _open(data)
     try:
-        upright = _load_upright(image, draft_side, keep_alpha)
+        upright = _load_upright(image, draft_side, keep_alpha, long_side)
     except BaseException:
         image.close()
         raise
@@ -336,7 +370,10 @@ def _decode_upright(
 
 
 def _load_upright(
-    image: ImageFile.ImageFile, draft_side: int | None, keep_alpha: bool = False
+    image: ImageFile.ImageFile,
+    draft_side: int | None,
+    keep_alpha: bool = False,
+    long_side: int | None = None,
 ) -> Upright:
     fmt = image.format or "?"
     if fmt not in ALLOWED_FORMATS:  # cannot happen with formats=, kept as a guard
@@ -354,7 +391,7 @@ def _load_upright(
     # it before the pixels are loaded).
     exif = _read_exif(image) if fmt != "PNG" else None
     if draft_side is not None and fmt in ("JPEG", "MPO"):
-        image.draft("RGB", (draft_side, draft_side))
+        image.draft("RGB", _draft_box(image.size, draft_side, long_side))
     try:
         image.load()
         rgb = _to_rgb(image, keep_alpha)
@@ -371,6 +408,14 @@ def _load_upright(
     if orientation in SWAPS_AXES:
         width, height = height, width
     return Upright(rgb, width, height, fmt, exif)
+
+
+def _draft_box(size: tuple[int, int], side: int, long_side: int | None) -> tuple[int, int]:
+    """The size Pillow's JPEG draft must keep: ``side`` on both sides, and ``long_side`` on
+    the longer one (the draft picks the smallest scale that keeps both)."""
+    if long_side is None or long_side <= side:
+        return (side, side)
+    return (long_side, side) if size[0] >= size[1] else (side, long_side)
 
 
 def _unidentified(data: bytes) -> ImageError:
@@ -485,12 +530,7 @@ def _to_rgb(image: Image.Image, keep_alpha: bool = False) -> Image.Image:
         return _high_depth_gray_to_rgb(image)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        if keep_alpha:
-            return rgba
-        # Flatten onto white, as exporters do when they drop alpha.
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
+        return rgba if keep_alpha else _flatten(rgba)
     try:
         return image.convert("RGB")
     except ValueError:  # e.g. LAB or HSV TIFFs: Pillow has no conversion to RGB
@@ -498,6 +538,16 @@ def _to_rgb(image: Image.Image, keep_alpha: bool = False) -> Image.Image:
             ErrorCode.UNSUPPORTED_FORMAT,
             f"{image.format or 'image'} in colour mode {mode} is not supported",
         ) from None
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """An RGBA picture flattened onto white, as exporters do when they drop alpha; RGB as
+    it is."""
+    if image.mode != "RGBA":
+        return image
+    canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    canvas.alpha_composite(image)
+    return canvas.convert("RGB")
 
 
 def _high_depth_gray_to_rgb(image: Image.Image) -> Image.Image:

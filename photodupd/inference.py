@@ -32,7 +32,7 @@ import numpy as np
 from photodupd import pixelcodec, protocol
 from photodupd.batcher import Embedded, Job, ModelWorker, Outcome
 from photodupd.config import DaemonConfig
-from photodupd.imaging import Decoded, ImageError, PreprocessSpec
+from photodupd.imaging import Decoded, DecodeSpec, ImageError, PreprocessSpec
 from photodupd.models import catalog
 from photodupd.protocol import ErrorCode, FeatureItem, ItemError, ModelState, ServiceError
 
@@ -145,8 +145,10 @@ class InferenceService:
 
     # ------------------------------------------------------------------ requests
 
-    async def features(self, items: list[FeatureItem]) -> protocol.Features:
-        """Embed ``items``; one bad image is a per-item error, never a failed request."""
+    async def features(self, items: list[FeatureItem], thumbs: bool = False) -> protocol.Features:
+        """Embed ``items``; one bad image is a per-item error, never a failed request.
+        ``thumbs``: each file's decode makes its pixel-check thumbnail too, and its reply
+        item carries it."""
         await self._wait_until_admissible()
         assert self._pool is not None and self._drained is not None
         if not items:
@@ -168,7 +170,7 @@ class InferenceService:
         self._drained.clear()
         for index, item in enumerate(items):
             try:
-                decoding = self._decode(item, spec)
+                decoding = self._decode(item, spec, thumbs)
             except Exception as exc:  # pool closed or broken: this item fails, the rest go on
                 self._finish_item(request, index, ItemError(ErrorCode.INTERNAL, f"decoder: {exc}"))
                 continue
@@ -188,14 +190,15 @@ class InferenceService:
         }
 
     def _decode(
-        self, item: FeatureItem, spec: PreprocessSpec | None
+        self, item: FeatureItem, spec: PreprocessSpec | None, thumbs: bool = False
     ) -> concurrent.futures.Future[Decoded]:
-        """A file (path or bytes) goes to the isolated decoders; a pixels item is already the
-        model's input, made by the client: no image parser runs on it, only a bounded inflate
-        and a size check (pixelcodec), on a thread of its own."""
+        """A file (path or bytes) goes to the isolated decoders (which make its thumbnail in
+        the same decode when asked); a pixels item is already the model's input, made by the
+        client: no image parser runs on it, only a bounded inflate and a size check
+        (pixelcodec), on a thread of its own, and it has no thumbnail."""
         assert self._pool is not None
         if item.pixels is None:
-            return self._pool.submit(item, spec)
+            return self._pool.submit(item, DecodeSpec(spec, thumb=True) if thumbs else spec)
         return self._unpacker.submit(pixelcodec.decoded_from_item, item, spec)
 
     def _check_open(self) -> None:
@@ -440,7 +443,7 @@ def _embedded_item(done: Embedded) -> protocol.ItemOk:
     """One item's success reply: the embedding (little-endian float32 bytes) and what the
     decoder learned about the photo."""
     decoded = done.decoded
-    return {
+    item: protocol.ItemOk = {
         "ok": True,
         "embedding": np.ascontiguousarray(done.vector, dtype="<f4").tobytes(),
         "phash": decoded.phash,
@@ -451,3 +454,6 @@ def _embedded_item(done: Embedded) -> protocol.ItemOk:
         "camera": decoded.camera,
         "exif_fields": decoded.exif_fields,
     }
+    if decoded.thumb is not None:
+        item["thumb"] = decoded.thumb
+    return item

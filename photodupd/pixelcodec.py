@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 
 from photodupd.imagebase import ImageError
-from photodupd.imaging import Decoded, PreprocessSpec, decode_item
+from photodupd.imaging import Decoded, DecodeSpec, PreprocessSpec, decode_item, model_spec
 from photodupd.protocol import ErrorCode, FeatureItem
 
 #: zlib level: 1 is 5-10x faster than 6 for ~3% more bytes.
@@ -84,14 +84,15 @@ class ForUpload:
         return {"pixels": self.packed, "side": self.side}
 
 
-def decode_for_upload(item: FeatureItem, spec: PreprocessSpec | None) -> Decoded:
+def decode_for_upload(item: FeatureItem, spec: PreprocessSpec | DecodeSpec | None) -> Decoded:
     """A decoder pool's ``decode_fn`` for reduced uploads: the daemon's own decode, packed in
-    the worker process (so the scanning process never holds or compresses full pixels).
+    the worker process (so the scanning process never holds or compresses full pixels); a
+    :class:`DecodeSpec` asking for the thumbnail gets it from the same decode.
 
     Returns a :class:`Decoded` (what the pool insists on) whose ``pixels`` is the packed
     bytes as a 1-D uint8 array: :func:`for_upload` turns it back into a :class:`ForUpload`."""
     decoded = decode_item(item, spec)
-    if decoded.pixels is None or spec is None:
+    if decoded.pixels is None or model_spec(spec) is None:
         raise ImageError(ErrorCode.INTERNAL, "reduced upload needs the model's input spec")
     return replace(decoded, pixels=np.frombuffer(pack(decoded.pixels), dtype=np.uint8))
 

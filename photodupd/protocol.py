@@ -390,6 +390,9 @@ class ItemOk(TypedDict):
     taken: str | None
     camera: str | None
     exif_fields: int
+    #: The pixel checks' thumbnail (photodupd.pixelthumb's packed form), when the request
+    #: asked for ``thumbs`` and the item was a file (path or data), not ``pixels``.
+    thumb: NotRequired[bytes]
 
 
 class ItemErrorBody(TypedDict):
@@ -636,6 +639,15 @@ def parse_feature_items(fields: Mapping[str, Any]) -> list[FeatureItem | ItemErr
     if len(items) > MAX_ITEMS:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_ITEMS} items per request")
     return [_parse_item(index, item) for index, item in enumerate(items)]
+
+
+def parse_thumbs(fields: Mapping[str, Any]) -> bool:
+    """The opt-in ``thumbs`` flag of a features request: each embedded file item's reply
+    then carries its ``thumb``.  Absent means no."""
+    thumbs = fields.get("thumbs", False)
+    if not isinstance(thumbs, bool):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'thumbs' must be true or false")
+    return thumbs
 
 
 def parse_probe_item(fields: Mapping[str, Any]) -> FeatureItem:

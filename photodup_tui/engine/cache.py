@@ -9,7 +9,9 @@ re-created on a reused inode) keeps every other field, but a user cannot set a c
 ctime, e.g. FAT, the act-time re-hash of near copies and keepers, ``safedelete/verify.py``,
 still refuses what changed.)  Per model id a row holds the embedding (float16: half the
 disk, far below the thresholds' resolution), the perceptual hash, pixel size, EXIF facts,
-or the permanent error the decoder gave.  Pixel-check scores (``sameshot.py``) are kept by
+or the permanent error the decoder gave.  Per file, the pixel checks' thumbnail the same
+decode made (``photodupd.pixelthumb``, 10-20 KB a photo), when the source gave one (optional
+data: a row without one only means the checks decode that file).  Pixel-check scores (``sameshot.py``) are kept by
 the pair of file identities (``pixel_key``).  The last few groupings are kept by the
 fingerprint of their inputs (``stored_groups.py``), so a rescan of an unchanged library
 does not group it again.
@@ -39,10 +41,11 @@ import numpy as np
 
 from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.types import FileStat, Photo
-from photodupd import paths
+from photodupd import paths, pixelthumb
 
 #: 2: ctime_ns joined the file identity (version 1 databases are migrated, ``_migrate_v1``).
-SCHEMA_VERSION = 2
+#: 3: the thumbs table (a version 2 database gains it, empty: its photos have no thumbnails).
+SCHEMA_VERSION = 3
 FILE_NAME = "cache.sqlite"
 
 _SCHEMA = """
@@ -72,6 +75,12 @@ CREATE TABLE IF NOT EXISTS features (
     error_code TEXT,
     error_message TEXT,
     PRIMARY KEY (file_id, model_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thumbs (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    method TEXT NOT NULL,  -- pixelthumb.METHOD: another thumbnail, another row
+    thumb BLOB NOT NULL,  -- pixelthumb.pack
+    PRIMARY KEY (file_id, method)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS same_shot (
     a TEXT NOT NULL,
@@ -112,6 +121,8 @@ class Record:
     partial_hash: str | None = None
     model_id: str | None = None
     features: FeatureResult | None = None
+    #: The pixel checks' thumbnail (packed), kept under ``thumb_method``.
+    thumb: bytes | None = None
 
 
 def default_path() -> Path:
@@ -223,9 +234,10 @@ class Cache:
         version = cls._schema_version(db)
         if version == 1:
             cls._migrate_v1(db)
-        elif version not in (None, SCHEMA_VERSION):
+        # Version 2 lacks only the thumbs table, which the schema below creates (empty).
+        elif version not in (None, 2, SCHEMA_VERSION):
             # An unknown layout: the cache is disposable, so rebuild rather than migrate.
-            for table in ("features", "files", "same_shot", "groupings"):
+            for table in ("features", "thumbs", "files", "same_shot", "groupings"):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
         # Statement by statement: ``executescript`` would commit the open transaction.
         for statement in _SCHEMA.split(";"):
@@ -293,6 +305,26 @@ class Cache:
                     found[photo.path] = CachedFile(row[4], row[16], features)
         return found
 
+    def thumbs(self, photos: Sequence[Photo]) -> dict[str, bytes]:
+        """The stored thumbnails (packed, this :data:`pixelthumb.METHOD`) of these photos, by
+        path; a file whose identity moved, or that has none, is left out."""
+        found: dict[str, bytes] = {}
+        by_key = {os.fsencode(photo.path): photo for photo in photos}
+        with self._lock:
+            for chunk, marks in _in_lists(list(by_key)):
+                rows = self._db.execute(
+                    f"""SELECT f.path, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, t.thumb
+                    FROM files f JOIN thumbs t ON t.file_id = f.id AND t.method = ?
+                    WHERE f.path IN ({marks})""",
+                    (pixelthumb.METHOD, *chunk),
+                )
+                for row in rows:
+                    photo = by_key[row[0]]
+                    stored = (_unsigned(row[1]), _unsigned(row[2]), row[3], row[4], row[5])
+                    if stored == _identity(photo.stat) and isinstance(row[6], bytes):
+                        found[photo.path] = row[6]
+        return found
+
     def paths_under(self, root: str) -> list[str]:
         """Every cached path at or below ``root`` (a folder or file path)."""
         prefix = os.fsencode(root.rstrip(os.sep) or os.sep)
@@ -353,6 +385,11 @@ class Cache:
                 )
         if record.features is not None and record.model_id is not None:
             self._store_features(file_id, record.model_id, record.features)
+        if record.thumb is not None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO thumbs(file_id, method, thumb) VALUES (?, ?, ?)",
+                (file_id, pixelthumb.METHOD, record.thumb),
+            )
 
     def _store_features(self, file_id: int | None, model_id: str, result: FeatureResult) -> None:
         embedding = None

@@ -91,7 +91,7 @@ class DaemonFeatureSource:
     async def _request(self, client: AsyncClient, chunk: list[str]) -> list[FeatureResult]:
         items = [{"path": protocol.path_for_wire(p)} for p in chunk]
         try:
-            reply = await client.features(items)
+            reply = await client.features(items, thumbs=True)
         except (RemoteError, DaemonUnavailable) as exc:
             code = exc.code if isinstance(exc, RemoteError) else "daemon_unavailable"
             return [FeatureResult.failure(code, str(exc)) for _ in chunk]
@@ -114,6 +114,7 @@ def to_result(item: protocol.ItemResult) -> FeatureResult:
     done = cast(protocol.ItemOk, item)
     raw = done.get("embedding")
     embedding = np.frombuffer(raw, dtype="<f4").copy() if isinstance(raw, bytes) else None
+    thumb = done.get("thumb")  # checked when unpacked (pixelthumb.unpack)
     return FeatureResult(
         embedding=embedding,
         phash=done.get("phash"),
@@ -123,4 +124,5 @@ def to_result(item: protocol.ItemResult) -> FeatureResult:
         taken=done.get("taken"),
         camera=done.get("camera"),
         exif_fields=int(done.get("exif_fields") or 0),
+        thumb=thumb if isinstance(thumb, bytes) else None,
     )

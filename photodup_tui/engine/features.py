@@ -37,6 +37,9 @@ class FeatureResult:
     exif_fields: int
     error_code: str | None = None  # protocol ErrorCode value when the file could not be used
     error_message: str | None = None
+    #: The pixel checks' thumbnail, packed (photodupd.pixelthumb), made by the same decode;
+    #: None when the source gave none (an older daemon): the checks then decode the file.
+    thumb: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,6 +56,7 @@ class FeatureResult:
             taken=decoded.taken,
             camera=decoded.camera,
             exif_fields=decoded.exif_fields,
+            thumb=decoded.thumb,
         )
 
     @classmethod

@@ -21,7 +21,7 @@ from photodup_tui.engine.settings import LOCAL_MODEL_ID
 from photodupd import rawimage
 from photodupd.config import DaemonConfig
 from photodupd.decodepool import DEFAULT_DECODE_FN, DecoderPool
-from photodupd.imaging import Decoded, ImageError
+from photodupd.imaging import Decoded, DecodeSpec, ImageError
 from photodupd.protocol import FeatureItem
 
 #: Files queued per worker: enough to keep every worker busy, few enough to cancel fast.
@@ -47,7 +47,7 @@ class LocalFeatureSource:
         memory_mb: int = DEFAULT_MEMORY_MB,
         decode_fn: str = DEFAULT_DECODE_FN,
     ) -> None:
-        """``decode_fn`` ("module:function", called as ``fn(FeatureItem, None)`` in the
+        """``decode_fn`` ("module:function", called as ``fn(FeatureItem, DecodeSpec)`` in the
         workers) is for tests that need a decoder which misbehaves."""
         self.workers = workers or _default_workers()
         self.decodes_raw = rawimage.available()  # the decoders are processes of this Python
@@ -69,7 +69,9 @@ class LocalFeatureSource:
             while (pending or in_flight) and not cancel.is_set():
                 while pending and len(in_flight) < IN_FLIGHT_PER_WORKER * self.workers:
                     path = pending.popleft()
-                    in_flight[pool.submit(FeatureItem(path=path), None)] = path
+                    # The pixel checks' thumbnail from the same decode.
+                    job = pool.submit(FeatureItem(path=path), DecodeSpec(thumb=True))
+                    in_flight[job] = path
                 done, _ = wait(in_flight, timeout=0.25, return_when=FIRST_COMPLETED)
                 for future in done:
                     on_result(in_flight.pop(future), _result(future))

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 from photodup_tui.engine.daemon_features import to_result
@@ -43,7 +43,7 @@ from photodup_tui.engine.walk import has_raw_suffix
 from photodupd import imaging, pixelcodec, protocol, rawimage
 from photodupd.client import AsyncClient, DaemonUnavailable
 from photodupd.decodepool import DecoderPool
-from photodupd.imaging import Decoded, ImageError, PreprocessSpec
+from photodupd.imaging import Decoded, DecodeSpec, ImageError, PreprocessSpec
 from photodupd.protocol import ErrorCode, FeatureItem, ModelState, RemoteError
 from photodupd.transport import Endpoint
 
@@ -373,7 +373,9 @@ class LinkedFeatureSource:
                     ErrorCode.UNSUPPORTED_FORMAT,
                     f"{self.endpoint.label} is too old to be sent RAW files (upgrade it)",
                 )
-            decoded = await asyncio.wrap_future(pool.submit(FeatureItem(path=path), self.spec))
+            # The pixel checks' thumbnail is made by the same local decode, in the worker.
+            wants = DecodeSpec(self.spec, thumb=True)
+            decoded = await asyncio.wrap_future(pool.submit(FeatureItem(path=path), wants))
         except ImageError as exc:
             return path, FeatureResult.failure(str(exc.code), exc.message)
         upload = pixelcodec.for_upload(decoded, self.spec)
@@ -424,7 +426,8 @@ class LinkedFeatureSource:
         if self._down is not None:
             return [FeatureResult.failure("daemon_unavailable", self._down) for _ in chunk]
         try:
-            reply = await self._client.features([p.item for p in chunk])
+            # Files the daemon decodes (path, original) come back with their thumbnails.
+            reply = await self._client.features([p.item for p in chunk], thumbs=True)
         except RemoteError as exc:
             return [FeatureResult.failure(exc.code, str(exc)) for _ in chunk]
         except DaemonUnavailable as exc:
@@ -466,7 +469,10 @@ def _merge(prepared: _Prepared, item: protocol.ItemResult) -> FeatureResult:
     result = to_result(item)
     if prepared.facts is None or not result.ok:
         return result
-    return FeatureResult.from_decoded(prepared.facts, result.embedding)
+    facts = prepared.facts
+    if facts.thumb is None and result.thumb is not None:  # sent as data: the daemon's
+        facts = replace(facts, thumb=result.thumb)
+    return FeatureResult.from_decoded(facts, result.embedding)
 
 
 def _spec(model: protocol.ActiveModel) -> PreprocessSpec | None:

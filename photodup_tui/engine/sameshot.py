@@ -48,16 +48,22 @@ processes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from PIL import Image
+# The thumbnail lives in the base (the daemon's decoders make it); its names stay here too.
+from photodupd.pixelthumb import (  # noqa: F401
+    FLAT_SPREAD,
+    FLAT_WINDOW,
+    PREVIEW_SIDE,
+    THUMB_SIDE,
+    Thumb,
+    _colourfulness,
+    _flat_share,
+    _flattened,
+    _opponent,
+    thumbnail_from,
+)
 
-#: Thumbnails fit in this many pixels per side: enough to see parallax, cheap to correlate.
-THUMB_SIDE = 96
 #: The low-pass removed before correlating: detail finer than side / this stays.
 BLUR_FACTOR = 8
 #: The coarse search runs on thumbnails shrunk to this side: every scale, mirror, direction.
@@ -87,10 +93,8 @@ COLOUR_TOLERANCE = 3.0  # difference of colourfulness (opponent-colour spread)
 #: brightness, colour and transparency.
 REGION = 3
 REGION_TOLERANCE = 20.0
-#: Windows of FLAT_WINDOW pixels (of the decoded preview) spreading less than FLAT_SPREAD
-#: levels are flat; a picture at least FLAT_SHARE_MIN flat needs the detail check.
-FLAT_WINDOW = 4
-FLAT_SPREAD = 3.0
+#: A picture at least FLAT_SHARE_MIN flat (FLAT_WINDOW pixel windows of the preview spreading
+#: less than FLAT_SPREAD levels, see :mod:`photodupd.pixelthumb`) needs the detail check.
 FLAT_SHARE_MIN = 0.5
 #: The detail check (:func:`same_detail`) compares at the smaller picture's own size, at most
 #: this long: a 1600-pixel invoice with 11-pixel text is compared at 1600 pixels.
@@ -100,92 +104,6 @@ DETAIL_SPREAD = 40.0
 DETAIL_CORRELATION = 0.7
 LEVEL_BLOCK = 16
 LEVEL_TOLERANCE = 20.0
-
-
-@dataclass(frozen=True, slots=True)
-class Thumb:
-    """A photo as the pixel checks see it: a small grayscale picture (flattened onto white),
-    its colourfulness, its colour and transparency, and how flat it is."""
-
-    gray: np.ndarray  # float32, long side THUMB_SIDE
-    colour: float
-    #: int16 (2, h, w): the opponent colours R-G and (R+G)/2-B of the flattened picture.
-    chroma: np.ndarray | None = None
-    #: uint8 (h, w): the alpha channel, for a picture with any transparency; None if opaque.
-    alpha: np.ndarray | None = None
-    #: Share of the (preview-size) picture in flat windows: documents, screenshots, drawings,
-    #: logos and blank pages are mostly flat, photos rarely (see :func:`needs_detail`).
-    flat: float = 0.0
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.gray.shape)
-
-
-def thumbnail_from(image: object) -> Thumb:
-    """The :class:`Thumb` of an upright PIL image (RGBA keeps its transparency)."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        raise TypeError("expected a PIL image")
-    rgb, alpha = _flattened(image)
-    # Always exactly THUMB_SIDE on the long side, small pictures scaled up: both checks
-    # compare two thumbnails at the same framing, so they must share their scale.
-    width, height = image.size
-    factor = THUMB_SIDE / max(width, height, 1)
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    small = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    gray = np.asarray(small.convert("L"), dtype=np.float32)
-    pixels = np.asarray(small, dtype=np.float32)
-    small_alpha = None
-    if alpha is not None:
-        resized = alpha.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        small_alpha = np.asarray(resized, dtype=np.uint8)
-    return Thumb(
-        gray,
-        _colourfulness(pixels),
-        chroma=np.round(_opponent(pixels)).astype(np.int16),
-        alpha=small_alpha,
-        flat=_flat_share(np.asarray(rgb.convert("L"), dtype=np.float32)),
-    )
-
-
-def _flattened(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """The picture flattened onto white, and its alpha channel when it has transparency."""
-    from PIL import Image
-
-    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
-        return image.convert("RGB"), None
-    rgba = image.convert("RGBA")
-    alpha = rgba.getchannel("A")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    # An alpha channel that is opaque everywhere: an opaque picture.
-    return canvas.convert("RGB"), None if alpha.getextrema()[0] == 255 else alpha
-
-
-def _opponent(rgb: np.ndarray) -> np.ndarray:
-    """(R-G, (R+G)/2-B) of an (h, w, 3) array: colour without brightness."""
-    rg = rgb[..., 0] - rgb[..., 1]
-    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
-    return np.stack([rg, yb])
-
-
-def _flat_share(gray: np.ndarray) -> float:
-    """The share of FLAT_WINDOW-pixel windows whose levels spread less than FLAT_SPREAD."""
-    h, w = (side // FLAT_WINDOW * FLAT_WINDOW for side in gray.shape)
-    if h == 0 or w == 0:
-        return 1.0
-    windows = gray[:h, :w].reshape(h // FLAT_WINDOW, FLAT_WINDOW, w // FLAT_WINDOW, FLAT_WINDOW)
-    return float((windows.std(axis=(1, 3)) < FLAT_SPREAD).mean())
-
-
-def _colourfulness(rgb: np.ndarray) -> float:
-    """Hasler and Suesstrunk's colourfulness: 0 for gray, tens for colour photos."""
-    rg = rgb[..., 0] - rgb[..., 1]
-    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
-    spread = float(np.hypot(rg.std(), yb.std()))
-    return spread + 0.3 * float(np.hypot(rg.mean(), yb.mean()))
 
 
 def same_picture(a: Thumb, b: Thumb) -> float:

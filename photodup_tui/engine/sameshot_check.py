@@ -1,15 +1,20 @@
-"""Pixel checks for candidate pairs: thumbnails decoded in worker processes, same-shot
-scores computed in a pool of worker processes (one per core: the search is pure numpy
-under the GIL, ~4 ms a pair), both remembered.
+"""Pixel checks for candidate pairs: thumbnails from the scan, same-shot scores computed in
+a pool of worker processes (one per core: the search is pure numpy under the GIL, ~4 ms a
+pair), both remembered.
 
 The grouping asks about the pairs that embeddings or hashes call ``near`` (same picture?)
 or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  A near pair of mostly
 flat or transparent pictures is proven again at full detail (:func:`detail_pair`: both files
-decoded at the smaller one's own size, in a worker process), and a near family whose keeper
-is a PNG holding exactly a JPEG member's pixels gets the JPEG, the original, as its keeper
-(:func:`resave_pair`).  Thumbnails are
-decoded by the same hardened decoder as everything else (``photodupd.imaging``), in worker
-processes, so a decoder crash costs a check, never the scan.  Scores are cached by the pair
+decoded at the smaller one's own size), and a near family whose keeper is a PNG holding
+exactly a JPEG member's pixels gets the JPEG, the original, as its keeper
+(:func:`resave_pair`).  Thumbnails come with each photo's features: the daemon's decoders
+make them in the decode that feeds the model (``photodupd.pixelthumb``), the scan keeps them
+in memory and in its cache (:class:`ThumbSource`), so a scan decodes no photo here for them.
+Every decode this module still needs (a photo without a thumbnail: an older daemon or cache
+row; the full-detail and re-save checks) runs in isolated decoder processes
+(:mod:`photodup_tui.engine.pixeljobs` in a :class:`photodupd.decodepool.IsolatedPool`: the
+daemon's memory cap and timeout), so a hostile file costs its own check, never the scan, and
+is never decoded in this process.  Scores are cached by the pair
 of file identities (``cache.pixel_key``), so a rescan asks nothing twice.  A pair that cannot be checked (a file that fails to decode
 now, a cancelled scan) gets no score, and so no verdict from it.
 """
@@ -21,89 +26,78 @@ import multiprocessing
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import Any, Protocol
 
-import numpy as np
-
-from photodup_tui.engine import sameshot
+from photodup_tui.engine import pixeljobs, sameshot
 from photodup_tui.engine.cache import Cache, CacheError, pixel_key
 from photodup_tui.engine.types import Photo
+from photodupd import pixelthumb
+from photodupd.config import DaemonConfig
+from photodupd.decodepool import IsolatedPool
+from photodupd.imagebase import ImageError
 
-_T = TypeVar("_T")
+#: The isolated decoders' job function, and their limits: the daemon's decoders' own.
+PIXEL_JOBS = "photodup_tui.engine.pixeljobs:pixel_job"
+DEFAULT_TIMEOUT = DaemonConfig().decode_timeout
+DEFAULT_MEMORY_MB = DaemonConfig().decode_memory_mb
 
 #: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
 METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v4"
 NEAR_METHOD = (
     f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v2"
 )
-#: Thumbnails are decoded from a preview this big (JPEG draft mode keeps it cheap).
-PREVIEW_SIDE = 4 * sameshot.THUMB_SIDE
-CHUNK = 16
+#: Thumbnails are made from a preview this big (photodupd.pixelthumb).
+PREVIEW_SIDE = pixelthumb.PREVIEW_SIDE
 #: Progress steps, as the scan's progress reports name them.
 DECODING = "thumbnails for the same-shot check"
 COMPARING = "comparing similar photos pixel by pixel"
 COMPARING_NEAR = "checking near duplicates pixel by pixel"
 
 
-def thumbnail_file(path: str) -> sameshot.Thumb | None:
-    """Worker side: the thumbnail of one file, or None when it does not decode."""
-    from photodupd import imaging
+RESAVE_TOLERANCE = pixeljobs.RESAVE_TOLERANCE
 
+
+def thumbnail_file(path: str) -> sameshot.Thumb | None:
+    """The thumbnail of one file, decoded in this process (trusted files only), or None when
+    it does not decode."""
     try:
-        return sameshot.thumbnail_from(imaging.load_preview(path, PREVIEW_SIDE, alpha=True))
+        return pixeljobs.thumbnail(path)
     except Exception:  # undecodable now: the pair simply goes unchecked
         return None
 
 
 def detail_pair(path_a: str, path_b: str, size: tuple[int, int]) -> float | None:
-    """Worker side: :func:`sameshot.same_detail` of two files, both decoded to fit ``size``
-    (the smaller one's own size, see :func:`sameshot.detail_size`), or None when either
-    does not decode."""
-    from PIL import Image
-
-    from photodupd import imaging
-
+    """:func:`pixeljobs.detail` in this process (trusted files only), or None when either
+    file does not decode."""
     try:
-        pictures = []
-        for path in (path_a, path_b):
-            picture = imaging.load_preview(path, max(size), alpha=True)
-            if picture.size != size:  # the larger one's aspect ratio may be a pixel off
-                picture = picture.resize(size, Image.Resampling.BILINEAR)
-            pictures.append(picture)
-        return sameshot.same_detail(*pictures)
+        return pixeljobs.detail(path_a, path_b, size)
     except Exception:  # undecodable now: the pair goes unchecked, never guessed
         return None
 
 
-#: A lossless re-save may differ from its original by this many levels: JPEG decoders round
-#: their transforms a level or two apart.  A JPEG saved from a PNG differs by far more.
-RESAVE_TOLERANCE = 2
-
-
 def resave_pair(lossless: str, original: str, size: tuple[int, int]) -> bool | None:
-    """Worker side: whether ``lossless`` holds exactly the pixels of ``original`` (both
-    decoded at full size, ``size``, EXIF orientation applied), or None when either does not
-    decode.  Transparency counts: an original has none."""
-    from photodupd import imaging
-
+    """:func:`pixeljobs.resave` in this process (trusted files only), or None when either
+    file does not decode."""
     try:
-        pictures = [
-            imaging.load_preview(path, max(size), alpha=True) for path in (lossless, original)
-        ]
+        return pixeljobs.resave(lossless, original, size)
     except Exception:  # undecodable now: no answer, the keep rules decide
         return None
-    a, b = pictures
-    if a.size != b.size or a.mode != b.mode:
-        return False
-    difference = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
-    return bool(difference.max(initial=0) <= RESAVE_TOLERANCE)
 
 
-def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
-    return [thumbnail_file(p) for p in paths]
+class ThumbSource(Protocol):
+    """Where the checker finds the thumbnails the scan already has (packed,
+    :func:`photodupd.pixelthumb.pack`): this scan's feature results and the cache."""
+
+    def thumbs(self, photos: Sequence[Photo]) -> Mapping[str, bytes]:
+        """The thumbnails at hand of these photos, by path (any may be missing)."""
+        ...
+
+    def keep(self, made: Sequence[tuple[Photo, bytes]]) -> None:
+        """Thumbnails the checker had to decode, for the next scan."""
+        ...
 
 
 def score_chunk(pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]]) -> list[float]:
@@ -126,17 +120,30 @@ class SameShotChecker:
         stage: Callable[[str, int], None] | None = None,
         advance: Callable[[int], None] | None = None,
         isolate: bool = True,
+        thumbs: ThumbSource | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        decode_fn: str = PIXEL_JOBS,
     ) -> None:
         """``stage(step, total)`` and ``advance(done)`` report progress (thumbnails decoded,
-        then pairs compared); ``isolate=False`` decodes in this process: for trusted files
-        (tests, benchmarks)."""
+        then pairs compared); ``thumbs`` gives the thumbnails the scan has; the rest, and the
+        full-detail checks, are decoded in isolated processes (``timeout``, ``memory_mb``:
+        each decode's limits; ``decode_fn`` is for tests that need a decoder which
+        misbehaves).  ``isolate=False`` decodes in this process: for trusted files (tests,
+        benchmarks)."""
         self.cache = cache
         self.workers = workers or _cpus()
         self.cancel = cancel
         self.stage = stage
         self.advance = advance
         self.isolate = isolate
-        self.decoded = 0  # thumbnails decoded, for tests and reports
+        self.source = thumbs
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.decode_fn = decode_fn
+        self.received = 0  # thumbnails the scan gave (made by the features' decode)
+        self.decoded = 0  # thumbnails decoded for the checks, for tests and reports
         self.scored = 0  # pairs scored (not from the cache)
         self.detailed = 0  # near pairs proven at full detail (sameshot.same_detail)
         #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
@@ -150,16 +157,19 @@ class SameShotChecker:
             NEAR_METHOD: _Check(NEAR_METHOD, sameshot.same_picture, self._keys),
         }
         self._scorers: ProcessPoolExecutor | None = None  # started on first use, see close()
-        #: Workers decoding files at full detail (near pairs, re-saves), also until close().
-        self._decoders: ProcessPoolExecutor | None = None
-        # Per check: thumbnails prefetch() announced, and how many pairs may be scored.
-        self._wanted: dict[str, tuple[list[str], int]] = {}
+        #: Isolated decoders (thumbnails the scan lacks, full detail, re-saves), until close().
+        self._decoders: IsolatedPool[Any] | None = None
+        # Per check: photos whose thumbnails prefetch() announced, and how many pairs may
+        # be scored.
+        self._wanted: dict[str, tuple[list[Photo], int]] = {}
 
     def close(self) -> None:
-        """Stop the scoring workers (the checker still works after, in this process)."""
-        for pool in (self._scorers, self._decoders):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the scoring workers and the decoders (the checker still works after: it
+        starts them again when needed)."""
+        if self._scorers is not None:
+            self._scorers.shutdown(wait=True, cancel_futures=True)
+        if self._decoders is not None:
+            self._decoders.close()
         self._scorers = self._decoders = None
 
     def __enter__(self) -> SameShotChecker:
@@ -176,14 +186,12 @@ class SameShotChecker:
         check = self._checks[NEAR_METHOD if near else METHOD]
         check.known.update(self._cached(pairs, check.method))
         unknown = [pair for pair in pairs if not check.has(*pair)]
-        needed = sorted({p.path for pair in unknown for p in pair} - set(self._thumbs))
+        needed = _photos(unknown, skip=self._thumbs)
         self._wanted[check.method] = (needed, len(unknown))
 
     def _decode_wanted(self, check: _Check) -> None:
         needed, unknown = self._wanted.pop(check.method, ([], 0))
-        if needed and self.stage is not None:
-            self.stage(DECODING, len(needed))
-        self._thumbnails(needed)
+        self._thumbnails(needed, announce=True)
         if unknown and self.stage is not None:
             # At most: only keepers' pairs are asked.
             near = check.method == NEAR_METHOD
@@ -203,7 +211,7 @@ class SameShotChecker:
         todo = [pair for pair in pairs if not check.has(*pair)]
         if todo:
             self._decode_wanted(check)
-        thumbs = self._thumbnails(sorted({p.path for pair in todo for p in pair}))
+        thumbs = self._thumbnails(_photos(todo))
         ready = [(a, b) for a, b in todo if a.path in thumbs and b.path in thumbs]
         fresh: list[tuple[str, str, float]] = []
         for (a, b), value in self._scores(check, ready, thumbs):
@@ -274,7 +282,7 @@ class SameShotChecker:
             else:
                 self._advance(1)
             coarse.append(((a, b), value))
-        details = self._pooled(detail_pair, jobs)
+        details = self._isolated([("detail", *job) for job in jobs])
         self.detailed += sum(d is not None for d in details)
         lost: set[int] = set()
         for index, detail in zip(waiting, details, strict=True):
@@ -287,56 +295,47 @@ class SameShotChecker:
 
     def resaves(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[bool | None]:
         """For each (lossless, original) pair: is the first a lossless re-save of the second's
-        pixels (:func:`resave_pair`, in workers)?  None where it could not be told."""
-        jobs = [(a.path, b.path, _full_size(b, None)) for a, b in pairs]
-        return self._pooled(resave_pair, jobs, progress=False)
+        pixels (:func:`resave_pair`, in the isolated decoders)?  None where it could not be
+        told."""
+        jobs = [("resave", a.path, b.path, _full_size(b, None)) for a, b in pairs]
+        return [r if isinstance(r, bool) else None for r in self._isolated(jobs, progress=False)]
 
-    def _pooled(
-        self,
-        function: Callable[[str, str, tuple[int, int]], _T | None],
-        jobs: list[tuple[str, str, tuple[int, int]]],
-        progress: bool = True,
-    ) -> list[_T | None]:
-        """``function(*job)`` of each job, in worker processes unless ``isolate`` is off;
-        None where it could not be made (a decoder crash, a cancelled scan)."""
-        found: list[_T | None] = [None] * len(jobs)
+    def _isolated(self, jobs: list[tuple[Any, ...]], progress: bool = True) -> list[Any]:
+        """Each :func:`pixeljobs.pixel_job` in the isolated decoders (in this process when
+        ``isolate`` is off); None where it could not be made: a file that does not decode, a
+        decoder that crashed, overran its time or memory (that job only), a cancelled
+        scan."""
+        found: list[Any] = [None] * len(jobs)
         if not jobs:
             return found
         if not self.isolate:
             for i, job in enumerate(jobs):
                 if self._cancelled():
                     break
-                found[i] = function(*job)
+                with contextlib.suppress(Exception):  # undecodable: no answer
+                    found[i] = pixeljobs.pixel_job(job)
                 if progress:
                     self._advance(1)
             return found
-        context = multiprocessing.get_context("spawn")
-        lost: list[int] = []
-        if self._decoders is None:  # kept for the scan: each keeper asks about a few pairs
-            self._decoders = ProcessPoolExecutor(self.workers, mp_context=context)
-        futures = [self._decoders.submit(function, *job) for job in jobs]
+        pool = self._decoder_pool()
+        futures: list[Future[Any]] = [pool.submit(job) for job in jobs]
         for i, future in enumerate(futures):
             if self._cancelled():
                 future.cancel()
                 continue
-            try:
+            with contextlib.suppress(ImageError, CancelledError):
                 found[i] = future.result()
-                if progress:
-                    self._advance(1)
-            except BrokenProcessPool:
-                lost.append(i)
-        if lost:  # the pool is broken: a fresh one next time
-            self._decoders.shutdown(wait=True, cancel_futures=True)
-            self._decoders = None
-        for i in lost:  # a crash costs its own pair only: retried alone, in a fresh worker
-            if self._cancelled():
-                break
-            try:
-                with ProcessPoolExecutor(1, mp_context=context) as alone:
-                    found[i] = alone.submit(function, *jobs[i]).result()
-            except BrokenProcessPool:
-                found[i] = None
+            if progress:
+                self._advance(1)
         return found
+
+    def _decoder_pool(self) -> IsolatedPool[Any]:
+        """Started on first use and kept for the scan: each keeper asks about a few pairs."""
+        if self._decoders is None:
+            self._decoders = IsolatedPool(
+                self.workers, self.timeout, self.memory_mb, self.decode_fn, object
+            )
+        return self._decoders
 
     def _scoring_pool(self) -> ProcessPoolExecutor | None:
         if not self.isolate or self.workers < 2:
@@ -364,48 +363,54 @@ class SameShotChecker:
         except (CacheError, OSError, sqlite3.Error):  # unreadable cache: compute instead
             return {}
 
-    def _thumbnails(self, paths: list[str]) -> dict[str, sameshot.Thumb]:
-        missing = [p for p in paths if p not in self._thumbs]
+    def _thumbnails(self, photos: list[Photo], announce: bool = False) -> dict[str, sameshot.Thumb]:
+        """The thumbnails of ``photos`` by path: from the scan (its feature results, its
+        cache) when it has them, else decoded in the isolated decoders (and handed to the
+        scan for the next one).  ``announce``: say how many must be decoded (progress)."""
+        missing = [p for p in photos if p.path not in self._thumbs]
         if missing and not self._cancelled():
-            if not self.isolate:
-                found = {}
-                for path in missing:
-                    found[path] = thumbnail_file(path)
-                    self._advance(1)
-            else:
-                found = self._in_workers(missing)
-            self.decoded += sum(t is not None for t in found.values())
-            self._thumbs.update(found)
-        return {p: t for p in paths if (t := self._thumbs.get(p)) is not None}
+            given = self._given(missing)
+            self.received += len(given)
+            self._thumbs.update(given)
+            rest = [p for p in missing if p.path not in given]
+            if rest and announce and self.stage is not None:
+                self.stage(DECODING, len(rest))
+            self._decode_thumbnails(rest)
+        return {p.path: t for p in photos if (t := self._thumbs.get(p.path)) is not None}
 
-    def _in_workers(self, paths: list[str]) -> dict[str, sameshot.Thumb | None]:
-        """Chunks of files per task, in parallel.  A decoder crash breaks the pool and loses
-        the chunks in flight: their files are then retried one at a time, each in a fresh
-        worker, so only a file that crashes on its own goes without a thumbnail."""
-        found: dict[str, sameshot.Thumb | None] = {}
-        chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-        context = multiprocessing.get_context("spawn")
-        lost: list[str] = []
-        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-            futures = [(c, pool.submit(thumbnail_chunk, c)) for c in chunks]
-            for chunk, future in futures:
-                if self._cancelled():
-                    future.cancel()
-                    continue
-                try:
-                    found.update(zip(chunk, future.result(), strict=True))
-                    self._advance(len(chunk))
-                except BrokenProcessPool:
-                    lost.extend(chunk)
-        for path in lost:
-            if self._cancelled():
-                break
-            try:
-                with ProcessPoolExecutor(1, mp_context=context) as alone:
-                    found[path] = alone.submit(thumbnail_file, path).result()
-            except BrokenProcessPool:
-                found[path] = None
+    def _given(self, photos: list[Photo]) -> dict[str, sameshot.Thumb]:
+        """The scan's thumbnails of ``photos``; one that does not unpack (a damaged cache, a
+        daemon's bytes that are no thumbnail) is as good as none: it is decoded here."""
+        if self.source is None:
+            return {}
+        try:
+            packed = self.source.thumbs(photos)
+        except (CacheError, OSError, sqlite3.Error):  # unreadable cache: decode instead
+            return {}
+        found: dict[str, sameshot.Thumb] = {}
+        for path, data in packed.items():
+            with contextlib.suppress(ImageError):
+                found[path] = pixelthumb.unpack(data)
         return found
+
+    def _decode_thumbnails(self, photos: list[Photo]) -> None:
+        """Decode the thumbnails of ``photos`` (isolated), none twice in one checker."""
+        if not photos or self._cancelled():
+            return
+        results = self._isolated([("thumb", p.path) for p in photos])
+        made: list[tuple[Photo, bytes]] = []
+        for photo, packed in zip(photos, results, strict=True):
+            thumb = None
+            if isinstance(packed, bytes):
+                with contextlib.suppress(ImageError):
+                    thumb = pixelthumb.unpack(packed)
+                    made.append((photo, packed))
+            self._thumbs[photo.path] = thumb
+        self.decoded += len(made)
+        if made and self.source is not None:
+            # For the next scan; a cache is an optimisation only.
+            with contextlib.suppress(CacheError, OSError, sqlite3.Error):
+                self.source.keep(made)
 
 
 class _Check:
@@ -451,6 +456,14 @@ class _Keys:
 
     def pair(self, a: Photo, b: Photo) -> tuple[str, str]:
         return (self.of(a), self.of(b))
+
+
+def _photos(
+    pairs: Sequence[tuple[Photo, Photo]], skip: Mapping[str, object] | None = None
+) -> list[Photo]:
+    """The photos of ``pairs``, once each (by path, in path order), but those in ``skip``."""
+    found = {p.path: p for pair in pairs for p in pair if skip is None or p.path not in skip}
+    return [found[path] for path in sorted(found)]
 
 
 def _full_size(photo: Photo, thumb: sameshot.Thumb | None) -> tuple[int, int]:

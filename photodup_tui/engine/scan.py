@@ -28,6 +28,8 @@ from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, Photo, ScanCounts, ScanResult
 from photodup_tui.engine.walk import Walker, has_raw_suffix
+from photodupd.config import DaemonConfig
+from photodupd.config import load as load_daemon_config
 
 PROGRESS_INTERVAL = 0.25
 CACHE_BATCH = 500
@@ -204,6 +206,8 @@ class _Run:
         self.tracker.error_files = self.errors  # progress reports list them as they come
         self._errors_lock = threading.Lock()
         self.embeddings: dict[str, np.ndarray] = {}
+        #: The pixel checks' thumbnails: this scan's (by path), and the cache's, read lazily.
+        self.thumbs = _ScanThumbs(scanner.cache)
         self.partials: dict[str, str] = {}  # cached partial hashes, by path
         self.groups_reused = False  # the groups came from an earlier scan's stored grouping
 
@@ -219,7 +223,16 @@ class _Run:
             self.tracker.step(done)
             self.tracker.report()
 
-        return SameShotChecker(self.scanner.cache, cancel=self.cancel, stage=stage, advance=advance)
+        timeout, memory_mb = _decoder_limits()
+        return SameShotChecker(
+            self.scanner.cache,
+            cancel=self.cancel,
+            stage=stage,
+            advance=advance,
+            thumbs=self.thumbs,
+            timeout=timeout,
+            memory_mb=memory_mb,
+        )
 
     def _grouped(self, photos: list[Photo], model_id: str) -> list[Group]:
         """The groups: as stored by an earlier scan of the very same inputs, or computed
@@ -472,13 +485,17 @@ class _Run:
             for other in replicas:
                 if other.decodable is None:
                     _copy_features(known, other, self.embeddings)
+                    self.thumbs.share(known, other)
         return todo
 
     def _features_done(self, replicas: list[Photo], result: FeatureResult) -> None:
         representative = replicas[0]
         _apply(representative, result, self.embeddings)
+        if result.ok and result.thumb is not None:
+            self.thumbs.made[representative.path] = result.thumb
         for other in replicas[1:]:
             _copy_features(representative, other, self.embeddings)
+            self.thumbs.share(representative, other)
         if result.ok:
             self.tracker.step(embedded=1)
         else:
@@ -492,6 +509,7 @@ class _Run:
                     content_hash=representative.content_hash,
                     model_id=self.source.model_id,
                     features=result,
+                    thumb=result.thumb if result.ok else None,
                 )
             )
 
@@ -512,6 +530,55 @@ class _Run:
             group.scores = {m.photo.path: group.scores[m.photo.path] for m in members}
             kept.append(group)
         return kept
+
+
+def _decoder_limits() -> tuple[float, int]:
+    """The limits the user set for photodupd's decoders (``[daemon] decode_timeout`` and
+    ``decode_memory_mb``): the pixel checks' isolated decodes keep them too.  A config file
+    that does not load leaves the defaults (the daemon and the CLI say why)."""
+    try:
+        config = load_daemon_config()
+    except Exception:
+        config = DaemonConfig()
+    return config.decode_timeout, config.decode_memory_mb
+
+
+class _ScanThumbs:
+    """The pixel checks' thumbnails (packed) a scan has, for its SameShotChecker (a
+    ``sameshot_check.ThumbSource``): those its feature results carried, in memory, and
+    those of cached photos, read from the cache only when a check asks for them.  A
+    byte-identical replica shares its representative's."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.made: dict[str, bytes] = {}  # this scan's, by path
+        self._alias: dict[str, Photo] = {}  # a replica's path -> the photo its features are
+
+    def share(self, source: Photo, replica: Photo) -> None:
+        self._alias[replica.path] = self._alias.get(source.path, source)
+
+    def thumbs(self, photos: Sequence[Photo]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        stored_for: dict[str, Photo] = {}
+        for photo in photos:
+            source = self._alias.get(photo.path, photo)
+            packed = self.made.get(source.path)
+            if packed is not None:
+                found[photo.path] = packed
+            else:
+                stored_for[photo.path] = source
+        if stored_for:
+            sources = list({p.path: p for p in stored_for.values()}.values())
+            stored = self.cache.thumbs(sources)
+            for path, source in stored_for.items():
+                if source.path in stored:
+                    found[path] = stored[source.path]
+        return found
+
+    def keep(self, made: Sequence[tuple[Photo, bytes]]) -> None:
+        for photo, packed in made:
+            self.made[photo.path] = packed
+        self.cache.store(Record(p.path, p.stat, thumb=packed) for p, packed in made)
 
 
 def _apply(photo: Photo, result: FeatureResult, embeddings: dict[str, np.ndarray]) -> None:

@@ -296,10 +296,12 @@ def test_a_rescan_decodes_and_compares_nothing_again(
     asked: list[list[str]] = []
     original = SameShotChecker._thumbnails
 
-    def recording(self: SameShotChecker, paths: list[str]) -> dict[str, sameshot.Thumb]:
-        if paths:
-            asked.append(paths)
-        return original(self, paths)
+    def recording(
+        self: SameShotChecker, photos: list[Photo], announce: bool = False
+    ) -> dict[str, sameshot.Thumb]:
+        if photos:
+            asked.append([p.path for p in photos])
+        return original(self, photos, announce)
 
     monkeypatch.setattr(SameShotChecker, "_thumbnails", recording)
     with Cache(tmp_path / "cache.sqlite") as cache:

@@ -17,7 +17,7 @@ from photodup_tui.engine.decisions import Decision, Decisions
 from photodup_tui.engine.sameshot_check import SameShotChecker
 from photodup_tui.engine.scan import Scanner, ScanResult
 from photodup_tui.engine.settings import ScanSettings
-from photodup_tui.engine.types import Kind
+from photodup_tui.engine.types import Kind, Photo
 from tests.engine.helpers import photo
 from tests.engine.sources import ThumbnailModel
 from tests.engine.test_report import sample
@@ -127,8 +127,11 @@ def test_a_grouping_with_unanswered_pixel_checks_is_not_stored(
     # original goes unchecked, so this grouping is not the library's real one.
     real = SameShotChecker._thumbnails
 
-    def without_crop(self: SameShotChecker, paths: list[str]) -> dict[str, object]:
-        return {p: t for p, t in real(self, paths).items() if not p.endswith("-crop.jpg")}
+    def without_crop(
+        self: SameShotChecker, photos: list[Photo], announce: bool = False
+    ) -> dict[str, object]:
+        found = real(self, photos, announce)
+        return {p: t for p, t in found.items() if not p.endswith("-crop.jpg")}
 
     monkeypatch.setattr(SameShotChecker, "_thumbnails", without_crop)
     first = scan(lib, ThumbnailModel())

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 
 from photodup_tui import cli
 from photodup_tui.engine import exact
-from photodup_tui.engine.cache import Cache, Record, default_path, pixel_key
+from photodup_tui.engine.cache import SCHEMA_VERSION, Cache, Record, default_path, pixel_key
 from photodup_tui.engine.features import FeatureResult
 from photodup_tui.engine.local_features import LocalFeatureSource
 from photodup_tui.engine.report import load_report
@@ -389,7 +389,8 @@ def test_a_version_1_cache_is_migrated_in_place_and_its_rows_never_match(tmp_pat
         assert cache.same_shot_scores([(key, "file:gone")], "x") == {}
     assert not list(tmp_path.glob("c.sqlite.corrupt-*"))
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == (str(SCHEMA_VERSION),)
     db.close()
 
 
