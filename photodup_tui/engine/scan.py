@@ -1,5 +1,8 @@
 """One scan, start to finish: walk -> cache -> exact tier -> features -> groups.
 
+The first four overlap (``_Pipeline``): a file's features are asked for while the walk and
+the exact tier go on, as soon as no file holding features can be its byte-identical twin.
+
 ``Scanner.run`` is blocking and thread-friendly: the TUI calls it from a thread worker, the
 CLI from its main thread.  It never prints; it reports :class:`ScanProgress` on a time budget
 (about every 0.25 s, and once at the end), always from the thread that called ``run``.
@@ -54,7 +57,9 @@ FULL_READ = "reading possible copies in full"
 
 @dataclass(frozen=True, slots=True)
 class ScanProgress:
-    phase: str  # walking | hashing | features | grouping | done | cancelled
+    #: walking | hashing | features | grouping | done | cancelled: the earliest stage still
+    #: running (stages overlap: ``hashed`` and ``embedded`` move during earlier phases too)
+    phase: str
     files_found: int
     bytes_found: int
     hashed: int  # files read by the exact tier (partial or full)
