@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from photodup_tui.engine import exact
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Photo
 from photodup_tui.engine.walk import Walker
+from tests.engine.helpers import photo as make
 
 
 def walk(root: Path) -> list[Photo]:
@@ -211,10 +213,6 @@ def test_the_incremental_tier_asks_for_the_reads_the_whole_walk_would(
     """exact.Tier, fed files one by one with its reads answered in any order, asks for the
     same partial and full hashes as candidates_for_full_hash over the finished walk (some
     files with a cached content hash, some with a cached partial hash), and ends settled."""
-    import random
-
-    from tests.engine.helpers import photo as make
-
     rng = random.Random(seed)
     photos = []
     for index in range(rng.randint(2, 30)):
