@@ -337,6 +337,25 @@ class Cache:
             ).fetchall()
         return [os.fsdecode(r[0]) for r in rows]
 
+    def sizes_with_features(self, roots: Sequence[str], model_id: str) -> set[int]:
+        """The sizes of the files at or below ``roots`` that have ``model_id``'s features
+        (whether or not the file is still as cached): a scan that meets a new file of
+        another size knows no cached file can be its byte-identical twin."""
+        sizes: set[int] = set()
+        with self._lock:
+            for root in roots:
+                prefix = os.fsencode(root.rstrip(os.sep) or os.sep)
+                low = prefix if prefix.endswith(b"/") else prefix + b"/"
+                high = low[:-1] + b"0"  # "0" sorts right after "/": the range holds root/...
+                rows = self._db.execute(
+                    """SELECT DISTINCT f.size FROM files f
+                    JOIN features x ON x.file_id = f.id AND x.model_id = ?
+                    WHERE f.path = ? OR (f.path >= ? AND f.path < ?)""",
+                    (model_id, prefix, low, high),
+                )
+                sizes.update(int(row[0]) for row in rows)
+        return sizes
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])

@@ -16,7 +16,7 @@ from photodup_tui.engine.daemon_launch import (
     ensure_daemon,
     wait_for_model,
 )
-from photodup_tui.engine.features import FeatureResult
+from photodup_tui.engine.features import FeatureResult, PathFeed
 from photodupd import protocol
 from photodupd.client import AsyncClient, DaemonUnavailable
 from photodupd.protocol import RemoteError
@@ -55,26 +55,47 @@ class DaemonFeatureSource:
         on_result: Callable[[str, FeatureResult], None],
         cancel: threading.Event,
     ) -> None:
-        asyncio.run(self._compute(list(paths), on_result, cancel))
+        self.compute_feed(PathFeed(paths, closed=True), on_result, cancel)
 
-    async def _compute(
+    def compute_feed(
         self,
-        paths: list[str],
+        feed: PathFeed,
         on_result: Callable[[str, FeatureResult], None],
         cancel: threading.Event,
     ) -> None:
-        chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-        queue: asyncio.Queue[list[str]] = asyncio.Queue()
-        for chunk in chunks:
-            queue.put_nowait(chunk)
+        """Requests of up to CHUNK paths, IN_FLIGHT at a time, as the feed gives paths; no
+        connection at all when it gives none (a rescan must not wake an idle daemon)."""
+        first = feed.first(CHUNK, cancel)
+        if first is not None:
+            asyncio.run(self._compute(first, feed, on_result, cancel))
+
+    async def _compute(
+        self,
+        first: list[str],
+        feed: PathFeed,
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        waiting = [first]
+        taking = asyncio.Lock()  # one worker at a time waits on the feed, off the loop
+
+        async def next_chunk() -> list[str] | None:
+            async with taking:
+                if waiting:
+                    return waiting.pop()
+                while not cancel.is_set():
+                    chunk = await asyncio.to_thread(feed.take, CHUNK, 0.1)
+                    if chunk is None or chunk:
+                        return chunk
+                return None
+
         restart = self._restart if self._start else None
         async with AsyncClient(self.socket_path, start_daemon=restart) as client:
 
             async def worker() -> None:
                 while not cancel.is_set():
-                    try:
-                        chunk = queue.get_nowait()
-                    except asyncio.QueueEmpty:
+                    chunk = await next_chunk()
+                    if chunk is None:
                         return
                     for path, result in zip(chunk, await self._request(client, chunk), strict=True):
                         on_result(path, result)

@@ -89,6 +89,18 @@ def _reason(exc: OSError | FileChanged) -> str:
     return exc.strerror or str(exc)
 
 
+def hash_one(
+    photo: Photo, hasher: Callable[[str, FileStat], str], cancel: threading.Event
+) -> tuple[Photo, str | None, str | None]:
+    """(photo, digest, error); neither digest nor error when ``cancel`` came first."""
+    if cancel.is_set():
+        return photo, None, None
+    try:
+        return photo, hasher(photo.path, photo.stat), None
+    except (OSError, FileChanged) as exc:
+        return photo, None, _reason(exc)
+
+
 def hash_all(
     photos: Sequence[Photo],
     hasher: Callable[[str, FileStat], str],
@@ -99,12 +111,7 @@ def hash_all(
     is called from this thread, in completion order.  Stops early when cancelled."""
 
     def job(photo: Photo) -> tuple[Photo, str | None, str | None]:
-        if cancel.is_set():
-            return photo, None, None
-        try:
-            return photo, hasher(photo.path, photo.stat), None
-        except (OSError, FileChanged) as exc:
-            return photo, None, _reason(exc)
+        return hash_one(photo, hasher, cancel)
 
     with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="photodup-hash") as pool:
         for photo, digest, error in pool.map(job, photos):
@@ -160,3 +167,118 @@ def candidates_for_full_hash(
         for p in bucket
         if p.content_hash is None
     ]
+
+
+class Tier:
+    """The exact tier as the walk finds files, for a scan that overlaps its phases.
+
+    It asks for the very reads :func:`candidates_for_full_hash` would ask for over the whole
+    walk (a partial hash for each file of a size some other file has, unless all of them
+    have a content hash; a full hash for each file without one whose size and partial hash
+    some other file shares), but as soon as the files that call for them are found.  It
+    does not read: ``add`` and ``partial_done`` return the reads to make, and the caller
+    reports each one back (``partial_done``, ``full_done``).
+
+    A size is *settled* when none of its reads is outstanding: then any two of its files
+    that did not fail a read are known to differ (different partial or content hash) or to
+    be identical (same content hash).  Until the walk ends a settled size can come unsettled
+    again: a newcomer of that size calls for reads of its own.
+    """
+
+    def __init__(self) -> None:
+        self._by_size: dict[int, list[Photo]] = defaultdict(list)
+        self._active: set[int] = set()  # sizes whose files need partial hashes
+        self._by_partial: dict[tuple[int, str], list[Photo]] = defaultdict(list)
+        self._known: dict[str, str] = {}  # cached partial hashes of files not yet active
+        self._partial_of: dict[str, str] = {}  # the partial hashes in use, by path
+        self._pending: dict[int, int] = defaultdict(int)  # outstanding reads, by size
+        self._pending_full: dict[tuple[int, str], int] = defaultdict(int)  # by (size, partial)
+        self.partials_asked = 0
+        self.fulls_asked = 0
+        self.partials_done = 0  # reads reported back (a digest or an error)
+        self.fulls_done = 0
+        self._full_asked: set[str] = set()
+        self.failed: set[str] = set()  # paths whose read failed: they take no further part
+
+    @property
+    def pending(self) -> int:
+        """Reads asked for and not reported back yet."""
+        return sum(self._pending.values())
+
+    def settled(self, size: int) -> bool:
+        return self._pending.get(size, 0) == 0
+
+    def partial_of(self, photo: Photo) -> str | None:
+        """The partial hash the tier compares ``photo`` by, once known."""
+        return self._partial_of.get(photo.path)
+
+    def resolved(self, photo: Photo) -> bool:
+        """Whether ``photo``'s relation to every file of its size whose partial hash is known
+        is known: its own is known, and no full read of a file sharing it is outstanding."""
+        partial = self._partial_of.get(photo.path)
+        return partial is not None and not self._pending_full.get((photo.stat.size, partial))
+
+    def add(self, photo: Photo, known_partial: str | None) -> tuple[list[Photo], list[Photo]]:
+        """A file the walk found: (files to partial-hash, files to fully hash) now."""
+        size = photo.stat.size
+        bucket = self._by_size[size]
+        bucket.append(photo)
+        if known_partial is not None:
+            self._known[photo.path] = known_partial
+        if size in self._active:
+            newcomers = [photo]
+        elif len(bucket) < 2 or all(p.content_hash is not None for p in bucket):
+            return [], []
+        else:
+            self._active.add(size)
+            newcomers = bucket
+        partials: list[Photo] = []
+        fulls: list[Photo] = []
+        for member in newcomers:
+            digest = self._known.pop(member.path, None)
+            if digest is None:
+                partials.append(member)
+            else:
+                fulls += self._partial_known(member, digest)
+        self.partials_asked += len(partials)
+        self._pending[size] += len(partials) + len(fulls)
+        return partials, fulls
+
+    def partial_done(self, photo: Photo, digest: str | None) -> list[Photo]:
+        """A partial hash read (None: the read failed): the files to fully hash now."""
+        size = photo.stat.size
+        self._pending[size] -= 1
+        self.partials_done += 1
+        if digest is None:
+            self.failed.add(photo.path)
+            return []
+        fulls = self._partial_known(photo, digest)
+        self._pending[size] += len(fulls)
+        return fulls
+
+    def full_done(self, photo: Photo, digest: str | None) -> None:
+        """A full hash read (None: the read failed)."""
+        self._pending[photo.stat.size] -= 1
+        self._pending_full[(photo.stat.size, self._partial_of[photo.path])] -= 1
+        self.fulls_done += 1
+        if digest is None:
+            self.failed.add(photo.path)
+
+    def dropped(self, photo: Photo, full: bool) -> None:
+        """A read that never ran (the scan was cancelled)."""
+        self._pending[photo.stat.size] -= 1
+        if full:
+            self._pending_full[(photo.stat.size, self._partial_of[photo.path])] -= 1
+
+    def _partial_known(self, photo: Photo, digest: str) -> list[Photo]:
+        key = (photo.stat.size, digest)
+        self._partial_of[photo.path] = digest
+        group = self._by_partial[key]
+        group.append(photo)
+        if len(group) < 2:
+            return []
+        fulls = [p for p in group if p.content_hash is None and p.path not in self._full_asked]
+        self._full_asked.update(p.path for p in fulls)
+        self.fulls_asked += len(fulls)
+        self._pending_full[key] += len(fulls)
+        return fulls

@@ -9,7 +9,8 @@ them, caches results per ``model_id`` and never asks twice for an unchanged file
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,4 +81,71 @@ class FeatureSource(Protocol):
 
         One bad file is a failed result for that path, never an exception for the batch.
         """
+        ...
+
+
+class PathFeed:
+    """Paths handed to a source while the scan is still deciding about others.
+
+    The scan puts each path once, when it knows the path must be asked about (its content
+    is unique, or it stands for its byte-identical replicas), and closes the feed when no
+    more will come.  A streaming source takes them as they come (``take``), so the daemon
+    decodes while the scan still walks and hashes.
+    """
+
+    def __init__(self, paths: Iterable[str] = (), *, closed: bool = False) -> None:
+        self._ready: deque[str] = deque(paths)
+        self.total = len(self._ready)  # paths ever put
+        self._closed = closed
+        self._changed = threading.Condition()
+
+    def put(self, path: str) -> None:
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("put on a closed feed")
+            self._ready.append(path)
+            self.total += 1
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def take(self, most: int, timeout: float | None = None) -> list[str] | None:
+        """Up to ``most`` paths, waiting at most ``timeout`` seconds for the first one:
+        [] when none came in time, None once the feed is closed and empty."""
+        with self._changed:
+            if not self._ready and not self._closed:
+                self._changed.wait(timeout)
+            if not self._ready:
+                return None if self._closed else []
+            count = min(most, len(self._ready))
+            return [self._ready.popleft() for _ in range(count)]
+
+    def first(self, most: int, cancel: threading.Event) -> list[str] | None:
+        """The first paths, however long they take; None when none will come (closed, or
+        cancelled): a source connects to nothing before it has something to ask."""
+        while not cancel.is_set():
+            got = self.take(most, timeout=0.1)
+            if got is None or got:
+                return got
+        return None
+
+
+class StreamingFeatureSource(FeatureSource, Protocol):
+    """A source that can start on the first paths while the scan decides the rest."""
+
+    def compute_feed(
+        self,
+        feed: PathFeed,
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        """``compute`` over the paths ``feed`` gives, as it gives them, until it is closed
+        and empty or ``cancel`` is set."""
         ...

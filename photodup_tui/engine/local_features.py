@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
-from photodup_tui.engine.features import FeatureResult
+from photodup_tui.engine.features import FeatureResult, PathFeed
 from photodup_tui.engine.settings import LOCAL_MODEL_ID
 from photodupd import rawimage
 from photodupd.config import DaemonConfig
@@ -26,6 +26,8 @@ from photodupd.protocol import FeatureItem
 
 #: Files queued per worker: enough to keep every worker busy, few enough to cancel fast.
 IN_FLIGHT_PER_WORKER = 4
+#: How long to wait for a decode before looking for new paths from a scan still deciding.
+FEED_POLL = 0.05
 #: The same limits the daemon's decoders have by default.
 DEFAULT_TIMEOUT = DaemonConfig().decode_timeout
 DEFAULT_MEMORY_MB = DaemonConfig().decode_memory_mb
@@ -61,18 +63,40 @@ class LocalFeatureSource:
         on_result: Callable[[str, FeatureResult], None],
         cancel: threading.Event,
     ) -> None:
-        if cancel.is_set() or not paths:
+        self.compute_feed(PathFeed(paths, closed=True), on_result, cancel)
+
+    def compute_feed(
+        self,
+        feed: PathFeed,
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        """Decode what ``feed`` gives as it gives it; no decoder starts before a path comes."""
+        capacity = IN_FLIGHT_PER_WORKER * self.workers
+        first = feed.first(capacity, cancel)
+        if first is None:
             return
-        pending = deque(paths)
+        queued, feeding = deque(first), True
         in_flight: dict[Future[Decoded], str] = {}
         with DecoderPool(self.workers, self.timeout, self.memory_mb, self.decode_fn) as pool:
-            while (pending or in_flight) and not cancel.is_set():
-                while pending and len(in_flight) < IN_FLIGHT_PER_WORKER * self.workers:
-                    path = pending.popleft()
+            while not cancel.is_set():
+                room = capacity - len(queued) - len(in_flight)
+                if feeding and room > 0:
+                    # Wait on the feed only when no decode runs that could be waited on.
+                    more = feed.take(room, timeout=0 if in_flight else FEED_POLL)
+                    feeding = more is not None
+                    queued.extend(more or ())
+                while queued and len(in_flight) < capacity:
+                    path = queued.popleft()
                     # The pixel checks' thumbnail from the same decode.
                     job = pool.submit(FeatureItem(path=path), DecodeSpec(thumb=True))
                     in_flight[job] = path
-                done, _ = wait(in_flight, timeout=0.25, return_when=FIRST_COMPLETED)
+                if not in_flight:
+                    if not feeding:
+                        return
+                    continue
+                timeout = FEED_POLL if feeding else 0.25
+                done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     on_result(in_flight.pop(future), _result(future))
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from photodup_tui.engine.features import FeatureResult, FeatureSource
+from photodup_tui.engine.features import FeatureResult, FeatureSource, PathFeed
 from photodupd import imaging, rawimage
 from photodupd.imaging import Decoded, PreprocessSpec
 from photodupd.protocol import FeatureItem
@@ -35,6 +35,50 @@ class Counting:
         self.calls += 1
         self.requested.extend(paths)
         self.inner.compute(paths, on_result, cancel)
+
+
+class Streaming:
+    """A streaming source (``compute_feed``) over ``inner``: it takes each path as soon as
+    the scan feeds it, records it (``asked``, ``first_asked``), and hears ``inner``'s result
+    through ``answered`` (called after the scan's own callback)."""
+
+    def __init__(
+        self,
+        inner: FeatureSource,
+        answered: Callable[[str], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.asked: list[str] = []
+        self.first_asked = threading.Event()
+        self._answered = answered or (lambda _path: None)
+
+    def compute(
+        self,
+        paths: Sequence[str],
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        self.compute_feed(PathFeed(paths, closed=True), on_result, cancel)
+
+    def compute_feed(
+        self,
+        feed: PathFeed,
+        on_result: Callable[[str, FeatureResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        def answer(path: str, result: FeatureResult) -> None:
+            on_result(path, result)
+            self._answered(path)
+
+        while not cancel.is_set():
+            paths = feed.take(1, timeout=0.05)
+            if paths is None:
+                return
+            for path in paths:
+                self.asked.append(path)
+                self.first_asked.set()
+                self.inner.compute([path], answer, cancel)
 
 
 class ThumbnailModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from photodup_tui.engine import exact
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Photo
 from photodup_tui.engine.walk import Walker
+from tests.engine.helpers import photo as make
 
 
 def walk(root: Path) -> list[Photo]:
@@ -202,3 +204,50 @@ def test_vanished_file_is_an_error_for_that_file_only(tmp_path: Path) -> None:
     assert results[str(tmp_path / "b.jpg")][0] is None
     assert results[str(tmp_path / "b.jpg")][1]
     assert results[str(tmp_path / "a.jpg")][0] == results[str(tmp_path / "c.jpg")][0] is not None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_incremental_tier_asks_for_the_reads_the_whole_walk_would(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exact.Tier, fed files one by one with its reads answered in any order, asks for the
+    same partial and full hashes as candidates_for_full_hash over the finished walk (some
+    files with a cached content hash, some with a cached partial hash), and ends settled."""
+    rng = random.Random(seed)
+    photos = []
+    for index in range(rng.randint(2, 30)):
+        cached = rng.random() < 0.2
+        one = make(f"/p/{index:02d}", size=rng.randint(1, 5))
+        one.content_hash = f"cached-{rng.randint(0, 2)}" if cached else None
+        photos.append(one)
+    digest = {p.path: f"partial-{rng.randint(0, 2)}" for p in photos}
+    known = {p.path: digest[p.path] for p in photos if rng.random() < 0.3}
+
+    monkeypatch.setattr(exact, "partial_hash", lambda path, _stat: digest[path])
+    asked: list[str] = []
+    whole = exact.candidates_for_full_hash(
+        photos, threading.Event(), lambda p, _d, _e: asked.append(p.path), known
+    )
+
+    tier = exact.Tier()
+    partials: list[Photo] = []
+    fulls: list[Photo] = []
+    order = list(photos)
+    rng.shuffle(order)
+    waiting: list[Photo] = []
+    for one in order:
+        new_partials, new_fulls = tier.add(one, known.get(one.path))
+        partials += new_partials
+        fulls += new_fulls
+        waiting += new_partials
+        while waiting and rng.random() < 0.5:  # some reads come back during the walk
+            done = waiting.pop(rng.randrange(len(waiting)))
+            fulls += tier.partial_done(done, digest[done.path])
+    for done in waiting:
+        fulls += tier.partial_done(done, digest[done.path])
+    for one in fulls:
+        tier.full_done(one, "whatever")
+    assert sorted(p.path for p in partials) == sorted(asked)
+    assert sorted(p.path for p in fulls) == sorted(p.path for p in whole)
+    assert (tier.partials_asked, tier.fulls_asked) == (len(asked), len(whole))
+    assert tier.pending == 0 and all(tier.settled(p.stat.size) for p in photos)
