@@ -28,8 +28,9 @@ from tests.engine.test_e2e_daemon import library
 from tests.fuzz import hostile_inputs as hostile
 from tests.photos import make_photo
 
-ray = pytest.importorskip("ray")
-ray_features = pytest.importorskip("photodup_tui.engine.ray_features")
+ray = pytest.importorskip("ray")  # the photodup[ray] extra; .ci/run installs it
+
+from photodup_tui.engine import ray_features  # noqa: E402  (after the skip)
 
 #: The features columns a scan stores, but the embedding (compared apart, to float16's step).
 FACTS = "phash, width, height, format, taken, camera, exif_fields, error_code"
