@@ -128,7 +128,7 @@ class RayFeatureSource:
         self._worker = importlib.import_module(WORKER_MODULE)
         self._owned = False  # this source started (or connected) Ray, so it ends it
         self._owner: _RayOwner | None = None
-        self.files_mode = "not yet decided"
+        self.files_mode = "none needed (every photo's features came from the cache)"
         self.photos_shipped = 0
         self.bytes_shipped = 0
         self._connect()
@@ -210,7 +210,7 @@ class RayFeatureSource:
                     raise RayUnavailable(f"on the Ray cluster: {exc}") from None
             if self._cancel.is_set():
                 self._ray.cancel(ref, force=True)
-                raise RayUnavailable("cancelled while the model loaded")
+                raise RayUnavailable("cancelled")
 
     def _actor_count(self) -> int:
         """One model actor per GPU; without GPUs, half the CPUs (decoding needs the rest)."""
@@ -297,10 +297,14 @@ class RayFeatureSource:
     def _embedder_args(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "model": self.model["name"],
+            # The concrete model the probe resolved (never "auto", which a node without the
+            # CLIP weights would resolve to another model); each node finds the weights in
+            # its own cache, or at the path the user gave (which must exist on every node).
+            # Every row carries the id its actor served, checked in _results.
+            "model": s.model if s.weights else self.model["name"],
             "clip_weights": s.clip_weights,
-            "weights": self.model.get("weights"),
-            "model_config": self.model.get("model_config"),
+            "weights": s.weights,
+            "model_config": s.model_config,
             "threads": max(1, int(self._actor_cpus())),
             "side": int(self.model["input_size"]),
         }

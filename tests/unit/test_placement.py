@@ -184,6 +184,10 @@ def test_ray_serves_alone_and_the_flag_overrides_the_config(tmp_path: Path) -> N
     configured = load_placement(path)
     assert configured.order() == ("ray",)  # no step down to ssh or this computer's model
     assert configured.describe("ray") == "the Ray cluster (ray://head:10001)"
+    # The TUI neither starts nor watches this computer's photodupd for it.
+    assert elsewhere(configured) == (
+        "model on the Ray cluster (ray://head:10001): it loads when a scan starts"
+    )
     assert load_placement(path, ray="local").ray == "local"
     assert load_placement(path, ray="").order() == ("remote", "local", "inline")
     with pytest.raises(config.ConfigError, match="ray must be local, auto"):
