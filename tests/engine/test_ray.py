@@ -103,7 +103,7 @@ def gone(pid: int, within: float = 60.0) -> bool:
 
 
 def test_a_ray_scan_gives_what_photodupd_gives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Same model id, same groups, same cache rows as a scan through photodupd; and a later
     scan through photodupd takes every feature from what the Ray scan cached.
@@ -123,8 +123,13 @@ def test_a_ray_scan_gives_what_photodupd_gives(
         monkeypatch.setenv("PHOTODUP_CACHE_DIR", str(tmp_path / "cache-daemon"))
         assert cli.main([*argv, "--json", str(tmp_path / "daemon.json")]) == cli.EXIT_DUPLICATES
         monkeypatch.setenv("PHOTODUP_CACHE_DIR", str(tmp_path / "cache-ray"))
-        ray_argv = [*argv, "--ray", "local", "--json", str(tmp_path / "ray.json")]
+        ray_argv = [*argv[:-1], "--ray", "local", "--json", str(tmp_path / "ray.json")]
+        capsys.readouterr()
         assert cli.main(ray_argv) == cli.EXIT_DUPLICATES
+        # The summary says where the model ran and how the files reached it.
+        summary = capsys.readouterr().out
+        assert "model: builtin:efficientnet_lite0/imagenet on a local Ray instance" in summary
+        assert "files: shared mount (the workers read each path)" in summary
         assert ray.is_initialized() == ray_before  # a Ray it started is stopped
         by_daemon = load_report(tmp_path / "daemon.json")
         by_ray = load_report(tmp_path / "ray.json")
