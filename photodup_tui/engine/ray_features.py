@@ -193,7 +193,8 @@ class RayFeatureSource:
     def _describe_model(self) -> dict[str, Any]:
         s = self.settings
         self._say(f"model {s.model}: loading on the Ray cluster")
-        task = self._ray.remote(num_cpus=min(1, max(self.cpus, 1)) / 2)(self._worker.describe_model)
+        # Half a CPU: it fits on any node, even a 1-CPU one, whatever else runs there.
+        task = self._ray.remote(num_cpus=0.5)(self._worker.describe_model)
         ref = task.remote(s.model, s.clip_weights, s.weights, s.model_config)
         described: dict[str, Any] = self._wait(ref)
         self._say(f"model {described['id']} (ray): ready ({described['why']})")
