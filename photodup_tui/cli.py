@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import sys
 import threading
@@ -111,6 +112,12 @@ def _placement_flags(parser: argparse.ArgumentParser) -> None:
         help="use the photodupd on HOST over ssh (implies --mode remote; [daemon] ssh_command "
         "and remote_command apply)",
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="decode and embed on a Ray cluster: local (a Ray instance for this run), auto "
+        "(RAY_ADDRESS) or ray://HOST:PORT (needs photodup[ray]; default: [daemon] ray)",
+    )
 
 
 def _placement(args: argparse.Namespace, config_file: str | None = None) -> Any:
@@ -121,11 +128,19 @@ def _placement(args: argparse.Namespace, config_file: str | None = None) -> Any:
     from photodupd.config import ConfigError
 
     try:
-        return load_placement(
-            Path(config_file) if config_file else None, mode=args.mode, remote=args.remote
+        placement = load_placement(
+            Path(config_file) if config_file else None,
+            mode=args.mode,
+            remote=args.remote,
+            ray=getattr(args, "ray", None),
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    if placement.ray and importlib.util.find_spec("ray") is None:
+        # Asked for explicitly: a missing extra is a set-up error, not a reason to scan a
+        # very large library on one machine without saying so.
+        raise UsageError(f"ray = {placement.ray} needs Ray: pip install 'photodup[ray]'")
+    return placement
 
 
 def _apply_parser() -> argparse.ArgumentParser:
@@ -506,7 +521,7 @@ def tui_command(args: argparse.Namespace) -> int:
     try:
         placement = _placement(args)
     except UsageError as exc:
-        if args.mode or args.remote:
+        if args.mode or args.remote or args.ray:
             raise
         # A bad [daemon] table: the TUI starts anyway, the model where it always was, and
         # says why (as for a bad [scan] table).

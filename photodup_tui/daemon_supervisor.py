@@ -86,9 +86,12 @@ class _Switch:
 
 def elsewhere(placement: Placement | None) -> str | None:
     """What the status line says before a scan when the model is not the local daemon's
-    (``mode = remote`` or ``inline``, or ``auto`` with a remote configured); None when it is."""
+    (``ray``, ``mode = remote`` or ``inline``, or ``auto`` with a remote configured); None
+    when it is."""
     if placement is None:
         return None
+    if placement.ray:  # it alone serves a scan: the local daemon is not started for nothing
+        return f"model on the Ray cluster ({placement.ray}): it loads when a scan starts"
     if placement.mode == "remote":
         return f"model on the photodupd on {placement.remote} (remote): a scan connects to it"
     if placement.mode == "auto" and placement.remote:

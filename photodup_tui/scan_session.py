@@ -29,7 +29,7 @@ from photodup_tui.engine.daemon_launch import Report
 from photodup_tui.engine.decisions import Decision, Decisions
 from photodup_tui.engine.features import FeatureSource
 from photodup_tui.engine.local_features import LocalFeatureSource
-from photodup_tui.engine.placement import Placement, open_inline, open_remote
+from photodup_tui.engine.placement import Placement, open_inline, open_ray, open_remote
 from photodup_tui.engine.scan import Scanner, ScanProgress, ScanResult
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group
@@ -53,7 +53,7 @@ class OpenedSource:
     fallback_reason: str | None = None
     #: why photodupd could not serve, in one line, when that is the fallback's reason
     daemon_error: str | None = None
-    #: where the model runs: "remote", "local", "inline", or "none"
+    #: where the model runs: "remote", "local", "inline", "ray", or "none"
     mode: str = "local"
     #: each step down before this source (auto: remote -> local -> inline), in one line with
     #: why; the last step, to no model, is ``daemon_error``
@@ -129,6 +129,8 @@ def _open(
         return open_remote(placement, report, cancel)
     if mode == "inline":
         return open_inline(placement, model, report, cancel)
+    if mode == "ray":
+        return open_ray(placement, model, report, cancel)
     daemon_args = [] if model == "auto" else ["--model", model]
     with start_lock or threading.Lock():
         return DaemonFeatureSource(socket_path, report=report, start=True, daemon_args=daemon_args)

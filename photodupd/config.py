@@ -53,6 +53,9 @@ class DaemonConfig:
     ssh_command: str = "ssh"  # a full command line, like git's GIT_SSH_COMMAND
     remote_command: str = "photodup-ctl bridge"  # run on the remote host, a full command line
     upload: str = "reduced"  # reduced (the model's input only) | original (the file's bytes)
+    #: Decode and embed on a Ray cluster ("" = no): local (a Ray instance for the run) |
+    #: auto (RAY_ADDRESS) | ray://HOST:PORT (Ray Client).  README: Very large libraries.
+    ray: str = ""
 
     @property
     def socket_path(self) -> Path:
@@ -139,6 +142,9 @@ def load(config_file: Path | None = None) -> DaemonConfig:
             raise ConfigError(
                 f"{path}: daemon.{key} must be one of {', '.join(allowed)}, got {values[key]!r}"
             )
+    ray = values.get("ray", "")
+    if ray and ray not in ("local", "auto") and not ray.startswith("ray://"):
+        raise ConfigError(f"{path}: daemon.ray must be local, auto or ray://HOST:PORT, got {ray!r}")
     if values.get("remote", "").startswith("-"):
         raise ConfigError(f"{path}: daemon.remote must be a host name, got {values['remote']!r}")
     unknown = set(table) - {f.name for f in fields(DaemonConfig)}

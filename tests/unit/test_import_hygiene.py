@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,9 @@ def loaded_after_import(module: str) -> set[str]:
         "photodupd.devices",
         "photodup_tui.engine.remote_features",
         "photodup_tui.scan_session",
+        # `--ray`: the driver names the workers' module; only a Ray actor loads the model.
+        "photodup_tui.engine.ray_features",
+        "photodupd.raywork",
     ],
 )
 def test_no_torch(module: str) -> None:
@@ -97,3 +101,53 @@ def test_ctl_starts_fast_without_heavy_modules() -> None:
         "photodup_tui.ctl",
     }
     assert not {"photodupd.watch", "photodupd.metrics", "photodupd.probe"} & loaded
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "photodup_tui.cli",
+        "photodup_tui.app",
+        "photodup_tui.scan_session",
+        "photodup_tui.engine.placement",
+        "photodup_tui.engine.ray_features",  # imports ray when a source opens, not before
+        "photodupd.raywork",
+    ],
+)
+def test_no_ray_on_import(module: str) -> None:
+    assert not {m for m in loaded_after_import(module) if m.split(".")[0] == "ray"}
+
+
+def test_a_scan_without_ray_never_imports_it(tmp_path: Path) -> None:
+    """A whole scan (the settings read, the placement chosen, the scan run) without --ray."""
+    (tmp_path / "a.jpg").write_bytes(b"not a photo")
+    code = (
+        "import sys, json; from photodup_tui import cli; "
+        f"cli.main(['scan', {str(tmp_path)!r}, '--no-model', '-q']); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    env = {**os.environ, "PHOTODUP_CACHE_DIR": str(tmp_path / "cache")}
+    env["PHOTODUP_STATE_DIR"] = str(tmp_path / "state")
+    env["PHOTODUP_CONFIG_DIR"] = str(tmp_path / "config")
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, check=True
+    )
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    assert "photodup_tui.engine.scan" in loaded  # the scan did run
+    assert not {m for m in loaded if m.split(".")[0] == "ray"}
+
+
+def test_the_ray_driver_resolves_the_workers_without_torch() -> None:
+    """What a --ray scan's driver touches of the worker side (the callables it hands Ray)."""
+    code = (
+        "import sys, json, importlib; "
+        "from photodup_tui.engine import ray_features; "
+        "worker = importlib.import_module(ray_features.WORKER_MODULE); "
+        "assert callable(worker.decode_batch) and callable(worker.Embedder); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(out.stdout))
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}

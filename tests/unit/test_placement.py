@@ -151,6 +151,7 @@ def test_a_larger_batch_asked_for_stays_on_cuda() -> None:
         ('device = "tpu"', "daemon.device must be one of auto, cpu, cuda, mps"),
         ('upload = "all"', "daemon.upload must be one of reduced, original"),
         ('remote = "-oProxyCommand=x"', "daemon.remote must be a host name"),
+        ('ray = "cluster"', "daemon.ray must be local, auto or ray://HOST:PORT"),
     ],
 )
 def test_the_new_daemon_keys_are_checked(tmp_path: Path, line: str, message: str) -> None:
@@ -174,6 +175,37 @@ def test_remote_implies_remote_mode_and_mode_remote_needs_a_host(tmp_path: Path)
     assert load_placement(path).order() == ("local", "inline")
     with pytest.raises(config.ConfigError, match="needs a host"):
         load_placement(path, mode="remote")
+
+
+def test_ray_serves_alone_and_the_flag_overrides_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[daemon]\nray = "ray://head:10001"\nremote = "nas"\n')
+    assert config.load(path).ray == "ray://head:10001"
+    configured = load_placement(path)
+    assert configured.order() == ("ray",)  # no step down to ssh or this computer's model
+    assert configured.describe("ray") == "the Ray cluster (ray://head:10001)"
+    # The TUI neither starts nor watches this computer's photodupd for it.
+    assert elsewhere(configured) == (
+        "model on the Ray cluster (ray://head:10001): it loads when a scan starts"
+    )
+    assert load_placement(path, ray="local").ray == "local"
+    assert load_placement(path, ray="").order() == ("remote", "local", "inline")
+    with pytest.raises(config.ConfigError, match="ray must be local, auto"):
+        load_placement(path, ray="head:10001")
+
+
+def test_scan_with_ray_but_without_the_extra_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    (tmp_path / "lib").mkdir()
+    assert cli.main(["scan", str(tmp_path / "lib"), "--ray", "local"]) == cli.EXIT_USAGE
+    assert "pip install 'photodup[ray]'" in capsys.readouterr().err
 
 
 def test_scan_mode_remote_without_a_host_is_a_usage_error(
