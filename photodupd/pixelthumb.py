@@ -6,13 +6,14 @@ The daemon's decoders make it from the very decode that feeds the model
 checks (``photodup_tui.engine.sameshot``) never decode a photo again: the ``features``
 reply carries it (``thumb``), the scan cache keeps it beside the embedding.
 
-Packed form (:func:`pack`, :func:`unpack`): a 16-byte header (magic, version, which planes,
-height, width, colourfulness, flat share), then zlib (level 1) of the planes, each row as
-differences from the pixel to its left like :mod:`photodupd.pixelcodec`: gray as uint8 (its
-values are whole levels), the two colour opponents as int16 (zigzagged, low and high bytes
-in planes of their own), alpha as uint8.  A 96-pixel thumbnail of a photo packs to 10-20 KB
-(a grayscale or flat picture to far less): lossless, as the checks compare levels.  The bytes cross a trust boundary (a remote daemon,
-a cache file), so :func:`unpack` refuses anything that is not exactly a thumbnail
+Packed form (:func:`pack`, :func:`unpack`): a 24-byte header (magic, version, which planes,
+height, width, colourfulness and flat share as float64), then zlib (level 1) of the planes,
+each row as differences from the pixel to its left like :mod:`photodupd.pixelcodec`: gray as
+uint8 (its values are whole levels), the two colour opponents as int16 (zigzagged, low and
+high bytes in planes of their own), alpha as uint8.  Lossless, as the checks compare levels:
+2-21 KB, about 9 KB on average over a mixed set of 200 photos (colour photos 10-20 KB).  The
+bytes cross a trust boundary (a remote daemon, a cache file), so :func:`unpack` refuses
+anything that is not exactly a thumbnail
 (:class:`~photodupd.imagebase.ImageError`) and never inflates past the expected size.
 """
 

@@ -10,7 +10,7 @@ ctime, e.g. FAT, the act-time re-hash of near copies and keepers, ``safedelete/v
 still refuses what changed.)  Per model id a row holds the embedding (float16: half the
 disk, far below the thresholds' resolution), the perceptual hash, pixel size, EXIF facts,
 or the permanent error the decoder gave.  Per file, the pixel checks' thumbnail the same
-decode made (``photodupd.pixelthumb``, 10-20 KB a photo), when the source gave one (optional
+decode made (``photodupd.pixelthumb``, about 9 KB a photo), when the source gave one (optional
 data: a row without one only means the checks decode that file).  Pixel-check scores (``sameshot.py``) are kept by
 the pair of file identities (``pixel_key``).  The last few groupings are kept by the
 fingerprint of their inputs (``stored_groups.py``), so a rescan of an unchanged library
