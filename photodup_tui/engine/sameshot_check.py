@@ -35,7 +35,10 @@ from photodup_tui.engine.types import Photo
 _T = TypeVar("_T")
 
 #: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
-METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v4"
+METHOD = (
+    f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}"
+    f"-quick{sameshot.QUICK_MIN}-v5"
+)
 NEAR_METHOD = (
     f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v2"
 )
@@ -106,9 +109,41 @@ def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
     return [thumbnail_file(p) for p in paths]
 
 
-def score_chunk(pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]]) -> list[float]:
-    """Worker side: same-shot scores of thumbnail pairs."""
-    return [sameshot.score(a, b) for a, b in pairs]
+def score_chunk(
+    pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]], full: bool = True
+) -> list[sameshot.Scored]:
+    """Worker side: same-shot scores of thumbnail pairs; with ``full=False`` only the quick
+    search (a pair it does not reject comes back as stage ``pending``).
+
+    Each thumbnail is prepared (transformed) once for the chunk: a keeper's sixteen
+    candidates share its spectra.  A thumbnail sent in several pairs of one message is one
+    object here (pickle keeps shared references), so its identity is the key."""
+    prepared: dict[int, sameshot.Prepared] = {}
+
+    def of(thumb: sameshot.Thumb) -> sameshot.Prepared:
+        found = prepared.get(id(thumb))
+        if found is None:
+            found = prepared[id(thumb)] = sameshot.Prepared(thumb)
+        return found
+
+    if full:
+        return [sameshot.score_prepared(of(a), of(b)) for a, b in pairs]
+    return [sameshot.quick_prepared(of(a), of(b)) for a, b in pairs]
+
+
+#: Full same-shot searches (coarse and fine) a scan may run: this many per photo, and at
+#: least PIXEL_CHECKS_MIN.  A folder where everything looks alike to the model gives every
+#: keeper CHECKS_PER_KEEPER candidates; the quick search rejects most of them cheaply, and
+#: the budget bounds what is left, so the pixel checks grow with the library, not with its
+#: look-alike density.  Pairs past it get no score (no similar verdict), the grouping is not
+#: stored as complete, and the scan warns (``SameShotChecker.over_budget``).
+PIXEL_CHECKS_PER_PHOTO = 4
+PIXEL_CHECKS_MIN = 1000
+
+
+def budget_for(photos: int) -> int:
+    """The full same-shot searches a scan of ``photos`` photos may run."""
+    return max(PIXEL_CHECKS_MIN, PIXEL_CHECKS_PER_PHOTO * photos)
 
 
 #: Same-shot checks at once below which the pool is not worth its messages.
@@ -126,10 +161,12 @@ class SameShotChecker:
         stage: Callable[[str, int], None] | None = None,
         advance: Callable[[int], None] | None = None,
         isolate: bool = True,
+        budget: int | None = None,
     ) -> None:
         """``stage(step, total)`` and ``advance(done)`` report progress (thumbnails decoded,
         then pairs compared); ``isolate=False`` decodes in this process: for trusted files
-        (tests, benchmarks)."""
+        (tests, benchmarks); ``budget``: the full same-shot searches allowed (see
+        :func:`budget_for`; None: no limit)."""
         self.cache = cache
         self.workers = workers or _cpus()
         self.cancel = cancel
@@ -138,6 +175,16 @@ class SameShotChecker:
         self.isolate = isolate
         self.decoded = 0  # thumbnails decoded, for tests and reports
         self.scored = 0  # pairs scored (not from the cache)
+        self.budget = budget
+        #: Same-shot pairs asked about that had no score yet (not cached, not computed).
+        self.asked = 0
+        self.rejected = 0  # ... rejected by the quick search (sameshot.QUICK_MIN)
+        self.coarse_rejected = 0  # ... by the coarse search (sameshot.COARSE_MIN)
+        self.searched = 0  # ... given the full search (coarse and fine): what the budget counts
+        #: Same-shot pairs left unscored because the budget was spent: each is unanswered,
+        #: so the grouping is not stored, and the scan warns.
+        self.over_budget = 0
+        self._over: set[tuple[str, str]] = set()
         self.detailed = 0  # near pairs proven at full detail (sameshot.same_detail)
         #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
         #: that rests on them is not stored for reuse (stored_groups.py).
@@ -200,7 +247,7 @@ class SameShotChecker:
     def _run(self, check: _Check, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
         asked = [pair for pair in pairs if not check.has(*pair)]
         check.known.update(self._cached(asked, check.method))
-        todo = [pair for pair in pairs if not check.has(*pair)]
+        todo = _distinct([pair for pair in pairs if not check.has(*pair)])
         if todo:
             self._decode_wanted(check)
         thumbs = self._thumbnails(sorted({p.path for pair in todo for p in pair}))
@@ -228,19 +275,56 @@ class SameShotChecker:
         the scan is cancelled meanwhile."""
         if check.method == NEAR_METHOD:
             return self._near_scores(pairs, thumbs)
+        fresh = [pair for pair in pairs if _unordered(pair) not in self._over]
+        self.asked += len(fresh)
+        left = None if self.budget is None else max(0, self.budget - self.searched)
+        if left is not None and left < len(fresh):
+            # Not enough budget for them all: the quick search first, and the full search
+            # for the most promising survivors (highest quick score) while budget lasts.
+            quick = self._scored(check, fresh, thumbs, full=False)
+            done = [(pair, s) for pair, s in quick if s.stage != "pending"]
+            waiting = sorted(
+                (item for item in quick if item[1].stage == "pending"),
+                key=lambda item: -item[1].value,
+            )
+            for pair, _ in waiting[left:]:
+                self._over.add(_unordered(pair))
+            self.over_budget += len(waiting[left:])
+            done += self._scored(check, [pair for pair, _ in waiting[:left]], thumbs, full=True)
+        else:
+            done = self._scored(check, fresh, thumbs, full=True)
+        for _, scored in done:
+            self.rejected += scored.stage == "quick"
+            self.coarse_rejected += scored.stage == "coarse"
+            self.searched += scored.stage in ("coarse", "fine")
+        return [(pair, scored.value) for pair, scored in done]
+
+    def _scored(
+        self,
+        check: _Check,
+        pairs: list[tuple[Photo, Photo]],
+        thumbs: dict[str, sameshot.Thumb],
+        full: bool,
+    ) -> list[tuple[tuple[Photo, Photo], sameshot.Scored]]:
+        """:func:`score_chunk` of ``pairs``, in the pool when that pays; fewer when the scan
+        is cancelled meanwhile."""
         scorers = self._scoring_pool()
         if scorers is not None and len(pairs) >= POOL_MIN_PAIRS and not self._cancelled():
-            share = -(-len(pairs) // self.workers)  # one chunk per worker: few messages
+            # One chunk per worker: few messages, and a keeper's pairs share its spectra.
+            share = -(-len(pairs) // self.workers)
             chunks = [pairs[i : i + share] for i in range(0, len(pairs), share)]
             try:
                 futures = [
-                    scorers.submit(score_chunk, [(thumbs[a.path], thumbs[b.path]) for a, b in c])
+                    scorers.submit(
+                        score_chunk, [(thumbs[a.path], thumbs[b.path]) for a, b in c], full
+                    )
                     for c in chunks
                 ]
-                done: list[tuple[tuple[Photo, Photo], float]] = []
+                done: list[tuple[tuple[Photo, Photo], sameshot.Scored]] = []
                 for chunk, future in zip(chunks, futures, strict=True):
                     done.extend(zip(chunk, future.result(), strict=True))
-                    self._advance(len(chunk))
+                    if full:
+                        self._advance(len(chunk))
                 return done
             except BrokenProcessPool:  # a worker was killed (memory?): score here instead
                 self._scorers = None
@@ -248,8 +332,9 @@ class SameShotChecker:
         for a, b in pairs:
             if self._cancelled():
                 break
-            done.append(((a, b), check.measure(thumbs[a.path], thumbs[b.path])))
-            self._advance(1)
+            done.append(((a, b), score_chunk([(thumbs[a.path], thumbs[b.path])], full)[0]))
+            if full:
+                self._advance(1)
         return done
 
     def _near_scores(
@@ -406,6 +491,23 @@ class SameShotChecker:
             except BrokenProcessPool:
                 found[path] = None
         return found
+
+
+def _unordered(pair: tuple[Photo, Photo]) -> tuple[str, str]:
+    a, b = pair[0].path, pair[1].path
+    return (a, b) if a <= b else (b, a)
+
+
+def _distinct(pairs: list[tuple[Photo, Photo]]) -> list[tuple[Photo, Photo]]:
+    """``pairs`` without repeats, either way round: one scan never scores a pair twice."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for pair in pairs:
+        key = _unordered(pair)
+        if key not in seen:
+            seen.add(key)
+            kept.append(pair)
+    return kept
 
 
 class _Check:
