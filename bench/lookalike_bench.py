@@ -252,10 +252,8 @@ def _record_pairs(checker_class: Any, out: Path) -> None:
         done = original(self, check, pairs, thumbs)
         if check.method == sameshot_check.METHOD:
             for (a, b), value in done:
-                ta, tb = thumbs[a.path], thumbs[b.path]
                 row = {"a": a.path, "b": b.path, "checker": value}
-                row["full"] = sameshot.score(ta, tb)
-                row.update(sameshot.cheap_statistics(ta, tb))
+                row.update(sameshot.calibration_row(thumbs[a.path], thumbs[b.path]))
                 rows.append(row)
             out.write_text(json.dumps(rows))
         return done
@@ -375,8 +373,9 @@ def report(rows: list[Row], codes: dict[str, Path]) -> str:
     )
 
 
-def calibrate(out: Path) -> None:
-    """Pair scores and cheap statistics on the three sets, budget off."""
+def calibrate(out: Path, names: list[str]) -> None:
+    """Pair scores and cheap statistics on the three sets (or ``names`` of them), budget
+    off."""
     import hard_negatives
     import quality
 
@@ -392,7 +391,8 @@ def calibrate(out: Path) -> None:
     proc, _socket = start_daemon(base)
     found: dict[str, Any] = {}
     try:
-        for label, folder in (("quality", quality_dir), ("hard", hard_dir), ("icons", icon_set())):
+        sets = {"quality": quality_dir, "hard": hard_dir, "icons": icon_set()}
+        for label, folder in ((n, sets[n]) for n in names):
             say(f"calibration scan of {label} ...")
             pairs = base / f"{label}.json"
             scanned = scan_seconds(ROOT, folder, base, {**env, PAIRS_ENV: str(pairs)})
@@ -417,9 +417,10 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another checkout to compare with")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--calibrate", type=Path, metavar="FILE")
+    parser.add_argument("--sets", default="quality,hard,icons", help="for --calibrate")
     args = parser.parse_args()
     if args.calibrate:
-        calibrate(args.calibrate)
+        calibrate(args.calibrate, args.sets.split(","))
         return
     sets = []
     if not args.no_icons:
