@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     ROOT,
     SHARED_PHOTOS,
     emit,
@@ -95,7 +95,6 @@ def camera_set(count: int) -> Path:
     """``count`` skimage photographs at 12 MP with grain, each with three copies/edits."""
     import numpy as np
     from PIL import Image, ImageOps
-
     from quality import PHOTOGRAPHS, _load
 
     root = SHARED_PHOTOS / f"lookalike-camera-{count}"

@@ -466,7 +466,7 @@ OTHER_SCALES = tuple(k for k in ALL_SCALES if k not in QUICK_SCALES)
 #: Below this quick score a pair is rejected before the full search.  Calibrated on the
 #: quality set, the hard-negative set and the Adwaita icons (bench/lookalike_bench.py
 #: --calibrate): see the README's benchmark notes for the margins.
-QUICK_MIN = 0.45
+QUICK_MIN = 0.55
 
 
 class Prepared:
@@ -551,9 +551,7 @@ def _centred(small: np.ndarray, scale: float) -> tuple[np.ndarray, float] | None
     return centred, norm
 
 
-def _coarse(
-    image: Prepared, other: Prepared, scales: tuple[int, ...]
-) -> tuple[float, float, bool]:
+def _coarse(image: Prepared, other: Prepared, scales: tuple[int, ...]) -> tuple[float, float, bool]:
     """:func:`_search` of ``other``'s coarse copy in ``image``'s, at SCALES[k] for each k in
     ``scales`` and both mirrors, from the prepared spectra: (score, scale, mirrored)."""
     best = (-1.0, 1.0, False)
@@ -606,11 +604,11 @@ def _search(
             templates.append((scale, centred, norm))
     if not templates:
         return best
-    # One padded size fits every template: the image's spectrum is computed once, and all
-    # templates (and their mirror images) go through the FFT together in one call.
-    tallest = max(t.shape[0] for _, t, _ in templates)
-    widest = max(t.shape[1] for _, t, _ in templates)
-    shape = (_fast_size(image.shape[0] + tallest), _fast_size(image.shape[1] + widest))
+    # One size fits every template: the image's spectrum is computed once, and all templates
+    # (and their mirror images) go through the FFT together in one call.  A circular
+    # correlation at the image's own size is enough: where a template lies wholly inside
+    # the image (the only windows scored) nothing wraps around.
+    shape = (_fast_size(image.shape[0]), _fast_size(image.shape[1]))
     variants = [(s, m, t, n) for s, t, n in templates for m in mirrors]
     stack = np.zeros((len(variants), *shape), dtype=np.float32)
     for i, (_, mirrored, centred, _) in enumerate(variants):

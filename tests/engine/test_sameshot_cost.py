@@ -86,20 +86,6 @@ def test_the_quick_search_never_rejects_a_pair_the_full_search_accepts(
     assert accepted >= 0.8 * 2 * len(pairs)
 
 
-def test_the_quick_search_rejects_most_pairs_of_different_pictures(
-    thumbs: list[list[sameshot.Thumb]],
-) -> None:
-    # Not a safety property, the point of the quick search: pairs of different pictures
-    # rarely need the full search.
-    originals = [family[0] for family in thumbs]
-    stages = [
-        sameshot.score_prepared(sameshot.Prepared(a), sameshot.Prepared(b)).stage
-        for a, b in itertools.permutations(originals, 2)
-    ]
-    assert stages.count("quick") >= 0.5 * len(stages)
-    assert "fine" not in stages
-
-
 def test_prepared_transforms_give_the_per_pair_search(
     thumbs: list[list[sameshot.Thumb]],
 ) -> None:
@@ -117,11 +103,11 @@ def test_prepared_transforms_give_the_per_pair_search(
 
 def test_a_chunk_scores_each_pair_as_it_would_alone(thumbs: list[list[sameshot.Thumb]]) -> None:
     keeper = thumbs[0][0]
-    candidates = [thumbs[0][1], thumbs[0][4], thumbs[1][0], thumbs[3][2], thumbs[0][8]]
+    candidates = [family[i] for family in thumbs for i in (0, 3)]  # its own edits, others
     chunk = sameshot_check.score_chunk([(keeper, c) for c in candidates])
     alone = [sameshot.score(keeper, c) for c in candidates]
     assert [s.value for s in chunk] == pytest.approx(alone, abs=1e-6)
-    assert {s.stage for s in chunk} >= {"quick", "fine"}
+    assert {s.stage for s in chunk} >= {"quick", "coarse", "fine"}
 
 
 def _pair_files(tmp_path: Path) -> list[str]:
