@@ -156,7 +156,7 @@ def features_seconds(socket_path: Path, files: list[Path]) -> float:
 class Scanned:
     seconds: float
     stats: dict[str, Any]
-    groups: list[tuple[str, tuple[tuple[str, str], ...]]]
+    groups: list[tuple[str, tuple[tuple[str, str, str], ...]]]
     warnings: list[str] = field(default_factory=list)
 
 

@@ -290,6 +290,7 @@ class SameShotChecker:
             for pair, _ in waiting[left:]:
                 self._over.add(_unordered(pair))
             self.over_budget += len(waiting[left:])
+            self._advance(len(waiting[left:]))
             done += self._scored(check, [pair for pair, _ in waiting[:left]], thumbs, full=True)
         else:
             done = self._scored(check, fresh, thumbs, full=True)
