@@ -21,6 +21,8 @@ import multiprocessing
 import os
 import sqlite3
 import threading
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -109,26 +111,45 @@ def thumbnail_chunk(paths: Sequence[str]) -> list[sameshot.Thumb | None]:
     return [thumbnail_file(p) for p in paths]
 
 
+#: Prepared thumbnails a scoring process keeps between chunks (~100 KB each): in a folder
+#: of look-alikes a photo is in a few dozen pairs, as a keeper and as others' candidate.
+PREPARED_KEPT = 256
+_prepared: OrderedDict[str, sameshot.Prepared] = OrderedDict()
+
+
 def score_chunk(
-    pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]], full: bool = True
+    pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]],
+    full: bool = True,
+    keys: Sequence[tuple[str, str]] | None = None,
 ) -> list[sameshot.Scored]:
     """Worker side: same-shot scores of thumbnail pairs; with ``full=False`` only the quick
     search (a pair it does not reject comes back as stage ``pending``).
 
-    Each thumbnail is prepared (transformed) once for the chunk: a keeper's sixteen
-    candidates share its spectra.  A thumbnail sent in several pairs of one message is one
-    object here (pickle keeps shared references), so its identity is the key."""
-    prepared: dict[int, sameshot.Prepared] = {}
+    Each thumbnail is prepared (transformed) once: a keeper's sixteen candidates share its
+    spectra.  ``keys`` name each pair's thumbnails (unique to one checker and path); then
+    the last PREPARED_KEPT prepared thumbnails are kept for later chunks too.  Without
+    keys, a thumbnail sent in several pairs of one message is one object here (pickle
+    keeps shared references), and its identity is the key within the chunk."""
+    chunk: dict[object, sameshot.Prepared] = {}
 
-    def of(thumb: sameshot.Thumb) -> sameshot.Prepared:
-        found = prepared.get(id(thumb))
+    def of(thumb: sameshot.Thumb, key: str | None) -> sameshot.Prepared:
+        if key is None:
+            found = chunk.get(id(thumb))
+            if found is None:
+                found = chunk[id(thumb)] = sameshot.Prepared(thumb)
+            return found
+        found = _prepared.get(key)
         if found is None:
-            found = prepared[id(thumb)] = sameshot.Prepared(thumb)
+            found = _prepared[key] = sameshot.Prepared(thumb)
+            while len(_prepared) > PREPARED_KEPT:
+                _prepared.popitem(last=False)
+        else:
+            _prepared.move_to_end(key)
         return found
 
-    if full:
-        return [sameshot.score_prepared(of(a), of(b)) for a, b in pairs]
-    return [sameshot.quick_prepared(of(a), of(b)) for a, b in pairs]
+    named: Sequence[tuple[str | None, str | None]] = keys or [(None, None)] * len(pairs)
+    measure = sameshot.score_prepared if full else sameshot.quick_prepared
+    return [measure(of(a, ka), of(b, kb)) for (a, b), (ka, kb) in zip(pairs, named, strict=True)]
 
 
 #: Full same-shot searches (coarse and fine) a scan may run: this many per photo, and at
@@ -185,6 +206,7 @@ class SameShotChecker:
         #: so the grouping is not stored, and the scan warns.
         self.over_budget = 0
         self._over: set[tuple[str, str]] = set()
+        self._token = uuid.uuid4().hex
         self.detailed = 0  # near pairs proven at full detail (sameshot.same_detail)
         #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
         #: that rests on them is not stored for reuse (stored_groups.py).
@@ -317,7 +339,10 @@ class SameShotChecker:
             try:
                 futures = [
                     scorers.submit(
-                        score_chunk, [(thumbs[a.path], thumbs[b.path]) for a, b in c], full
+                        score_chunk,
+                        [(thumbs[a.path], thumbs[b.path]) for a, b in c],
+                        full,
+                        [self._prepared_keys(pair) for pair in c],
                     )
                     for c in chunks
                 ]
@@ -333,10 +358,17 @@ class SameShotChecker:
         for a, b in pairs:
             if self._cancelled():
                 break
-            done.append(((a, b), score_chunk([(thumbs[a.path], thumbs[b.path])], full)[0]))
+            keys = [self._prepared_keys((a, b))]
+            done.append(((a, b), score_chunk([(thumbs[a.path], thumbs[b.path])], full, keys)[0]))
             if full:
                 self._advance(1)
         return done
+
+    def _prepared_keys(self, pair: tuple[Photo, Photo]) -> tuple[str, str]:
+        """Names of a pair's prepared thumbnails in the scoring processes: this checker's
+        token and the path (one checker decodes a path once, so its thumbnail never
+        changes under the name; another checker, another scan, never shares it)."""
+        return (f"{self._token}/{pair[0].path}", f"{self._token}/{pair[1].path}")
 
     def _near_scores(
         self, pairs: list[tuple[Photo, Photo]], thumbs: dict[str, sameshot.Thumb]

@@ -108,6 +108,13 @@ def test_a_chunk_scores_each_pair_as_it_would_alone(thumbs: list[list[sameshot.T
     alone = [sameshot.score(keeper, c) for c in candidates]
     assert [s.value for s in chunk] == pytest.approx(alone, abs=1e-6)
     assert {s.stage for s in chunk} >= {"quick", "coarse", "fine"}
+    # Named, prepared thumbnails are kept between chunks: the next chunk reuses them.
+    keys = [("t/keeper", f"t/{i}") for i in range(len(candidates))]
+    pairs = [(keeper, c) for c in candidates]
+    for _ in range(2):
+        kept = sameshot_check.score_chunk(pairs, True, keys)
+        assert [s.value for s in kept] == pytest.approx(alone, abs=1e-6)
+    assert "t/keeper" in sameshot_check._prepared
 
 
 def _pair_files(tmp_path: Path) -> list[str]:
