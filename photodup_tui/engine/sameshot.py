@@ -48,6 +48,7 @@ processes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -541,7 +542,7 @@ _Template = tuple[int, int, float, np.ndarray]
 def _centred(small: np.ndarray, scale: float) -> tuple[np.ndarray, float] | None:
     """The zero-mean centre of ``small`` at ``scale`` and its norm; None when too small or
     flat to correlate (as in :func:`_search`)."""
-    template = _centre(_resized(small, scale))
+    template = _centre(_resampled(small, scale))
     if template.shape[0] < 4 or template.shape[1] < 4:
         return None
     centred = template - template.mean()
@@ -677,6 +678,38 @@ def _resized(image: np.ndarray, scale: float) -> np.ndarray:
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     resized = Image.fromarray(image, mode="F").resize(size, Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
+
+
+def _resampled(image: np.ndarray, scale: float) -> np.ndarray:
+    """:func:`_resized` as two small matrix products: Pillow's bilinear resampling (its
+    triangle filter widened by the scale when shrinking), made once per size and kept.
+    A coarse copy has thirteen templates; Pillow's per-call overhead was a third of the
+    search.  Equal to :func:`_resized` within 1e-4 levels."""
+    if abs(scale - 1.0) < 1e-6:
+        return image
+    h, w = image.shape
+    rows = _resampling(h, max(1, round(h * scale)))
+    columns = _resampling(w, max(1, round(w * scale)))
+    return (rows @ image.astype(np.float64) @ columns.T).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resampling(size: int, new_size: int) -> np.ndarray:
+    """The (new_size, size) matrix of Pillow's BILINEAR resampling along one axis
+    (libImaging/Resample.c: precompute_coeffs with the triangle filter)."""
+    scale = size / new_size
+    widen = max(scale, 1.0)
+    matrix = np.zeros((new_size, size))
+    for out in range(new_size):
+        centre = (out + 0.5) * scale
+        first = max(int(centre - widen + 0.5), 0)
+        last = min(int(centre + widen + 0.5), size)
+        taps = np.arange(first, last)
+        weights = np.maximum(1.0 - np.abs((taps - centre + 0.5) / widen), 0.0)
+        if weights.sum() > 0:
+            matrix[out, first:last] = weights / weights.sum()
+    matrix.setflags(write=False)
+    return matrix
 
 
 def _centre(image: np.ndarray) -> np.ndarray:

@@ -196,3 +196,14 @@ def test_the_budget_caps_full_searches_and_leaves_the_grouping_incomplete(
     assert checkers[0].unanswered == 0
     members = [m for g in whole.groups if g.kind is Kind.SIMILAR for m in g.members]
     assert len(members) > len([m for g in capped.groups for m in g.members])
+
+
+def test_resampling_matrices_equal_pillows_resize() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(8, 40, 2))
+        image = (rng.random((h, w)) * 255).astype(np.float32)
+        scale = float(rng.choice(SCALES))
+        assert sameshot._resampled(image, scale) == pytest.approx(
+            sameshot._resized(image, scale), abs=1e-3
+        )
