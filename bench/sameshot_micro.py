@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,24 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
+def _asked(path: Path, keepers: int) -> list[tuple[sameshot.Thumb, list[sameshot.Thumb]]]:
+    """The first ``keepers`` keepers (with at least 8 candidates) of a calibration file and
+    the candidates the scan asked about for each."""
+    document = json.loads(path.read_text())
+    rows = document["icons"] if isinstance(document, dict) else document
+    by_keeper: dict[str, list[str]] = {}
+    for row in rows:
+        by_keeper.setdefault(row["a"], []).append(row["b"])
+    chosen = [(k, cs) for k, cs in by_keeper.items() if len(cs) >= 8][:keepers]
+    groups = []
+    for keeper, candidates in chosen:
+        thumb = sameshot_check.thumbnail_file(keeper)
+        others = [t for c in candidates if (t := sameshot_check.thumbnail_file(c)) is not None]
+        if thumb is not None:
+            groups.append((thumb, others))
+    return groups
+
+
 def _cpu(work: object) -> float:
     started = time.process_time()
     work()  # type: ignore[operator]
@@ -55,18 +74,29 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True)
     parser.add_argument("--keepers", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--pairs",
+        type=Path,
+        help="the pairs a scan asked about (lookalike_bench.py --calibrate FILE), not random",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     before = _load(args.before / "photodup_tui" / "engine" / "sameshot.py")
-    files = sorted(icon_set().glob("64x64_*.png"))
-    rng = np.random.default_rng(21)
-    picked = [files[i] for i in rng.choice(len(files), args.keepers * (CANDIDATES + 1), False)]
-    thumbs = [sameshot_check.thumbnail_file(str(p)) for p in picked]
-    usable = [t for t in thumbs if t is not None]
-    groups = [
-        (usable[i], usable[i + 1 : i + 1 + CANDIDATES])
-        for i in range(0, len(usable) - CANDIDATES, CANDIDATES + 1)
-    ]
+    if args.pairs:
+        groups = _asked(args.pairs, args.keepers)
+        source = f"pairs a scan asked about, from {args.pairs.name}"
+    else:
+        files = sorted(icon_set().glob("64x64_*.png"))
+        rng = np.random.default_rng(21)
+        count = args.keepers * (CANDIDATES + 1)
+        picked = [files[i] for i in rng.choice(len(files), count, False)]
+        thumbs = [sameshot_check.thumbnail_file(str(p)) for p in picked]
+        usable = [t for t in thumbs if t is not None]
+        groups = [
+            (usable[i], usable[i + 1 : i + 1 + CANDIDATES])
+            for i in range(0, len(usable) - CANDIDATES, CANDIDATES + 1)
+        ]
+        source = "random 64-px icons"
     pairs = sum(len(c) for _, c in groups)
     old_thumbs = [
         (before.Thumb(k.gray, k.colour), [before.Thumb(c.gray, c.colour) for c in cs])
@@ -107,7 +137,7 @@ def main() -> None:
     ]
     text = "\n".join(
         [
-            f"## Same-shot score per pair ({pairs} icon pairs, {len(groups)} keepers x 16)",
+            f"## Same-shot score per pair ({pairs} icon pairs, {len(groups)} keepers; {source})",
             "",
             machine_line() + f"; CPU time, best of {args.rounds} alternating rounds",
             "",
