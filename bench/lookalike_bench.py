@@ -46,15 +46,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    ROOT,
-    SHARED_PHOTOS,
-    emit,
-    machine_line,
-    markdown_table,
-    say,
-    warm_page_cache,
-)
+#: Inside the timed scan (``--as-scan``) only the checkout on PYTHONPATH may be imported:
+#: bench/_common puts this checkout first on the path.
+AS_SCAN = __name__ == "__main__" and "--as-scan" in sys.argv
+if not AS_SCAN:
+    from _common import (
+        ROOT,
+        SHARED_PHOTOS,
+        emit,
+        machine_line,
+        markdown_table,
+        say,
+        warm_page_cache,
+    )
 
 ICONS = Path("/usr/share/icons/Adwaita")
 ICON_SIZES = ("48x48", "64x64", "96x96", "256x256", "512x512")
@@ -300,6 +304,7 @@ def measure(sets: list[tuple[str, Path]], codes: dict[str, Path], rounds: int) -
             for round_ in range(rounds):
                 say(f"{label}: round {round_ + 1} of {rounds}: features ...")
                 row.features.append(features_seconds(socket_path, files))
+                say(f"  features {row.features[-1]:.1f} s")
                 for name, code in codes.items():
                     say(f"{label}: round {round_ + 1}: scan with {name} ...")
                     scanned = scan_seconds(code, folder, base, env)
