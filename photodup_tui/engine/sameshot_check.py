@@ -226,6 +226,7 @@ class SameShotChecker:
 
     def close(self) -> None:
         """Stop the scoring workers (the checker still works after, in this process)."""
+        _prepared.clear()  # what this process kept when it scored a few pairs itself
         for pool in (self._scorers, self._decoders):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
