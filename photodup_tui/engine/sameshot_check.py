@@ -26,6 +26,8 @@ import multiprocessing
 import os
 import sqlite3
 import threading
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -45,7 +47,10 @@ DEFAULT_TIMEOUT = DaemonConfig().decode_timeout
 DEFAULT_MEMORY_MB = DaemonConfig().decode_memory_mb
 
 #: Cache keys of the two checks: a change to the thumbnails or the search gives new scores.
-METHOD = f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}-v4"
+METHOD = (
+    f"ncc-{sameshot.THUMB_SIDE}-{sameshot.COARSE_SIDE}-detail{sameshot.BLUR_FACTOR}"
+    f"-quick{sameshot.QUICK_MIN}-v5"
+)
 NEAR_METHOD = (
     f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v2"
 )
@@ -100,9 +105,60 @@ class ThumbSource(Protocol):
         ...
 
 
-def score_chunk(pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]]) -> list[float]:
-    """Worker side: same-shot scores of thumbnail pairs."""
-    return [sameshot.score(a, b) for a, b in pairs]
+#: Prepared thumbnails a scoring process keeps between chunks (~100 KB each): in a folder
+#: of look-alikes a photo is in a few dozen pairs, as a keeper and as others' candidate.
+PREPARED_KEPT = 256
+_prepared: OrderedDict[str, sameshot.Prepared] = OrderedDict()
+
+
+def score_chunk(
+    pairs: Sequence[tuple[sameshot.Thumb, sameshot.Thumb]],
+    full: bool = True,
+    keys: Sequence[tuple[str, str]] | None = None,
+) -> list[sameshot.Scored]:
+    """Worker side: same-shot scores of thumbnail pairs; with ``full=False`` only the quick
+    search (a pair it does not reject comes back as stage ``pending``).
+
+    Each thumbnail is prepared (transformed) once: a keeper's sixteen candidates share its
+    spectra.  ``keys`` name each pair's thumbnails (unique to one checker and path); then
+    the last PREPARED_KEPT prepared thumbnails are kept for later chunks too.  Without
+    keys, a thumbnail sent in several pairs of one message is one object here (pickle
+    keeps shared references), and its identity is the key within the chunk."""
+    chunk: dict[object, sameshot.Prepared] = {}
+
+    def of(thumb: sameshot.Thumb, key: str | None) -> sameshot.Prepared:
+        if key is None:
+            found = chunk.get(id(thumb))
+            if found is None:
+                found = chunk[id(thumb)] = sameshot.Prepared(thumb)
+            return found
+        found = _prepared.get(key)
+        if found is None:
+            found = _prepared[key] = sameshot.Prepared(thumb)
+            while len(_prepared) > PREPARED_KEPT:
+                _prepared.popitem(last=False)
+        else:
+            _prepared.move_to_end(key)
+        return found
+
+    named: Sequence[tuple[str | None, str | None]] = keys or [(None, None)] * len(pairs)
+    measure = sameshot.score_prepared if full else sameshot.quick_prepared
+    return [measure(of(a, ka), of(b, kb)) for (a, b), (ka, kb) in zip(pairs, named, strict=True)]
+
+
+#: Full same-shot searches (coarse and fine) a scan may run: this many per photo, and at
+#: least PIXEL_CHECKS_MIN.  A folder where everything looks alike to the model gives every
+#: keeper CHECKS_PER_KEEPER candidates; the quick search rejects most of them cheaply, and
+#: the budget bounds what is left, so the pixel checks grow with the library, not with its
+#: look-alike density.  Pairs past it get no score (no similar verdict), the grouping is not
+#: stored as complete, and the scan warns (``SameShotChecker.over_budget``).
+PIXEL_CHECKS_PER_PHOTO = 4
+PIXEL_CHECKS_MIN = 1000
+
+
+def budget_for(photos: int) -> int:
+    """The full same-shot searches a scan of ``photos`` photos may run."""
+    return max(PIXEL_CHECKS_MIN, PIXEL_CHECKS_PER_PHOTO * photos)
 
 
 #: Same-shot checks at once below which the pool is not worth its messages.
@@ -125,13 +181,15 @@ class SameShotChecker:
         timeout: float = DEFAULT_TIMEOUT,
         memory_mb: int = DEFAULT_MEMORY_MB,
         decode_fn: str = PIXEL_JOBS,
+        budget: int | None = None,
     ) -> None:
         """``stage(step, total)`` and ``advance(done)`` report progress (thumbnails decoded,
         then pairs compared); ``thumbs`` gives the thumbnails the scan has; the rest, and the
         full-detail checks, are decoded in isolated processes (``timeout``, ``memory_mb``:
         each decode's limits; ``decode_fn`` is for tests that need a decoder which
         misbehaves).  ``isolate=False`` decodes in this process: for trusted files (tests,
-        benchmarks)."""
+        benchmarks); ``budget``: the full same-shot searches allowed (see
+        :func:`budget_for`; None: no limit)."""
         self.cache = cache
         self.workers = workers or _cpus()
         self.cancel = cancel
@@ -145,6 +203,17 @@ class SameShotChecker:
         self.received = 0  # thumbnails the scan gave (made by the features' decode)
         self.decoded = 0  # thumbnails decoded for the checks, for tests and reports
         self.scored = 0  # pairs scored (not from the cache)
+        self.budget = budget
+        #: Same-shot pairs asked about that had no score yet (not cached, not computed).
+        self.asked = 0
+        self.rejected = 0  # ... rejected by the quick search (sameshot.QUICK_MIN)
+        self.coarse_rejected = 0  # ... by the coarse search (sameshot.COARSE_MIN)
+        self.searched = 0  # ... given the full search (coarse and fine): what the budget counts
+        #: Same-shot pairs left unscored because the budget was spent: each is unanswered,
+        #: so the grouping is not stored, and the scan warns.
+        self.over_budget = 0
+        self._over: set[tuple[str, str]] = set()
+        self._token = uuid.uuid4().hex
         self.detailed = 0  # near pairs proven at full detail (sameshot.same_detail)
         #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
         #: that rests on them is not stored for reuse (stored_groups.py).
@@ -166,6 +235,7 @@ class SameShotChecker:
     def close(self) -> None:
         """Stop the scoring workers and the decoders (the checker still works after: it
         starts them again when needed)."""
+        _prepared.clear()  # what this process kept when it scored a few pairs itself
         if self._scorers is not None:
             self._scorers.shutdown(wait=True, cancel_futures=True)
         if self._decoders is not None:
@@ -208,7 +278,7 @@ class SameShotChecker:
     def _run(self, check: _Check, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
         asked = [pair for pair in pairs if not check.has(*pair)]
         check.known.update(self._cached(asked, check.method))
-        todo = [pair for pair in pairs if not check.has(*pair)]
+        todo = _distinct([pair for pair in pairs if not check.has(*pair)])
         if todo:
             self._decode_wanted(check)
         thumbs = self._thumbnails(_photos(todo))
@@ -236,19 +306,60 @@ class SameShotChecker:
         the scan is cancelled meanwhile."""
         if check.method == NEAR_METHOD:
             return self._near_scores(pairs, thumbs)
+        fresh = [pair for pair in pairs if _unordered(pair) not in self._over]
+        self.asked += len(fresh)
+        left = None if self.budget is None else max(0, self.budget - self.searched)
+        if left is not None and left < len(fresh):
+            # Not enough budget for them all: the quick search first, and the full search
+            # for the most promising survivors (highest quick score) while budget lasts.
+            quick = self._scored(check, fresh, thumbs, full=False)
+            done = [(pair, s) for pair, s in quick if s.stage != "pending"]
+            waiting = sorted(
+                (item for item in quick if item[1].stage == "pending"),
+                key=lambda item: -item[1].value,
+            )
+            for pair, _ in waiting[left:]:
+                self._over.add(_unordered(pair))
+            self.over_budget += len(waiting[left:])
+            self._advance(len(waiting[left:]))
+            done += self._scored(check, [pair for pair, _ in waiting[:left]], thumbs, full=True)
+        else:
+            done = self._scored(check, fresh, thumbs, full=True)
+        for _, scored in done:
+            self.rejected += scored.stage == "quick"
+            self.coarse_rejected += scored.stage == "coarse"
+            self.searched += scored.stage in ("coarse", "fine")
+        return [(pair, scored.value) for pair, scored in done]
+
+    def _scored(
+        self,
+        check: _Check,
+        pairs: list[tuple[Photo, Photo]],
+        thumbs: dict[str, sameshot.Thumb],
+        full: bool,
+    ) -> list[tuple[tuple[Photo, Photo], sameshot.Scored]]:
+        """:func:`score_chunk` of ``pairs``, in the pool when that pays; fewer when the scan
+        is cancelled meanwhile."""
         scorers = self._scoring_pool()
         if scorers is not None and len(pairs) >= POOL_MIN_PAIRS and not self._cancelled():
-            share = -(-len(pairs) // self.workers)  # one chunk per worker: few messages
+            # One chunk per worker: few messages, and a keeper's pairs share its spectra.
+            share = -(-len(pairs) // self.workers)
             chunks = [pairs[i : i + share] for i in range(0, len(pairs), share)]
             try:
                 futures = [
-                    scorers.submit(score_chunk, [(thumbs[a.path], thumbs[b.path]) for a, b in c])
+                    scorers.submit(
+                        score_chunk,
+                        [(thumbs[a.path], thumbs[b.path]) for a, b in c],
+                        full,
+                        [self._prepared_keys(pair) for pair in c],
+                    )
                     for c in chunks
                 ]
-                done: list[tuple[tuple[Photo, Photo], float]] = []
+                done: list[tuple[tuple[Photo, Photo], sameshot.Scored]] = []
                 for chunk, future in zip(chunks, futures, strict=True):
                     done.extend(zip(chunk, future.result(), strict=True))
-                    self._advance(len(chunk))
+                    if full:
+                        self._advance(len(chunk))
                 return done
             except BrokenProcessPool:  # a worker was killed (memory?): score here instead
                 self._scorers = None
@@ -256,9 +367,17 @@ class SameShotChecker:
         for a, b in pairs:
             if self._cancelled():
                 break
-            done.append(((a, b), check.measure(thumbs[a.path], thumbs[b.path])))
-            self._advance(1)
+            keys = [self._prepared_keys((a, b))]
+            done.append(((a, b), score_chunk([(thumbs[a.path], thumbs[b.path])], full, keys)[0]))
+            if full:
+                self._advance(1)
         return done
+
+    def _prepared_keys(self, pair: tuple[Photo, Photo]) -> tuple[str, str]:
+        """Names of a pair's prepared thumbnails in the scoring processes: this checker's
+        token and the path (one checker decodes a path once, so its thumbnail never
+        changes under the name; another checker, another scan, never shares it)."""
+        return (f"{self._token}/{pair[0].path}", f"{self._token}/{pair[1].path}")
 
     def _near_scores(
         self, pairs: list[tuple[Photo, Photo]], thumbs: dict[str, sameshot.Thumb]
@@ -411,6 +530,23 @@ class SameShotChecker:
             # For the next scan; a cache is an optimisation only.
             with contextlib.suppress(CacheError, OSError, sqlite3.Error):
                 self.source.keep(made)
+
+
+def _unordered(pair: tuple[Photo, Photo]) -> tuple[str, str]:
+    a, b = pair[0].path, pair[1].path
+    return (a, b) if a <= b else (b, a)
+
+
+def _distinct(pairs: list[tuple[Photo, Photo]]) -> list[tuple[Photo, Photo]]:
+    """``pairs`` without repeats, either way round: one scan never scores a pair twice."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for pair in pairs:
+        key = _unordered(pair)
+        if key not in seen:
+            seen.add(key)
+            kept.append(pair)
+    return kept
 
 
 class _Check:

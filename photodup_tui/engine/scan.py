@@ -37,7 +37,7 @@ from photodup_tui.engine.features import (
 )
 from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
-from photodup_tui.engine.sameshot_check import SameShotChecker
+from photodup_tui.engine.sameshot_check import SameShotChecker, budget_for
 from photodup_tui.engine.settings import ScanSettings
 from photodup_tui.engine.types import Group, Photo, ScanCounts, ScanResult
 from photodup_tui.engine.walk import Walker, has_raw_suffix
@@ -263,7 +263,7 @@ class _Run:
         self.partials: dict[str, str] = {}  # cached partial hashes, by path
         self.groups_reused = False  # the groups came from an earlier scan's stored grouping
 
-    def _same_shot_checker(self) -> SameShotChecker | None:
+    def _same_shot_checker(self, photos: int) -> SameShotChecker | None:
         if not self.settings.same_shot_check:
             return None
 
@@ -284,6 +284,7 @@ class _Run:
             thumbs=self.thumbs,
             timeout=timeout,
             memory_mb=memory_mb,
+            budget=budget_for(photos),
         )
 
     def _grouped(self, photos: list[Photo], model_id: str) -> list[Group]:
@@ -308,12 +309,18 @@ class _Run:
             if groups is not None:
                 self.groups_reused = True
                 return groups
-        checker = self._same_shot_checker()
+        checker = self._same_shot_checker(len(eligible))
         try:
             groups = self._group(eligible, model_id, checker)
         finally:
             if checker is not None:
                 checker.close()
+        if checker is not None and checker.over_budget:
+            self.warnings.append(
+                f"{checker.over_budget:,} similar pairs were not compared pixel by pixel: this "
+                f"scan's budget of {checker.budget:,} pixel checks was spent (a folder of "
+                "look-alikes); they get no similar verdict, and the grouping is redone next scan"
+            )
         complete = not self.cancel.is_set() and (checker is None or checker.unanswered == 0)
         if complete:
             try:
