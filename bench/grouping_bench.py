@@ -48,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, emit, machine_line, markdown_table, say, verdict
+from archive_data import FLOOR_FOR_DIM
 
 from photodup_tui.engine import grouping
 from photodup_tui.engine.cache import quantise
@@ -336,8 +337,7 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
     """The archive search on the first ``n`` rows of ``folder``'s matrix (bench/archive_data.py)."""
     from photodup_tui.engine.archive import archive_arrays
 
-    meta = json.loads((folder / f"meta-{dim}.json").read_text())
-    floor = float(meta["floor"])
+    floor = FLOOR_FOR_DIM[dim]
     header = np.load(folder / f"embeddings-{dim}.f16", mmap_mode="r")
     matrix = np.memmap(
         header.filename, dtype=np.float16, mode="r", offset=header.offset, shape=(n, dim)
@@ -355,8 +355,11 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
     _phase(f"search done in {seconds:.0f} s; checking")
     rng = np.random.default_rng(seed)
     truth, recall = _sampled_recall(matrix, floor, (a, b), queries, rng)
-    family = np.load(folder / f"family-{dim}.npy", mmap_mode="r")[:n]
-    planted, planted_recall = _planted_recall(matrix, floor, (a, b), np.asarray(family))
+    planted, planted_recall = 0, float("nan")
+    families = folder / f"family-{dim}.npy"
+    if families.exists():  # written when the whole file is (bench/archive_data.py)
+        family = np.asarray(np.load(families, mmap_mode="r")[:n])
+        planted, planted_recall = _planted_recall(matrix, floor, (a, b), family)
     checked, false = _false_pairs(matrix, floor, (a, b, scores), rng)
     return ArchiveResult(
         n=n,
@@ -480,7 +483,7 @@ def archive_report(results: list[ArchiveResult | str], queries: int) -> str:
                 f"{r.peak_gib:.2f} GiB",
                 f"{r.pairs:,}",
                 f"{r.recall:.2%} of {r.truth_pairs:,}",
-                f"{r.planted_recall:.3%} of {r.planted_pairs:,}",
+                f"{r.planted_recall:.3%} of {r.planted_pairs:,}" if r.planted_pairs else "-",
                 f"{r.false_pairs} of {r.checked_pairs:,}",
                 r.load,
                 verdict(

@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -82,6 +82,19 @@ BLOCK_ROWS = 32_768  # rows read (and scored against every centroid) at a time
 BUCKET_BYTES = 512 * 1024 * 1024  # float16 rows in one bucket file
 PILOT_SHARE = 0.01  # the pilot's cells hold this share of the rows (at least PILOT_MIN)
 DISK_SLACK = 1.1  # free space wanted beyond the bucket files' size
+#: A cell with at least SUB_MIN home members is split again where it is searched, into
+#: sub-cells of about SUB_CELL: past a few thousand photos a cell's all-pairs products cost
+#: more than scoring its members against a few sub-centroids, and near copies mostly share
+#: their original's sub-cell.  Each vector then visits the sub-cells within a margin of its
+#: best, the margin that keeps SUB_RECALL of the pilot's pairs (with at least
+#: SUB_PILOT_PAIRS to judge by), unless that visits so much that the cell whole costs
+#: little more (SUB_WORTH).
+SUB_MIN = 3_000
+SUB_CELL = 1_000
+SUB_ITERATIONS = 6
+SUB_RECALL = 0.998
+SUB_PILOT_PAIRS = 500
+SUB_WORTH = 0.8
 
 
 class NotEnoughDisk(OSError):
@@ -164,7 +177,7 @@ class _Rows:
         if self._fd is None:
             return np.ascontiguousarray(self._matrix[start:stop], dtype=self.dtype)
         out = np.empty((stop - start, self.dim), dtype=self.dtype)
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         done, offset = 0, self._offset + start * self.row_bytes
         while done < len(view):
             got = os.preadv(self._fd, [view[done:]], offset + done)
@@ -210,13 +223,15 @@ def _search(
     n = rows.n
     rng = np.random.default_rng(SEED)
     with stats.phase("k-means"):
-        centroids = _kmeans(_SampleView(rows), min(MAX_CELLS, _cell_count(n)), rng, run)
+        # _kmeans only takes len() and sampled rows of what it is given.
+        sample = cast(np.ndarray, _SampleView(rows))
+        centroids = _kmeans(sample, min(MAX_CELLS, _cell_count(n)), rng, run)
     stats.cells = len(centroids)
     with stats.phase("assignment"):
         plan = _assign(rows, centroids, run)
     with stats.phase("pilot"):
-        margin = _pilot_margin(rows, plan, len(centroids), threshold, run, rng, stats)
-    stats.margin = margin
+        margin, sub_margin = _pilot_margin(rows, plan, len(centroids), threshold, run, rng, stats)
+    stats.margin, stats.sub_margin = margin, sub_margin
     keep = plan.probe_gaps <= margin
     probe_rows, probe_cells = plan.probe_rows[keep], plan.probe_cells[keep]
     stats.probes_per_vector = 1 + len(probe_rows) / n
@@ -226,7 +241,7 @@ def _search(
             buckets = _write_buckets(rows, plan.home, probe_rows, probe_cells, folder, run)
         with stats.phase("search"):
             for bucket in buckets:
-                _search_bucket(rows, bucket, plan.home, threshold, found, run)
+                _search_bucket(rows, bucket, plan.home, threshold, sub_margin, found, run, stats)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -273,45 +288,87 @@ def _pilot_margin(
     run: _Runner,
     rng: np.random.Generator,
     stats: SearchStats,
-) -> float:
-    """The probe margin: random cells (``PILOT_SHARE`` of the rows, more until they hold
-    ``PILOT_PAIRS`` pairs) are searched against everything probing them up to
-    ``MAX_MARGIN``, and each pair is marked with the margin it needed; then the partitioned
-    search's rule picks the margin from those rings.  A pair may also be found from the
-    other side (its home member probing the prober's cell), at a margin not seen here, so
-    the margin is if anything wider than needed."""
+) -> tuple[float, float | None]:
+    """The probe margin between cells, and the one between sub-cells (None: search cells
+    whole).  Random cells (``PILOT_SHARE`` of the rows, more until they hold
+    ``PILOT_PAIRS`` pairs) are searched whole against everything probing them up to
+    ``MAX_MARGIN``, and each pair is marked with the margin it needed: the partitioned
+    search's rule picks the cells' margin from those rings, and the sub-cells' margin keeps
+    ``SUB_RECALL`` of the pairs found at it.  A pair may also be found from the other side
+    (its home member probing the prober's cell), at a margin not seen here, so the margins
+    are if anything wider than needed."""
     n = len(plan.home)
     sizes = np.bincount(plan.home, minlength=cells)
     order = rng.permutation(cells)
     held = np.cumsum(sizes[order])
     want = max(PILOT_SHARE * n, min(PILOT_MIN, n))
     taken = 0
-    needed = np.empty(0, dtype=np.float32)
+    parts: list[_Needs] = []
     members = 0
     while taken < cells:
         upto = min(cells, int(np.searchsorted(held, want)) + 1)
         chosen = order[taken:upto]
         taken = upto
         members = int(held[taken - 1])
-        more = _pilot_pairs(rows, plan, cells, chosen, threshold, run)
-        needed = np.concatenate([needed, more])
-        if len(needed) >= PILOT_PAIRS or want >= n:
+        parts.append(_pilot_pairs(rows, plan, cells, chosen, threshold, run))
+        if sum(len(p.keys) for p in parts) >= PILOT_PAIRS or want >= n:
             break
         want *= 2
-    stats.pilot_pairs = len(needed)
-    if len(needed) > DENSE_PAIRS * members:
+    needs = _Needs.merged(parts)
+    cell_need = needs.per_pair()
+    stats.pilot_pairs = len(cell_need)
+    if len(cell_need) > DENSE_PAIRS * members:
         # Photos that all look alike: pairs everywhere; the per-photo cap decides.
         stats.rings = 1
-        return MARGIN_STEP
-    margin, stats.rings = _margin_from(needed)
-    return margin
+        return MARGIN_STEP, None
+    margin, stats.rings = _margin_from(cell_need)
+    return margin, needs.sub_margin(margin)
+
+
+@dataclass
+class _Needs:
+    """Pairs the pilot found, one row per way it found each: the pair's key, the margin
+    between cells that way needed and the one between sub-cells."""
+
+    keys: np.ndarray
+    cell: np.ndarray
+    sub: np.ndarray
+
+    @staticmethod
+    def merged(parts: list[_Needs]) -> _Needs:
+        return _Needs(
+            np.concatenate([p.keys for p in parts]),
+            np.concatenate([p.cell for p in parts]),
+            np.concatenate([p.sub for p in parts]),
+        )
+
+    def per_pair(self) -> np.ndarray:
+        """Each pair's smallest margin between cells."""
+        return _smallest_by_key(self.keys, self.cell)
+
+    def sub_margin(self, margin: float) -> float | None:
+        """The sub-cells' margin that keeps ``SUB_RECALL`` of the pairs found at ``margin``;
+        None when too few pairs say."""
+        ok = (self.cell <= margin + 1e-6) & ~np.isnan(self.sub)  # found in a split cell
+        sub = _smallest_by_key(self.keys[ok], self.sub[ok])
+        if len(sub) < SUB_PILOT_PAIRS:
+            return None
+        return float(np.quantile(sub, SUB_RECALL, method="higher")) + 1e-6
+
+
+def _smallest_by_key(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order]
+    return values[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else values
 
 
 def _pilot_pairs(
     rows: _Rows, plan: _Plan, cells: int, chosen: np.ndarray, threshold: float, run: _Runner
-) -> np.ndarray:
-    """The margin each pair of these cells' home members needed (0: both at home; else the
-    prober's gap), one value per pair."""
+) -> _Needs:
+    """Every pair of these cells' home members with each other and with their probers,
+    with the margins each way needed (between cells: 0 both at home, else the prober's
+    gap; between sub-cells: ``_Split.need``)."""
+    n = len(plan.home)
     in_pilot = np.zeros(cells, dtype=bool)
     in_pilot[chosen] = True
     home_ids = np.flatnonzero(in_pilot[plan.home])
@@ -319,41 +376,130 @@ def _pilot_pairs(
     ids = np.union1d(home_ids, plan.probe_rows[probing])
     vectors = rows.take(ids)
     position = {int(cell): i for i, cell in enumerate(chosen.tolist())}
-    home_by_cell = [[] for _ in chosen]  # type: list[list[int]]
+    home_by_cell: list[list[int]] = [[] for _ in chosen]
     for row, cell in zip(home_ids.tolist(), plan.home[home_ids].tolist(), strict=True):
         home_by_cell[position[cell]].append(row)
-    probes_by_cell = [[] for _ in chosen]  # type: list[list[int]]
+    probes_by_cell: list[list[int]] = [[] for _ in chosen]
     for k in probing.tolist():
         probes_by_cell[position[int(plan.probe_cells[k])]].append(k)
 
-    def search(index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def search(index: int) -> _Needs:
         home = np.array(home_by_cell[index], dtype=np.int64)
         members = _float32(vectors[np.searchsorted(ids, home)])
-        keys, needs = [], []
-        for a, b, _ in _compare_within(members, home, threshold):
-            keys.append(np.minimum(a, b) * len(plan.home) + np.maximum(a, b))
-            needs.append(np.zeros(len(a), dtype=np.float32))
         k = np.array(probes_by_cell[index], dtype=np.int64)
+        probers = plan.probe_rows[k].astype(np.int64)
+        others = _float32(vectors[np.searchsorted(ids, probers)])
+        split = _Split.of(members, others, int(chosen[index]))
+        keys, cell_need, sub_need = [], [], []
+        for i, j, _ in _compare_within(members, np.arange(len(home)), threshold):
+            keys.append(home[i] * n + home[j])  # home is ascending: i < j, home[i] < home[j]
+            cell_need.append(np.zeros(len(i), dtype=np.float32))
+            sub_need.append(split.need_home(i, j) if split else _unsplit(len(i)))
         if len(k):
-            probers = plan.probe_rows[k].astype(np.int64)
-            gaps = plan.probe_gaps[k]
-            others = _float32(vectors[np.searchsorted(ids, probers)])
-            for a, b, _ in _compare(others, np.arange(len(k)), members, home, threshold):
-                row = probers[a]
-                keys.append(np.minimum(row, b) * len(plan.home) + np.maximum(row, b))
-                needs.append(gaps[a])
-        return keys, needs
+            local = np.arange(len(k))
+            for a, j, _ in _compare(others, local, members, np.arange(len(home)), threshold):
+                row, other = probers[a], home[j]
+                keys.append(np.minimum(row, other) * n + np.maximum(row, other))
+                cell_need.append(plan.probe_gaps[k[a]])
+                sub_need.append(split.need_prober(a, j) if split else _unsplit(len(a)))
+        if not keys:
+            empty = np.empty(0, dtype=np.float32)
+            return _Needs(np.empty(0, dtype=np.int64), empty, empty)
+        return _Needs(np.concatenate(keys), np.concatenate(cell_need), np.concatenate(sub_need))
 
-    keys: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
-    needs: list[np.ndarray] = [np.empty(0, dtype=np.float32)]
-    for part_keys, part_needs in run.map(search, range(len(chosen))):
-        keys += part_keys
-        needs += part_needs
-    all_keys, all_needs = np.concatenate(keys), np.concatenate(needs)
-    order = np.lexsort((all_needs, all_keys))  # by pair, smallest margin first
-    all_keys, all_needs = all_keys[order], all_needs[order]
-    first = np.r_[True, all_keys[1:] != all_keys[:-1]]
-    return all_needs[first]
+    return _Needs.merged(list(run.map(search, range(len(chosen)))))
+
+
+def _unsplit(count: int) -> np.ndarray:
+    """The sub-cell margin of pairs in a cell searched whole: none (NaN)."""
+    return np.full(count, np.nan, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ sub-cells
+
+
+@dataclass
+class _Split:
+    """A big cell split again (spherical k-means on its home members, seeded by the cell so
+    the pilot and the search split it alike): each member's sub-cell, and every member's
+    and prober's score against every sub-centroid."""
+
+    home_sub: np.ndarray
+    home_scores: np.ndarray
+    home_best: np.ndarray
+    prober_scores: np.ndarray
+    prober_best: np.ndarray
+
+    @staticmethod
+    def of(members: np.ndarray, probers: np.ndarray, cell: int) -> _Split | None:
+        n = len(members)
+        if n < SUB_MIN:
+            return None
+        rng = np.random.default_rng([SEED, cell])
+        count = n // SUB_CELL
+        centroids = members[np.sort(rng.choice(n, size=count, replace=False))]
+        for _ in range(SUB_ITERATIONS):
+            labels = np.argmax(members @ centroids.T, axis=1)
+            order = np.argsort(labels, kind="stable")
+            used, starts = np.unique(labels[order], return_index=True)
+            centroids = centroids.copy()
+            centroids[used] = np.add.reduceat(members[order], starts, axis=0)
+            centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        scores = members @ centroids.T
+        home_sub = np.argmax(scores, axis=1)
+        others = probers @ centroids.T if len(probers) else np.empty((0, count), np.float32)
+        return _Split(
+            home_sub=home_sub,
+            home_scores=scores,
+            home_best=scores[np.arange(n), home_sub],
+            prober_scores=others,
+            prober_best=others.max(axis=1) if len(probers) else np.empty(0, np.float32),
+        )
+
+    def need_home(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The sub-margin at which members i and j meet: one visiting the other's sub-cell."""
+        gap_i = self.home_best[i] - self.home_scores[i, self.home_sub[j]]
+        gap_j = self.home_best[j] - self.home_scores[j, self.home_sub[i]]
+        return np.minimum(gap_i, gap_j).astype(np.float32)
+
+    def need_prober(self, a: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The sub-margin at which prober a visits member j's sub-cell."""
+        return (self.prober_best[a] - self.prober_scores[a, self.home_sub[j]]).astype(np.float32)
+
+    def pairs(
+        self,
+        members: np.ndarray,
+        member_ids: np.ndarray,
+        probers: np.ndarray,
+        prober_ids: np.ndarray,
+        margin: float,
+        threshold: float,
+    ) -> tuple[list[Hits], float] | None:
+        """The cell's pairs, each sub-cell's members against each other and against the
+        members and probers within ``margin`` of their best sub-cell, and the dot products
+        that took; None when that would cost more than searching the cell whole
+        (``SUB_WORTH``)."""
+        count = self.home_scores.shape[1]
+        home_visits = self.home_best[:, None] - self.home_scores <= margin
+        home_visits[np.arange(len(members)), self.home_sub] = False
+        prober_visits = self.prober_best[:, None] - self.prober_scores <= margin
+        sizes = np.bincount(self.home_sub, minlength=count).astype(np.float64)
+        visitors = home_visits.sum(axis=0) + prober_visits.sum(axis=0)
+        whole = len(members) ** 2 / 2 + len(probers) * len(members)
+        work = float(np.sum(sizes * sizes / 2 + visitors * sizes))
+        if work > SUB_WORTH * whole:
+            return None
+        hits: list[Hits] = []
+        for k in np.flatnonzero(sizes).tolist():
+            mine = self.home_sub == k
+            rows, ids = members[mine], member_ids[mine]
+            hits.extend(_compare_within(rows, ids, threshold))
+            guests_home, guests_away = home_visits[:, k], prober_visits[:, k]
+            if guests_home.any() or guests_away.any():
+                guests = np.concatenate([members[guests_home], probers[guests_away]])
+                guest_ids = np.concatenate([member_ids[guests_home], prober_ids[guests_away]])
+                hits.extend(_compare(guests, guest_ids, rows, ids, threshold))
+        return hits, work
 
 
 def _margin_from(needed: np.ndarray) -> tuple[float, int]:
@@ -409,7 +555,8 @@ def _write_buckets(
     ids: list[list[np.ndarray]] = [[] for _ in range(count)]
     cells_of: list[list[np.ndarray]] = [[] for _ in range(count)]
     paths = [folder / f"bucket-{b:05d}.f16" for b in range(count)]
-    probe_starts = np.searchsorted(probe_rows, np.r_[np.arange(0, rows.n, BLOCK_ROWS), rows.n])
+    block_starts = np.append(np.arange(0, rows.n, BLOCK_ROWS), rows.n)
+    probe_starts = np.searchsorted(probe_rows, block_starts)
 
     def load(index: int) -> np.ndarray:
         start = index * BLOCK_ROWS
@@ -417,8 +564,7 @@ def _write_buckets(
 
     with ExitStack() as stack:
         files: list[BinaryIO] = [stack.enter_context(open(p, "wb")) for p in paths]
-        blocks = run.map(load, range(len(probe_starts) - 1))
-        for index, block in enumerate(blocks):
+        for index, block in enumerate(run.map(load, range(len(probe_starts) - 1))):
             start = index * BLOCK_ROWS
             lo, hi = probe_starts[index], probe_starts[index + 1]
             entry_rows = np.r_[np.arange(start, start + len(block)), probe_rows[lo:hi]]
@@ -449,11 +595,13 @@ def _search_bucket(
     bucket: _Bucket,
     home: np.ndarray,
     threshold: float,
+    sub_margin: float | None,
     found: _Found,
     run: _Runner,
+    stats: SearchStats,
 ) -> None:
     """Within each of the bucket's cells: home members with each other and with the rows
-    probing the cell."""
+    probing the cell (a big cell split into sub-cells when ``sub_margin`` is known)."""
     data = _read_bucket(bucket, rows)
     order = np.argsort(bucket.cells, kind="stable")  # by cell, ascending ids within one
     cells = np.unique(bucket.cells)
@@ -466,22 +614,34 @@ def _search_bucket(
     )
     work = sizes * (ends - starts - sizes) + sizes * sizes / 2
 
-    def search(chunk: list[int]) -> list[Hits]:
+    def search(chunk: list[int]) -> tuple[list[Hits], float]:
         hits: list[Hits] = []
+        done = 0.0
         for c in chunk:
             picked = order[starts[c] : ends[c]]
             mine = at_home[picked]
             members, member_ids = picked[mine], bucket.ids[picked[mine]].astype(np.int64)
             vectors = _float32(data[members])
-            hits.extend(_compare_within(vectors, member_ids, threshold))
             probers = picked[~mine]
-            if len(probers):
-                prober_ids = bucket.ids[probers].astype(np.int64)
-                hits.extend(
-                    _compare(_float32(data[probers]), prober_ids, vectors, member_ids, threshold)
+            prober_ids = bucket.ids[probers].astype(np.int64)
+            others = _float32(data[probers])
+            split = _Split.of(vectors, others, int(cells[c])) if sub_margin is not None else None
+            if split is not None and sub_margin is not None:
+                found_here = split.pairs(
+                    vectors, member_ids, others, prober_ids, sub_margin, threshold
                 )
-        return hits
+                if found_here is not None:
+                    hits.extend(found_here[0])
+                    done += found_here[1]
+                    continue
+            hits.extend(_compare_within(vectors, member_ids, threshold))
+            if len(probers):
+                hits.extend(_compare(others, prober_ids, vectors, member_ids, threshold))
+            done += work[c]
+        return hits, done
 
-    for hits in run.map(search, _chunks(work)):
+    n = len(home)
+    for hits, done in run.map(search, _chunks(work)):
         for hit in hits:
             found.add(hit)
+        stats.work_share += done / (n * (n - 1) / 2)

@@ -106,6 +106,7 @@ class SearchStats:
     method: str = ""  # "exact", "partitioned", or "exact (fallback)"
     cells: int = 0
     margin: float = 0.0  # the probe margin the pilot chose
+    sub_margin: float | None = None  # the archive search's margin between sub-cells
     rings: int = 0  # margin steps the pilot searched
     pilot_pairs: int = 0  # pairs the pilot found
     probes_per_vector: float = 0.0  # cells each vector is compared in, on average

@@ -17,7 +17,7 @@ from photodup_tui.engine.neighbours import SearchStats
 from photodup_tui.engine.settings import ScanSettings, Thresholds
 from photodup_tui.engine.types import Group
 from tests.engine.helpers import photo
-from tests.engine.test_neighbours import library, near_copies, truth
+from tests.engine.test_neighbours import library, near_copies
 
 Pairs = set[tuple[int, int]]
 
@@ -39,24 +39,60 @@ def search(matrix: np.ndarray, threshold: float, folder: Path) -> tuple[Any, Sea
     return hits, stats
 
 
+def truth(vectors: np.ndarray, threshold: float) -> Pairs:
+    """Every pair at or above the threshold, by brute force a block of rows at a time."""
+    full = vectors.astype(np.float32)
+    pairs: Pairs = set()
+    for start in range(0, len(full), 2048):
+        i, j = np.nonzero(full[start : start + 2048] @ full.T >= threshold)
+        i += start
+        pairs |= set(zip(i[i < j].tolist(), j[i < j].tolist(), strict=True))
+    return pairs
+
+
 def as_pairs(a: np.ndarray, b: np.ndarray) -> Pairs:
     return set(zip(a.tolist(), b.tolist(), strict=True))
 
 
 def test_finds_the_exact_searchs_pairs_with_their_exact_cosines(tmp_path: Path) -> None:
-    vectors = library(30_000, 256, 0.80, seed=3)
+    vectors = library(20_000, 256, 0.80, seed=3)
     matrix = on_disk(vectors, tmp_path)
     (a, b, scores), stats = search(matrix, 0.80, tmp_path)
     want = truth(vectors, 0.80)
     found = as_pairs(a, b)
     assert stats.method == "archive" and stats.cells > 100
-    assert len(want) > 4000
+    assert len(want) > 3000
     assert len(found & want) >= 0.99 * len(want)
     assert found <= want  # no false pair
     full = vectors.astype(np.float32)
     assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
     assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)  # sorted, unique
     assert not list(tmp_path.glob("photodup-archive-*"))  # the buckets are gone
+
+
+def test_big_cells_are_split_and_still_give_the_exact_searchs_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells of ~1,000 photos (as 10M photos in 1,000 cells have ~10,000) split into
+    sub-cells: far fewer dot products, the same pairs but a few, never a false one."""
+    vectors = library(20_000, 128, 0.80, topics=40, seed=6)
+    matrix = on_disk(vectors, tmp_path)
+    monkeypatch.setattr(archive, "MAX_CELLS", 20)
+    monkeypatch.setattr(archive, "SUB_MIN", 10**9)
+    (a0, b0, _), whole = search(matrix, 0.80, tmp_path)
+    monkeypatch.setattr(archive, "SUB_MIN", 400)
+    monkeypatch.setattr(archive, "SUB_CELL", 150)
+    monkeypatch.setattr(archive, "SUB_PILOT_PAIRS", 100)
+    (a, b, scores), split = search(matrix, 0.80, tmp_path)
+    want = truth(vectors, 0.80)
+    found = as_pairs(a, b)
+    assert whole.sub_margin is None and split.sub_margin is not None
+    assert split.work_share < 0.7 * whole.work_share
+    assert as_pairs(a0, b0) <= want and len(as_pairs(a0, b0)) >= 0.99 * len(want)
+    assert found <= want  # no false pair
+    assert len(found) >= 0.99 * len(want)
+    full = vectors.astype(np.float32)
+    assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
 
 
 def test_pairs_just_below_the_threshold_are_never_reported(tmp_path: Path) -> None:
@@ -76,7 +112,9 @@ def test_pairs_just_below_the_threshold_are_never_reported(tmp_path: Path) -> No
     assert np.all(np.sum(full[a] * full[b], axis=1) >= 0.8)
 
 
-def test_streams_float16_blocks_and_buckets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streams_float16_blocks_and_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The matrix is read a block (or a sampled run) at a time, never whole; what the
     buckets store and give back is float16, each bucket about BUCKET_BYTES."""
     vectors = library(20_000, 128, 0.80, seed=5)
