@@ -127,13 +127,12 @@ def archive_arrays(
     ``matrix`` (L2-normalised, float16 or float32, typically an ``np.memmap``), sorted, as
     three arrays, like ``neighbour_arrays``.  Bucket files go to a fresh folder in
     ``workdir`` (default: the temp dir), removed before returning."""
-    rows = _Rows(matrix)
-    n = rows.n
-    found = _Found(n)
+    found = _Found(len(matrix))
     stats = stats if stats is not None else SearchStats()
     stats.method = "archive"
-    if n < 2:
+    if len(matrix) < 2:
         return found.arrays()
+    rows = _Rows(matrix)
     workers = _cores()
     try:
         with (
@@ -188,7 +187,7 @@ class _Rows:
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """The rows ``ids`` (ascending), each run of consecutive ids read at once."""
-        if self._fd is None:
+        if self._fd is None or not len(ids):
             return np.ascontiguousarray(self._matrix[ids], dtype=self.dtype)
         out = np.empty((len(ids), self.dim), dtype=self.dtype)
         breaks = np.flatnonzero(np.diff(ids) != 1) + 1

@@ -153,6 +153,32 @@ def test_an_in_memory_matrix_gives_the_same_pairs(tmp_path: Path) -> None:
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.allclose(s1, s2)
 
 
+def test_cancel_stops_between_chunks_and_removes_the_buckets(tmp_path: Path) -> None:
+    import threading
+
+    vectors = library(8_000, 64, 0.85, seed=2)
+    cancel = threading.Event()
+    ticks: list[int] = []
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 3:
+            cancel.set()
+
+    a, _, _ = archive.archive_arrays(
+        on_disk(vectors, tmp_path), 0.85, workdir=tmp_path, cancel=cancel, tick=tick
+    )
+    assert len(ticks) == 3  # nothing ran after the cancel was seen
+    assert len(a) < len(truth(vectors, 0.85))
+    assert not list(tmp_path.glob("photodup-archive-*"))
+
+
+def test_tiny_inputs(tmp_path: Path) -> None:
+    for rows in (np.empty((0, 8), np.float16), np.ones((1, 8), np.float16)):
+        a, b, scores = archive.archive_arrays(rows, 0.5, workdir=tmp_path)
+        assert len(a) == len(b) == len(scores) == 0
+
+
 def test_not_enough_disk_is_said_before_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
