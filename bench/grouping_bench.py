@@ -38,6 +38,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -348,8 +349,20 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
     _reset_peak()
     _phase(f"archive search of {n:,} x {dim} running")
     started, cpu = time.perf_counter(), time.process_time()
+    done = threading.Event()
+
+    def report() -> None:  # how far a long run got, should it be stopped
+        while not done.wait(30):
+            _phase(
+                f"progress: {time.process_time() - cpu:.0f} s CPU, peak {_peak() / 2**30:.2f} "
+                f"GiB, margin {stats.margin} / {stats.sub_margin}, work share "
+                f"{stats.work_share:.5f}, phases {stats.cpu_seconds}"
+            )
+
+    threading.Thread(target=report, daemon=True).start()
     a, b, scores = archive_arrays(matrix, floor, workdir=folder, stats=stats)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    done.set()
     peak = _peak()
     load = f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     _phase(f"search done in {seconds:.0f} s; checking")
@@ -367,7 +380,9 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
         floor=floor,
         search=(
             f"archive ({stats.cells:,} cells, margin {stats.margin:.2f}, "
-            f"{stats.probes_per_vector:.2f} cells/vector)"
+            f"{stats.probes_per_vector:.2f} cells/vector, sub-cell margin "
+            f"{'-' if stats.sub_margin is None else f'{stats.sub_margin:.4f}'}, "
+            f"{stats.work_share:.4%} of the exact search's products)"
         ),
         seconds=seconds,
         cpu_seconds=cpu_seconds,
