@@ -38,6 +38,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, emit, machine_line, markdown_table, say, verdict
+from archive_data import FLOOR_FOR_DIM
 
 from photodup_tui.engine import grouping
 from photodup_tui.engine.cache import quantise
@@ -309,6 +311,252 @@ def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+# ------------------------------------------------------------------------------ archive
+
+
+@dataclass
+class ArchiveResult:
+    n: int
+    dim: int
+    floor: float
+    search: str
+    seconds: float
+    cpu_seconds: float
+    peak_gib: float  # VmHWM during the search (the matrix is on disk, read with pread)
+    phases: str
+    pairs: int
+    truth_pairs: int  # brute force on the sampled queries
+    recall: float
+    planted_pairs: int  # every pair of every planted family at or above the floor
+    planted_recall: float
+    checked_pairs: int  # reported pairs re-scored from the file
+    false_pairs: int
+    load: str
+
+
+def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7) -> ArchiveResult:
+    """The archive search on the first ``n`` rows of ``folder``'s matrix (bench/archive_data.py)."""
+    from photodup_tui.engine.archive import archive_arrays
+
+    floor = FLOOR_FOR_DIM[dim]
+    header = np.load(folder / f"embeddings-{dim}.f16", mmap_mode="r")
+    matrix = np.memmap(
+        header.filename, dtype=np.float16, mode="r", offset=header.offset, shape=(n, dim)
+    )
+    del header
+    stats = SearchStats()
+    load_before = os.getloadavg()[0]
+    _reset_peak()
+    _phase(f"archive search of {n:,} x {dim} running")
+    started, cpu = time.perf_counter(), time.process_time()
+    done = threading.Event()
+
+    def report() -> None:  # how far a long run got, should it be stopped
+        while not done.wait(30):
+            _phase(
+                f"progress: {time.process_time() - cpu:.0f} s CPU, peak {_peak() / 2**30:.2f} "
+                f"GiB, margin {stats.margin} / {stats.sub_margin}, work share "
+                f"{stats.work_share:.5f}, phases {stats.cpu_seconds}"
+            )
+
+    threading.Thread(target=report, daemon=True).start()
+    a, b, scores = archive_arrays(matrix, floor, workdir=folder, stats=stats)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    done.set()
+    peak = _peak()
+    load = f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+    _phase(f"search done in {seconds:.0f} s; checking")
+    rng = np.random.default_rng(seed)
+    truth, recall = _sampled_recall(matrix, floor, (a, b), queries, rng)
+    planted, planted_recall = 0, float("nan")
+    families = folder / f"family-{dim}.npy"
+    if families.exists():  # written when the whole file is (bench/archive_data.py)
+        family = np.asarray(np.load(families, mmap_mode="r")[:n])
+        planted, planted_recall = _planted_recall(matrix, floor, (a, b), family)
+    checked, false = _false_pairs(matrix, floor, (a, b, scores), rng)
+    return ArchiveResult(
+        n=n,
+        dim=dim,
+        floor=floor,
+        search=(
+            f"archive ({stats.cells:,} cells, margin {stats.margin:.2f}, "
+            f"{stats.probes_per_vector:.2f} cells/vector, sub-cell margin "
+            f"{'-' if stats.sub_margin is None else f'{stats.sub_margin:.4f}'}, "
+            f"{stats.work_share:.4%} of the exact search's products)"
+        ),
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        peak_gib=peak / 2**30,
+        phases=", ".join(
+            f"{name} {sec:.1f} s (CPU {stats.cpu_seconds[name]:.1f} s)"
+            for name, sec in stats.seconds.items()
+        ),
+        pairs=len(a),
+        truth_pairs=truth,
+        recall=recall,
+        planted_pairs=planted,
+        planted_recall=planted_recall,
+        checked_pairs=checked,
+        false_pairs=false,
+        load=load,
+    )
+
+
+def _keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    return np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
+
+
+def _sampled_recall(
+    matrix: np.ndarray,
+    floor: float,
+    pairs: tuple[np.ndarray, np.ndarray],
+    queries: int,
+    rng: np.random.Generator,
+) -> tuple[int, float]:
+    """Brute force for random query rows against every row (the file read in blocks)."""
+    n = len(matrix)
+    sample = np.sort(rng.choice(n, size=min(queries, n), replace=False))
+    q = np.asarray(matrix[sample]).astype(np.float32)
+    truth = [np.empty(0, dtype=np.int64)]
+    step = 65_536
+    for start in range(0, n, step):
+        block = np.asarray(matrix[start : start + step]).astype(np.float32)
+        j, k = np.nonzero(block @ q.T >= floor)
+        j, qi = j + start, sample[k]
+        keep = j != qi
+        truth.append(_keys(qi[keep], j[keep], n))
+    want = np.unique(np.concatenate(truth))
+    have = _keys(*pairs, n)
+    return len(want), float(np.isin(want, have).mean()) if len(want) else 1.0
+
+
+def _planted_recall(
+    matrix: np.ndarray, floor: float, pairs: tuple[np.ndarray, np.ndarray], family: np.ndarray
+) -> tuple[int, float]:
+    """Every pair inside every planted family, scored exactly; those at or above the floor
+    must be found."""
+    n = len(matrix)
+    rows = np.flatnonzero(family >= 0)
+    order = rows[np.argsort(family[rows], kind="stable")]
+    fam = family[order]
+    starts = np.flatnonzero(np.r_[True, fam[1:] != fam[:-1]])
+    sizes = np.diff(np.r_[starts, len(fam)])
+    left, right = [], []
+    for size in range(2, int(sizes.max(initial=0)) + 1):
+        groups = starts[sizes == size]
+        for x in range(size):
+            for y in range(x + 1, size):
+                left.append(order[groups + x])
+                right.append(order[groups + y])
+    if not left:
+        return 0, 1.0
+    i, j = np.concatenate(left), np.concatenate(right)
+    vectors = _rows(matrix, np.union1d(i, j))
+    cos = np.einsum("ij,ij->i", vectors(i), vectors(j))
+    keep = cos >= floor
+    want = _keys(i[keep], j[keep], n)
+    return len(want), float(np.isin(want, _keys(*pairs, n)).mean()) if len(want) else 1.0
+
+
+def _rows(matrix: np.ndarray, ids: np.ndarray) -> Any:
+    """A lookup of these rows as float32, read once in id order."""
+    data = np.empty((len(ids), matrix.shape[1]), dtype=np.float32)
+    for start in range(0, len(ids), 65_536):
+        data[start : start + 65_536] = matrix[ids[start : start + 65_536]]
+    return lambda wanted: data[np.searchsorted(ids, wanted)]
+
+
+def _false_pairs(
+    matrix: np.ndarray,
+    floor: float,
+    hits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    sample: int = 200_000,
+) -> tuple[int, int]:
+    """Reported pairs (all, or a random ``sample``) re-scored from the file: below the
+    floor, or a reported cosine that is not the true one, is a false pair."""
+    a, b, scores = hits
+    picked = np.sort(rng.choice(len(a), size=min(sample, len(a)), replace=False))
+    i, j = a[picked], b[picked]
+    vectors = _rows(matrix, np.union1d(i, j))
+    cos = np.einsum("ij,ij->i", vectors(i), vectors(j))
+    wrong = (cos < floor) | (np.abs(cos - scores[picked]) > 1e-5)
+    return len(picked), int(np.count_nonzero(wrong))
+
+
+def archive_report(results: list[ArchiveResult | str], queries: int) -> str:
+    rows = []
+    for r in results:
+        if isinstance(r, str):
+            rows.append([r, *(["-"] * 9)])
+            continue
+        rows.append(
+            [
+                f"{r.n:,} x {r.dim} (floor {r.floor:.2f})",
+                r.search,
+                f"{r.seconds:.0f} s (CPU {r.cpu_seconds:.0f} s)",
+                f"{r.peak_gib:.2f} GiB",
+                f"{r.pairs:,}",
+                f"{r.recall:.2%} of {r.truth_pairs:,}",
+                f"{r.planted_recall:.3%} of {r.planted_pairs:,}" if r.planted_pairs else "-",
+                f"{r.false_pairs} of {r.checked_pairs:,}",
+                r.load,
+                verdict(
+                    r.seconds < 600
+                    and r.peak_gib < 16
+                    and r.recall >= RECALL_TARGET
+                    and r.false_pairs == 0
+                ),
+            ]
+        )
+    header = [
+        "embeddings",
+        "search",
+        "time",
+        "peak RSS",
+        "pairs",
+        f"recall ({queries:,} queries, brute force)",
+        "recall (every planted pair)",
+        "false pairs (re-scored)",
+        "load avg",
+        "< 10 min, < 16 GiB, recall >= 99%, no false pair",
+    ]
+    phases = [f"* {r.n:,} x {r.dim}: {r.phases}" for r in results if isinstance(r, ArchiveResult)]
+    return "\n".join(
+        [
+            f"Archive grouping search (photodup_tui/engine/archive.py); {machine_line()}",
+            "",
+            markdown_table(header, rows),
+            "",
+            "The matrix is a float16 file (bench/archive_data.py) read with pread; peak RSS "
+            "is the process's during the search.  Phases:",
+            "",
+            *phases,
+        ]
+    )
+
+
+def _archive_child(spec: str, folder: Path, queries: int, budget: float) -> ArchiveResult | str:
+    command = [
+        sys.executable, __file__, "--archive", str(folder), "--child", spec,
+        "--queries", str(queries),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=ROOT
+        )
+        try:
+            out, _ = child.communicate(timeout=budget)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            return f"{spec}: stopped after {budget:.0f} s ({_last_phase(errors)})"
+        if child.returncode != 0:
+            return f"{spec}: failed with exit {child.returncode} ({_last_phase(errors)})"
+    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return ArchiveResult(**data)
+
+
 # ------------------------------------------------------------------------------ report
 
 
@@ -427,9 +675,25 @@ def main() -> None:
         "--budget", type=float, default=240.0, help="seconds before a case is stopped"
     )
     parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        help="the archive search on the matrix in this folder (bench/archive_data.py)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.archive is not None:
+        if args.child:
+            n, dim = _parse(args.child)
+            print(json.dumps(asdict(run_archive_case(n, dim, args.archive, args.queries))))
+            return
+        done: list[ArchiveResult | str] = []
+        for spec in args.sizes.split(","):
+            say(f"archive search {spec} ...")
+            done.append(_archive_child(spec.strip(), args.archive, args.queries, args.budget))
+        emit(archive_report(done, args.queries), args.out)
+        return
     if args.child:
         n, dim = _parse(args.child)
         print(json.dumps(asdict(run_case(n, dim, args.queries))))

@@ -35,14 +35,17 @@ alone nominate the candidates.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from photodup_tui.engine.archive import ARCHIVE_LIMIT, archive_arrays, write_matrix
 from photodup_tui.engine.keeprules import (
     KeepRules,
     dimensions,
@@ -50,7 +53,13 @@ from photodup_tui.engine.keeprules import (
     is_raw_jpeg_pair,
     may_be_resave,
 )
-from photodup_tui.engine.neighbours import EXACT_LIMIT, Tick, hamming_arrays, neighbour_arrays
+from photodup_tui.engine.neighbours import (
+    EXACT_LIMIT,
+    Hits,
+    Tick,
+    hamming_arrays,
+    neighbour_arrays,
+)
 from photodup_tui.engine.sameshot import SAME_PICTURE_MIN, SAME_SHOT_MIN
 from photodup_tui.engine.settings import Thresholds
 from photodup_tui.engine.types import Action, Group, Kind, Member, Photo
@@ -147,6 +156,8 @@ def group_photos(
     cancel: threading.Event | None = None,
     tick: Tick | None = None,
     verify: Verify | None = None,
+    archive_limit: int = ARCHIVE_LIMIT,
+    archive_dir: Path | None = None,
 ) -> list[Group]:
     """All duplicate groups among ``photos``; ``embeddings`` by path (any replica's).
 
@@ -154,10 +165,13 @@ def group_photos(
     verdict also needs the pixels to agree after aligning (an edit, not another shot of the
     scene); without it the features alone decide.  ``cancel`` cuts the neighbour search
     short (the groups then rest on the pairs found so far); ``tick`` is called now and then
-    during it, for progress reports.
+    during it, for progress reports.  Above ``archive_limit`` embeddings the neighbour
+    search is the archive one (``archive.py``: on disk in ``archive_dir``, default the temp
+    dir, a bucket at a time); below, nothing changes.
     """
     contents = _contents(photos, rules, embeddings)
-    edges = _edges(contents, thresholds, exact_limit, cancel, tick)
+    search = _Search(exact_limit, cancel, tick, archive_limit, archive_dir)
+    edges = _edges(contents, thresholds, search)
     check = _Check(contents, edges, verify)
     assigned: set[int] = set()
     check.prefetch_near()
@@ -370,12 +384,32 @@ def _phash(content: _Content) -> int | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Search:
+    """How the neighbour search runs (``group_photos``'s options)."""
+
+    exact_limit: int
+    cancel: threading.Event | None
+    tick: Tick | None
+    archive_limit: int
+    archive_dir: Path | None
+
+    def cosines(self, vectors: Sequence[np.ndarray], floor: float) -> Hits:
+        if len(vectors) <= self.archive_limit:
+            matrix = np.stack(vectors)
+            return neighbour_arrays(
+                matrix, floor, self.exact_limit, cancel=self.cancel, tick=self.tick
+            )
+        # An archive: one float16 file instead of a stacked copy in memory.
+        with tempfile.TemporaryDirectory(prefix="photodup-", dir=self.archive_dir) as folder:
+            matrix = write_matrix(vectors, Path(folder) / "embeddings.f16")
+            return archive_arrays(
+                matrix, floor, workdir=Path(folder), cancel=self.cancel, tick=self.tick
+            )
+
+
 def _edges(
-    contents: list[_Content],
-    thresholds: Thresholds,
-    exact_limit: int,
-    cancel: threading.Event | None,
-    tick: Tick | None,
+    contents: list[_Content], thresholds: Thresholds, search: _Search
 ) -> list[dict[int, Match]]:
     """For each content, its near/similar neighbours (both directions), strongest first
     (``Match.score``, then lower index): the order a keeper's candidates are checked in.
@@ -394,8 +428,8 @@ def _edges(
         ]
         if len(with_vectors) < 2:
             return [{} for _ in contents]
-        matrix = np.stack([c.embedding for c in with_vectors if c.embedding is not None])
-        a, b, scores = neighbour_arrays(matrix, cosine_floor, exact_limit, cancel=cancel, tick=tick)
+        vectors = [c.embedding for c in with_vectors if c.embedding is not None]
+        a, b, scores = search.cosines(vectors, cosine_floor)
         index = np.array([c.index for c in with_vectors], dtype=np.int64)
         i, j = index[a], index[b]
         cosines: np.ndarray | None = scores.astype(np.float64)  # compared as Python did
@@ -409,7 +443,7 @@ def _edges(
         if limit is None or len(hashed) < 2:
             return [{} for _ in contents]
         values = np.array([hashes[k] for k in hashed.tolist()], dtype=np.uint64)
-        a, b, distances = hamming_arrays(values, limit, cancel=cancel, tick=tick)
+        a, b, distances = hamming_arrays(values, limit, cancel=search.cancel, tick=search.tick)
         i, j = hashed[a], hashed[b]
         cosines = None
     kinds = _classify(thresholds, distances, cosines, _same_shape(contents, i, j))

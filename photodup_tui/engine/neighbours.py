@@ -106,6 +106,7 @@ class SearchStats:
     method: str = ""  # "exact", "partitioned", or "exact (fallback)"
     cells: int = 0
     margin: float = 0.0  # the probe margin the pilot chose
+    sub_margin: float | None = None  # the archive search's margin between sub-cells
     rings: int = 0  # margin steps the pilot searched
     pilot_pairs: int = 0  # pairs the pilot found
     probes_per_vector: float = 0.0  # cells each vector is compared in, on average
@@ -460,26 +461,8 @@ def _assign(vectors: np.ndarray, centroids: np.ndarray, run: _Runner) -> _Cells:
     n, count = len(vectors), len(centroids)
     step = _rows_per_block(count, n)
 
-    def assign(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        scores = _float32(vectors[start : start + step]) @ centroids.T
-        home = scores.argmax(axis=1)
-        best = scores[np.arange(len(scores)), home]
-        # N x cells values: every pass over them counts, so no matrix of gaps, and only the
-        # rows with a cell besides their home (few, on clustered data) are looked into.
-        candidate = scores >= (best - MAX_MARGIN)[:, None]
-        counts = np.count_nonzero(candidate, axis=1)
-        several = np.flatnonzero(counts > 1)
-        candidate = candidate[several]
-        crowded = np.flatnonzero(counts[several] > MAX_PROBES)
-        if len(crowded):  # keep the MAX_PROBES best, home included
-            ranked = np.argsort(-scores[several[crowded]], axis=1)[:, :MAX_PROBES]
-            candidate[crowded] = False
-            candidate[crowded[:, None], ranked] = True
-        r, c = np.nonzero(candidate)
-        r = several[r]
-        away = c != home[r]
-        r, c = r[away], c[away]
-        return home, (r + start).astype(np.int32), c.astype(np.int32), best[r] - scores[r, c]
+    def assign(start: int) -> Assigned:
+        return assign_block(_float32(vectors[start : start + step]), centroids, start)
 
     parts = list(run.map(assign, _starts(n, step)))
     home = np.concatenate([part[0] for part in parts])
@@ -492,6 +475,34 @@ def _assign(vectors: np.ndarray, centroids: np.ndarray, run: _Runner) -> _Cells:
     probe_rows = np.concatenate([part[1] for part in parts])[order]
     probe_gaps = np.concatenate([part[3] for part in parts])[order]
     return _Cells(home_rows, home_bounds, probe_rows, probe_gaps, probe_bounds)
+
+
+#: One block's assignment: each row's home cell, and its probes as (row, cell, gap) arrays.
+Assigned = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def assign_block(rows: np.ndarray, centroids: np.ndarray, start: int) -> Assigned:
+    """Home cells of these float32 ``rows`` (ids from ``start``), and the other cells each
+    may probe: centroid score within ``MAX_MARGIN`` of its best, ``MAX_PROBES`` at most."""
+    scores = rows @ centroids.T
+    home = scores.argmax(axis=1)
+    best = scores[np.arange(len(scores)), home]
+    # N x cells values: every pass over them counts, so no matrix of gaps, and only the
+    # rows with a cell besides their home (few, on clustered data) are looked into.
+    candidate = scores >= (best - MAX_MARGIN)[:, None]
+    counts = np.count_nonzero(candidate, axis=1)
+    several = np.flatnonzero(counts > 1)
+    candidate = candidate[several]
+    crowded = np.flatnonzero(counts[several] > MAX_PROBES)
+    if len(crowded):  # keep the MAX_PROBES best, home included
+        ranked = np.argsort(-scores[several[crowded]], axis=1)[:, :MAX_PROBES]
+        candidate[crowded] = False
+        candidate[crowded[:, None], ranked] = True
+    r, c = np.nonzero(candidate)
+    r = several[r]
+    away = c != home[r]
+    r, c = r[away], c[away]
+    return home, (r + start).astype(np.int32), c.astype(np.int32), best[r] - scores[r, c]
 
 
 def _by_cell(rows: np.ndarray, cells: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

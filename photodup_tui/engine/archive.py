@@ -1,0 +1,646 @@
+"""Neighbour search at archive scale: millions of embeddings, more than memory holds.
+
+``neighbours.neighbour_arrays`` holds the whole matrix (and, for the partitioned search, a
+float32 copy of what fits).  10,000,000 x 1280 float16 embeddings are 25.6 GB: more than
+this kind of machine has.  This search takes the matrix as it lies on disk (an
+``np.memmap``, e.g. ``cache.write_matrix``'s file; an in-memory array works too) and only
+ever holds one bucket of it:
+
+1. **k-means** on a sample, as the partitioned search does (at most ``MAX_CELLS`` cells:
+   past that, each vector's scores against every centroid cost more than the cells save).
+2. **Assignment**, streamed: the matrix is read ``BLOCK_ROWS`` at a time (``os.pread``, so
+   the file's pages never count in this process's memory), each row gets its home cell and
+   the cells it may probe (centroid score within ``MAX_MARGIN`` of its best).
+3. **Pilot**: random cells and everything probing them are read and searched at every
+   margin; the probe margin is chosen from the new pairs per margin step, by the partitioned
+   search's rule (``neighbours._Pilot``).
+4. **Buckets**, streamed: a second pass writes each row, as the float16 it already is, into
+   the bucket file of its home cell and of each cell it probes at that margin (an external
+   distribution sort: sequential reads, appends).  A bucket is a run of cells of about
+   ``BUCKET_BYTES``.
+5. **Search**, a bucket at a time: within each cell, matrix products compare the home
+   members with each other and with the vectors probing the cell, in float32 (converted a
+   cell at a time), exactly as the in-memory search does.
+
+The storage is float16, the values the cache keeps (``cache.quantise``): nothing is rounded
+further, so every score is the same float32 dot product the in-memory search computes and
+no pair below the threshold is ever reported (re-scoring is not needed: nothing was
+approximated).  What can be missed is a pair whose photos never meet in a cell (the margin,
+as in the partitioned search).  Peak memory: the per-row cell facts (~12 bytes a row plus
+~16 per probe), one bucket, one block of similarities per core, and the pairs found
+(capped at ``MAX_PER_PHOTO`` per photo).  Disk: the bucket files, about (1 + probes per
+row) x the matrix, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from photodup_tui.engine.neighbours import (
+    DENSE_PAIRS,
+    MARGIN_STEP,
+    MAX_MARGIN,
+    PILOT_MIN,
+    PILOT_PAIRS,
+    QUIET_RINGS,
+    RING_SHARE,
+    SEED,
+    Assigned,
+    Hits,
+    SearchStats,
+    Tick,
+    _Cancelled,
+    _cell_count,
+    _chunks,
+    _compare,
+    _compare_within,
+    _cores,
+    _float32,
+    _Found,
+    _kmeans,
+    _Runner,
+    assign_block,
+)
+
+#: ``group_photos`` takes this path above this many embeddings (it never changes the small
+#: library's path): below, the in-memory search is faster and the matrix fits.
+ARCHIVE_LIMIT = 2_000_000
+MAX_CELLS = 1_000
+BLOCK_ROWS = 32_768  # rows read (and scored against every centroid) at a time
+BUCKET_BYTES = 512 * 1024 * 1024  # float16 rows in one bucket file
+PILOT_SHARE = 0.01  # the pilot's cells hold this share of the rows (at least PILOT_MIN)
+DISK_SLACK = 1.1  # free space wanted beyond the bucket files' size
+#: A cell with at least SUB_MIN home members is split again where it is searched, into
+#: sub-cells of about SUB_CELL: past a few thousand photos a cell's all-pairs products cost
+#: more than scoring its members against a few sub-centroids, and near copies mostly share
+#: their original's sub-cell.  Each vector then visits the sub-cells within a margin of its
+#: best, the margin that keeps SUB_RECALL of the pilot's pairs (with at least
+#: SUB_PILOT_PAIRS to judge by), unless that visits so much that the cell whole costs
+#: little more (SUB_WORTH).
+SUB_MIN = 3_000
+SUB_CELL = 1_000
+SUB_ITERATIONS = 6
+SUB_RECALL = 0.998
+SUB_PILOT_PAIRS = 500
+SUB_WORTH = 0.8
+
+
+class NotEnoughDisk(OSError):
+    """The bucket files would not fit where they were to be written."""
+
+
+def write_matrix(vectors: Sequence[np.ndarray], path: Path) -> np.memmap:
+    """``vectors`` (one per photo, e.g. the scan's float16 embeddings) as one float16 matrix
+    in the file ``path``, written ``BLOCK_ROWS`` at a time (never stacked in memory, and
+    with plain writes: pages written through a mapping would count in this process's
+    memory), and opened read-only as an ``np.memmap`` for ``archive_arrays``."""
+    dim = len(vectors[0])
+    with open(path, "wb") as out:
+        for start in range(0, len(vectors), BLOCK_ROWS):
+            block = np.stack(vectors[start : start + BLOCK_ROWS]).astype(np.float16)
+            out.write(block.tobytes())
+    return np.memmap(path, dtype=np.float16, mode="r", shape=(len(vectors), dim))
+
+
+def archive_arrays(
+    matrix: np.ndarray,
+    threshold: float,
+    *,
+    workdir: Path | None = None,
+    cancel: threading.Event | None = None,
+    tick: Tick | None = None,
+    stats: SearchStats | None = None,
+) -> Hits:
+    """Every pair ``(i, j, cosine)``, ``i < j``, ``cosine >= threshold``, of the rows of
+    ``matrix`` (L2-normalised, float16 or float32, typically an ``np.memmap``), sorted, as
+    three arrays, like ``neighbour_arrays``.  Bucket files go to a fresh folder in
+    ``workdir`` (default: the temp dir), removed before returning."""
+    found = _Found(len(matrix))
+    stats = stats if stats is not None else SearchStats()
+    stats.method = "archive"
+    if len(matrix) < 2:
+        return found.arrays()
+    rows = _Rows(matrix)
+    workers = _cores()
+    try:
+        with (
+            ExitStack() as stack,
+            threadpool_limits(limits=1, user_api="blas"),
+            ThreadPoolExecutor(workers, thread_name_prefix="archive") as pool,
+        ):
+            stack.callback(rows.close)
+            run = _Runner(pool, workers, cancel, tick)
+            _search(rows, threshold, found, run, stats, workdir)
+    except _Cancelled:
+        pass
+    with stats.phase("pairs"):
+        return found.arrays()
+
+
+class _Rows:
+    """The matrix, read a block at a time: ``os.pread`` from its file when it is an
+    ``np.memmap`` (the page cache holds what was read, not this process), else slices."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        if matrix.ndim != 2:
+            raise ValueError("embeddings must be a 2-D array")
+        self.n, self.dim = matrix.shape
+        self.dtype = np.float16 if matrix.dtype == np.float16 else np.dtype(np.float32)
+        self._matrix = matrix
+        self._fd: int | None = None
+        filename = getattr(matrix, "filename", None)
+        if (
+            isinstance(matrix, np.memmap)
+            and filename is not None
+            and matrix.flags.c_contiguous
+            and matrix.dtype == self.dtype
+        ):
+            self._fd = os.open(filename, os.O_RDONLY)
+            self._offset = int(matrix.offset)
+        self.row_bytes = self.dim * np.dtype(self.dtype).itemsize
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a fresh array."""
+        if self._fd is None:
+            return np.ascontiguousarray(self._matrix[start:stop], dtype=self.dtype)
+        out = np.empty((stop - start, self.dim), dtype=self.dtype)
+        view = out.data.cast("B")
+        done, offset = 0, self._offset + start * self.row_bytes
+        while done < len(view):
+            got = os.preadv(self._fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise OSError(f"short read from the embeddings file at byte {offset + done}")
+            done += got
+        return out
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """The rows ``ids`` (ascending), each run of consecutive ids read at once."""
+        if self._fd is None or not len(ids):
+            return np.ascontiguousarray(self._matrix[ids], dtype=self.dtype)
+        out = np.empty((len(ids), self.dim), dtype=self.dtype)
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ids)], strict=True):
+            out[lo:hi] = self.block(int(ids[lo]), int(ids[hi - 1]) + 1)
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class _Plan:
+    """Every row's home cell and its probes (row, cell, gap), sorted by row."""
+
+    home: np.ndarray
+    probe_rows: np.ndarray
+    probe_cells: np.ndarray
+    probe_gaps: np.ndarray
+
+
+def _search(
+    rows: _Rows,
+    threshold: float,
+    found: _Found,
+    run: _Runner,
+    stats: SearchStats,
+    workdir: Path | None,
+) -> None:
+    n = rows.n
+    rng = np.random.default_rng(SEED)
+    with stats.phase("k-means"):
+        # _kmeans only takes len() and sampled rows of what it is given.
+        sample = cast(np.ndarray, _SampleView(rows))
+        centroids = _kmeans(sample, min(MAX_CELLS, _cell_count(n)), rng, run)
+    stats.cells = len(centroids)
+    with stats.phase("assignment"):
+        plan = _assign(rows, centroids, run)
+    with stats.phase("pilot"):
+        margin, sub_margin = _pilot_margin(rows, plan, len(centroids), threshold, run, rng, stats)
+    stats.margin, stats.sub_margin = margin, sub_margin
+    keep = plan.probe_gaps <= margin
+    probe_rows, probe_cells = plan.probe_rows[keep], plan.probe_cells[keep]
+    stats.probes_per_vector = 1 + len(probe_rows) / n
+    folder = Path(tempfile.mkdtemp(prefix="photodup-archive-", dir=workdir))
+    try:
+        with stats.phase("buckets"):
+            buckets = _write_buckets(rows, plan.home, probe_rows, probe_cells, folder, run)
+        with stats.phase("search"):
+            for bucket in buckets:
+                _search_bucket(rows, bucket, plan.home, threshold, sub_margin, found, run, stats)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _SampleView:
+    """What ``neighbours._kmeans`` needs of the matrix: its length and sampled rows."""
+
+    def __init__(self, rows: _Rows) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return self._rows.n
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        return self._rows.take(ids)
+
+
+def _blocks(n: int) -> range:
+    return range(0, n, BLOCK_ROWS)
+
+
+def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner) -> _Plan:
+    def assign(start: int) -> Assigned:
+        block = rows.block(start, min(rows.n, start + BLOCK_ROWS))
+        return assign_block(_float32(block), centroids, start)
+
+    parts = list(run.map(assign, _blocks(rows.n)))
+    return _Plan(
+        home=np.concatenate([p[0] for p in parts]).astype(np.int32),
+        probe_rows=np.concatenate([p[1] for p in parts]),
+        probe_cells=np.concatenate([p[2] for p in parts]),
+        probe_gaps=np.concatenate([p[3] for p in parts]).astype(np.float32),
+    )
+
+
+# ------------------------------------------------------------------------------ pilot
+
+
+def _pilot_margin(
+    rows: _Rows,
+    plan: _Plan,
+    cells: int,
+    threshold: float,
+    run: _Runner,
+    rng: np.random.Generator,
+    stats: SearchStats,
+) -> tuple[float, float | None]:
+    """The probe margin between cells, and the one between sub-cells (None: search cells
+    whole).  Random cells (``PILOT_SHARE`` of the rows, more until they hold
+    ``PILOT_PAIRS`` pairs) are searched whole against everything probing them up to
+    ``MAX_MARGIN``, and each pair is marked with the margin it needed: the partitioned
+    search's rule picks the cells' margin from those rings, and the sub-cells' margin keeps
+    ``SUB_RECALL`` of the pairs found at it.  A pair may also be found from the other side
+    (its home member probing the prober's cell), at a margin not seen here, so the margins
+    are if anything wider than needed."""
+    n = len(plan.home)
+    sizes = np.bincount(plan.home, minlength=cells)
+    order = rng.permutation(cells)
+    held = np.cumsum(sizes[order])
+    want = max(PILOT_SHARE * n, min(PILOT_MIN, n))
+    taken = 0
+    parts: list[_Needs] = []
+    members = 0
+    while taken < cells:
+        upto = min(cells, int(np.searchsorted(held, want)) + 1)
+        chosen = order[taken:upto]
+        taken = upto
+        members = int(held[taken - 1])
+        parts.append(_pilot_pairs(rows, plan, cells, chosen, threshold, run))
+        if sum(len(p.keys) for p in parts) >= PILOT_PAIRS or want >= n:
+            break
+        want *= 2
+    needs = _Needs.merged(parts)
+    cell_need = needs.per_pair()
+    stats.pilot_pairs = len(cell_need)
+    if len(cell_need) > DENSE_PAIRS * members:
+        # Photos that all look alike: pairs everywhere; the per-photo cap decides.
+        stats.rings = 1
+        return MARGIN_STEP, None
+    margin, stats.rings = _margin_from(cell_need)
+    return margin, needs.sub_margin(margin)
+
+
+@dataclass
+class _Needs:
+    """Pairs the pilot found, one row per way it found each: the pair's key, the margin
+    between cells that way needed and the one between sub-cells."""
+
+    keys: np.ndarray
+    cell: np.ndarray
+    sub: np.ndarray
+
+    @staticmethod
+    def merged(parts: list[_Needs]) -> _Needs:
+        return _Needs(
+            np.concatenate([p.keys for p in parts]),
+            np.concatenate([p.cell for p in parts]),
+            np.concatenate([p.sub for p in parts]),
+        )
+
+    def per_pair(self) -> np.ndarray:
+        """Each pair's smallest margin between cells."""
+        return _smallest_by_key(self.keys, self.cell)
+
+    def sub_margin(self, margin: float) -> float | None:
+        """The sub-cells' margin that keeps ``SUB_RECALL`` of the pairs found at ``margin``;
+        None when too few pairs say."""
+        ok = (self.cell <= margin + 1e-6) & ~np.isnan(self.sub)  # found in a split cell
+        sub = _smallest_by_key(self.keys[ok], self.sub[ok])
+        if len(sub) < SUB_PILOT_PAIRS:
+            return None
+        return float(np.quantile(sub, SUB_RECALL, method="higher")) + 1e-6
+
+
+def _smallest_by_key(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order]
+    return values[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else values
+
+
+def _pilot_pairs(
+    rows: _Rows, plan: _Plan, cells: int, chosen: np.ndarray, threshold: float, run: _Runner
+) -> _Needs:
+    """Every pair of these cells' home members with each other and with their probers,
+    with the margins each way needed (between cells: 0 both at home, else the prober's
+    gap; between sub-cells: ``_Split.need``)."""
+    n = len(plan.home)
+    in_pilot = np.zeros(cells, dtype=bool)
+    in_pilot[chosen] = True
+    home_ids = np.flatnonzero(in_pilot[plan.home])
+    probing = np.flatnonzero(in_pilot[plan.probe_cells])
+    ids = np.union1d(home_ids, plan.probe_rows[probing])
+    vectors = rows.take(ids)
+    position = {int(cell): i for i, cell in enumerate(chosen.tolist())}
+    home_by_cell: list[list[int]] = [[] for _ in chosen]
+    for row, cell in zip(home_ids.tolist(), plan.home[home_ids].tolist(), strict=True):
+        home_by_cell[position[cell]].append(row)
+    probes_by_cell: list[list[int]] = [[] for _ in chosen]
+    for k in probing.tolist():
+        probes_by_cell[position[int(plan.probe_cells[k])]].append(k)
+
+    def search(index: int) -> _Needs:
+        home = np.array(home_by_cell[index], dtype=np.int64)
+        members = _float32(vectors[np.searchsorted(ids, home)])
+        k = np.array(probes_by_cell[index], dtype=np.int64)
+        probers = plan.probe_rows[k].astype(np.int64)
+        others = _float32(vectors[np.searchsorted(ids, probers)])
+        split = _Split.of(members, others, int(chosen[index]))
+        keys, cell_need, sub_need = [], [], []
+        for i, j, _ in _compare_within(members, np.arange(len(home)), threshold):
+            keys.append(home[i] * n + home[j])  # home is ascending: i < j, home[i] < home[j]
+            cell_need.append(np.zeros(len(i), dtype=np.float32))
+            sub_need.append(split.need_home(i, j) if split else _unsplit(len(i)))
+        if len(k):
+            local = np.arange(len(k))
+            for a, j, _ in _compare(others, local, members, np.arange(len(home)), threshold):
+                row, other = probers[a], home[j]
+                keys.append(np.minimum(row, other) * n + np.maximum(row, other))
+                cell_need.append(plan.probe_gaps[k[a]])
+                sub_need.append(split.need_prober(a, j) if split else _unsplit(len(a)))
+        if not keys:
+            empty = np.empty(0, dtype=np.float32)
+            return _Needs(np.empty(0, dtype=np.int64), empty, empty)
+        return _Needs(np.concatenate(keys), np.concatenate(cell_need), np.concatenate(sub_need))
+
+    return _Needs.merged(list(run.map(search, range(len(chosen)))))
+
+
+def _unsplit(count: int) -> np.ndarray:
+    """The sub-cell margin of pairs in a cell searched whole: none (NaN)."""
+    return np.full(count, np.nan, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ sub-cells
+
+
+@dataclass
+class _Split:
+    """A big cell split again (spherical k-means on its home members, seeded by the cell so
+    the pilot and the search split it alike): each member's sub-cell, and every member's
+    and prober's score against every sub-centroid."""
+
+    home_sub: np.ndarray
+    home_scores: np.ndarray
+    home_best: np.ndarray
+    prober_scores: np.ndarray
+    prober_best: np.ndarray
+
+    @staticmethod
+    def of(members: np.ndarray, probers: np.ndarray, cell: int) -> _Split | None:
+        n = len(members)
+        if n < SUB_MIN:
+            return None
+        rng = np.random.default_rng([SEED, cell])
+        count = n // SUB_CELL
+        centroids = members[np.sort(rng.choice(n, size=count, replace=False))]
+        for _ in range(SUB_ITERATIONS):
+            labels = np.argmax(members @ centroids.T, axis=1)
+            order = np.argsort(labels, kind="stable")
+            used, starts = np.unique(labels[order], return_index=True)
+            centroids = centroids.copy()
+            centroids[used] = np.add.reduceat(members[order], starts, axis=0)
+            centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        scores = members @ centroids.T
+        home_sub = np.argmax(scores, axis=1)
+        others = probers @ centroids.T if len(probers) else np.empty((0, count), np.float32)
+        return _Split(
+            home_sub=home_sub,
+            home_scores=scores,
+            home_best=scores[np.arange(n), home_sub],
+            prober_scores=others,
+            prober_best=others.max(axis=1) if len(probers) else np.empty(0, np.float32),
+        )
+
+    def need_home(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The sub-margin at which members i and j meet: one visiting the other's sub-cell."""
+        gap_i = self.home_best[i] - self.home_scores[i, self.home_sub[j]]
+        gap_j = self.home_best[j] - self.home_scores[j, self.home_sub[i]]
+        return np.minimum(gap_i, gap_j).astype(np.float32)
+
+    def need_prober(self, a: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The sub-margin at which prober a visits member j's sub-cell."""
+        return (self.prober_best[a] - self.prober_scores[a, self.home_sub[j]]).astype(np.float32)
+
+    def pairs(
+        self,
+        members: np.ndarray,
+        member_ids: np.ndarray,
+        probers: np.ndarray,
+        prober_ids: np.ndarray,
+        margin: float,
+        threshold: float,
+    ) -> tuple[list[Hits], float] | None:
+        """The cell's pairs, each sub-cell's members against each other and against the
+        members and probers within ``margin`` of their best sub-cell, and the dot products
+        that took; None when that would cost more than searching the cell whole
+        (``SUB_WORTH``)."""
+        count = self.home_scores.shape[1]
+        home_visits = self.home_best[:, None] - self.home_scores <= margin
+        home_visits[np.arange(len(members)), self.home_sub] = False
+        prober_visits = self.prober_best[:, None] - self.prober_scores <= margin
+        sizes = np.bincount(self.home_sub, minlength=count).astype(np.float64)
+        visitors = home_visits.sum(axis=0) + prober_visits.sum(axis=0)
+        whole = len(members) ** 2 / 2 + len(probers) * len(members)
+        work = float(np.sum(sizes * sizes / 2 + visitors * sizes))
+        if work > SUB_WORTH * whole:
+            return None
+        hits: list[Hits] = []
+        for k in np.flatnonzero(sizes).tolist():
+            mine = self.home_sub == k
+            rows, ids = members[mine], member_ids[mine]
+            hits.extend(_compare_within(rows, ids, threshold))
+            guests_home, guests_away = home_visits[:, k], prober_visits[:, k]
+            if guests_home.any() or guests_away.any():
+                guests = np.concatenate([members[guests_home], probers[guests_away]])
+                guest_ids = np.concatenate([member_ids[guests_home], prober_ids[guests_away]])
+                hits.extend(_compare(guests, guest_ids, rows, ids, threshold))
+        return hits, work
+
+
+def _margin_from(needed: np.ndarray) -> tuple[float, int]:
+    """``neighbours._Pilot``'s rule on pairs marked with the margin they needed: widen
+    ``MARGIN_STEP`` at a time until ``QUIET_RINGS`` steps in a row each add at most
+    ``RING_SHARE`` of the pairs seen; pairs still coming at ``MAX_MARGIN``: that margin."""
+    steps = round(MAX_MARGIN / MARGIN_STEP)
+    ring = np.clip(np.ceil(needed / MARGIN_STEP - 1e-6).astype(np.int64), 1, steps + 1)
+    counts = np.bincount(ring, minlength=steps + 2)
+    seen, quiet = int(counts[1]), 0
+    for k in range(2, steps + 1):
+        if quiet == QUIET_RINGS and seen >= PILOT_PAIRS:
+            return (k - 1) * MARGIN_STEP, k - 1
+        new = int(counts[k])
+        seen += new
+        quiet = quiet + 1 if new <= RING_SHARE * seen else 0
+    return MAX_MARGIN, steps
+
+
+# ------------------------------------------------------------------------------ buckets
+
+
+@dataclass
+class _Bucket:
+    """One bucket file: its rows' ids and cells, in file order."""
+
+    path: Path
+    ids: np.ndarray
+    cells: np.ndarray
+
+
+def _write_buckets(
+    rows: _Rows,
+    home: np.ndarray,
+    probe_rows: np.ndarray,
+    probe_cells: np.ndarray,
+    folder: Path,
+    run: _Runner,
+) -> list[_Bucket]:
+    """Each row into the bucket of its home cell and of each cell it probes."""
+    cells = int(home.max()) + 1
+    entries = np.bincount(home, minlength=cells) + np.bincount(probe_cells, minlength=cells)
+    total = int(entries.sum()) * rows.row_bytes
+    free = shutil.disk_usage(folder).free
+    if total * DISK_SLACK > free:
+        raise NotEnoughDisk(
+            f"the archive search needs {total / 2**30:.1f} GiB in {folder}, "
+            f"{free / 2**30:.1f} GiB free"
+        )
+    per_bucket = max(1, BUCKET_BYTES // rows.row_bytes)
+    bucket_of = (np.cumsum(entries) - entries) // per_bucket  # by cell, runs of cells
+    count = int(bucket_of.max()) + 1
+    ids: list[list[np.ndarray]] = [[] for _ in range(count)]
+    cells_of: list[list[np.ndarray]] = [[] for _ in range(count)]
+    paths = [folder / f"bucket-{b:05d}.f16" for b in range(count)]
+    block_starts = np.append(np.arange(0, rows.n, BLOCK_ROWS), rows.n)
+    probe_starts = np.searchsorted(probe_rows, block_starts)
+
+    def load(index: int) -> np.ndarray:
+        start = index * BLOCK_ROWS
+        return rows.block(start, min(rows.n, start + BLOCK_ROWS))
+
+    with ExitStack() as stack:
+        files: list[BinaryIO] = [stack.enter_context(open(p, "wb")) for p in paths]
+        for index, block in enumerate(run.map(load, range(len(probe_starts) - 1))):
+            start = index * BLOCK_ROWS
+            lo, hi = probe_starts[index], probe_starts[index + 1]
+            entry_rows = np.r_[np.arange(start, start + len(block)), probe_rows[lo:hi]]
+            entry_cells = np.r_[home[start : start + len(block)], probe_cells[lo:hi]]
+            entry_bucket = bucket_of[entry_cells]
+            order = np.argsort(entry_bucket, kind="stable")
+            bounds = np.searchsorted(entry_bucket[order], np.arange(count + 1))
+            for b in np.flatnonzero(np.diff(bounds)).tolist():
+                picked = order[bounds[b] : bounds[b + 1]]
+                files[b].write(block[entry_rows[picked] - start].tobytes())
+                ids[b].append(entry_rows[picked].astype(np.int32))
+                cells_of[b].append(entry_cells[picked].astype(np.int32))
+    return [
+        _Bucket(paths[b], np.concatenate(ids[b]), np.concatenate(cells_of[b]))
+        for b in range(count)
+        if ids[b]
+    ]
+
+
+def _read_bucket(bucket: _Bucket, rows: _Rows) -> np.ndarray:
+    data = np.fromfile(bucket.path, dtype=rows.dtype)
+    bucket.path.unlink()  # read once: its disk space goes back at once
+    return data.reshape(len(bucket.ids), rows.dim)
+
+
+def _search_bucket(
+    rows: _Rows,
+    bucket: _Bucket,
+    home: np.ndarray,
+    threshold: float,
+    sub_margin: float | None,
+    found: _Found,
+    run: _Runner,
+    stats: SearchStats,
+) -> None:
+    """Within each of the bucket's cells: home members with each other and with the rows
+    probing the cell (a big cell split into sub-cells when ``sub_margin`` is known)."""
+    data = _read_bucket(bucket, rows)
+    order = np.argsort(bucket.cells, kind="stable")  # by cell, ascending ids within one
+    cells = np.unique(bucket.cells)
+    at_home = home[bucket.ids] == bucket.cells
+    starts = np.searchsorted(bucket.cells[order], cells)
+    ends = np.searchsorted(bucket.cells[order], cells, side="right")
+    sizes = np.array(
+        [np.count_nonzero(at_home[order[s:e]]) for s, e in zip(starts, ends, strict=True)],
+        dtype=np.float64,
+    )
+    work = sizes * (ends - starts - sizes) + sizes * sizes / 2
+
+    def search(chunk: list[int]) -> tuple[list[Hits], float]:
+        hits: list[Hits] = []
+        done = 0.0
+        for c in chunk:
+            picked = order[starts[c] : ends[c]]
+            mine = at_home[picked]
+            members, member_ids = picked[mine], bucket.ids[picked[mine]].astype(np.int64)
+            vectors = _float32(data[members])
+            probers = picked[~mine]
+            prober_ids = bucket.ids[probers].astype(np.int64)
+            others = _float32(data[probers])
+            split = _Split.of(vectors, others, int(cells[c])) if sub_margin is not None else None
+            if split is not None and sub_margin is not None:
+                found_here = split.pairs(
+                    vectors, member_ids, others, prober_ids, sub_margin, threshold
+                )
+                if found_here is not None:
+                    hits.extend(found_here[0])
+                    done += found_here[1]
+                    continue
+            hits.extend(_compare_within(vectors, member_ids, threshold))
+            if len(probers):
+                hits.extend(_compare(others, prober_ids, vectors, member_ids, threshold))
+            done += work[c]
+        return hits, done
+
+    n = len(home)
+    for hits, done in run.map(search, _chunks(work)):
+        for hit in hits:
+            found.add(hit)
+        stats.work_share += done / (n * (n - 1) / 2)

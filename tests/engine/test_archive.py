@@ -1,0 +1,233 @@
+"""The archive search (engine/archive.py): a memory-mapped float16 matrix searched a bucket
+at a time finds the exact search's pairs, never a pair below the threshold, keeps its
+storage in float16 and its reads in blocks, and group_photos uses it only above its limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from photodup_tui.engine import archive, grouping
+from photodup_tui.engine.grouping import group_photos
+from photodup_tui.engine.keeprules import KeepRules
+from photodup_tui.engine.neighbours import SearchStats
+from photodup_tui.engine.settings import ScanSettings, Thresholds
+from photodup_tui.engine.types import Group
+from tests.engine.helpers import photo
+from tests.engine.test_neighbours import library, near_copies
+
+Pairs = set[tuple[int, int]]
+
+
+@pytest.fixture(autouse=True)
+def small_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small blocks and buckets, so that a test-sized matrix streams through many of each."""
+    monkeypatch.setattr(archive, "BLOCK_ROWS", 4096)
+    monkeypatch.setattr(archive, "BUCKET_BYTES", 2 * 1024 * 1024)
+
+
+def on_disk(vectors: np.ndarray, folder: Path) -> np.memmap:
+    return archive.write_matrix(list(vectors), folder / "matrix.f16")
+
+
+def search(matrix: np.ndarray, threshold: float, folder: Path) -> tuple[Any, SearchStats]:
+    stats = SearchStats()
+    hits = archive.archive_arrays(matrix, threshold, workdir=folder, stats=stats)
+    return hits, stats
+
+
+def truth(vectors: np.ndarray, threshold: float) -> Pairs:
+    """Every pair at or above the threshold, by brute force a block of rows at a time."""
+    full = vectors.astype(np.float32)
+    pairs: Pairs = set()
+    for start in range(0, len(full), 2048):
+        i, j = np.nonzero(full[start : start + 2048] @ full.T >= threshold)
+        i += start
+        pairs |= set(zip(i[i < j].tolist(), j[i < j].tolist(), strict=True))
+    return pairs
+
+
+def as_pairs(a: np.ndarray, b: np.ndarray) -> Pairs:
+    return set(zip(a.tolist(), b.tolist(), strict=True))
+
+
+def test_finds_the_exact_searchs_pairs_with_their_exact_cosines(tmp_path: Path) -> None:
+    vectors = library(20_000, 256, 0.80, seed=3)
+    matrix = on_disk(vectors, tmp_path)
+    (a, b, scores), stats = search(matrix, 0.80, tmp_path)
+    want = truth(vectors, 0.80)
+    found = as_pairs(a, b)
+    assert stats.method == "archive" and stats.cells > 100
+    assert len(want) > 3000
+    assert len(found & want) >= 0.99 * len(want)
+    assert found <= want  # no false pair
+    full = vectors.astype(np.float32)
+    assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
+    assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)  # sorted, unique
+    assert not list(tmp_path.glob("photodup-archive-*"))  # the buckets are gone
+
+
+def test_big_cells_are_split_and_still_give_the_exact_searchs_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells of ~1,000 photos (as 10M photos in 1,000 cells have ~10,000) split into
+    sub-cells: far fewer dot products, the same pairs but a few, never a false one."""
+    vectors = library(20_000, 128, 0.80, topics=40, seed=6)
+    matrix = on_disk(vectors, tmp_path)
+    monkeypatch.setattr(archive, "MAX_CELLS", 20)
+    monkeypatch.setattr(archive, "SUB_MIN", 10**9)
+    (a0, b0, _), whole = search(matrix, 0.80, tmp_path)
+    monkeypatch.setattr(archive, "SUB_MIN", 400)
+    monkeypatch.setattr(archive, "SUB_CELL", 150)
+    monkeypatch.setattr(archive, "SUB_PILOT_PAIRS", 100)
+    (a, b, scores), split = search(matrix, 0.80, tmp_path)
+    want = truth(vectors, 0.80)
+    found = as_pairs(a, b)
+    assert whole.sub_margin is None and split.sub_margin is not None
+    assert split.work_share < 0.7 * whole.work_share
+    assert as_pairs(a0, b0) <= want and len(as_pairs(a0, b0)) >= 0.99 * len(want)
+    assert found <= want  # no false pair
+    assert len(found) >= 0.99 * len(want)
+    full = vectors.astype(np.float32)
+    assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
+
+
+def test_pairs_just_below_the_threshold_are_never_reported(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    background = library(12_000, 128, 0.8, seed=2).astype(np.float32)
+    picked = rng.choice(len(background), 600, replace=False)
+    above = near_copies(background[picked[:300]], np.full(300, 0.8 + 2e-3, np.float32), rng)
+    below = near_copies(background[picked[300:]], np.full(300, 0.8 - 2e-3, np.float32), rng)
+    vectors = np.concatenate([background, above, below]).astype(np.float16)
+    (a, b, scores), _ = search(on_disk(vectors, tmp_path), 0.8, tmp_path)
+    planted = [(int(p), len(background) + k) for k, p in enumerate(picked.tolist())]
+    found = as_pairs(a, b)
+    assert len(found & set(planted[:300])) >= 0.99 * 300
+    assert not found & set(planted[300:])
+    assert np.all(scores >= 0.8)
+    full = vectors.astype(np.float32)
+    assert np.all(np.sum(full[a] * full[b], axis=1) >= 0.8)
+
+
+def test_streams_float16_blocks_and_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matrix is read a block (or a sampled run) at a time, never whole; what the
+    buckets store and give back is float16, each bucket about BUCKET_BYTES."""
+    vectors = library(20_000, 128, 0.80, seed=5)
+    matrix = on_disk(vectors, tmp_path)
+    reads: list[int] = []
+    buckets: list[tuple[Any, int]] = []
+    block, read_bucket = archive._Rows.block, archive._read_bucket
+
+    def counted_block(self: Any, start: int, stop: int) -> np.ndarray:
+        reads.append(stop - start)
+        return block(self, start, stop)
+
+    def seen_bucket(bucket: Any, rows: Any) -> np.ndarray:
+        size = bucket.path.stat().st_size
+        data = read_bucket(bucket, rows)
+        buckets.append((data.dtype, size))
+        return data
+
+    monkeypatch.setattr(archive._Rows, "block", counted_block)
+    monkeypatch.setattr(archive, "_read_bucket", seen_bucket)
+    (a, _, _), _ = search(matrix, 0.80, tmp_path)
+    assert len(a) > 0
+    assert max(reads) <= archive.BLOCK_ROWS < len(vectors)
+    assert len(buckets) >= 4
+    assert all(dtype == np.float16 for dtype, _ in buckets)
+    row = vectors.shape[1] * 2
+    # A bucket is a run of whole cells of about BUCKET_BYTES: one big cell at most beyond.
+    assert all(size <= 2 * archive.BUCKET_BYTES + 2_000 * row for _, size in buckets)
+    assert sum(size for _, size in buckets) >= len(vectors) * row  # every row, in float16
+
+
+def test_an_in_memory_matrix_gives_the_same_pairs(tmp_path: Path) -> None:
+    vectors = library(8_000, 64, 0.85, seed=9)
+    (a1, b1, s1), _ = search(on_disk(vectors, tmp_path), 0.85, tmp_path)
+    (a2, b2, s2), _ = search(vectors, 0.85, tmp_path)
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.allclose(s1, s2)
+
+
+def test_cancel_stops_between_chunks_and_removes_the_buckets(tmp_path: Path) -> None:
+    import threading
+
+    vectors = library(8_000, 64, 0.85, seed=2)
+    cancel = threading.Event()
+    ticks: list[int] = []
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 3:
+            cancel.set()
+
+    a, _, _ = archive.archive_arrays(
+        on_disk(vectors, tmp_path), 0.85, workdir=tmp_path, cancel=cancel, tick=tick
+    )
+    assert len(ticks) == 3  # nothing ran after the cancel was seen
+    assert len(a) < len(truth(vectors, 0.85))
+    assert not list(tmp_path.glob("photodup-archive-*"))
+
+
+def test_tiny_inputs(tmp_path: Path) -> None:
+    for rows in (np.empty((0, 8), np.float16), np.ones((1, 8), np.float16)):
+        a, b, scores = archive.archive_arrays(rows, 0.5, workdir=tmp_path)
+        assert len(a) == len(b) == len(scores) == 0
+
+
+def test_not_enough_disk_is_said_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors = library(3_000, 64, 0.85, seed=1)
+    monkeypatch.setattr(archive, "DISK_SLACK", 1e12)
+    with pytest.raises(archive.NotEnoughDisk, match="GiB"):
+        search(on_disk(vectors, tmp_path), 0.85, tmp_path)
+    assert not list(tmp_path.glob("photodup-archive-*"))
+
+
+# ------------------------------------------------------------------------------ grouping
+
+
+THRESHOLDS = Thresholds(near_cosine=0.95, near_phash=10, similar_cosine=0.85, similar_phash=None)
+RULES = KeepRules(ScanSettings())
+
+
+def shapes(groups: list[Group]) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    return [
+        (g.kind.value, [(m.photo.path, m.action.value, str(m.verdict)) for m in g.members])
+        for g in groups
+    ]
+
+
+def planted_library() -> tuple[list[Any], dict[str, np.ndarray]]:
+    vectors = library(6_000, 64, 0.85, seed=4)
+    photos = [photo(f"/a/{i:05d}.jpg", width=4000 - i % 7, phash=i % 3) for i in range(6_000)]
+    return photos, {p.path: v for p, v in zip(photos, vectors, strict=True)}
+
+
+def test_group_photos_searches_an_archive_only_above_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos, embeddings = planted_library()
+    calls: list[int] = []
+    real = grouping.archive_arrays
+
+    def spy(matrix: np.ndarray, *args: Any, **options: Any) -> Any:
+        calls.append(len(matrix))
+        assert isinstance(matrix, np.memmap) and matrix.dtype == np.float16
+        return real(matrix, *args, **options)
+
+    monkeypatch.setattr(grouping, "archive_arrays", spy)
+    small = group_photos(photos, embeddings, THRESHOLDS, RULES)
+    assert calls == []  # the library's own path, unchanged
+    big = group_photos(
+        photos, embeddings, THRESHOLDS, RULES, archive_limit=1_000, archive_dir=tmp_path
+    )
+    assert calls == [6_000]
+    assert len(small) > 100
+    assert shapes(big) == shapes(small)
+    assert list(tmp_path.iterdir()) == []  # matrix and buckets removed
