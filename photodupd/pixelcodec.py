@@ -50,7 +50,8 @@ def unpack(packed: bytes, side: int) -> np.ndarray:
         raw = inflater.decompress(packed, expected + 1)
     except zlib.error as exc:
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"pixels do not inflate: {exc}") from None
-    if len(raw) != expected or inflater.unconsumed_tail or not inflater.eof:
+    # Bytes after the stream (unused_data) are refused too: exactly one image, nothing else.
+    if len(raw) != expected or inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
         raise ImageError(
             ErrorCode.NOT_AN_IMAGE, f"pixels are not {side}x{side} RGB ({len(raw)} bytes or more)"
         )

@@ -233,6 +233,8 @@ def test_pixels_of_the_wrong_size_or_a_bomb_are_refused() -> None:
         pixelcodec.unpack(bomb, 224)  # inflates one byte past 150 KB, then stops
     with pytest.raises(ImageError, match="do not inflate"):
         pixelcodec.unpack(b"not zlib", 224)
+    with pytest.raises(ImageError, match="not 224x224"):
+        pixelcodec.unpack(pixelcodec.pack(pixels) + b"more", 224)  # a smuggled tail
     item = FeatureItem(pixels=pixelcodec.pack(pixels), side=224)
     with pytest.raises(ImageError, match="do not fit the model input 256x256"):
         pixelcodec.decoded_from_item(item, PreprocessSpec(256, 292))
