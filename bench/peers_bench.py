@@ -342,6 +342,87 @@ def model_floor(images: int) -> None:
     print(json.dumps({"seconds": result["seconds"], "cpu": cpu}))
 
 
+# ------------------------------------------------------------------------------ decode study
+
+
+def decode_study(folder: Path, per_format: int = 6, repeats: int = 3) -> str:
+    """CPU per file, by format, of the daemon's decode (``imaging.decode`` with the model's
+    spec): as shipped, without the shrink after decoding, and Pillow's bare decode; HEIC
+    files' embedded thumbnails.  In this process, one file at a time, the three alternated."""
+    import io
+
+    import pillow_heif
+    from PIL import Image
+
+    from photodupd import imaging
+
+    spec = imaging.PreprocessSpec()
+    by_format: dict[str, list[Path]] = {}
+    for path in peer_sets.files_of(folder):
+        if "__" not in path.name:  # the shots themselves, not their copies
+            by_format.setdefault(path.suffix.lower(), []).append(path)
+    shrink = imaging._reduced
+
+    def bare(data: bytes) -> None:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (DECODE_SIDE, DECODE_SIDE))
+            image.load()
+
+    def shipped(data: bytes) -> None:
+        imaging.decode(data, is_data=True, spec=spec)
+
+    def unshrunk(data: bytes) -> None:
+        imaging._reduced = lambda image, side: image
+        try:
+            imaging.decode(data, is_data=True, spec=spec)
+        finally:
+            imaging._reduced = shrink
+
+    rows = []
+    for suffix, paths in sorted(by_format.items()):
+        times: dict[str, list[float]] = {"bare": [], "shipped": [], "unshrunk": []}
+        bits = []
+        for path in paths[:per_format]:
+            data = path.read_bytes()
+            for _ in range(repeats):
+                for label, fn in (("bare", bare), ("shipped", shipped), ("unshrunk", unshrunk)):
+                    started = time.process_time()
+                    fn(data)
+                    times[label].append(time.process_time() - started)
+            with Image.open(io.BytesIO(data)) as image:
+                full = image.convert("RGB")
+            got = imaging.decode(data, is_data=True, spec=spec)
+            bits.append((got.phash ^ imaging.phash(full)).bit_count())
+        thumbs = ""
+        if suffix in (".heic", ".heif"):
+            count = sum(len(pillow_heif.open_heif(p).info.get("thumbnails", [])) for p in paths)
+            thumbs = f"{count} embedded thumbnails"
+        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+        rows.append(
+            [
+                suffix,
+                min(len(paths), per_format),
+                f"{med['bare']:.0f} ms",
+                f"{med['unshrunk']:.0f} ms",
+                f"{med['shipped']:.0f} ms",
+                f"{1 - med['shipped'] / med['unshrunk']:.0%}",
+                max(bits),
+                thumbs,
+            ]
+        )
+    header = [
+        "format",
+        "files",
+        "Pillow decode alone",
+        "decode() without the shrink",
+        "decode() as shipped",
+        "saved",
+        "pHash bits vs full size (max)",
+        "",
+    ]
+    return "Decode CPU per file (medians):\n\n" + markdown_table(header, rows)
+
+
 # ------------------------------------------------------------------------------ exact tier
 
 
@@ -534,6 +615,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-exact", action="store_true", help="skip the exact tier's reads")
     parser.add_argument("--files", type=int, help="only the first N files of each set (a try)")
+    parser.add_argument(
+        "--decode-study", action="store_true", help="only the per-format decode study"
+    )
     parser.add_argument("--decode-floor", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -541,6 +625,8 @@ def main() -> None:
         return decode_floor(args.decode_floor)
     if args.model_floor is not None:
         return model_floor(args.model_floor)
+    if args.decode_study:
+        return emit(decode_study(peer_sets.build("mixed")), args.out)
     names = peer_sets.SETS if args.set == "both" else (args.set,)
     results = [bench_set(name, args.rounds, not args.no_exact, args.files) for name in names]
     emit(report(results, args.rounds), args.out)
