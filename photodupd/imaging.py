@@ -376,16 +376,17 @@ def _load_upright(
 
 
 def _reduced(image: Image.Image, side: int) -> Image.Image:
-    """The picture shrunk by a whole factor (a box filter), its shorter side still >= ``side``.
+    """The picture shrunk by a whole factor (a box filter), its shorter side still >= 2 x ``side``.
 
-    JPEG's draft gives this for free while decoding; PNG, TIFF, WebP and HEIF cannot decode
-    at a reduced scale (Pillow has no draft for them), so they are shrunk once right after
-    decoding instead.  Everything after it (the hash's grayscale 32x32, the model's resize,
-    the previews) then works on ~0.5 MP, not 7-12 MP: measured on 12 MP photos, this takes
-    10-20% off a PNG or WebP decode and ~7% off a HEIC (bench/README.md, decode study).
+    JPEG's draft shrinks while decoding; PNG, TIFF, WebP and HEIF cannot decode at a reduced
+    scale (Pillow has no draft for them), so they are shrunk once right after decoding.
+    Everything after it (the hash's grayscale 32x32, the model's resize, the previews) then
+    works on ~0.5 MP, not 7-12 MP: 10-20% off a 12 MP PNG or WebP decode, ~5% off a HEIC
+    (bench/README.md, decode study).  Twice ``side``, not ``side``: the pHash then stays within
+    2 bits of the full-size picture's (down to ``side`` it moved up to 6 bits on flat photos).
     RGBA (``keep_alpha``) is left alone: a box filter on straight alpha smears colour from
     transparent pixels."""
-    factor = min(image.size) // side
+    factor = min(image.size) // (2 * side)
     if factor < 2 or image.mode != "RGB":
         return image
     return image.reduce(factor)

@@ -21,7 +21,7 @@ from photodupd.imaging import PreprocessSpec, decode, load_preview, phash
 from tests.photos import encode, exif_bytes, hamming, make_photo, store_with_orientation
 
 SPEC = PreprocessSpec(size=224, resize=256)
-SIZE = (1600, 1200)  # 4x the draft side: the decode may shrink it to 400x300
+SIZE = (2400, 1800)  # 7x the draft side: the decode may shrink it by 3, to 800x600
 FORMATS: dict[str, dict[str, Any]] = {
     "PNG": {},
     "TIFF": {},
@@ -56,7 +56,7 @@ def test_large_pictures_are_handed_on_shrunk(encoded: dict[str, bytes], fmt: str
     picture = imaging._decode_upright(encoded[fmt], SPEC.resize)
     assert (picture.width, picture.height) == SIZE  # the facts stay the full size
     shorter = min(picture.image.size)
-    assert SPEC.resize <= shorter < 2 * SPEC.resize
+    assert 2 * SPEC.resize <= shorter < 4 * SPEC.resize
     assert picture.image.size[0] * SIZE[1] == picture.image.size[1] * SIZE[0]  # same shape
 
 
@@ -94,6 +94,6 @@ def test_pictures_kept_with_their_alpha_are_not_shrunk(upright: Image.Image) -> 
     kept = imaging._decode_upright(data, SPEC.resize, keep_alpha=True).image
     assert (kept.mode, kept.size) == ("RGBA", SIZE)
     flattened = imaging._decode_upright(data, SPEC.resize).image  # onto white: shrunk
-    assert flattened.mode == "RGB" and min(flattened.size) < 2 * SPEC.resize
+    assert flattened.mode == "RGB" and min(flattened.size) < 4 * SPEC.resize
     preview = load_preview(data, SPEC.resize, is_data=True, alpha=True)
     assert preview.mode == "RGBA" and max(preview.size) == SPEC.resize
