@@ -46,7 +46,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -336,15 +335,13 @@ def model_floor(images: int) -> None:
     from photodupd.models import backend, catalog
 
     model = backend.load_model(catalog.resolve("builtin"))  # the daemon's default flags
-    before = resource.getrusage(resource.RUSAGE_SELF)
     # The daemon's layout: one model stream per core, one torch thread each (a single
     # stream on all threads spin-waits in OpenMP on a busy machine, doubling its CPU).
+    # The CPU counts from when every stream has warmed up (bench/model_forward.py).
     result = benchmark_forward(
         model, images=images, batch_size=32, threads=_cores(), streams=_cores()
     )
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    print(json.dumps({"seconds": result["seconds"], "cpu": cpu}))
+    print(json.dumps({"seconds": result["seconds"], "cpu": result["cpu_seconds"]}))
 
 
 # ------------------------------------------------------------------------------ decode study
