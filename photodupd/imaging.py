@@ -381,7 +381,7 @@ def _reduced(image: Image.Image, side: int) -> Image.Image:
     JPEG's draft shrinks while decoding; PNG, TIFF, WebP and HEIF cannot decode at a reduced
     scale (Pillow has no draft for them), so they are shrunk once right after decoding.
     Everything after it (the hash's grayscale 32x32, the model's resize, the previews) then
-    works on ~0.5 MP, not 7-12 MP: 10-20% off a 12 MP PNG or WebP decode, ~5% off a HEIC
+    works on ~0.5 MP, not 7-12 MP: 16-20% off a 12 MP PNG or WebP decode, a few % off a HEIC
     (bench/README.md, decode study).  Twice ``side``, not ``side``: the pHash then stays within
     2 bits of the full-size picture's (down to ``side`` it moved up to 6 bits on flat photos).
     RGBA (``keep_alpha``) is left alone: a box filter on straight alpha smears colour from
