@@ -71,8 +71,19 @@ def isolated_environment() -> Iterator[Path]:
 class Daemon:
     """photodupd as a child process on a private socket; stopped (by pid) on exit."""
 
-    def __init__(self, base: Path, model: str = "builtin", threads: int | None = None) -> None:
-        self.socket_path = base / "d.sock"
+    def __init__(
+        self,
+        base: Path,
+        model: str = "builtin",
+        threads: int | None = None,
+        *,
+        default_socket: bool = False,
+    ) -> None:
+        """``default_socket``: serve on the isolated environment's default socket, where a
+        ``photodup scan --mode local`` run in the same environment looks for it."""
+        from photodupd.paths import default_socket_path
+
+        self.socket_path = default_socket_path() if default_socket else base / "d.sock"
         args = ["--socket", str(self.socket_path), "--model", model, "--log-level", "WARNING"]
         if threads is not None:
             args += ["--threads", str(threads), "--decode-workers", str(threads)]

@@ -401,6 +401,8 @@ def _load_upright(
         raise _load_error(exc, fmt) from None
     if fmt == "PNG":
         exif = _read_exif(image)
+    if draft_side is not None:
+        rgb = _reduced(rgb, draft_side)
     orientation = exif_orientation(exif)
     method = ORIENT_TRANSPOSE.get(orientation)
     if method is not None:
@@ -416,6 +418,23 @@ def _draft_box(size: tuple[int, int], side: int, long_side: int | None) -> tuple
     if long_side is None or long_side <= side:
         return (side, side)
     return (long_side, side) if size[0] >= size[1] else (side, long_side)
+
+
+def _reduced(image: Image.Image, side: int) -> Image.Image:
+    """The picture shrunk by a whole factor (a box filter), its shorter side still >= 2 x ``side``.
+
+    JPEG's draft shrinks while decoding; PNG, TIFF, WebP and HEIF cannot decode at a reduced
+    scale (Pillow has no draft for them), so they are shrunk once right after decoding.
+    Everything after it (the hash's grayscale 32x32, the model's resize, the previews) then
+    works on ~0.5 MP, not 7-12 MP: 16-20% off a 12 MP PNG or WebP decode, a few % off a HEIC
+    (bench/README.md, decode study).  Twice ``side``, not ``side``: the pHash then stays within
+    2 bits of the full-size picture's (down to ``side`` it moved up to 6 bits on flat photos).
+    RGBA (``keep_alpha``) is left alone: a box filter on straight alpha smears colour from
+    transparent pixels."""
+    factor = min(image.size) // (2 * side)
+    if factor < 2 or image.mode != "RGB":
+        return image
+    return image.reduce(factor)
 
 
 def _unidentified(data: bytes) -> ImageError:
