@@ -31,7 +31,7 @@ import numpy as np
 
 from photodupd import rawimage
 from photodupd.decodepool import DEFAULT_DECODE_FN, DecoderPool
-from photodupd.imaging import Decoded, ImageError, PreprocessSpec
+from photodupd.imaging import Decoded, DecodeSpec, ImageError, PreprocessSpec
 from photodupd.protocol import ErrorCode, FeatureItem
 
 #: The columns a decoded row has (besides ``path``), and the ones an embedded row adds.
@@ -72,6 +72,7 @@ def empty_rows(paths: np.ndarray, side: int) -> dict[str, np.ndarray]:
         "taken": np.full(count, "", dtype=object),
         "camera": np.full(count, "", dtype=object),
         "exif_fields": np.zeros(count, dtype=np.int64),
+        "thumb": np.full(count, b"", dtype=object),  # the pixel checks' (pixelthumb.pack)
     }
 
 
@@ -84,6 +85,7 @@ def put_facts(rows: dict[str, np.ndarray], index: int, decoded: Decoded) -> None
     rows["taken"][index] = decoded.taken or ""
     rows["camera"][index] = decoded.camera or ""
     rows["exif_fields"][index] = decoded.exif_fields
+    rows["thumb"][index] = decoded.thumb or b""
 
 
 def put_error(rows: dict[str, np.ndarray], index: int, code: str, message: str) -> None:
@@ -103,7 +105,8 @@ def decode_batch(
 ) -> dict[str, np.ndarray]:
     """Ray Data ``map_batches`` function: ``path`` -> the decoded rows (pixels at the
     model's input spec, the facts, or the row's error)."""
-    spec = PreprocessSpec(size=size, resize=resize)
+    # The pixel checks' thumbnail comes from the same decode, as from photodupd.
+    spec = DecodeSpec(model=PreprocessSpec(size=size, resize=resize), thumb=True)
     paths = np.asarray(batch["path"], dtype=object)
     rows = empty_rows(paths, size)
     pool = _decoders(timeout, memory_mb, decode_fn)

@@ -46,7 +46,7 @@ from photodupd import rawimage
 from photodupd.client import DaemonUnavailable
 from photodupd.config import DaemonConfig
 from photodupd.decodepool import DecoderPool
-from photodupd.imaging import ImageError, PreprocessSpec
+from photodupd.imaging import DecodeSpec, ImageError, PreprocessSpec
 from photodupd.protocol import FeatureItem
 
 #: The module Ray's workers run (named, never imported here at import time).
@@ -427,9 +427,10 @@ class RayFeatureSource:
         """The workers cannot read the files: decode here (isolated decoders, the reduced
         upload's pixels), ship each batch to a pool of model actors (Ray restarts a lost one
         and retries its batches).  A photo that fails to decode here is answered here."""
-        spec = PreprocessSpec(
+        model = PreprocessSpec(
             size=int(self.model["input_size"]), resize=int(self.model["input_resize"])
         )
+        spec = DecodeSpec(model=model, thumb=True)  # the pixel checks' thumbnail too
         actor_class = self._ray.remote(max_restarts=-1, max_task_retries=-1)(self._worker.Embedder)
         options: dict[str, Any] = {"num_cpus": self._actor_cpus()}
         if self.gpus:
@@ -543,6 +544,14 @@ class _RayOwner:
         self._thread.join()
 
 
+def _thumb(batch: dict[str, np.ndarray], index: int) -> bytes | None:
+    """A row's packed thumbnail; None when the worker sent none."""
+    column = batch.get("thumb")
+    if column is None:
+        return None
+    return bytes(column[index]) or None
+
+
 def _results(batch: dict[str, np.ndarray], model_id: str) -> Iterator[tuple[str, FeatureResult]]:
     """The rows of one output batch as (path, FeatureResult)."""
     for index, path in enumerate(batch["path"]):
@@ -569,5 +578,6 @@ def _results(batch: dict[str, np.ndarray], model_id: str) -> Iterator[tuple[str,
                     taken=str(batch["taken"][index]) or None,
                     camera=str(batch["camera"][index]) or None,
                     exif_fields=int(batch["exif_fields"][index]),
+                    thumb=_thumb(batch, index),
                 ),
             )

@@ -163,6 +163,10 @@ def budget_for(photos: int) -> int:
 
 #: Same-shot checks at once below which the pool is not worth its messages.
 POOL_MIN_PAIRS = 4
+#: Pairs scored in this process before the scoring pool starts: its workers take about a
+#: second to start (fresh interpreters importing numpy), ~200 pairs' work; most scans of a
+#: camera's photos ask a few dozen pairs and never need it.
+POOL_AFTER_PAIRS = 64
 
 
 class SameShotChecker:
@@ -182,6 +186,7 @@ class SameShotChecker:
         memory_mb: int = DEFAULT_MEMORY_MB,
         decode_fn: str = PIXEL_JOBS,
         budget: int | None = None,
+        pool_after: int = POOL_AFTER_PAIRS,
     ) -> None:
         """``stage(step, total)`` and ``advance(done)`` report progress (thumbnails decoded,
         then pairs compared); ``thumbs`` gives the thumbnails the scan has; the rest, and the
@@ -189,7 +194,8 @@ class SameShotChecker:
         each decode's limits; ``decode_fn`` is for tests that need a decoder which
         misbehaves).  ``isolate=False`` decodes in this process: for trusted files (tests,
         benchmarks); ``budget``: the full same-shot searches allowed (see
-        :func:`budget_for`; None: no limit)."""
+        :func:`budget_for`; None: no limit); ``pool_after``: pairs scored here before the
+        scoring pool starts."""
         self.cache = cache
         self.workers = workers or _cpus()
         self.cancel = cancel
@@ -204,6 +210,8 @@ class SameShotChecker:
         self.decoded = 0  # thumbnails decoded for the checks, for tests and reports
         self.scored = 0  # pairs scored (not from the cache)
         self.budget = budget
+        self.pool_after = pool_after
+        self._scored_here = 0  # pairs scored in this process, for pool_after
         #: Same-shot pairs asked about that had no score yet (not cached, not computed).
         self.asked = 0
         self.rejected = 0  # ... rejected by the quick search (sameshot.QUICK_MIN)
@@ -340,7 +348,7 @@ class SameShotChecker:
     ) -> list[tuple[tuple[Photo, Photo], sameshot.Scored]]:
         """:func:`score_chunk` of ``pairs``, in the pool when that pays; fewer when the scan
         is cancelled meanwhile."""
-        scorers = self._scoring_pool()
+        scorers = self._scoring_pool() if self._scored_here >= self.pool_after else None
         if scorers is not None and len(pairs) >= POOL_MIN_PAIRS and not self._cancelled():
             # One chunk per worker: few messages, and a keeper's pairs share its spectra.
             share = -(-len(pairs) // self.workers)
@@ -369,6 +377,7 @@ class SameShotChecker:
                 break
             keys = [self._prepared_keys((a, b))]
             done.append(((a, b), score_chunk([(thumbs[a.path], thumbs[b.path])], full, keys)[0]))
+            self._scored_here += 1
             if full:
                 self._advance(1)
         return done

@@ -79,6 +79,16 @@ def cache_rows(cache_dir: Path) -> dict[str, tuple[tuple[object, ...], np.ndarra
     return out
 
 
+def cache_thumbs(cache_dir: Path) -> dict[str, bytes]:
+    """path -> the pixel checks' packed thumbnail, as the cache file holds it."""
+    (db,) = cache_dir.rglob("*.sqlite")
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT f.path, t.thumb FROM thumbs t JOIN files f ON f.id = t.file_id"
+        ).fetchall()
+    return {os.fsdecode(path): bytes(thumb) for path, thumb in rows}
+
+
 def embedder_pids() -> set[int]:
     """The Ray actor processes that hold the model (Ray names its workers by their class)."""
     pids = set()
@@ -154,6 +164,10 @@ def test_a_ray_scan_gives_what_photodupd_gives(
             else:  # one float16 step: batches of another size round the last bits apart
                 np.testing.assert_allclose(ray_rows[path][1], vector, atol=2e-3)
 
+        # The pixel checks' thumbnails came back from the workers' decode, as from
+        # photodupd's: one for every photo read, byte for byte the same.
+        assert cache_thumbs(tmp_path / "cache-ray") == cache_thumbs(tmp_path / "cache-daemon")
+        assert len(cache_thumbs(tmp_path / "cache-ray")) >= len(daemon_rows) - 1
         # A scan through photodupd on the Ray scan's cache asks photodupd for nothing.
         served_before = daemon.wait_state("ready")["images_served"]
         assert cli.main([*argv, "--json", str(tmp_path / "again.json")]) == cli.EXIT_DUPLICATES

@@ -333,7 +333,7 @@ def test_scores_computed_by_the_worker_pool_equal_those_computed_here(
     ]
     pairs = [(photos[0], other) for other in photos[1:]] + [(photos[4], photos[5])]
     assert len(pairs) >= POOL_MIN_PAIRS
-    with SameShotChecker(workers=2) as pooled:
+    with SameShotChecker(workers=2, pool_after=0) as pooled:
         from_pool = pooled(pairs)
         workers = pooled._scorers
         assert workers is not None  # the pool did the scoring
@@ -343,3 +343,25 @@ def test_scores_computed_by_the_worker_pool_equal_those_computed_here(
     assert from_pool == here
     assert all(score is not None for score in from_pool)
     assert from_pool[0] is not None and from_pool[0] >= SAME_SHOT_MIN  # its mirror
+
+
+def test_a_few_pairs_are_scored_here_without_starting_the_pool(
+    tmp_path: Path, astronaut: Image.Image
+) -> None:
+    """Starting the scoring workers costs about a second: a scan that asks a few pairs (a
+    camera's photos) scores them here; the pool starts once enough work has been seen."""
+    edits = [astronaut, ImageOps.mirror(astronaut), crop(astronaut), astronaut.rotate(3)]
+    photos = [
+        photo(str(save(image, tmp_path / f"{i}.jpg")), content_hash=f"hash-{i}")
+        for i, image in enumerate(edits)
+    ]
+    pairs = [(photos[0], other) for other in photos[1:]] + [(photos[1], photos[2])]
+    assert len(pairs) >= POOL_MIN_PAIRS
+    with SameShotChecker(workers=2, pool_after=len(pairs)) as checker:
+        first = checker(pairs)
+        assert checker._scorers is None  # scored here
+        again = [(b, a) for a, b in pairs]  # asked the other way round: new to the pool rule
+        checker.pool_after = 0
+        checker._checks[METHOD].computed.clear()
+        assert checker(again) == first
+        assert checker._scorers is not None  # enough work seen: the pool took over
