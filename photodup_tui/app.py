@@ -95,9 +95,10 @@ class PhotodupApp(BackgroundApp[int]):
 
     def __init__(self, options: AppOptions) -> None:
         super().__init__()
-        # The no-model mode decodes in a process pool, whose helper process inherits stderr;
-        # once Textual runs, sys.stderr has no file descriptor (fileno() == -1) and starting
-        # that helper fails. So it starts now, while stderr is real.
+        # The pixel checks score in a multiprocessing pool, whose resource-tracker helper
+        # process inherits stderr; once Textual runs, sys.stderr has no file descriptor
+        # (fileno() == -1) and starting that helper fails. So it starts now, while stderr is
+        # real.
         resource_tracker.ensure_running()
         self.options = options
         self.scan_settings = options.scan_settings
