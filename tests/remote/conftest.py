@@ -12,6 +12,7 @@ import pytest
 
 from photodupd import protocol
 from photodupd.client import ConnectionLost, SyncClient
+from photodupd.protocol import RemoteError
 from tests.remote.sshd import (
     REQUIRE_ENV,
     RemoteSide,
@@ -60,6 +61,9 @@ def stop_daemon(socket_path: Path, timeout: float = 60.0) -> None:
             client.call(protocol.SHUTDOWN)
     except (OSError, ConnectionLost):
         return
+    except RemoteError as exc:  # already stopping (its idle exit): wait for it all the same
+        if exc.code != "shutting_down":
+            raise
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -67,6 +71,9 @@ def stop_daemon(socket_path: Path, timeout: float = 60.0) -> None:
                 client.connect()
         except (OSError, ConnectionLost):
             return
+        except RemoteError as exc:  # still draining: it answers hello with shutting_down
+            if exc.code != "shutting_down":
+                raise
         time.sleep(0.05)
 
 
