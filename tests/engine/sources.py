@@ -49,6 +49,7 @@ class Streaming:
     ) -> None:
         self.inner = inner
         self.model_id = inner.model_id
+        self.decodes_raw = inner.decodes_raw
         self.asked: list[str] = []
         self.first_asked = threading.Event()
         self._answered = answered or (lambda _path: None)
