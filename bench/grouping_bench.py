@@ -541,20 +541,8 @@ def _archive_child(spec: str, folder: Path, queries: int, budget: float) -> Arch
         sys.executable, __file__, "--archive", str(folder), "--child", spec,
         "--queries", str(queries),
     ]  # fmt: skip
-    with tempfile.TemporaryFile("w+") as errors:
-        child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=ROOT
-        )
-        try:
-            out, _ = child.communicate(timeout=budget)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
-            return f"{spec}: stopped after {budget:.0f} s ({_last_phase(errors)})"
-        if child.returncode != 0:
-            return f"{spec}: failed with exit {child.returncode} ({_last_phase(errors)})"
-    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return ArchiveResult(**data)
+    data = _run_child(command, spec, budget)
+    return data if isinstance(data, str) else ArchiveResult(**data)
 
 
 # ------------------------------------------------------------------------------ report
@@ -636,6 +624,13 @@ def _child(spec: str, queries: int, budget: float) -> CaseResult | str:
     """Run one case in a fresh interpreter (its own peak RSS), stopped after ``budget`` seconds;
     a timeout, crash or OOM kill becomes a row that says so."""
     command = [sys.executable, __file__, "--child", spec, "--queries", str(queries)]
+    data = _run_child(command, spec, budget)
+    return data if isinstance(data, str) else CaseResult(**data)
+
+
+def _run_child(command: list[str], spec: str, budget: float) -> dict[str, Any] | str:
+    """The JSON a child case printed last, or the row saying how it stopped (``budget``
+    seconds out, a crash, an OOM kill)."""
     with tempfile.TemporaryFile("w+") as errors:
         child = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=ROOT
@@ -649,7 +644,7 @@ def _child(spec: str, queries: int, budget: float) -> CaseResult | str:
         if child.returncode != 0:
             return f"{spec}: failed with exit {child.returncode} ({_last_phase(errors)})"
     data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return CaseResult(**data)
+    return data
 
 
 def _last_phase(errors: IO[str]) -> str:
