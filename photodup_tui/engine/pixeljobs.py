@@ -53,17 +53,10 @@ def thumbnail(path: str) -> pixelthumb.Thumb:
 
 
 def detail(path_a: str, path_b: str, size: tuple[int, int]) -> float:
-    """:func:`sameshot.same_detail` of two files, both decoded to fit ``size`` (the smaller
-    one's own size, see :func:`sameshot.detail_size`)."""
-    from PIL import Image
-
+    """:func:`sameshot.same_detail` of two files, both decoded at ``size`` (the smaller
+    one's own size or a whole fraction of it, see :func:`sameshot.detail_size`)."""
     target = (int(size[0]), int(size[1]))
-    pictures = []
-    for path in (path_a, path_b):
-        picture = imaging.load_preview(path, max(target), alpha=True)
-        if picture.size != target:  # the larger one's aspect ratio may be a pixel off
-            picture = picture.resize(target, Image.Resampling.BILINEAR)
-        pictures.append(picture)
+    pictures = [imaging.load_sized(path, target, alpha=True) for path in (path_a, path_b)]
     return float(sameshot.same_detail(*pictures))
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -180,10 +181,13 @@ def needs_detail(a: Thumb, b: Thumb) -> bool:
 
 def detail_size(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     """(width, height) at which :func:`same_detail` compares pictures of sizes ``a`` and
-    ``b``: the smaller one's own size, at most DETAIL_SIDE on its long side."""
+    ``b``: the smaller one's own size divided by the smallest whole number that brings its
+    long side within DETAIL_SIDE.  A whole fraction, not DETAIL_SIDE itself: a 12 MP JPEG
+    then decodes straight at that size (its DCT scale, see ``imaging.load_sized``), at an
+    eighth of a full decode and a resize, and a 4000-pixel photo is compared at 2000."""
     small = a if a[0] * a[1] <= b[0] * b[1] else b
-    factor = min(1.0, DETAIL_SIDE / max(small[0], small[1], 1))
-    return (max(1, round(small[0] * factor)), max(1, round(small[1] * factor)))
+    steps = max(1, -(-max(small[0], small[1]) // DETAIL_SIDE))
+    return (max(1, small[0] // steps), max(1, small[1] // steps))
 
 
 def same_detail(image_a: object, image_b: object) -> float:
@@ -199,72 +203,109 @@ def same_detail(image_a: object, image_b: object) -> float:
     * levels: every LEVEL_BLOCK-pixel block must keep its mean brightness, colour and
       transparency within LEVEL_TOLERANCE levels (a button of another colour, a faded mark).
     """
-    a, b = _detail_planes(image_a), _detail_planes(image_b)
-    if a[0].shape != b[0].shape or min(a[0].shape) < DETAIL_BLOCK:
+    a, b = _DetailPlanes.of(image_a), _DetailPlanes.of(image_b)
+    if a.gray.shape != b.gray.shape or min(a.gray.shape) < DETAIL_BLOCK:
         return -1.0
-    pairs = [(a[0], b[0])]
-    if a[3].min() < 255 or b[3].min() < 255:  # transparency: its shapes are compared too
-        pairs.append((a[3], b[3]))
+    pairs = [(a.gray, b.gray)]
+    if a.alpha is not None or b.alpha is not None:  # transparency: its shapes are compared too
+        pairs.append((a.opaque_alpha(), b.opaque_alpha()))
     correlation = min(_block_correlation(x, y) for x, y in pairs)
-    levels = max(_block_levels(x, y) for x, y in zip(a, b, strict=True))
+    levels = _block_levels(a, b)
     margin = 1.0 - SAME_PICTURE_MIN
     structure = 1.0 - margin * (1.0 - correlation) / (1.0 - DETAIL_CORRELATION)
     level = 1.0 - margin * levels / LEVEL_TOLERANCE
     return max(-1.0, min(structure, level))
 
 
-def _detail_planes(image: object) -> list[np.ndarray]:
-    """Brightness, the two colour opponents and alpha (opaque: 255) of a PIL image."""
+@dataclass(frozen=True, slots=True)
+class _DetailPlanes:
+    """A picture as the detail check reads it: brightness (float32) and the planes whose
+    block means it compares (Pillow "F" images: brightness, red, green, blue, and alpha
+    when the picture has transparency)."""
+
+    gray: np.ndarray
+    planes: tuple[Any, ...]
+    alpha: np.ndarray | None
+
+    @classmethod
+    def of(cls, image: object) -> _DetailPlanes:
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
+            raise TypeError("expected a PIL image")
+        rgb, alpha = _flattened(image)
+        brightness = rgb.convert("L").convert("F")
+        planes = [brightness, *(channel.convert("F") for channel in rgb.split())]
+        opacity = None
+        if alpha is not None:
+            planes.append(alpha.convert("F"))
+            opacity = np.asarray(alpha, dtype=np.float32)
+        return cls(np.asarray(brightness, dtype=np.float32), tuple(planes), opacity)
+
+    def opaque_alpha(self) -> np.ndarray:
+        if self.alpha is not None:
+            return self.alpha
+        return np.full(self.gray.shape, 255.0, dtype=np.float32)
+
+    def level_means(self, offset: int) -> list[np.ndarray]:
+        """LEVEL_BLOCK block means of brightness, the two colour opponents (R-G and
+        (R+G)/2-B: colour without brightness) and alpha (opaque: 255).  The opponents are
+        linear, so their block means come from the channels'."""
+        gray, red, green, blue, *alpha = (_block_means(p, LEVEL_BLOCK, offset) for p in self.planes)
+        opacity = alpha[0] if alpha else np.full(gray.shape, 255.0)
+        return [gray, red - green, 0.5 * (red + green) - blue, opacity]
+
+
+def _block_means(plane: Any, side: int, offset: int) -> np.ndarray:
+    """The mean of every whole side x side block of a float32 plane (a Pillow "F" image or
+    an array) from (offset, offset), in float64.  Pillow's box reduction: the same means as
+    numpy's block reshape to float32 rounding, several times faster than its strided sums."""
     from PIL import Image
 
-    if not isinstance(image, Image.Image):
-        raise TypeError("expected a PIL image")
-    rgb, alpha = _flattened(image)
-    pixels = np.asarray(rgb, dtype=np.float32)
-    gray = np.asarray(rgb.convert("L"), dtype=np.float32)
-    rg, yb = _opponent(pixels)
-    if alpha is None:
-        return [gray, rg, yb, np.full(gray.shape, 255.0, dtype=np.float32)]
-    return [gray, rg, yb, np.asarray(alpha, dtype=np.float32)]
-
-
-def _blocks(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
-    """side x side blocks of ``pixels`` from (offset, offset), as a (rows, side, columns,
-    side) view: block statistics reduce over axes (1, 3), nothing is copied."""
-    shifted = pixels[offset:, offset:]
-    h, w = (n // side * side for n in shifted.shape)
-    return shifted[:h, :w].reshape(h // side, side, w // side, side)
+    image = plane if isinstance(plane, Image.Image) else Image.fromarray(plane)
+    width, height = ((n - offset) // side * side for n in image.size)
+    if width <= 0 or height <= 0:
+        return np.zeros((0, 0))
+    box = (offset, offset, offset + width, offset + height)
+    return np.asarray(image.reduce(side, box=box), dtype=np.float64)
 
 
 def _block_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """The lowest correlation of two pictures' blocks with strong contrast, over two grids
-    half a block apart (a change on a block border shows in the other grid)."""
+    half a block apart (a change on a block border shows in the other grid).
+
+    From the block sums of the pixels, their squares and their products.  The pixels are
+    whole levels, so every sum is a whole number: recovered exactly from the block means,
+    the variances and covariances below are exact, and a flat block (a blank margin beside
+    a mark) has exactly no covariance, as when computed pixel by pixel."""
+    from PIL import Image
+
     worst = 1.0
+    area = float(DETAIL_BLOCK * DETAIL_BLOCK)
+    images = [Image.fromarray(p) for p in (a, b, a * a, b * b, a * b)]
     for offset in (0, DETAIL_BLOCK // 2):
-        x, y = _blocks(a, DETAIL_BLOCK, offset), _blocks(b, DETAIL_BLOCK, offset)
+        sums = [np.rint(_block_means(p, DETAIL_BLOCK, offset) * area) for p in images]
+        x, y, xx, yy, xy = sums
         if x.size == 0:
             continue
-        x = x - x.mean(axis=(1, 3), keepdims=True)
-        y = y - y.mean(axis=(1, 3), keepdims=True)
-        sx = np.sqrt(np.mean(x * x, axis=(1, 3)))
-        sy = np.sqrt(np.mean(y * y, axis=(1, 3)))
+        # area^2 x the variances and the covariance
+        vx, vy, cov = area * xx - x * x, area * yy - y * y, area * xy - x * y
         # A block with contrast on one side only (a mark on a blank page) correlates ~0.
-        used = np.maximum(sx, sy) >= DETAIL_SPREAD
+        used = np.maximum(vx, vy) >= (DETAIL_SPREAD * area) ** 2
         if used.any():
-            product = np.mean(x * y, axis=(1, 3))[used]
-            spread = np.maximum(sx[used] * sy[used], 1e-6)
-            worst = min(worst, float((product / spread).min()))
+            spread = np.maximum(np.sqrt(vx[used] * vy[used]), 1e-6 * area * area)
+            worst = min(worst, float((cov[used] / spread).min()))
     return worst
 
 
-def _block_levels(a: np.ndarray, b: np.ndarray) -> float:
-    """The largest difference of block means, over two grids half a block apart."""
+def _block_levels(a: _DetailPlanes, b: _DetailPlanes) -> float:
+    """The largest difference of block means (brightness, colour, alpha), over two grids
+    half a block apart."""
     worst = 0.0
     for offset in (0, LEVEL_BLOCK // 2):
-        x, y = _blocks(a, LEVEL_BLOCK, offset), _blocks(b, LEVEL_BLOCK, offset)
-        if x.size:
-            means = x.mean(axis=(1, 3)) - y.mean(axis=(1, 3))
-            worst = max(worst, float(np.abs(means).max()))
+        for x, y in zip(a.level_means(offset), b.level_means(offset), strict=True):
+            if x.size:
+                worst = max(worst, float(np.abs(x - y).max()))
     return worst
 
 

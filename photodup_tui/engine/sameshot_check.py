@@ -52,7 +52,7 @@ METHOD = (
     f"-quick{sameshot.QUICK_MIN}-v5"
 )
 NEAR_METHOD = (
-    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v2"
+    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v3"
 )
 #: Thumbnails are made from a preview this big (photodupd.pixelthumb).
 PREVIEW_SIDE = pixelthumb.PREVIEW_SIDE

@@ -1,0 +1,176 @@
+"""The full-detail check at a JPEG's own DCT scale (issue 14): a 12 MP near pair is compared
+at half size, decoded straight at that size, and the block statistics give the same verdicts
+as computing them pixel by pixel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image, ImageDraw, JpegImagePlugin
+
+from photodup_tui.engine import pixeljobs, sameshot
+from photodupd import imaging
+from tests.photos import exif_bytes
+
+
+def reference_detail(image_a: Image.Image, image_b: Image.Image) -> float:
+    """:func:`sameshot.same_detail` as its docstring defines it, pixel by pixel in float64:
+    what the block-mean implementation must agree with."""
+
+    def planes(image: Image.Image) -> list[np.ndarray]:
+        rgb, alpha = sameshot._flattened(image)
+        pixels = np.asarray(rgb, dtype=np.float64)
+        gray = np.asarray(rgb.convert("L"), dtype=np.float64)
+        rg = pixels[..., 0] - pixels[..., 1]
+        yb = 0.5 * (pixels[..., 0] + pixels[..., 1]) - pixels[..., 2]
+        opacity = np.full(gray.shape, 255.0) if alpha is None else np.asarray(alpha, np.float64)
+        return [gray, rg, yb, opacity]
+
+    def blocks(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
+        shifted = pixels[offset:, offset:]
+        h, w = (n // side * side for n in shifted.shape)
+        return shifted[:h, :w].reshape(h // side, side, w // side, side)
+
+    def correlation(a: np.ndarray, b: np.ndarray) -> float:
+        worst = 1.0
+        for offset in (0, sameshot.DETAIL_BLOCK // 2):
+            x, y = (
+                blocks(a, sameshot.DETAIL_BLOCK, offset),
+                blocks(b, sameshot.DETAIL_BLOCK, offset),
+            )
+            x = x - x.mean(axis=(1, 3), keepdims=True)
+            y = y - y.mean(axis=(1, 3), keepdims=True)
+            sx = np.sqrt(np.mean(x * x, axis=(1, 3)))
+            sy = np.sqrt(np.mean(y * y, axis=(1, 3)))
+            used = np.maximum(sx, sy) >= sameshot.DETAIL_SPREAD
+            if used.any():
+                product = np.mean(x * y, axis=(1, 3))[used]
+                worst = min(worst, float((product / np.maximum(sx[used] * sy[used], 1e-6)).min()))
+        return worst
+
+    def levels(a: np.ndarray, b: np.ndarray) -> float:
+        worst = 0.0
+        for offset in (0, sameshot.LEVEL_BLOCK // 2):
+            x, y = blocks(a, sameshot.LEVEL_BLOCK, offset), blocks(b, sameshot.LEVEL_BLOCK, offset)
+            worst = max(worst, float(np.abs(x.mean(axis=(1, 3)) - y.mean(axis=(1, 3))).max()))
+        return worst
+
+    a, b = planes(image_a), planes(image_b)
+    pairs = [(a[0], b[0])]
+    if a[3].min() < 255 or b[3].min() < 255:
+        pairs.append((a[3], b[3]))
+    margin = 1.0 - sameshot.SAME_PICTURE_MIN
+    structure = 1.0 - margin * (1.0 - min(correlation(x, y) for x, y in pairs)) / (
+        1.0 - sameshot.DETAIL_CORRELATION
+    )
+    level = 1.0 - margin * max(levels(x, y) for x, y in zip(a, b, strict=True)) / (
+        sameshot.LEVEL_TOLERANCE
+    )
+    return max(-1.0, min(structure, level))
+
+
+def variants(picture: Image.Image, seed: int) -> list[Image.Image]:
+    """The picture, a blurred resize of it, a noisy copy, a copy with a transparent corner,
+    one with a mark on it, and one with a flat patch: pairs with every kind of block."""
+    rng = np.random.default_rng(seed)
+    w, h = picture.size
+    noisy = np.asarray(picture).astype(np.int16) + rng.integers(-12, 12, (h, w, 3))
+    holed = np.asarray(picture.convert("RGBA")).copy()
+    holed[: h // 5, : w // 5, 3] = 0
+    marked = picture.copy()
+    ImageDraw.Draw(marked).line(
+        [(w // 3, h // 2), (w // 2, h // 2 + 7)], fill=(10, 10, 90), width=3
+    )
+    patched = picture.copy()
+    patched.paste((255, 255, 255), (w // 2, h // 4, w // 2 + 60, h // 4 + 60))
+    return [
+        picture,
+        picture.resize((w // 2, h // 2)).resize((w, h), Image.Resampling.BILINEAR),
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)),
+        Image.fromarray(holed),
+        marked,
+        patched,
+    ]
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "page"])
+def test_the_block_statistics_agree_with_the_pixel_by_pixel_definition(name: str) -> None:
+    picture = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    pictures = variants(picture, seed=len(name))
+    for a in pictures:
+        for b in pictures:
+            expected = reference_detail(a, b)
+            assert sameshot.same_detail(a, b) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_mark_on_a_blank_margin_is_not_lost_to_rounding() -> None:
+    """A block with contrast on one side and none on the other must correlate 0 exactly, as
+    pixel by pixel: rounded block means made it thousands (and a clamp would make it 1)."""
+    blank = Image.new("RGB", (600, 400), (250, 250, 250))
+    marked = blank.copy()
+    ImageDraw.Draw(marked).rectangle((300, 200, 302, 205), fill=(0, 0, 0))
+    value = sameshot.same_detail(blank, marked)
+    assert value == pytest.approx(reference_detail(blank, marked), abs=1e-9)
+    assert value < sameshot.SAME_PICTURE_MIN
+
+
+def test_a_12_mp_pair_is_compared_at_half_size_and_a_document_at_its_own() -> None:
+    assert sameshot.detail_size((4000, 3000), (4000, 3000)) == (2000, 1500)
+    assert sameshot.detail_size((4000, 3000), (3000, 2250)) == (1500, 1125)
+    assert sameshot.detail_size((6000, 4000), (6000, 4000)) == (2000, 1333)
+    assert sameshot.detail_size((1600, 1200), (800, 600)) == (800, 600)
+    assert sameshot.detail_size((2048, 1536), (2048, 1536)) == (2048, 1536)
+
+
+def photo_file(path: Path, size: tuple[int, int], orientation: int = 1) -> Image.Image:
+    picture = Image.fromarray(skimage.data.astronaut()).resize(size, Image.Resampling.BICUBIC)
+    extra = {"exif": exif_bytes(orientation=orientation)} if orientation != 1 else {}
+    picture.save(path, quality=92, **extra)
+    return picture
+
+
+def test_a_jpeg_is_decoded_at_the_dct_scale_that_covers_the_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo_file(tmp_path / "big.jpg", (2400, 1800))
+    asked: list[tuple[int, int]] = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self: JpegImagePlugin.JpegImageFile, mode: str | None, size: object) -> object:
+        result = draft(self, mode, size)  # type: ignore[arg-type]
+        asked.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    picture = imaging.load_sized(str(tmp_path / "big.jpg"), (1200, 900))
+    assert picture.size == (1200, 900)
+    assert asked == [(1200, 900)]  # decoded at 1/2, nothing left to resample
+    third = imaging.load_sized(str(tmp_path / "big.jpg"), (800, 600))
+    assert third.size == (800, 600) and asked[-1] == (1200, 900)  # 1/3 is no DCT scale
+
+
+def test_a_turned_photo_is_drafted_along_its_stored_axes(tmp_path: Path) -> None:
+    """EXIF orientation 6: the file stores 2400x1800, the photo is 1800x2400 upright."""
+    original = photo_file(tmp_path / "turned.jpg", (2400, 1800), orientation=6)
+    picture = imaging.load_sized(str(tmp_path / "turned.jpg"), (900, 1200))
+    assert picture.size == (900, 1200)
+    upright = original.transpose(Image.Transpose.ROTATE_270).resize((900, 1200))
+    difference = np.abs(np.asarray(picture, np.int16) - np.asarray(upright, np.int16))
+    assert float(difference.mean()) < 6.0
+
+
+def test_the_detail_check_of_a_12_mp_re_encode_and_of_another_shot(tmp_path: Path) -> None:
+    """Real 12 MP JPEGs through the pixel job: a re-encode is the same picture at half
+    size, the same picture with a mark on it is not."""
+    original = photo_file(tmp_path / "a.jpg", (4000, 3000))
+    original.save(tmp_path / "b.jpg", quality=80)
+    marked = original.copy()
+    ImageDraw.Draw(marked).rectangle((1000, 600, 1040, 612), fill=(0, 0, 0))  # on the face
+    marked.save(tmp_path / "c.jpg", quality=92)
+    size = sameshot.detail_size((4000, 3000), (4000, 3000))
+    same = pixeljobs.detail(str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), size)
+    other = pixeljobs.detail(str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg"), size)
+    assert same >= sameshot.SAME_PICTURE_MIN > other
