@@ -1,8 +1,9 @@
 """What Ray's workers run for ``photodup scan --ray``: decoding tasks and model actors.
 
-The scan's driver (``photodup_tui.engine.ray_features``) builds a Ray Data pipeline over the
-paths that need features and names the callables here by module path, never importing the
-model: this module is torch-free when imported; only :class:`Embedder`'s constructor, which
+The scan's driver (``photodup_tui.engine.ray_features``) runs :func:`shared_pipeline`, the Ray
+Data pipeline over the paths that need features (itself, or through a
+:class:`PipelineRunner` actor when it is a Ray Client), and names the callables here by
+module path, never importing the model: this module is torch-free when imported; only :class:`Embedder`'s constructor, which
 runs inside a Ray actor, imports :mod:`photodupd.models.backend`.  So the scanning process
 stays as light as with a local photodupd, while the workers do what photodupd's own decoders
 and model thread do:

@@ -9,10 +9,12 @@ The files that need features become a Ray Data ``Dataset`` of paths, then two st
   id), one per GPU when the cluster has GPUs, else between one and half the cluster's CPUs
   (Ray Data grows the pool while decoded rows wait).
 
-Both live in :mod:`photodupd.raywork`, which this module names but never imports itself: the
-scanning process imports no model code (the import contracts in pyproject.toml; the same
-"module:function" hand-over as the decoder pool's ``decode_fn``), and ``ray`` is imported
-only when a scan asks for it.
+Both live in :mod:`photodupd.raywork`, with the pipeline that chains them (run in this
+process, or, for a Ray Client (``ray://``), whose ``ray`` cannot run Ray Data's executor,
+in an actor on the cluster that this process pulls from).  This module names that module
+but never imports it itself: the scanning process imports no model code (the import
+contracts in pyproject.toml; the same "module:function" hand-over as the decoder pool's
+``decode_fn``), and ``ray`` is imported only when a scan asks for it.
 
 Where the bytes come from: when every node sees the driver's files at the same paths (a
 shared mount: checked on a sample, per node), the workers read them; otherwise this process

@@ -24,7 +24,7 @@ import psutil
 #: How long the head may take to answer (Ray's own start takes a few seconds).
 READY_WITHIN = 90.0
 #: How long its processes get to end on SIGTERM before they are killed.
-STOP_GRACE = 5.0
+STOP_GRACE = 1.0
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ Skipped only when the ``photodup[ray]`` extra is not installed (``.ci/run`` inst
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -225,3 +226,55 @@ def test_an_address_nothing_answers_at_is_said_at_once(
     )
     assert said in done.stderr, done.stderr
     assert load_report(report).model != catalog.BUILTIN_ID  # no model served the scan
+
+
+#: A driver that opens the source itself with ``files = ship`` (no flag asks for it: on one
+#: machine the workers always see the files) and writes what it computed as JSON.
+SHIP_DRIVER = """
+import json, sys, threading
+from photodup_tui.engine.ray_features import RayFeatureSource, RaySettings
+
+got = {}
+with RayFeatureSource(RaySettings(sys.argv[1], model="builtin", files="ship")) as source:
+    source.compute(sys.argv[3:], got.__setitem__, threading.Event())
+    summary = source.served_by()
+rows = {
+    path: [r.error_code, r.phash, r.width, r.height, None if r.embedding is None
+           else r.embedding.tolist()]
+    for path, r in got.items()
+}
+with open(sys.argv[2], "w") as out:
+    json.dump({"summary": summary, "rows": rows}, out)
+"""
+
+
+def test_files_shipped_through_ray_client_give_what_photodupd_gives(
+    pictures: Path, by_photodupd: Scan, head: RayHead, tmp_path: Path
+) -> None:
+    """The files the cluster cannot see (a laptop's photos, a remote cluster): the driver
+    decodes them and ships the model's input to actors it starts through Ray Client."""
+    expected = cache_rows(by_photodupd.cache)
+    out = tmp_path / "shipped.json"
+    done = subprocess.run(
+        [sys.executable, "-c", SHIP_DRIVER, head.client_address, str(out), *sorted(expected)],
+        env=scan_env(tmp_path, head.auth_env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SCAN_WITHIN,
+    )
+    assert done.returncode == 0, done.stderr
+    shipped = json.loads(out.read_text())
+    assert f"Ray at {head.client_address} (2 CPUs; " in shipped["summary"]
+    assert "files: shipped by this computer (reduced upload)" in shipped["summary"]
+    assert "KB per photo" in shipped["summary"]
+    assert set(shipped["rows"]) == set(expected)
+    for path, ((_model, phash, width, height, *_facts, error), vector) in expected.items():
+        got_error, got_phash, got_width, got_height, embedding = shipped["rows"][path]
+        assert got_error == error, path
+        if error is None:
+            assert isinstance(phash, int), path
+            assert got_phash % 2**64 == phash % 2**64, path  # stored signed, 64 bits either way
+            assert (got_width, got_height) == (width, height), path
+            assert vector is not None, path
+            np.testing.assert_allclose(np.asarray(embedding), vector, atol=2e-3)
