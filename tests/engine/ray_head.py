@@ -9,6 +9,7 @@ processes (``ray stop`` would end every Ray on the machine).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -131,37 +132,37 @@ class RayHead:
         return f"ray://{self.node_ip}:{self.client_port}"
 
     def processes(self) -> list[psutil.Process]:
-        """This head's processes: those of its session, and any that name its temp dir."""
+        """This head's live processes: those of its session, and any that name its temp dir.
+
+        Its dead ones are reaped on the way when they are this process's children: a Ray
+        started in this process (test_ray.py's, earlier in the run) makes it the subreaper
+        of orphans, and ``ray start`` leaves its head's processes orphaned."""
         found = []
-        for proc in psutil.process_iter(["cmdline"]):
+        for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
             try:
                 mine = os.getsid(proc.pid) == self.session_id or any(
                     str(self.temp_dir) in arg for arg in proc.info["cmdline"] or ()
                 )
             except (OSError, psutil.Error):
                 continue
-            if mine and proc.pid != os.getpid():
-                found.append(proc)
+            if not mine or proc.pid == os.getpid():
+                continue
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                if proc.info["ppid"] == os.getpid():
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(proc.pid, os.WNOHANG)
+                continue
+            found.append(proc)
         return found
 
     def stop(self) -> None:
         """SIGTERM to all its processes, SIGKILL to what is left after a grace."""
         procs = self.processes()
         for proc in procs:
-            with _gone_ok():
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGTERM)
         _, alive = psutil.wait_procs(procs, timeout=STOP_GRACE)
         for proc in alive:
-            with _gone_ok():
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
         psutil.wait_procs(alive, timeout=STOP_GRACE)
-
-
-class _gone_ok:
-    """Suppress the error of signalling a process that has already gone."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, psutil.NoSuchProcess)
