@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,9 +46,12 @@ class RayHead:
     env: dict[str, str]
     session_id: int = 0
     node_ip: str = ""
+    _starter: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(cls, cpus: int = 2) -> RayHead:
+        """``ray start --head`` launched; :meth:`wait_ready` waits until it answers (other
+        work, such as a baseline scan, can run meanwhile)."""
         temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
         token = temp_dir / "token"
         token.write_text(secrets.token_hex(32))
@@ -63,8 +67,10 @@ class RayHead:
         return head
 
     def _launch(self, cpus: int) -> None:
-        command = [
-            "ray",
+        command = [  # the `ray` console script, run by this interpreter
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
             "start",
             "--head",
             "--node-ip-address=127.0.0.1",
@@ -76,25 +82,22 @@ class RayHead:
             "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
         ]
-        log = self.temp_dir.parent / "start.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
+        with (self.temp_dir.parent / "start.log").open("wb") as sink:
+            self._starter = subprocess.Popen(
                 command, env=self.env, stdout=sink, stderr=sink, start_new_session=True
             )
-        self.session_id = proc.pid  # its session: every process Ray starts for this head
-        try:
-            if proc.wait(READY_WITHIN) != 0:
-                raise RuntimeError(f"ray start failed: {log.read_text(errors='replace')}")
-            self.node_ip = self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        # Its session: every process Ray starts for this head.
+        self.session_id = self._starter.pid
 
-    def _wait_ready(self) -> str:
-        """The address the Ray Client server listens on, once it accepts connections.
+    def wait_ready(self) -> None:
+        """Until ``ray start`` is done and the Ray Client server accepts connections.
 
-        Ray resolves 127.0.0.1 to the machine's own address and binds there, so the client
-        address is read from what ``ray start`` launched."""
+        Ray resolves 127.0.0.1 to the machine's own address and binds there, so the address
+        is read from what ``ray start`` launched."""
+        assert self._starter is not None
+        log = self.temp_dir.parent / "start.log"
+        if self._starter.wait(READY_WITHIN) != 0:
+            raise RuntimeError(f"ray start failed: {log.read_text(errors='replace')}")
         deadline = time.monotonic() + READY_WITHIN
         while time.monotonic() < deadline:
             host = self._client_server_host()
@@ -102,7 +105,8 @@ class RayHead:
                 with socket.socket() as probe:
                     probe.settimeout(1.0)
                     if probe.connect_ex((host, self.client_port)) == 0:
-                        return host
+                        self.node_ip = host
+                        return
             time.sleep(0.1)
         raise TimeoutError(f"the Ray head at port {self.gcs_port} never answered")
 
@@ -157,6 +161,9 @@ class RayHead:
 
     def stop(self) -> None:
         """SIGTERM to all its processes, SIGKILL to what is left after a grace."""
+        if self._starter is not None and self._starter.poll() is None:
+            self._starter.kill()  # still starting: it goes too
+            self._starter.wait()
         procs = self.processes()
         for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess):

@@ -106,8 +106,23 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def by_photodupd(pictures: Path, tmp_path_factory: pytest.TempPathFactory) -> Scan:
-    """The same library scanned through photodupd (stopped before any Ray starts)."""
+def starting_head() -> Iterator[RayHead]:
+    """``ray start --head`` (2 CPUs), launched; all of it killed at the module's end."""
+    started = RayHead.start(cpus=2)
+    try:
+        yield started
+    finally:
+        started.stop()
+        assert started.processes() == [], "a process of the test's Ray head outlived it"
+        shutil.rmtree(started.temp_dir.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def by_photodupd(
+    pictures: Path, starting_head: RayHead, tmp_path_factory: pytest.TempPathFactory
+) -> Scan:
+    """The same library scanned through photodupd, while the Ray head starts (a head that
+    has started runs nothing until a scan connects)."""
     where = tmp_path_factory.mktemp("photodupd")
     short = Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp"))  # socket paths are short
     runtime = short / "rt"
@@ -124,15 +139,10 @@ def by_photodupd(pictures: Path, tmp_path_factory: pytest.TempPathFactory) -> Sc
 
 
 @pytest.fixture(scope="module")
-def head(by_photodupd: Scan) -> Iterator[RayHead]:
-    """The cluster, started once the photodupd scan is done; all of it killed at the end."""
-    started = RayHead.start(cpus=2)
-    try:
-        yield started
-    finally:
-        started.stop()
-        assert started.processes() == [], "a process of the test's Ray head outlived it"
-        shutil.rmtree(started.temp_dir.parent, ignore_errors=True)
+def head(starting_head: RayHead, by_photodupd: Scan) -> RayHead:
+    """The cluster, answering."""
+    starting_head.wait_ready()
+    return starting_head
 
 
 def grouped(report_path: Path) -> set[tuple[str, frozenset[str]]]:
