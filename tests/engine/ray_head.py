@@ -62,6 +62,9 @@ class RayHead:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
         env.pop("RAY_AUTH_TOKEN", None)
         env.pop("RAY_ADDRESS", None)
+        # The Ray Client server starts a Python process per client and gives it 30 s to
+        # answer; on this shared 2-core machine under load that start alone can take longer.
+        env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "120"
         head = cls(temp_dir / "r", free_port(), free_port(), env)
         head._launch(cpus)
         return head
@@ -134,6 +137,13 @@ class RayHead:
     @property
     def client_address(self) -> str:
         return f"ray://{self.node_ip}:{self.client_port}"
+
+    def client_server_log(self, tail: int = 4000) -> str:
+        """The end of the Ray Client server's logs (why a ray:// driver was turned away)."""
+        out = []
+        for log in sorted(self.temp_dir.glob("session_*/logs/ray_client_server*")):
+            out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-tail:]}")
+        return "\n".join(out)
 
     def processes(self) -> list[psutil.Process]:
         """This head's live processes: those of its session, and any that name its temp dir.

@@ -150,10 +150,11 @@ def grouped(report_path: Path) -> set[tuple[str, frozenset[str]]]:
     return {(g.kind.value, frozenset(m.photo.path for m in g.members)) for g in report.groups}
 
 
-def assert_same_as_photodupd(scan: Scan, baseline: Scan) -> None:
+def assert_same_as_photodupd(scan: Scan, baseline: Scan, head: RayHead) -> None:
     """Same model id, groups, cache rows (facts, errors, embeddings) and thumbnails."""
-    assert load_report(scan.report).model == load_report(baseline.report).model
-    assert load_report(scan.report).model == catalog.BUILTIN_ID
+    served = load_report(scan.report).model
+    assert served == catalog.BUILTIN_ID, f"{scan.err}\n{head.client_server_log()}"
+    assert load_report(baseline.report).model == catalog.BUILTIN_ID, baseline.err
     assert grouped(scan.report) == grouped(baseline.report)
     assert len(grouped(scan.report)) == 1
     expected, got = cache_rows(baseline.cache), cache_rows(scan.cache)
@@ -178,7 +179,7 @@ def test_a_scan_through_ray_client_gives_what_photodupd_gives(
     pipeline runs on the cluster; the results are photodupd's, byte for byte where stored."""
     env = scan_env(tmp_path, head.auth_env)
     scan = run_scan(pictures, tmp_path, env, "--ray", head.client_address)
-    assert_same_as_photodupd(scan, by_photodupd)
+    assert_same_as_photodupd(scan, by_photodupd, head)
     # The summary says which cluster served, its size, and how the files reached it: on one
     # machine the workers see the driver's paths.
     assert f"model: {catalog.BUILTIN_ID} on Ray at {head.client_address} (2 CPUs; " in scan.out, (
@@ -194,7 +195,7 @@ def test_auto_scans_on_the_cluster_ray_address_names(
     cluster (no Ray of its own) and gets photodupd's results."""
     env = scan_env(tmp_path, {"RAY_ADDRESS": head.gcs_address, **head.auth_env})
     scan = run_scan(pictures, tmp_path, env, "--ray", "auto")
-    assert_same_as_photodupd(scan, by_photodupd)
+    assert_same_as_photodupd(scan, by_photodupd, head)
     served = f"on Ray at {head.gcs_address} (RAY_ADDRESS) (2 CPUs; "
     assert served in scan.out, scan.out
     assert "files: shared mount (the workers read each path)" in scan.out, scan.out
