@@ -113,8 +113,9 @@ def starting_head() -> Iterator[RayHead]:
         yield started
     finally:
         started.stop()
-        assert started.processes() == [], "a process of the test's Ray head outlived it"
+        left = started.processes()
         shutil.rmtree(started.temp_dir.parent, ignore_errors=True)
+        assert left == [], "a process of the test's Ray head outlived it"
 
 
 @pytest.fixture(scope="module")
