@@ -311,7 +311,7 @@ def _say_source(opened: OpenedSource, requested: str, say: _Printer) -> None:
         say.warn(step)
     if opened.daemon_error is not None:
         say.warn(
-            f"photodupd is unavailable ({opened.daemon_error}); falling back to --no-model: "
+            f"{opened.unavailable} is unavailable ({opened.daemon_error}); falling back to --no-model: "
             "perceptual hashes only (re-encodes and resizes are found; mirrors and most crops "
             "are not)"
         )

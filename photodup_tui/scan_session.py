@@ -58,6 +58,8 @@ class OpenedSource:
     #: each step down before this source (auto: remote -> local -> inline), in one line with
     #: why; the last step, to no model, is ``daemon_error``
     steps: list[str] = field(default_factory=list)
+    #: what ``daemon_error`` is about, as the fallback's warning names it
+    unavailable: str = "photodupd"
 
     def served_by(self) -> str:
         """Which model served the scan and where, for the status line and the summary;
@@ -111,8 +113,15 @@ def open_feature_source(
                 report(steps[-1])
             continue
         return OpenedSource(source, mode=mode, steps=steps)
+    # A Ray cluster is no photodupd: the warning names what did not answer.
+    last = placement.describe(order[-1]) if order[-1] == "ray" else "photodupd"
     return OpenedSource(
-        LocalFeatureSource(), UNAVAILABLE + why, daemon_error=why, mode=NO_MODEL, steps=steps
+        LocalFeatureSource(),
+        UNAVAILABLE + why,
+        daemon_error=why,
+        mode=NO_MODEL,
+        steps=steps,
+        unavailable=last,
     )
 
 

@@ -1,8 +1,9 @@
 """What Ray's workers run for ``photodup scan --ray``: decoding tasks and model actors.
 
-The scan's driver (``photodup_tui.engine.ray_features``) builds a Ray Data pipeline over the
-paths that need features and names the callables here by module path, never importing the
-model: this module is torch-free when imported; only :class:`Embedder`'s constructor, which
+The scan's driver (``photodup_tui.engine.ray_features``) runs :func:`shared_pipeline`, the Ray
+Data pipeline over the paths that need features (itself, or through a
+:class:`PipelineRunner` actor when it is a Ray Client), and names the callables here by
+module path, never importing the model: this module is torch-free when imported; only :class:`Embedder`'s constructor, which
 runs inside a Ray actor, imports :mod:`photodupd.models.backend`.  So the scanning process
 stays as light as with a local photodupd, while the workers do what photodupd's own decoders
 and model thread do:
@@ -257,3 +258,85 @@ class Embedder:
                 ok[index] = False
                 codes[index], messages[index] = str(exc.code), exc.message
         rows.update(pixels=pixels, ok=ok, error_code=codes, error_message=messages)
+
+
+# ---------------------------------------------------------------------- the pipeline
+
+
+def shared_pipeline(paths: list[str], plan: dict[str, Any]) -> Any:
+    """The Ray Data pipeline over files the workers read: ``decode_batch`` tasks -> a pool
+    of :class:`Embedder` actors; an iterator of output batches (numpy columns).
+
+    ``plan`` (plain values, built by the scan's driver): ``blocks``; ``decode``: the tasks'
+    ``batch_size``, ``num_cpus``, ``max_retries`` and ``fn_kwargs``; ``embed``: the actors'
+    ``batch_size``, ``fn_constructor_kwargs``, ``num_cpus``, ``num_gpus`` and the pool's
+    ``min_size`` / ``max_size``.  It runs where Ray Data can run its executor: the scan's own
+    process, or (Ray Client) a :class:`PipelineRunner` on the cluster."""
+    import warnings
+
+    import ray.data
+
+    decode, embed = plan["decode"], plan["embed"]
+    dataset: Any = ray.data.from_items(  # Any: ray's own types, not checked here
+        [{"path": p} for p in paths], override_num_blocks=int(plan["blocks"])
+    )
+    with warnings.catch_warnings():
+        # Ray 2.60 calls any task option a "ray_remote_args" and warns (removal in 2.64,
+        # past the pin): the scan's output is no place for it.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        dataset = dataset.map_batches(
+            decode_batch,
+            batch_size=decode["batch_size"],
+            batch_format="numpy",
+            num_cpus=decode["num_cpus"],
+            # SPREAD: reading is I/O, best spread over the nodes; it also keeps Ray Data
+            # from fusing these tasks into the model actors (fusion needs equal remote
+            # args), so decoding scales with the cluster's CPUs, not with the number of
+            # models.  A task whose worker is lost is run again (the driver answers each
+            # path once).
+            scheduling_strategy="SPREAD",
+            max_retries=decode["max_retries"],
+            fn_kwargs=decode["fn_kwargs"],
+        )
+    # Model actors: Ray Data restarts a lost actor and runs its batches again (max_restarts
+    # / max_task_retries: -1, its defaults for actor pools).
+    resources: dict[str, Any] = {"num_cpus": embed["num_cpus"]}
+    if embed.get("num_gpus"):
+        resources["num_gpus"] = embed["num_gpus"]
+    dataset = dataset.map_batches(
+        Embedder,
+        batch_size=embed["batch_size"],
+        batch_format="numpy",
+        fn_constructor_kwargs=embed["fn_constructor_kwargs"],
+        compute=ray.data.ActorPoolStrategy(min_size=embed["min_size"], max_size=embed["max_size"]),
+        **resources,
+    )
+    return iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's own progress bars and per-run log lines: off (the scan reports progress)."""
+    import logging
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+class PipelineRunner:
+    """An actor on the cluster that runs :func:`shared_pipeline` for a driver connected
+    through Ray Client (``ray://``): Ray Data's executor needs a process of the cluster
+    (a client's ``ray`` has no core worker), so it runs here and the driver pulls the
+    output batches one call at a time.  Killing this actor ends the pipeline: the tasks and
+    actors it started are its own and go with it."""
+
+    def __init__(self, paths: list[str], plan: dict[str, Any]) -> None:
+        quiet_ray_data()
+        self._batches = shared_pipeline(paths, plan)
+
+    def next_batch(self) -> dict[str, np.ndarray] | None:
+        """The next output batch; None once the pipeline is done."""
+        return next(self._batches, None)

@@ -9,10 +9,12 @@ The files that need features become a Ray Data ``Dataset`` of paths, then two st
   id), one per GPU when the cluster has GPUs, else between one and half the cluster's CPUs
   (Ray Data grows the pool while decoded rows wait).
 
-Both live in :mod:`photodupd.raywork`, which this module names but never imports itself: the
-scanning process imports no model code (the import contracts in pyproject.toml; the same
-"module:function" hand-over as the decoder pool's ``decode_fn``), and ``ray`` is imported
-only when a scan asks for it.
+Both live in :mod:`photodupd.raywork`, with the pipeline that chains them (run in this
+process, or, for a Ray Client (``ray://``), whose ``ray`` cannot run Ray Data's executor,
+in an actor on the cluster that this process pulls from).  This module names that module
+but never imports it itself: the scanning process imports no model code (the import
+contracts in pyproject.toml; the same "module:function" hand-over as the decoder pool's
+``decode_fn``), and ``ray`` is imported only when a scan asks for it.
 
 Where the bytes come from: when every node sees the driver's files at the same paths (a
 shared mount: checked on a sample, per node), the workers read them; otherwise this process
@@ -32,8 +34,8 @@ import importlib
 import os
 import queue
 import random
+import socket
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -66,6 +68,8 @@ SHIP_IN_FLIGHT_PER_ACTOR: Final = 2
 #: Runs of a decoding task whose Ray worker was lost (a node gone): the decoders' own
 #: isolation means a file never takes the Ray worker down with it.
 TASK_RETRIES: Final = 5
+#: How long a cluster's address may take to accept a connection before the scan gives up.
+CONNECT_TIMEOUT: Final = 5.0
 
 
 class RayUnavailable(DaemonUnavailable):
@@ -154,38 +158,42 @@ class RayFeatureSource:
         if ray.is_initialized():  # the caller's own Ray (a program embedding photodup, tests)
             self._say("using the Ray instance this process already runs")
             return
-        if self.address == "auto" and not os.environ.get("RAY_ADDRESS"):
-            raise RayUnavailable("ray = auto needs RAY_ADDRESS (or give the address)")
+        target = self._target()
         kwargs: dict[str, Any] = {
             "include_dashboard": False,
             "log_to_driver": False,
             "configure_logging": False,
         }
-        if self.address == "local":
+        if target == "local":
             self._say("starting a local Ray instance for this scan")
             kwargs["num_cpus"] = self.settings.local_cpus
         else:
-            self._say(f"connecting to the Ray cluster at {self.address}")
-            kwargs["address"] = self.address
+            self._say(f"connecting to the Ray cluster at {target}")
+            _answers(target)
+            kwargs["address"] = target
         self._owner = _RayOwner(ray, kwargs)
         error = self._owner.started()
         if error is not None:  # ConnectionError, a version mismatch, a bad address ...
             self._owner = None
-            raise RayUnavailable(f"cannot reach Ray at {self.address}: {error}")
+            raise RayUnavailable(f"cannot reach Ray at {target}: {error}")
         self._owned = True
 
-    @staticmethod
-    def _quiet() -> None:
+    def _target(self) -> str:
+        """What ``ray.init`` is given: ``auto`` is the cluster RAY_ADDRESS names (a head's
+        GCS ``host:port``, or a ``ray://`` Ray Client address)."""
+        if self.address != "auto":
+            return self.address
+        target = os.environ.get("RAY_ADDRESS", "").strip()
+        if not target:
+            raise RayUnavailable("ray = auto needs RAY_ADDRESS (or give the address)")
+        return target
+
+    def _quiet(self) -> None:
         """Ray Data's own progress bars and per-run log lines would fight with the scan's
         progress line (and the TUI): the scan reports progress itself."""
         import logging
 
-        from ray.data import DataContext
-
-        context = DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        self._worker.quiet_ray_data()
         # "SIGTERM handler is not set ... not the main thread", the token notice ...: the
         # scan's own lines say what is happening.
         logging.getLogger("ray").setLevel(logging.ERROR)
@@ -243,7 +251,12 @@ class RayFeatureSource:
 
     def served_by(self) -> str:
         """One line for the scan's summary: where, how big, and how the files got there."""
-        where = "a local Ray instance" if self.address == "local" else f"Ray at {self.address}"
+        if self.address == "local":
+            where = "a local Ray instance"
+        elif self.address == "auto":
+            where = f"Ray at {os.environ.get('RAY_ADDRESS', 'auto')} (RAY_ADDRESS)"
+        else:
+            where = f"Ray at {self.address}"
         gpus = f", {self.gpus} GPUs" if self.gpus else ""
         actors = f"{self.actors} model {'actor' if self.actors == 1 else 'actors'}"
         line = f"{where} ({self.cpus} CPUs{gpus}; {actors}); files: {self.files_mode}"
@@ -315,57 +328,65 @@ class RayFeatureSource:
         }
 
     def _shared_pipeline(self, paths: list[str]) -> Iterator[dict[str, np.ndarray]]:
-        """The Ray Data pipeline, workers reading the files: decode tasks -> model actors."""
-        data = self._ray.data
-        blocks = max(1, min(len(paths) // DECODE_BATCH, 4096))
-        dataset = data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-        with warnings.catch_warnings():
-            # Ray 2.60 calls any task option a "ray_remote_args" and warns (removal in 2.64,
-            # past the pin): the scan's output is no place for it.
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-            dataset = self._decode_stage(dataset)
-        dataset = dataset.map_batches(
-            self._worker.Embedder,
-            batch_size=EMBED_BATCH,
-            batch_format="numpy",
-            fn_constructor_kwargs=self._embedder_args(),
-            **self._actor_options(),
-        )
-        return iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+        """The Ray Data pipeline, workers reading the files: decode tasks -> model actors
+        (:func:`photodupd.raywork.shared_pipeline`), run in this process, or on the cluster
+        when this process is a Ray Client (whose ``ray`` cannot run Ray Data's executor)."""
+        plan = self._pipeline_plan(len(paths))
+        if importlib.import_module("ray.util.client").ray.is_connected():
+            return self._run_on_cluster(paths, plan)
+        batches: Iterator[dict[str, np.ndarray]] = self._worker.shared_pipeline(paths, plan)
+        return batches
 
-    def _decode_stage(self, dataset: Any) -> Any:
+    def _pipeline_plan(self, count: int) -> dict[str, Any]:
+        """What :func:`photodupd.raywork.shared_pipeline` builds, in plain values."""
         s = self.settings
-        return dataset.map_batches(
-            self._worker.decode_batch,
-            batch_size=DECODE_BATCH,
-            batch_format="numpy",
-            num_cpus=self._actor_cpus(),
-            # SPREAD: reading is I/O, best spread over the nodes; it also keeps Ray Data from
-            # fusing these tasks into the model actors (fusion needs equal remote args), so
-            # decoding scales with the cluster's CPUs, not with the number of models.  A task
-            # whose worker is lost is run again (its rows are answered once, see compute).
-            scheduling_strategy="SPREAD",
-            max_retries=TASK_RETRIES,
-            fn_kwargs={
+        decode = {
+            "batch_size": DECODE_BATCH,
+            "num_cpus": self._actor_cpus(),
+            "max_retries": TASK_RETRIES,
+            "fn_kwargs": {
                 "size": int(self.model["input_size"]),
                 "resize": int(self.model["input_resize"]),
                 "timeout": s.decode_timeout,
                 "memory_mb": s.decode_memory_mb,
             },
-        )
-
-    def _actor_options(self) -> dict[str, Any]:
-        """Model actors: one per GPU; on CPUs a pool Ray Data grows from one to
-        :attr:`actors` while decoded rows wait.  Ray Data restarts a lost actor and runs its
-        batches again (max_restarts / max_task_retries: -1, its defaults for actor pools)."""
-        strategy = self._ray.data.ActorPoolStrategy
-        if self.gpus:
-            return {"num_gpus": 1, "num_cpus": 1, "compute": strategy(size=self.actors)}
-        low = 1 if self.settings.actors is None else self.actors
-        return {
-            "num_cpus": self._actor_cpus(),
-            "compute": strategy(min_size=low, max_size=self.actors),
         }
+        embed: dict[str, Any] = {
+            "batch_size": EMBED_BATCH,
+            "fn_constructor_kwargs": self._embedder_args(),
+            # On CPUs a pool Ray Data grows from one to :attr:`actors` while decoded rows
+            # wait; one actor per GPU.
+            "num_cpus": self._actor_cpus(),
+            "min_size": 1 if self.settings.actors is None else self.actors,
+            "max_size": self.actors,
+        }
+        if self.gpus:
+            embed.update(num_gpus=1, num_cpus=1, min_size=self.actors)
+        return {
+            "blocks": max(1, min(count // DECODE_BATCH, 4096)),
+            "decode": decode,
+            "embed": embed,
+        }
+
+    def _run_on_cluster(
+        self, paths: list[str], plan: dict[str, Any]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Ray Client: the pipeline runs in a :class:`photodupd.raywork.PipelineRunner` actor
+        (no CPU of its own: it only drives), this process pulls its batches, one call ahead
+        so that the next batch is on its way while this one is answered."""
+        runner_class = self._ray.remote(num_cpus=0, max_restarts=0)(self._worker.PipelineRunner)
+        runner = runner_class.remote(paths, plan)
+        try:
+            pending = [runner.next_batch.remote(), runner.next_batch.remote()]
+            while True:
+                batch = self._ray.get(pending.pop(0))
+                if batch is None:
+                    return
+                pending.append(runner.next_batch.remote())
+                yield batch
+        finally:
+            with contextlib.suppress(Exception):
+                self._ray.kill(runner)  # ends the pipeline: its tasks and actors go with it
 
     def _drain(
         self,
@@ -503,6 +524,22 @@ class RayFeatureSource:
             return None
         rows["packed"] = packed
         return {name: column[keep] for name, column in rows.items()}
+
+
+def _answers(address: str) -> None:
+    """RayUnavailable at once when nothing listens at ``address``'s host and port: ``ray.init``
+    itself would retry a dead address for half a minute (Ray Client) or minutes (a GCS)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():  # not host:port (e.g. RAY_ADDRESS=auto): Ray decides
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayUnavailable(
+            f"cannot reach Ray at {address}: nothing answers at {host}:{port} ({reason}); "
+            "is the cluster's head running (ray start --head)?"
+        ) from None
 
 
 class _RayOwner:
