@@ -355,7 +355,7 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
         while not done.wait(30):
             _phase(
                 f"progress: {time.process_time() - cpu:.0f} s CPU, peak {_peak() / 2**30:.2f} "
-                f"GiB, margin {stats.margin} / {stats.sub_margin}, work share "
+                f"GiB, margin {stats.margin} / {stats.sub_margin} / {stats.sketch_floor}, work share "
                 f"{stats.work_share:.5f}, phases {stats.cpu_seconds}"
             )
 
@@ -381,7 +381,8 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
         search=(
             f"archive ({stats.cells:,} cells, margin {stats.margin:.2f}, "
             f"{stats.probes_per_vector:.2f} cells/vector, sub-cell margin "
-            f"{'-' if stats.sub_margin is None else f'{stats.sub_margin:.4f}'}, "
+            f"{'-' if stats.sub_margin is None else f'{stats.sub_margin:.4f}'}, sketch floor "
+            f"{'-' if stats.sketch_floor is None else f'{stats.sketch_floor:.2f}'}, "
             f"{stats.work_share:.4%} of the exact search's products)"
         ),
         seconds=seconds,
