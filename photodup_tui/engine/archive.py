@@ -265,9 +265,15 @@ def _search(
         with stats.phase("buckets"):
             buckets = _write_buckets(rows, plan.home, probe_rows, probe_cells, folder, run)
         search = _CellSearch(threshold, sub_margin, sketch_floor)
-        with stats.phase("search"):
-            for bucket in buckets:
-                _search_bucket(rows, bucket, plan.home, search, found, run, stats)
+        with stats.phase("search"), ThreadPoolExecutor(1, "archive-read") as reader:
+            # The next bucket is read while this one is searched: reading ~512 MB would
+            # otherwise leave every core idle (the file was written a bucket ago at the
+            # least, and 10M x 1280 buckets are more than the page cache holds).
+            ahead = [reader.submit(_read_bucket, b, rows) for b in buckets[:1]]
+            for index, bucket in enumerate(buckets):
+                data = ahead.pop().result()
+                ahead.extend(reader.submit(_read_bucket, b, rows) for b in buckets[index + 1 :][:1])
+                _search_bucket(bucket, data, plan.home, search, found, run, stats)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -810,8 +816,8 @@ def _read_bucket(bucket: _Bucket, rows: _Rows) -> np.ndarray:
 
 
 def _search_bucket(
-    rows: _Rows,
     bucket: _Bucket,
+    data: np.ndarray,
     home: np.ndarray,
     search: _CellSearch,
     found: _Found,
@@ -819,8 +825,7 @@ def _search_bucket(
     stats: SearchStats,
 ) -> None:
     """Within each of the bucket's cells: home members with each other and with the rows
-    probing the cell (``_CellSearch``)."""
-    data = _read_bucket(bucket, rows)
+    probing the cell (``_CellSearch``); ``data`` is the bucket's rows (``_read_bucket``)."""
     order = np.argsort(bucket.cells, kind="stable")  # by cell, ascending ids within one
     cells = np.unique(bucket.cells)
     at_home = home[bucket.ids] == bucket.cells
