@@ -506,11 +506,15 @@ class _Sketch:
     def __init__(self, members: np.ndarray) -> None:
         self._centre = members.mean(axis=0, dtype=np.float32)
         self._basis = _sketch_basis(members.shape[1])
+        self._centre_sketch = self._centre @ self._basis
+        self._centre_norm = float(self._centre @ self._centre)
 
     def of(self, rows: np.ndarray) -> np.ndarray:
-        residual = rows - self._centre
-        residual /= np.maximum(np.linalg.norm(residual, axis=1, keepdims=True), 1e-12)
-        return cast(np.ndarray, residual @ self._basis)
+        # (row - centre) @ basis / |row - centre|, without the rows x dim residuals: a
+        # copy of the cell and its norms cost more than the projection itself.
+        squares = np.einsum("ij,ij->i", rows, rows) - 2 * (rows @ self._centre)
+        norms = np.sqrt(np.maximum(squares + self._centre_norm, 1e-12))
+        return cast(np.ndarray, (rows @ self._basis - self._centre_sketch) / norms[:, None])
 
 
 def _sketched(
