@@ -18,15 +18,20 @@ ever holds one bucket of it:
    the bucket file of its home cell and of each cell it probes at that margin (an external
    distribution sort: sequential reads, appends).  A bucket is a run of cells of about
    ``BUCKET_BYTES``.
-5. **Search**, a bucket at a time: within each cell, matrix products compare the home
-   members with each other and with the vectors probing the cell, in float32 (converted a
-   cell at a time), exactly as the in-memory search does.
+5. **Search**, a bucket at a time (the next one read meanwhile): within each cell, matrix
+   products compare the home members with each other and with the vectors probing the
+   cell, in float32 (converted a cell at a time), exactly as the in-memory search does.
+   A big cell (10,000,000 photos in 1,000 cells: ~10,000 each, 50,000,000 pairs) is
+   compared first as *sketches* (``SKETCH_MIN``): each row's residual from the cell's
+   mean, projected to a quarter of the width; only pairs whose sketches score at least
+   the pilot's sketch floor are scored, exactly, in float32.
 
 The storage is float16, the values the cache keeps (``cache.quantise``): nothing is rounded
 further, so every score is the same float32 dot product the in-memory search computes and
-no pair below the threshold is ever reported (re-scoring is not needed: nothing was
-approximated).  What can be missed is a pair whose photos never meet in a cell (the margin,
-as in the partitioned search).  Peak memory: the per-row cell facts (~12 bytes a row plus
+no pair below the threshold is ever reported (the sketches only choose which pairs are
+scored; they never score one).  What can be missed is a pair whose photos never meet in a
+cell (the margin, as in the partitioned search) or whose sketches score below the floor
+(set from the pilot's pairs with room to spare, ``SKETCH_SLACK``).  Peak memory: the per-row cell facts (~12 bytes a row plus
 ~16 per probe), one bucket, one block of similarities per core, and the pairs found
 (capped at ``MAX_PER_PHOTO`` per photo).  Disk: the bucket files, about (1 + probes per
 row) x the matrix, removed afterwards.
@@ -39,7 +44,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -118,6 +123,9 @@ SKETCH_SLACK = 2.0
 SKETCH_PILOT_PAIRS = 500
 SKETCH_LOWEST = 0.15
 SKETCH_DENSE = 0.01
+SKETCH_AXES = 8  # main directions of a cell's residuals left out of its sketches ...
+SKETCH_SAMPLE = 1_000  # ... found on about this many of its members ...
+SKETCH_ROUNDS = 3  # ... in this many rounds of subspace iteration
 RESCORE_PAIRS = 65_536  # candidate pairs scored exactly at a time (two rows gathered each)
 
 
@@ -501,20 +509,44 @@ def _sketch_dim(dim: int) -> int:
 
 
 class _Sketch:
-    """Residuals from one cell's mean (its home members'), normalised and projected."""
+    """Residuals from one cell's mean (its home members'), without their ``SKETCH_AXES``
+    main directions, normalised and projected.  The main directions go because a cell may
+    hold two or three subjects (k-means on a sample merges some): from their common mean,
+    each subject's photos share a direction (towards their own subject) and their sketches
+    would all score high; without it they are as unrelated as within one subject.  Within
+    one subject the main directions of the residuals are noise: a few of hundreds."""
 
     def __init__(self, members: np.ndarray) -> None:
         self._centre = members.mean(axis=0, dtype=np.float32)
-        self._basis = _sketch_basis(members.shape[1])
-        self._centre_sketch = self._centre @ self._basis
+        basis = _sketch_basis(members.shape[1])
+        self._axes = _main_axes(members[:: max(1, len(members) // SKETCH_SAMPLE)] - self._centre)
+        self._basis = np.concatenate([basis, self._axes], axis=1)  # one product for both
+        self._width = basis.shape[1]
+        self._fold = self._axes.T @ basis  # what the axes add to a sketch
+        self._centre_out = self._centre @ self._basis
         self._centre_norm = float(self._centre @ self._centre)
 
     def of(self, rows: np.ndarray) -> np.ndarray:
-        # (row - centre) @ basis / |row - centre|, without the rows x dim residuals: a
-        # copy of the cell and its norms cost more than the projection itself.
+        # r = row - centre, r' = r - (r A) A^T (A: the axes, orthonormal); the sketch is
+        # r' B / |r'| = (r B - (r A) A^T B) / sqrt(|r|^2 - |r A|^2): no rows x dim copy.
+        out = rows @ self._basis - self._centre_out
+        sketch, along = out[:, : self._width], out[:, self._width :]
         squares = np.einsum("ij,ij->i", rows, rows) - 2 * (rows @ self._centre)
-        norms = np.sqrt(np.maximum(squares + self._centre_norm, 1e-12))
-        return cast(np.ndarray, (rows @ self._basis - self._centre_sketch) / norms[:, None])
+        squares += self._centre_norm - np.einsum("ij,ij->i", along, along)
+        sketch -= along @ self._fold
+        return cast(np.ndarray, sketch / np.sqrt(np.maximum(squares, 1e-12))[:, None])
+
+
+def _main_axes(residuals: np.ndarray) -> np.ndarray:
+    """The ``SKETCH_AXES`` main directions of these residuals (``dim x SKETCH_AXES``,
+    orthonormal), by a few rounds of subspace iteration from a fixed start."""
+    dim = residuals.shape[1]
+    axes = min(SKETCH_AXES, dim, len(residuals))
+    start = np.random.default_rng([SEED, dim, 1]).standard_normal((dim, axes))
+    q, _ = np.linalg.qr(start.astype(np.float32))
+    for _ in range(SKETCH_ROUNDS):
+        q, _ = np.linalg.qr(residuals.T @ (residuals @ q))
+    return cast(np.ndarray, q.astype(np.float32))
 
 
 def _sketched(
@@ -524,47 +556,60 @@ def _sketched(
     prober_ids: np.ndarray,
     threshold: float,
     floor: float,
-) -> Iterator[Hits]:
+    hits: list[Hits],
+) -> float:
     """A cell's pairs (members with each other and with the probers) among those whose
-    sketches score at least ``floor``, with their exact float32 cosines."""
+    sketches score at least ``floor``, with their exact float32 cosines, added to ``hits``;
+    returns the dot products that took (a sketch's for its share of the width)."""
     sketch = _Sketch(members)
+    share = _sketch_dim(members.shape[1]) / members.shape[1]
     home = sketch.of(members)
     step = _rows_per_block(len(members))
+    work = 0.0
     for start in range(0, len(members), step):
         stop = start + step
         sims = home[start:stop] @ home[start:].T  # this block with itself and every later one
+        work += sims.size * share
         i, j = _where(sims >= floor)
         if len(i) > SKETCH_DENSE * sims.size:
-            yield _exact_block(
-                members[start:stop],
-                member_ids[start:stop],
-                members[start:],
-                member_ids[start:],
-                threshold,
-                upper=True,
+            hits.append(
+                _exact_block(
+                    members[start:stop],
+                    member_ids[start:stop],
+                    members[start:],
+                    member_ids[start:],
+                    threshold,
+                    upper=True,
+                )
             )
+            work += sims.size
             continue
         later = j > i  # both count from start
         i, j = i[later] + start, j[later] + start
-        yield _rescored(members, member_ids, i, members, member_ids, j, threshold)
+        hits.append(_rescored(members, member_ids, i, members, member_ids, j, threshold))
     if not len(probers):
-        return
+        return work
     away = sketch.of(probers)
     for start in range(0, len(probers), step):
         stop = start + step
         sims = away[start:stop] @ home.T
+        work += sims.size * share
         i, j = _where(sims >= floor)
         if len(i) > SKETCH_DENSE * sims.size:
-            yield _exact_block(
-                probers[start:stop],
-                prober_ids[start:stop],
-                members,
-                member_ids,
-                threshold,
-                upper=False,
+            hits.append(
+                _exact_block(
+                    probers[start:stop],
+                    prober_ids[start:stop],
+                    members,
+                    member_ids,
+                    threshold,
+                    upper=False,
+                )
             )
+            work += sims.size
             continue
-        yield _rescored(probers, prober_ids, i + start, members, member_ids, j, threshold)
+        hits.append(_rescored(probers, prober_ids, i + start, members, member_ids, j, threshold))
+    return work
 
 
 def _rescored(
@@ -795,10 +840,9 @@ class _CellSearch:
         full-width products: a sketch's count for its share of the width)."""
         (members, member_ids), (others, other_ids) = home, probing
         if self.sketch_floor is not None and len(members) >= SKETCH_MIN:
-            hits.extend(
-                _sketched(members, member_ids, others, other_ids, self.threshold, self.sketch_floor)
+            return _sketched(
+                members, member_ids, others, other_ids, self.threshold, self.sketch_floor, hits
             )
-            return work * _sketch_dim(members.shape[1]) / members.shape[1]
         split = _Split.of(members, others, cell) if self.sub_margin is not None else None
         if split is not None and self.sub_margin is not None:
             found_here = split.pairs(

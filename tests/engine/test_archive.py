@@ -124,6 +124,35 @@ def test_big_cells_are_searched_through_sketches_with_exact_scores(
     assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)
 
 
+def test_a_cell_of_two_subjects_is_still_searched_through_sketches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """k-means merges some subjects into one cell (10M photos of 1,000 subjects: ~100 cells
+    of two).  From their common mean each subject's photos share a direction; the sketches
+    leave the cell's main directions out, so strangers still score low: no block falls
+    back to being scored whole, and the pairs are the exact search's."""
+    vectors = library(6_000, 512, 0.80, topics=2, seed=11)
+    full = vectors.astype(np.float32)
+    ids = np.arange(len(full))
+    whole: list[int] = []
+    real = archive._exact_block
+
+    def spy(*args: Any, **options: Any) -> Any:
+        whole.append(1)
+        return real(*args, **options)
+
+    monkeypatch.setattr(archive, "_exact_block", spy)
+    hits: list[Any] = []
+    work = archive._sketched(full, ids, full[:0], ids[:0], 0.80, 0.3, hits)
+    assert not whole
+    assert work < 0.5 * len(full) ** 2 / 2
+    a, b, scores = (np.concatenate([h[k] for h in hits]) for k in range(3))
+    found, want = as_pairs(np.minimum(a, b), np.maximum(a, b)), truth(vectors, 0.80)
+    assert len(want) > 500
+    assert found <= want and len(found) >= 0.99 * len(want)
+    assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
+
+
 def test_a_sketch_floor_that_lets_through_most_pairs_scores_them_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -142,8 +171,10 @@ def test_a_sketch_floor_that_lets_through_most_pairs_scores_them_exactly(
         return real(*args, **options)
 
     monkeypatch.setattr(archive, "_exact_block", spy)
-    hits = list(archive._sketched(vectors, ids, vectors[:0], ids[:0], 0.9, -1.0))
+    hits: list[Any] = []
+    work = archive._sketched(vectors, ids, vectors[:0], ids[:0], 0.9, -1.0, hits)
     assert dense
+    assert work >= len(vectors) ** 2 / 2  # scored whole, and counted so
     a, b, scores = (np.concatenate([h[k] for h in hits]) for k in range(3))
     full = vectors @ vectors.T
     assert np.count_nonzero(np.triu(full >= 0.9, k=1)) > 100_000
