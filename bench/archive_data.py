@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,19 +74,30 @@ def generate(folder: Path, rows: int, dim: int) -> Path:
     topics = _unit(np.random.default_rng(SEED).standard_normal((TOPICS, dim), dtype=np.float32))
     path = folder / f"embeddings-{dim}.f16"
     matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, dim))
+    offset = int(matrix.offset)
+    del matrix  # only for the header: rows go in with plain writes (pages written through
+    # a mapping count in this process's memory, and 25.6 GB of them crowd out the rest)
     family = np.empty(rows, dtype=np.int64)
     started = time.perf_counter()
-    for index, start in enumerate(range(0, rows, CHUNK)):
-        count = min(CHUNK, rows - start)
-        rng = np.random.default_rng([SEED, dim, index])
-        block, fam = _chunk(start, count, topics, floor, rng)
-        matrix[start : start + count] = block
-        family[start : start + count] = fam
-        if index % 20 == 0:
-            matrix.flush()
-            print(f"{start + count:,} rows, {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    matrix.flush()
-    del matrix
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for index, start in enumerate(range(0, rows, CHUNK)):
+            count = min(CHUNK, rows - start)
+            rng = np.random.default_rng([SEED, dim, index])
+            block, fam = _chunk(start, count, topics, floor, rng)
+            data = block.tobytes()
+            written = 0
+            while written < len(data):
+                at = offset + start * dim * 2 + written
+                written += os.pwrite(fd, data[written:], at)
+            family[start : start + count] = fam
+            if index % 20 == 0:
+                print(
+                    f"{start + count:,} rows, {time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                )
+    finally:
+        os.close(fd)
     np.save(folder / f"family-{dim}.npy", family)
     meta = {"rows": rows, "dim": dim, "floor": floor, "chunk": CHUNK, "seed": SEED}
     (folder / f"meta-{dim}.json").write_text(json.dumps(meta))

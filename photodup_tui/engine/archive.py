@@ -18,15 +18,20 @@ ever holds one bucket of it:
    the bucket file of its home cell and of each cell it probes at that margin (an external
    distribution sort: sequential reads, appends).  A bucket is a run of cells of about
    ``BUCKET_BYTES``.
-5. **Search**, a bucket at a time: within each cell, matrix products compare the home
-   members with each other and with the vectors probing the cell, in float32 (converted a
-   cell at a time), exactly as the in-memory search does.
+5. **Search**, a bucket at a time (the next one read meanwhile): within each cell, matrix
+   products compare the home members with each other and with the vectors probing the
+   cell, in float32 (converted a cell at a time), exactly as the in-memory search does.
+   A big cell (10,000,000 photos in 1,000 cells: ~10,000 each, 50,000,000 pairs) is
+   compared first as *sketches* (``SKETCH_MIN``): each row's residual from the cell's
+   mean, projected to a quarter of the width; only pairs whose sketches score at least
+   the pilot's sketch floor are scored, exactly, in float32.
 
 The storage is float16, the values the cache keeps (``cache.quantise``): nothing is rounded
 further, so every score is the same float32 dot product the in-memory search computes and
-no pair below the threshold is ever reported (re-scoring is not needed: nothing was
-approximated).  What can be missed is a pair whose photos never meet in a cell (the margin,
-as in the partitioned search).  Peak memory: the per-row cell facts (~12 bytes a row plus
+no pair below the threshold is ever reported (the sketches only choose which pairs are
+scored; they never score one).  What can be missed is a pair whose photos never meet in a
+cell (the margin, as in the partitioned search) or whose sketches score below the floor
+(set from the pilot's pairs with room to spare, ``SKETCH_SLACK``).  Peak memory: the per-row cell facts (~12 bytes a row plus
 ~16 per probe), one bucket, one block of similarities per core, and the pairs found
 (capped at ``MAX_PER_PHOTO`` per photo).  Disk: the bucket files, about (1 + probes per
 row) x the matrix, removed afterwards.
@@ -34,6 +39,7 @@ row) x the matrix, removed afterwards.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -70,7 +76,10 @@ from photodup_tui.engine.neighbours import (
     _float32,
     _Found,
     _kmeans,
+    _rows_per_block,
     _Runner,
+    _strongest,
+    _where,
     assign_block,
 )
 
@@ -95,6 +104,29 @@ SUB_ITERATIONS = 6
 SUB_RECALL = 0.998
 SUB_PILOT_PAIRS = 500
 SUB_WORTH = 0.8
+#: A cell with at least SKETCH_MIN home members is searched through sketches: each row's
+#: residual from the cell's mean, normalised and projected to ``_sketch_dim`` dimensions
+#: (a fixed random orthonormal basis).  Within a cell the rows share their subject, and
+#: what tells a near copy from a same-subject photo is in the residuals: near copies'
+#: sketches score high, the others' about 0.  A cell's pairs of sketches are compared in
+#: those few dimensions, and only the pairs scoring at least the pilot's sketch floor are
+#: scored again, exactly, in float32: every reported score is still the exact one.  The
+#: floor is the score SKETCH_MISS of the pilot's pairs fall below (with at least
+#: SKETCH_PILOT_PAIRS to judge by; a quantile the pilot's sample pins down), lowered by
+#: SKETCH_SLACK spreads of a sketch's score (1 / sqrt(width)), for the pairs further out
+#: in the tail; below SKETCH_LOWEST it would let through too much to be worth it (cells
+#: are then searched as before).  A block of pairs where more than SKETCH_DENSE pass is
+#: scored exactly, whole.
+SKETCH_MIN = 2_000
+SKETCH_MISS = 0.01
+SKETCH_SLACK = 2.0
+SKETCH_PILOT_PAIRS = 500
+SKETCH_LOWEST = 0.15
+SKETCH_DENSE = 0.01
+SKETCH_AXES = 8  # main directions of a cell's residuals left out of its sketches ...
+SKETCH_SAMPLE = 1_000  # ... found on about this many of its members ...
+SKETCH_ROUNDS = 3  # ... in this many rounds of subspace iteration
+RESCORE_PAIRS = 65_536  # candidate pairs scored exactly at a time (two rows gathered each)
 
 
 class NotEnoughDisk(OSError):
@@ -229,8 +261,10 @@ def _search(
     with stats.phase("assignment"):
         plan = _assign(rows, centroids, run)
     with stats.phase("pilot"):
-        margin, sub_margin = _pilot_margin(rows, plan, len(centroids), threshold, run, rng, stats)
-    stats.margin, stats.sub_margin = margin, sub_margin
+        margin, sub_margin, sketch_floor = _pilot_margin(
+            rows, plan, len(centroids), threshold, run, rng, stats
+        )
+    stats.margin, stats.sub_margin, stats.sketch_floor = margin, sub_margin, sketch_floor
     keep = plan.probe_gaps <= margin
     probe_rows, probe_cells = plan.probe_rows[keep], plan.probe_cells[keep]
     stats.probes_per_vector = 1 + len(probe_rows) / n
@@ -238,9 +272,16 @@ def _search(
     try:
         with stats.phase("buckets"):
             buckets = _write_buckets(rows, plan.home, probe_rows, probe_cells, folder, run)
-        with stats.phase("search"):
-            for bucket in buckets:
-                _search_bucket(rows, bucket, plan.home, threshold, sub_margin, found, run, stats)
+        search = _CellSearch(threshold, sub_margin, sketch_floor)
+        with stats.phase("search"), ThreadPoolExecutor(1, "archive-read") as reader:
+            # The next bucket is read while this one is searched: reading ~512 MB would
+            # otherwise leave every core idle (the file was written a bucket ago at the
+            # least, and 10M x 1280 buckets are more than the page cache holds).
+            ahead = [reader.submit(_read_bucket, b, rows) for b in buckets[:1]]
+            for index, bucket in enumerate(buckets):
+                data = ahead.pop().result()
+                ahead.extend(reader.submit(_read_bucket, b, rows) for b in buckets[index + 1 :][:1])
+                _search_bucket(bucket, data, plan.home, search, found, run, stats)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -287,13 +328,14 @@ def _pilot_margin(
     run: _Runner,
     rng: np.random.Generator,
     stats: SearchStats,
-) -> tuple[float, float | None]:
-    """The probe margin between cells, and the one between sub-cells (None: search cells
-    whole).  Random cells (``PILOT_SHARE`` of the rows, more until they hold
+) -> tuple[float, float | None, float | None]:
+    """The probe margin between cells, the one between sub-cells (None: search cells
+    whole) and the sketch floor (None: no sketches, ``SKETCH_MIN``).  Random cells (``PILOT_SHARE`` of the rows, more until they hold
     ``PILOT_PAIRS`` pairs) are searched whole against everything probing them up to
     ``MAX_MARGIN``, and each pair is marked with the margin it needed: the partitioned
     search's rule picks the cells' margin from those rings, and the sub-cells' margin keeps
-    ``SUB_RECALL`` of the pairs found at it.  A pair may also be found from the other side
+    ``SUB_RECALL`` of the pairs found at it, the sketch floor all but ``SKETCH_MISS`` of
+    them.  A pair may also be found from the other side
     (its home member probing the prober's cell), at a margin not seen here, so the margins
     are if anything wider than needed."""
     n = len(plan.home)
@@ -319,19 +361,21 @@ def _pilot_margin(
     if len(cell_need) > DENSE_PAIRS * members:
         # Photos that all look alike: pairs everywhere; the per-photo cap decides.
         stats.rings = 1
-        return MARGIN_STEP, None
+        return MARGIN_STEP, None, None
     margin, stats.rings = _margin_from(cell_need)
-    return margin, needs.sub_margin(margin)
+    return margin, needs.sub_margin(margin), needs.sketch_floor(margin, rows.dim)
 
 
 @dataclass
 class _Needs:
     """Pairs the pilot found, one row per way it found each: the pair's key, the margin
-    between cells that way needed and the one between sub-cells."""
+    between cells that way needed, the one between sub-cells and the pair's sketch score
+    in that cell (NaN: a cell too small for sketches)."""
 
     keys: np.ndarray
     cell: np.ndarray
     sub: np.ndarray
+    sketch: np.ndarray
 
     @staticmethod
     def merged(parts: list[_Needs]) -> _Needs:
@@ -339,6 +383,7 @@ class _Needs:
             np.concatenate([p.keys for p in parts]),
             np.concatenate([p.cell for p in parts]),
             np.concatenate([p.sub for p in parts]),
+            np.concatenate([p.sketch for p in parts]),
         )
 
     def per_pair(self) -> np.ndarray:
@@ -353,6 +398,17 @@ class _Needs:
         if len(sub) < SUB_PILOT_PAIRS:
             return None
         return float(np.quantile(sub, SUB_RECALL, method="higher")) + 1e-6
+
+    def sketch_floor(self, margin: float, dim: int) -> float | None:
+        """The sketch score that all but ``SKETCH_MISS`` of the pairs found at ``margin`` in
+        cells searched through sketches reach, less ``SKETCH_SLACK`` spreads; None when too
+        few pairs say, or when it is too low to be worth it (``SKETCH_LOWEST``)."""
+        ok = (self.cell <= margin + 1e-6) & ~np.isnan(self.sketch)
+        if np.count_nonzero(ok) < SKETCH_PILOT_PAIRS:
+            return None
+        slack = SKETCH_SLACK / np.sqrt(_sketch_dim(dim))
+        floor = float(np.quantile(self.sketch[ok], SKETCH_MISS, method="lower") - slack)
+        return floor if floor >= SKETCH_LOWEST else None
 
 
 def _smallest_by_key(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -389,11 +445,15 @@ def _pilot_pairs(
         probers = plan.probe_rows[k].astype(np.int64)
         others = _float32(vectors[np.searchsorted(ids, probers)])
         split = _Split.of(members, others, int(chosen[index]))
-        keys, cell_need, sub_need = [], [], []
+        sketch = _Sketch(members) if len(members) >= SKETCH_MIN else None
+        home_sketch = sketch.of(members) if sketch else None
+        other_sketch = sketch.of(others) if sketch else None
+        keys, cell_need, sub_need, sketch_score = [], [], [], []
         for i, j, _ in _compare_within(members, np.arange(len(home)), threshold):
             keys.append(home[i] * n + home[j])  # home is ascending: i < j, home[i] < home[j]
             cell_need.append(np.zeros(len(i), dtype=np.float32))
             sub_need.append(split.need_home(i, j) if split else _unsplit(len(i)))
+            sketch_score.append(_dots(home_sketch, i, home_sketch, j))
         if len(k):
             local = np.arange(len(k))
             for a, j, _ in _compare(others, local, members, np.arange(len(home)), threshold):
@@ -401,10 +461,16 @@ def _pilot_pairs(
                 keys.append(np.minimum(row, other) * n + np.maximum(row, other))
                 cell_need.append(plan.probe_gaps[k[a]])
                 sub_need.append(split.need_prober(a, j) if split else _unsplit(len(a)))
+                sketch_score.append(_dots(other_sketch, a, home_sketch, j))
         if not keys:
             empty = np.empty(0, dtype=np.float32)
-            return _Needs(np.empty(0, dtype=np.int64), empty, empty)
-        return _Needs(np.concatenate(keys), np.concatenate(cell_need), np.concatenate(sub_need))
+            return _Needs(np.empty(0, dtype=np.int64), empty, empty, empty)
+        return _Needs(
+            np.concatenate(keys),
+            np.concatenate(cell_need),
+            np.concatenate(sub_need),
+            np.concatenate(sketch_score),
+        )
 
     return _Needs.merged(list(run.map(search, range(len(chosen)))))
 
@@ -412,6 +478,175 @@ def _pilot_pairs(
 def _unsplit(count: int) -> np.ndarray:
     """The sub-cell margin of pairs in a cell searched whole: none (NaN)."""
     return np.full(count, np.nan, dtype=np.float32)
+
+
+def _dots(
+    left: np.ndarray | None, i: np.ndarray, right: np.ndarray | None, j: np.ndarray
+) -> np.ndarray:
+    """Row i of ``left`` dot row j of ``right`` for each (i, j); NaN without sketches."""
+    if left is None or right is None:
+        return _unsplit(len(i))
+    return np.einsum("ij,ij->i", left[i], right[j]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ sketches
+
+
+@functools.lru_cache(maxsize=4)
+def _sketch_basis(dim: int) -> np.ndarray:
+    """A fixed random orthonormal ``dim x _sketch_dim(dim)`` basis, scaled so that a
+    sketch's dot product estimates the residuals' (cosine of unit residuals)."""
+    width = _sketch_dim(dim)
+    gaussian = np.random.default_rng([SEED, dim]).standard_normal((dim, width))
+    basis, _ = np.linalg.qr(gaussian)
+    return (basis * np.sqrt(dim / width)).astype(np.float32)
+
+
+def _sketch_dim(dim: int) -> int:
+    """A quarter of the dimensions, 32 to 256: a residual correlation of ~0.5 (a near copy
+    at the 1280-d model's floor) then stands several deviations above a stranger's ~0."""
+    return int(min(dim, max(32, min(256, dim // 4))))
+
+
+class _Sketch:
+    """Residuals from one cell's mean (its home members'), without their ``SKETCH_AXES``
+    main directions, normalised and projected.  The main directions go because a cell may
+    hold two or three subjects (k-means on a sample merges some): from their common mean,
+    each subject's photos share a direction (towards their own subject) and their sketches
+    would all score high; without it they are as unrelated as within one subject.  Within
+    one subject the main directions of the residuals are noise: a few of hundreds."""
+
+    def __init__(self, members: np.ndarray) -> None:
+        self._centre = members.mean(axis=0, dtype=np.float32)
+        basis = _sketch_basis(members.shape[1])
+        self._axes = _main_axes(members[:: max(1, len(members) // SKETCH_SAMPLE)] - self._centre)
+        self._basis = np.concatenate([basis, self._axes], axis=1)  # one product for both
+        self._width = basis.shape[1]
+        self._fold = self._axes.T @ basis  # what the axes add to a sketch
+        self._centre_out = self._centre @ self._basis
+        self._centre_norm = float(self._centre @ self._centre)
+
+    def of(self, rows: np.ndarray) -> np.ndarray:
+        # r = row - centre, r' = r - (r A) A^T (A: the axes, orthonormal); the sketch is
+        # r' B / |r'| = (r B - (r A) A^T B) / sqrt(|r|^2 - |r A|^2): no rows x dim copy.
+        out = rows @ self._basis - self._centre_out
+        sketch, along = out[:, : self._width], out[:, self._width :]
+        squares = np.einsum("ij,ij->i", rows, rows) - 2 * (rows @ self._centre)
+        squares += self._centre_norm - np.einsum("ij,ij->i", along, along)
+        sketch -= along @ self._fold
+        return cast(np.ndarray, sketch / np.sqrt(np.maximum(squares, 1e-12))[:, None])
+
+
+def _main_axes(residuals: np.ndarray) -> np.ndarray:
+    """The ``SKETCH_AXES`` main directions of these residuals (``dim x SKETCH_AXES``,
+    orthonormal), by a few rounds of subspace iteration from a fixed start."""
+    dim = residuals.shape[1]
+    axes = min(SKETCH_AXES, dim, len(residuals))
+    start = np.random.default_rng([SEED, dim, 1]).standard_normal((dim, axes))
+    q, _ = np.linalg.qr(start.astype(np.float32))
+    for _ in range(SKETCH_ROUNDS):
+        q, _ = np.linalg.qr(residuals.T @ (residuals @ q))
+    return cast(np.ndarray, q.astype(np.float32))
+
+
+def _sketched(
+    members: np.ndarray,
+    member_ids: np.ndarray,
+    probers: np.ndarray,
+    prober_ids: np.ndarray,
+    threshold: float,
+    floor: float,
+    hits: list[Hits],
+) -> float:
+    """A cell's pairs (members with each other and with the probers) among those whose
+    sketches score at least ``floor``, with their exact float32 cosines, added to ``hits``;
+    returns the dot products that took (a sketch's for its share of the width)."""
+    sketch = _Sketch(members)
+    share = _sketch_dim(members.shape[1]) / members.shape[1]
+    home = sketch.of(members)
+    step = _rows_per_block(len(members))
+    work = 0.0
+    for start in range(0, len(members), step):
+        stop = start + step
+        sims = home[start:stop] @ home[start:].T  # this block with itself and every later one
+        work += sims.size * share
+        i, j = _where(sims >= floor)
+        if len(i) > SKETCH_DENSE * sims.size:
+            hits.append(
+                _exact_block(
+                    members[start:stop],
+                    member_ids[start:stop],
+                    members[start:],
+                    member_ids[start:],
+                    threshold,
+                    upper=True,
+                )
+            )
+            work += sims.size
+            continue
+        later = j > i  # both count from start
+        i, j = i[later] + start, j[later] + start
+        hits.append(_rescored(members, member_ids, i, members, member_ids, j, threshold))
+    if not len(probers):
+        return work
+    away = sketch.of(probers)
+    for start in range(0, len(probers), step):
+        stop = start + step
+        sims = away[start:stop] @ home.T
+        work += sims.size * share
+        i, j = _where(sims >= floor)
+        if len(i) > SKETCH_DENSE * sims.size:
+            hits.append(
+                _exact_block(
+                    probers[start:stop],
+                    prober_ids[start:stop],
+                    members,
+                    member_ids,
+                    threshold,
+                    upper=False,
+                )
+            )
+            work += sims.size
+            continue
+        hits.append(_rescored(probers, prober_ids, i + start, members, member_ids, j, threshold))
+    return work
+
+
+def _rescored(
+    left: np.ndarray,
+    left_ids: np.ndarray,
+    i: np.ndarray,
+    right: np.ndarray,
+    right_ids: np.ndarray,
+    j: np.ndarray,
+    threshold: float,
+) -> Hits:
+    """The candidate pairs (left row i, right row j) scored exactly in float32, those at or
+    above the threshold kept."""
+    scores = np.empty(len(i), dtype=np.float32)
+    for lo in range(0, len(i), RESCORE_PAIRS):
+        hi = lo + RESCORE_PAIRS
+        scores[lo:hi] = np.einsum("ij,ij->i", left[i[lo:hi]], right[j[lo:hi]])
+    keep = scores >= threshold
+    return left_ids[i[keep]], right_ids[j[keep]], scores[keep]
+
+
+def _exact_block(
+    left: np.ndarray,
+    left_ids: np.ndarray,
+    right: np.ndarray,
+    right_ids: np.ndarray,
+    threshold: float,
+    *,
+    upper: bool,
+) -> Hits:
+    """Every pair of ``left`` x ``right`` at or above the threshold, scored whole (only
+    above the diagonal when ``upper``: left's row k is right's row k), at most
+    ``MAX_PER_PHOTO`` per photo as the exact search keeps them."""
+    sims = left @ right.T
+    mask = sims >= threshold
+    i, j = _strongest(sims, np.triu(mask, k=1) if upper else mask)
+    return left_ids[i], right_ids[j], sims[i, j]
 
 
 # ------------------------------------------------------------------------------ sub-cells
@@ -583,6 +818,45 @@ def _write_buckets(
     ]
 
 
+@dataclass
+class _CellSearch:
+    """How a cell is searched: through sketches when the pilot set a sketch floor and the
+    cell is big enough, else split into sub-cells when the pilot set their margin and that
+    is worth it, else whole."""
+
+    threshold: float
+    sub_margin: float | None
+    sketch_floor: float | None
+
+    def cell(
+        self,
+        cell: int,
+        home: tuple[np.ndarray, np.ndarray],
+        probing: tuple[np.ndarray, np.ndarray],
+        work: float,
+        hits: list[Hits],
+    ) -> float:
+        """The cell's pairs added to ``hits``; returns the dot products it took (in
+        full-width products: a sketch's count for its share of the width)."""
+        (members, member_ids), (others, other_ids) = home, probing
+        if self.sketch_floor is not None and len(members) >= SKETCH_MIN:
+            return _sketched(
+                members, member_ids, others, other_ids, self.threshold, self.sketch_floor, hits
+            )
+        split = _Split.of(members, others, cell) if self.sub_margin is not None else None
+        if split is not None and self.sub_margin is not None:
+            found_here = split.pairs(
+                members, member_ids, others, other_ids, self.sub_margin, self.threshold
+            )
+            if found_here is not None:
+                hits.extend(found_here[0])
+                return found_here[1]
+        hits.extend(_compare_within(members, member_ids, self.threshold))
+        if len(others):
+            hits.extend(_compare(others, other_ids, members, member_ids, self.threshold))
+        return work
+
+
 def _read_bucket(bucket: _Bucket, rows: _Rows) -> np.ndarray:
     data = np.fromfile(bucket.path, dtype=rows.dtype)
     bucket.path.unlink()  # read once: its disk space goes back at once
@@ -590,18 +864,16 @@ def _read_bucket(bucket: _Bucket, rows: _Rows) -> np.ndarray:
 
 
 def _search_bucket(
-    rows: _Rows,
     bucket: _Bucket,
+    data: np.ndarray,
     home: np.ndarray,
-    threshold: float,
-    sub_margin: float | None,
+    search: _CellSearch,
     found: _Found,
     run: _Runner,
     stats: SearchStats,
 ) -> None:
     """Within each of the bucket's cells: home members with each other and with the rows
-    probing the cell (a big cell split into sub-cells when ``sub_margin`` is known)."""
-    data = _read_bucket(bucket, rows)
+    probing the cell (``_CellSearch``); ``data`` is the bucket's rows (``_read_bucket``)."""
     order = np.argsort(bucket.cells, kind="stable")  # by cell, ascending ids within one
     cells = np.unique(bucket.cells)
     at_home = home[bucket.ids] == bucket.cells
@@ -613,34 +885,26 @@ def _search_bucket(
     )
     work = sizes * (ends - starts - sizes) + sizes * sizes / 2
 
-    def search(chunk: list[int]) -> tuple[list[Hits], float]:
+    def search_chunk(chunk: list[int]) -> tuple[list[Hits], float]:
         hits: list[Hits] = []
         done = 0.0
         for c in chunk:
             picked = order[starts[c] : ends[c]]
             mine = at_home[picked]
             members, member_ids = picked[mine], bucket.ids[picked[mine]].astype(np.int64)
-            vectors = _float32(data[members])
             probers = picked[~mine]
             prober_ids = bucket.ids[probers].astype(np.int64)
-            others = _float32(data[probers])
-            split = _Split.of(vectors, others, int(cells[c])) if sub_margin is not None else None
-            if split is not None and sub_margin is not None:
-                found_here = split.pairs(
-                    vectors, member_ids, others, prober_ids, sub_margin, threshold
-                )
-                if found_here is not None:
-                    hits.extend(found_here[0])
-                    done += found_here[1]
-                    continue
-            hits.extend(_compare_within(vectors, member_ids, threshold))
-            if len(probers):
-                hits.extend(_compare(others, prober_ids, vectors, member_ids, threshold))
-            done += work[c]
+            done += search.cell(
+                int(cells[c]),
+                (_float32(data[members]), member_ids),
+                (_float32(data[probers]), prober_ids),
+                work[c],
+                hits,
+            )
         return hits, done
 
     n = len(home)
-    for hits, done in run.map(search, _chunks(work)):
+    for hits, done in run.map(search_chunk, _chunks(work)):
         for hit in hits:
             found.add(hit)
         stats.work_share += done / (n * (n - 1) / 2)

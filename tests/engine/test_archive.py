@@ -13,7 +13,7 @@ import pytest
 from photodup_tui.engine import archive, grouping
 from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
-from photodup_tui.engine.neighbours import SearchStats
+from photodup_tui.engine.neighbours import MAX_PER_PHOTO, SearchStats
 from photodup_tui.engine.settings import ScanSettings, Thresholds
 from photodup_tui.engine.types import Group
 from tests.engine.helpers import photo
@@ -93,6 +93,94 @@ def test_big_cells_are_split_and_still_give_the_exact_searchs_pairs(
     assert len(found) >= 0.99 * len(want)
     full = vectors.astype(np.float32)
     assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
+
+
+def test_big_cells_are_searched_through_sketches_with_exact_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells of ~1,000 photos around one subject each (10M photos in 1,000 cells have
+    ~10,000, whose sub-cells barely help): their pairs are compared as residual sketches, a
+    quarter of the width, and only those passing the pilot's sketch floor are scored
+    exactly.  The exact search's pairs but a few, never a false one, exact cosines."""
+    vectors = library(12_000, 512, 0.80, topics=12, seed=8)
+    matrix = on_disk(vectors, tmp_path)
+    monkeypatch.setattr(archive, "MAX_CELLS", 12)
+    monkeypatch.setattr(archive, "SKETCH_MIN", 10**9)
+    (a0, b0, _), whole = search(matrix, 0.80, tmp_path)
+    monkeypatch.setattr(archive, "SKETCH_MIN", 400)
+    monkeypatch.setattr(archive, "SKETCH_PILOT_PAIRS", 100)
+    (a, b, scores), sketched = search(matrix, 0.80, tmp_path)
+    want = truth(vectors, 0.80)
+    found = as_pairs(a, b)
+    assert whole.sketch_floor is None
+    assert sketched.sketch_floor is not None and sketched.sketch_floor > 0.15
+    assert sketched.work_share < 0.5 * whole.work_share  # the sketches are a quarter wide
+    assert len(want) > 1000
+    assert as_pairs(a0, b0) <= want and len(as_pairs(a0, b0)) >= 0.99 * len(want)
+    assert found <= want  # no false pair
+    assert len(found) >= 0.99 * len(want)
+    full = vectors.astype(np.float32)
+    assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
+    assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)
+
+
+def test_a_cell_of_two_subjects_is_still_searched_through_sketches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """k-means merges some subjects into one cell (10M photos of 1,000 subjects: ~100 cells
+    of two).  From their common mean each subject's photos share a direction; the sketches
+    leave the cell's main directions out, so strangers still score low: no block falls
+    back to being scored whole, and the pairs are the exact search's."""
+    vectors = library(6_000, 512, 0.80, topics=2, seed=11)
+    full = vectors.astype(np.float32)
+    ids = np.arange(len(full))
+    whole: list[int] = []
+    real = archive._exact_block
+
+    def spy(*args: Any, **options: Any) -> Any:
+        whole.append(1)
+        return real(*args, **options)
+
+    monkeypatch.setattr(archive, "_exact_block", spy)
+    hits: list[Any] = []
+    work = archive._sketched(full, ids, full[:0], ids[:0], 0.80, 0.3, hits)
+    assert not whole
+    assert work < 0.5 * len(full) ** 2 / 2
+    a, b, scores = (np.concatenate([h[k] for h in hits]) for k in range(3))
+    found, want = as_pairs(np.minimum(a, b), np.maximum(a, b)), truth(vectors, 0.80)
+    assert len(want) > 500
+    assert found <= want and len(found) >= 0.99 * len(want)
+    assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
+
+
+def test_a_sketch_floor_that_lets_through_most_pairs_scores_them_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos that all look alike: nearly every pair of sketches passes a low floor, so
+    the blocks are scored whole (and cut per photo) instead of pair by pair."""
+    rng = np.random.default_rng(5)
+    centre = rng.standard_normal(128).astype(np.float32)
+    vectors = centre + 0.3 * rng.standard_normal((1_500, 128)).astype(np.float32) / np.sqrt(128)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(len(vectors))
+    dense = []
+    real = archive._exact_block
+
+    def spy(*args: Any, **options: Any) -> Any:
+        dense.append(1)
+        return real(*args, **options)
+
+    monkeypatch.setattr(archive, "_exact_block", spy)
+    hits: list[Any] = []
+    work = archive._sketched(vectors, ids, vectors[:0], ids[:0], 0.9, -1.0, hits)
+    assert dense
+    assert work >= len(vectors) ** 2 / 2  # scored whole, and counted so
+    a, b, scores = (np.concatenate([h[k] for h in hits]) for k in range(3))
+    full = vectors @ vectors.T
+    assert np.count_nonzero(np.triu(full >= 0.9, k=1)) > 100_000
+    assert 1_000 < len(a) <= 2 * MAX_PER_PHOTO * len(vectors)  # cut per photo
+    assert np.all(a < b) and np.all(scores >= 0.9)
+    assert np.allclose(scores, full[a, b], atol=1e-6)
 
 
 def test_pairs_just_below_the_threshold_are_never_reported(tmp_path: Path) -> None:
