@@ -2,7 +2,8 @@
 
 Usage::
 
-    python bench/lookalike_bench.py [--rounds 1] [--camera 8] [--before DIR] [--out FILE]
+    python bench/lookalike_bench.py [--rounds 1] [--camera 8 | --camera-dir DIR] [--before DIR]
+                                    [--out FILE]
     python bench/lookalike_bench.py --calibrate FILE   # pair scores on the three sets
 
 Sets (built once, reproducibly, under ``$TMPDIR/photodup-bench``):
@@ -211,7 +212,7 @@ def as_scan(argv: list[str]) -> int:
     from photodup_tui.engine import sameshot_check
 
     checker_class = sameshot_check.SameShotChecker
-    stats: dict[str, Any] = {"thumbnails_s": 0.0, "scoring_s": 0.0}
+    stats: dict[str, Any] = {"thumbnails_s": 0.0, "scoring_s": 0.0, "near_s": 0.0}
 
     def timed(name: str, key: str) -> None:
         original = getattr(checker_class, name)
@@ -227,6 +228,7 @@ def as_scan(argv: list[str]) -> int:
 
     timed("_thumbnails", "thumbnails_s")
     timed("_scores", "scoring_s")
+    timed("_near_scores", "near_s")  # part of scoring_s: the same-picture (and detail) checks
     original_close = checker_class.close
 
     def close(self: Any) -> None:
@@ -327,7 +329,7 @@ def report(rows: list[Row], codes: dict[str, Path]) -> str:
         "first scan",
         "ratio",
         "<= 1.3x",
-        "thumbnails / scoring",
+        "thumbnails / scoring (of which same-picture checks)",
         "pairs asked / rejected cheaply / fully scored / over budget",
         "groups as --before",
     ]
@@ -353,7 +355,8 @@ def report(rows: list[Row], codes: dict[str, Path]) -> str:
                         f"{scanned.seconds:.1f} s",
                         f"{ratio:.2f}x",
                         "yes" if ratio <= 1.3 else "**NO**",
-                        f"{s['thumbnails_s']:.1f} s / {s['scoring_s']:.1f} s",
+                        f"{s['thumbnails_s']:.1f} s / {s['scoring_s']:.1f} s"
+                        + (f" (near {s['near_s']:.1f} s)" if "near_s" in s else ""),
                         counts,
                         same,
                     ]
@@ -417,6 +420,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--camera", type=int, default=8, help="photographs (x4 files); 0: none")
+    parser.add_argument(
+        "--camera-dir",
+        type=Path,
+        help="a camera-like folder to use instead of --camera (e.g. bench/peer_sets.py's "
+        "camera set, $TMPDIR/photodup-bench/peers-camera-v1)",
+    )
     parser.add_argument("--no-icons", action="store_true")
     parser.add_argument("--before", type=Path, help="another checkout to compare with")
     parser.add_argument("--out", type=Path)
@@ -429,7 +438,9 @@ def main() -> None:
     sets = []
     if not args.no_icons:
         sets.append(("icons (Adwaita)", icon_set()))
-    if args.camera:
+    if args.camera_dir:
+        sets.append((f"camera ({args.camera_dir.name})", args.camera_dir))
+    elif args.camera:
         sets.append((f"camera-like ({args.camera} x 4)", camera_set(args.camera)))
     codes = {"this": ROOT}
     if args.before:
