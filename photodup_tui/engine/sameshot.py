@@ -377,7 +377,7 @@ def score_prepared(a: Prepared, b: Prepared, *, quick: bool = True) -> Scored:
     image, other = (b, a) if swapped else (a, b)
     step = SCALES[1] / SCALES[0]
     fine = tuple(float(s) for s in scale * np.geomspace(1 / step, step, FINE_STEPS))
-    return Scored(_fine_search(image, other, fine, mirrored)[0], "fine")
+    return Scored(_search(image.detail(), other.detail(), fine, (mirrored,))[0], "fine")
 
 
 def _better(
@@ -439,17 +439,7 @@ class Prepared:
     sixteen times, and a pair rejected by the quick search never pays for the other
     scales."""
 
-    __slots__ = (
-        "_detail",
-        "_fine",
-        "_kernels",
-        "_spectrum",
-        "_spreads",
-        "_templates",
-        "_windows",
-        "gray",
-        "small",
-    )
+    __slots__ = ("_detail", "_spectrum", "_spreads", "_templates", "_windows", "gray", "small")
 
     def __init__(self, thumb: Thumb) -> None:
         self.gray = thumb.gray
@@ -459,8 +449,6 @@ class Prepared:
         self._spreads: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._templates: dict[int, _Template | None] = {}
         self._detail: np.ndarray | None = None
-        self._fine: _FineImage | None = None
-        self._kernels: dict[tuple[float, bool, tuple[int, int]], _Template | None] = {}
 
     @property
     def usable(self) -> bool:
@@ -507,24 +495,6 @@ class Prepared:
         if self._detail is None:
             self._detail = _detail(self.gray)
         return self._detail
-
-    def fine(self) -> _FineImage:
-        """This thumbnail's detail as the image of fine searches: made once, it serves
-        every pair whose fine search looks in it."""
-        if self._fine is None:
-            self._fine = _FineImage(self.detail())
-        return self._fine
-
-    def kernel(self, scale: float, mirrored: bool, shape: tuple[int, int]) -> _Template | None:
-        """This thumbnail's detail, centre at ``scale`` (``mirrored``), as a fine search's
-        kernel for images of FFT size ``shape``: (height, width, norm, spectrum), None
-        where too small or flat (as in :func:`_search`).  Fine scales come from a fixed
-        grid around the coarse ones, so a thumbnail searched for in many pictures makes
-        each kernel once."""
-        key = (scale, mirrored, shape)
-        if key not in self._kernels:
-            self._kernels[key] = _kernel(self.detail(), scale, mirrored, shape)
-        return self._kernels[key]
 
 
 _Template = tuple[int, int, float, np.ndarray]
@@ -615,78 +585,6 @@ def _search(
         valid = full[i, th - 1 : image.shape[0], tw - 1 : image.shape[1]]
         spread = windows.spread(th, tw)
         usable = spread > FLAT * np.sqrt(th * tw)
-        if usable.any():
-            found = float((valid[usable] / (spread[usable] * norm)).max())
-            if found > best[0]:
-                best = (found, scale, mirrored)
-    return best
-
-
-class _FineImage:
-    """A detail image ready for fine searches: its spectrum at its FFT size and its window
-    statistics (each window size's once)."""
-
-    __slots__ = ("_spreads", "pixels", "shape", "spectrum", "windows")
-
-    def __init__(self, pixels: np.ndarray) -> None:
-        self.pixels = pixels
-        self.shape = (_fast_size(pixels.shape[0]), _fast_size(pixels.shape[1]))
-        self.spectrum = np.fft.rfft2(pixels, self.shape)
-        self.windows = _Windows(pixels)
-        self._spreads: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def spread(self, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
-        found = self._spreads.get((th, tw))
-        if found is None:
-            spread = self.windows.spread(th, tw)
-            found = self._spreads[(th, tw)] = (spread, spread > FLAT * np.sqrt(th * tw))
-        return found
-
-
-def _kernel(
-    other: np.ndarray, scale: float, mirrored: bool, shape: tuple[int, int]
-) -> _Template | None:
-    """One template of :func:`_search` (``other``'s centre at ``scale``, ``mirrored``) as
-    (height, width, norm, spectrum of its kernel at ``shape``); None where too small or
-    flat."""
-    template = _centre(_resized(other, scale))
-    th, tw = template.shape
-    if th < 4 or tw < 4 or th > shape[0] or tw > shape[1]:  # too big for any image this size
-        return None
-    centred = template - template.mean()
-    norm = float(np.sqrt(np.square(centred).sum()))
-    if norm < FLAT * np.sqrt(centred.size):
-        return None
-    kernel = centred if mirrored else centred[:, ::-1]
-    padded = np.zeros(shape, dtype=np.float32)
-    # Correlation = convolution with the template turned by 180 degrees.
-    padded[:th, :tw] = kernel[::-1]
-    return (th, tw, norm, np.fft.rfft2(padded))
-
-
-def _fine_search(
-    image: Prepared, other: Prepared, scales: tuple[float, ...], mirrored: bool
-) -> tuple[float, float, bool]:
-    """:func:`_search` of ``other``'s detail in ``image``'s, at ``scales`` with one mirror,
-    from their prepared spectra and window statistics: the same correlations, each
-    transform made once per thumbnail (and kernel) instead of once per pair."""
-    best = (-1.0, 1.0, False)
-    fine = image.fine()
-    height, width = fine.pixels.shape
-    chosen = [
-        (scale, k)
-        for scale in scales
-        if (k := other.kernel(scale, mirrored, fine.shape)) is not None
-        and k[0] <= height
-        and k[1] <= width
-    ]
-    if not chosen:
-        return best
-    spectra = np.stack([k[3] for _, k in chosen]) * fine.spectrum
-    full = np.fft.irfft2(spectra, fine.shape)
-    for i, (scale, (th, tw, norm, _)) in enumerate(chosen):
-        valid = full[i, th - 1 : height, tw - 1 : width]
-        spread, usable = fine.spread(th, tw)
         if usable.any():
             found = float((valid[usable] / (spread[usable] * norm)).max())
             if found > best[0]:

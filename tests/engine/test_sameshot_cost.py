@@ -207,23 +207,3 @@ def test_resampling_matrices_equal_pillows_resize() -> None:
         assert sameshot._resampled(image, scale) == pytest.approx(
             sameshot._resized(image, scale), abs=1e-3
         )
-
-
-def test_the_prepared_fine_search_is_the_per_pair_search(
-    thumbs: list[list[sameshot.Thumb]],
-) -> None:
-    """The fine search from spectra and window statistics made once per thumbnail (and
-    kernel) gives exactly the per-pair search's correlations, scale and mirror."""
-    flat = [t for family in thumbs for t in family[:5]]
-    prepared = [sameshot.Prepared(t) for t in flat]
-    step = SCALES[1] / SCALES[0]
-    compared = 0
-    for i, j in itertools.combinations(range(0, len(flat), 2), 2):
-        a, b = prepared[i], prepared[j]
-        for k in (0, 6, 12):
-            fine = tuple(float(s) for s in SCALES[k] * np.geomspace(1 / step, step, 7))
-            for mirrored in (False, True):
-                alone = sameshot._search(a.detail(), b.detail(), fine, (mirrored,))
-                assert sameshot._fine_search(a, b, fine, mirrored) == alone
-                compared += alone[0] > -1.0
-    assert compared > 100
