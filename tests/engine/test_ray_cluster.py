@@ -78,7 +78,13 @@ def scan_env(
     return env
 
 
-def run_scan(library_root: Path, where: Path, env: dict[str, str], *args: str) -> Scan:
+def run_scan(
+    library_root: Path,
+    where: Path,
+    env: dict[str, str],
+    *args: str,
+    timeout: float = SCAN_WITHIN,
+) -> Scan:
     """``photodup scan LIBRARY --model builtin --json ...`` (the console script's main)."""
     where.mkdir(parents=True, exist_ok=True)
     report = where / "report.json"
@@ -89,7 +95,7 @@ def run_scan(library_root: Path, where: Path, env: dict[str, str], *args: str) -
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=SCAN_WITHIN,
+        timeout=timeout,
     )
     # 1: duplicates found (the library has a family); anything else is a failed scan.
     assert done.returncode == 1, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
@@ -216,26 +222,15 @@ def test_an_address_nothing_answers_at_is_said_at_once(
         env = scan_env(tmp_path)
         address = f"ray://127.0.0.1:{port}"
         args = ("--ray", address)
-    where = tmp_path / "scan"
-    report = where / "report.json"
-    where.mkdir()
-    command = [sys.executable, "-m", "photodup_tui.cli", "scan", str(pictures)]
-    done = subprocess.run(
-        [*command, "--model", "builtin", "--json", str(report), *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=FAIL_WITHIN,
-    )
-    assert done.returncode == 1, done.stderr  # pHash still finds the exact copies
+    # Exit 1 (run_scan checks it): pHash still finds the exact copies.
+    scan = run_scan(pictures, tmp_path / "scan", env, *args, timeout=FAIL_WITHIN)
     said = (
         f"the Ray cluster ({args[1]}) is unavailable (cannot reach Ray at {address}: "
         f"nothing answers at 127.0.0.1:{port} (Connection refused); "
         "is the cluster's head running (ray start --head)?)"
     )
-    assert said in done.stderr, done.stderr
-    assert load_report(report).model != catalog.BUILTIN_ID  # no model served the scan
+    assert said in scan.err, scan.err
+    assert load_report(scan.report).model != catalog.BUILTIN_ID  # no model served the scan
 
 
 #: A driver that opens the source itself with ``files = ship`` (no flag asks for it: on one
