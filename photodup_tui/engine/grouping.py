@@ -35,6 +35,7 @@ alone nominate the candidates.
 
 from __future__ import annotations
 
+import bisect
 import tempfile
 import threading
 from collections import defaultdict
@@ -68,6 +69,9 @@ _KIND_ORDER = {Kind.EXACT: 0, Kind.NEAR: 1, Kind.SIMILAR: 2}
 #: A keeper's best similar candidates (by cosine or pHash) get the pixel check, at most this
 #: many: a burst of a thousand frames would otherwise ask about every one.
 CHECKS_PER_KEEPER = 16
+#: While a keeper's near checks run, the next keepers' are started, this many pairs ahead:
+#: enough to keep the pixel checks' decoders busy between two keepers.
+NEAR_AHEAD_PAIRS = 16
 
 
 class Verify(Protocol):
@@ -81,6 +85,13 @@ class Verify(Protocol):
 
     def near(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[float | None]:
         """Same-picture scores (a re-encode of the other?); None where unchecked."""
+
+
+class NearAhead(Protocol):
+    """Optional on a ``Verify``: start the near checks of pairs the grouping will ask about
+    soon, without waiting (``SameShotChecker.near_ahead``)."""
+
+    def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> None: ...
 
 
 class ResaveCheck(Protocol):
@@ -176,8 +187,7 @@ def group_photos(
     assigned: set[int] = set()
     check.prefetch_near()
     families = _new_families(contents, check.near_to, assigned)  # 1. near, best keeper first
-    for family in families:  # the original beats a lossless re-save of its pixels
-        check.prefer_original(family)
+    check.prefer_originals(families)  # the original beats a lossless re-save of its pixels
     for content in contents:  # 2. exact
         if len(content.replicas) > 1 and content.index not in assigned:
             assigned.add(content.index)
@@ -242,6 +252,10 @@ class _Check:
         self.verify = verify
         #: Family keeper -> its near copies, whose similar neighbours are its candidates too.
         self.vias: dict[int, list[_Content]] = {}
+        #: The contents with near candidates, in the order they may become keepers.
+        self.near_order = [
+            i for i, row in enumerate(edges) if any(m.kind is Kind.NEAR for m in row.values())
+        ]
 
     def nominate_via(self, families: Sequence[_Family]) -> None:
         """With the pixel check, a family's near copies nominate similar candidates for its
@@ -308,7 +322,12 @@ class _Check:
         ]
         if self.verify is None or not candidates:
             return candidates
-        scores = self.verify.near([(keeper.best, other.best) for other, _ in candidates])
+        pairs = [(keeper.best, other.best) for other, _ in candidates]
+        ahead: NearAhead | None = getattr(self.verify, "near_ahead", None)
+        if ahead is not None:  # this keeper's pairs first, then the next keepers'
+            claimed = {keeper.index, *(other.index for other, _ in candidates)}
+            ahead([*pairs, *self._next_near(keeper, assigned, claimed)])
+        scores = self.verify.near(pairs)
         confirmed = []
         for (other, match), value in zip(candidates, scores, strict=True):
             if value is not None and value >= SAME_PICTURE_MIN:
@@ -319,29 +338,59 @@ class _Check:
                 self.edges[other.index][keeper.index] = weaker
         return confirmed
 
-    def prefer_original(self, family: _Family) -> None:
+    def _next_near(
+        self, keeper: _Content, assigned: set[int], claimed: set[int]
+    ) -> list[tuple[Photo, Photo]]:
+        """The near pairs the next keepers will ask about (up to NEAR_AHEAD_PAIRS), whatever
+        this keeper's checks say: a content that may yet join an earlier keeper's family
+        (``claimed``: its near candidates, and theirs) is neither a next keeper nor anyone's
+        next candidate, so no check started here is wasted."""
+        pairs: list[tuple[Photo, Photo]] = []
+        start = bisect.bisect_right(self.near_order, keeper.index)
+        # Bounded: a walk past contents whose candidates are all taken costs little, but
+        # it must not grow with the library.
+        for i in self.near_order[start : start + 4 * NEAR_AHEAD_PAIRS]:
+            if i in assigned:
+                continue
+            near = [
+                j
+                for j, match in sorted(self.edges[i].items())
+                if match.kind is Kind.NEAR and j not in assigned
+            ]
+            if i not in claimed:
+                first = self.contents[i].best
+                pairs += [(first, self.contents[j].best) for j in near if j not in claimed]
+            claimed.add(i)
+            claimed.update(near)
+            if len(pairs) >= NEAR_AHEAD_PAIRS:
+                break
+        return pairs
+
+    def prefer_originals(self, families: Sequence[_Family]) -> None:
         """A keeper that is a lossless re-save (PNG, TIFF) of a near copy's pixels (a JPEG)
         holds nothing the copy does not, and the copy is the original, with its EXIF and
         capture date: the copy becomes the keeper.  The pixels must be equal (decoded at full
-        size, ``SameShotChecker.resaves``); the facts only choose whom to ask about."""
+        size, ``SameShotChecker.resaves``); the facts only choose whom to ask about.  Every
+        family's question goes in one call, so the decoders answer them side by side."""
         resaves: ResaveCheck | None = getattr(self.verify, "resaves", None)
-        keeper = family.keeper.best
         if resaves is None:
             return
-        candidates = [
-            (content, match)
+        asked = [
+            (family, content, match)
+            for family in families
             for content, match in family.matched  # best keeper first
-            if match.kind is Kind.NEAR and may_be_resave(keeper, content.best)
+            if match.kind is Kind.NEAR and may_be_resave(family.keeper.best, content.best)
         ]
-        if not candidates:
+        if not asked:
             return
-        answers = resaves([(keeper, content.best) for content, _ in candidates])
-        for (content, match), resave in zip(candidates, answers, strict=True):
-            if resave:
+        answers = resaves([(family.keeper.best, content.best) for family, content, _ in asked])
+        swapped: set[int] = set()
+        for (family, content, match), resave in zip(asked, answers, strict=True):
+            if resave and id(family) not in swapped:  # the first original found wins
+                swapped.add(id(family))
                 family.matched.remove((content, match))
                 family.matched.insert(0, (family.keeper, match))
                 family.resave, family.keeper = family.keeper, content
-                return
 
     def similar_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
         candidates = self._candidates(keeper, assigned)

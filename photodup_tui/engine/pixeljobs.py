@@ -8,6 +8,8 @@ calling process for trusted files (``isolate=False``: tests, benchmarks).
 
 Jobs are tuples: ``("thumb", path)`` -> the packed thumbnail (bytes), for a photo whose
 features came without one (an older daemon or cache); ``("detail", a, b, size)`` -> float;
+``("details", keeper, [(other, size), ...])`` -> one float per other, None where that other
+does not decode (the keeper decoded once per size for them all);
 ``("resave", lossless, original, size)`` -> bool.  A file that does not decode raises
 :class:`~photodupd.imagebase.ImageError`, which the pool hands back as the job's error.
 """
@@ -28,13 +30,15 @@ from photodupd.protocol import ErrorCode
 RESAVE_TOLERANCE = 2
 
 
-def pixel_job(job: Any, spec: object = None) -> bytes | float | bool:
+def pixel_job(job: Any, spec: object = None) -> bytes | float | bool | list[float | None]:
     """The pool's ``decode_fn``: one job (see the module docstring)."""
     kind, *args = job
     if kind == "thumb":
         return thumbnail_bytes(*args)
     if kind == "detail":
         return detail(*args)
+    if kind == "details":
+        return details(*args)
     if kind == "resave":
         return resave(*args)
     raise ImageError(ErrorCode.INTERNAL, f"unknown pixel job {kind!r}")
@@ -58,6 +62,26 @@ def detail(path_a: str, path_b: str, size: tuple[int, int]) -> float:
     target = (int(size[0]), int(size[1]))
     pictures = [imaging.load_sized(path, target, alpha=True) for path in (path_a, path_b)]
     return float(sameshot.same_detail(*pictures))
+
+
+def details(keeper: str, others: list[tuple[str, tuple[int, int]]]) -> list[float | None]:
+    """:func:`detail` of ``keeper`` with each of ``others`` (path, size), decoding the keeper
+    once per size: a keeper with three near copies is decoded once, not three times.  An
+    other that does not decode gets None (its pair only); a keeper that does not decode
+    fails the job."""
+    keeper_at: dict[tuple[int, int], object] = {}
+    found: list[float | None] = []
+    for path, size in others:
+        target = (int(size[0]), int(size[1]))
+        try:
+            picture = imaging.load_sized(path, target, alpha=True)
+        except ImageError:
+            found.append(None)
+            continue
+        if target not in keeper_at:
+            keeper_at[target] = imaging.load_sized(keeper, target, alpha=True)
+        found.append(float(sameshot.same_detail(keeper_at[target], picture)))
+    return found
 
 
 def resave(lossless: str, original: str, size: tuple[int, int]) -> bool:

@@ -30,17 +30,17 @@ lost by trashing it beside its original.)  Every small region must agree too, in
 colour and transparency (:func:`_region_difference`): a button of another colour, a logo
 whose picture lives in its alpha channel, change a region, not the whole.
 
-Thumbnails cannot see what makes two documents, screenshots or drawings different: two
-invoices from one template are one grey texture at 96 pixels.  Such pictures are mostly flat
-(:attr:`Thumb.flat`), and a pair of them (or of transparent pictures) that the thumbnails
-call the same is proven again at the smaller one's own size, block by block
+Thumbnails cannot see what is smaller than one of their pixels: two invoices from one
+template are one grey texture at 96 pixels, and a 40x12-pixel black box over a face in a
+12 MP photo is a third of a thumbnail pixel.  So every pair the thumbnails call the same is
+proven again at the smaller one's own size (at most DETAIL_SIDE), block by block
 (:func:`same_detail`): every block with contrast must correlate with its counterpart (a
-re-encode blurs and rings an edge, another digit replaces it) and every larger block keep
-its levels.  On the hard-negative set (bench/hard_negatives.py) re-encodes and resizes at
-q70-q95 correlate >= 0.94 in every block and keep block levels within 12, while another
-amount on an invoice, another file in a screenshot, a signature on a blank page correlate
-<= 0.5 somewhere; the photos of the quality set that are mostly flat (a sky) correlate
->= 0.85.
+re-encode blurs and rings an edge, another digit or a mark replaces it) and every larger
+block keep its levels.  On the hard-negative set (bench/hard_negatives.py) re-encodes and
+resizes at q70-q95 correlate >= 0.94 in every block and keep block levels within 12, while
+another amount on an invoice, another file in a screenshot, a signature on a blank page
+correlate <= 0.5 somewhere; the photos of the quality set (re-encodes down to q40,
+resizes) pass.
 
 Everything here is numpy on arrays; the decoding is done by ``sameshot_check``, in worker
 processes.
@@ -97,9 +97,6 @@ COLOUR_TOLERANCE = 3.0  # difference of colourfulness (opponent-colour spread)
 #: brightness, colour and transparency.
 REGION = 3
 REGION_TOLERANCE = 20.0
-#: A picture at least FLAT_SHARE_MIN flat (FLAT_WINDOW pixel windows of the preview spreading
-#: less than FLAT_SPREAD levels, see :mod:`photodupd.pixelthumb`) needs the detail check.
-FLAT_SHARE_MIN = 0.5
 #: The detail check (:func:`same_detail`) compares at the smaller picture's own size, at most
 #: this long: a 1600-pixel invoice with 11-pixel text is compared at 1600 pixels.
 DETAIL_SIDE = 2048
@@ -108,6 +105,13 @@ DETAIL_SPREAD = 40.0
 DETAIL_CORRELATION = 0.7
 LEVEL_BLOCK = 16
 LEVEL_TOLERANCE = 20.0
+#: Brightness alone is compared on blocks this small too: a censor bar over an eye on the
+#: half-size side of a pair (10x3 pixels there) moves a 16-pixel block's mean by 10 levels
+#: and an 8-pixel block's by 38.  True copies move 8-pixel brightness means by at most 9.2
+#: levels on the quality, hard-negative, camera and mixed sets (q40 re-encodes, resizes,
+#: WebP and HEIC); their colour opponents move by up to 19.8 at q40 (chroma subsampling),
+#: so colour and transparency stay at LEVEL_BLOCK.
+FINE_LEVEL_BLOCK = 8
 
 
 def same_picture(a: Thumb, b: Thumb) -> float:
@@ -168,17 +172,6 @@ def _box_mean(pixels: np.ndarray, side: int) -> np.ndarray:
     return _box(padded.cumsum(0).cumsum(1), side, side) / (side * side)
 
 
-def needs_detail(a: Thumb, b: Thumb) -> bool:
-    """Whether a pair the thumbnails call the same picture must be proven at full detail.
-
-    Documents, screenshots, drawings, logos and blank pages are mostly flat, and what tells
-    two of them apart (another amount on an invoice, another file in a list, a signature)
-    is smaller than a thumbnail pixel: at THUMB_SIDE two invoices from one template are the
-    same grey texture.  Photos are rarely flat, and what differs between two of them shows
-    in their thumbnails."""
-    return max(a.flat, b.flat) >= FLAT_SHARE_MIN or a.alpha is not None or b.alpha is not None
-
-
 def detail_size(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     """(width, height) at which :func:`same_detail` compares pictures of sizes ``a`` and
     ``b``: the smaller one's own size divided by the smallest whole number that brings its
@@ -201,7 +194,8 @@ def same_detail(image_a: object, image_b: object) -> float:
       Compression and resampling blur and ring an edge, they do not move or replace it;
       another digit, word or line does.
     * levels: every LEVEL_BLOCK-pixel block must keep its mean brightness, colour and
-      transparency within LEVEL_TOLERANCE levels (a button of another colour, a faded mark).
+      transparency within LEVEL_TOLERANCE levels (a button of another colour, a faded mark),
+      and every FINE_LEVEL_BLOCK-pixel block its mean brightness (a small black bar).
     """
     a, b = _DetailPlanes.of(image_a), _DetailPlanes.of(image_b)
     if a.gray.shape != b.gray.shape or min(a.gray.shape) < DETAIL_BLOCK:
@@ -306,6 +300,10 @@ def _block_levels(a: _DetailPlanes, b: _DetailPlanes) -> float:
         for x, y in zip(a.level_means(offset), b.level_means(offset), strict=True):
             if x.size:
                 worst = max(worst, float(np.abs(x - y).max()))
+    for offset in (0, FINE_LEVEL_BLOCK // 2):
+        x, y = (_block_means(p.planes[0], FINE_LEVEL_BLOCK, offset) for p in (a, b))
+        if x.size:
+            worst = max(worst, float(np.abs(x - y).max()))
     return worst
 
 

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from photodup_tui.engine import pixeljobs, sameshot
@@ -52,7 +53,7 @@ METHOD = (
     f"-quick{sameshot.QUICK_MIN}-v5"
 )
 NEAR_METHOD = (
-    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v3"
+    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v4"
 )
 #: Thumbnails are made from a preview this big (photodupd.pixelthumb).
 PREVIEW_SIDE = pixelthumb.PREVIEW_SIDE
@@ -161,6 +162,11 @@ def budget_for(photos: int) -> int:
     return max(PIXEL_CHECKS_MIN, PIXEL_CHECKS_PER_PHOTO * photos)
 
 
+#: A keeper's full-detail checks go to one isolated decoder in jobs of at most this many
+#: pairs: the keeper is decoded once for them all, and a file that hangs its decoder costs
+#: that job's pairs only (unanswered, never guessed).
+DETAIL_GROUP = 4
+
 #: Same-shot checks at once below which the pool is not worth its messages.
 POOL_MIN_PAIRS = 4
 #: Pairs scored in this process before the scoring pool starts: its workers take about a
@@ -223,6 +229,8 @@ class SameShotChecker:
         self._over: set[tuple[str, str]] = set()
         self._token = uuid.uuid4().hex
         self.detailed = 0  # near pairs proven at full detail (sameshot.same_detail)
+        #: Near pairs whose checks have started (near_ahead), until near() collects them.
+        self._started: dict[tuple[str, str], _Started] = {}
         #: Pairs asked about that got no score (undecodable now, cancelled): a grouping
         #: that rests on them is not stored for reuse (stored_groups.py).
         self.unanswered = 0
@@ -388,38 +396,82 @@ class SameShotChecker:
         changes under the name; another checker, another scan, never shares it)."""
         return (f"{self._token}/{pair[0].path}", f"{self._token}/{pair[1].path}")
 
+    def near_ahead(self, pairs: Sequence[tuple[Photo, Photo]]) -> None:
+        """Start the same-picture checks of ``pairs`` without waiting: the grouping names the
+        next keepers' pairs while it waits for this one's, so the isolated decoders always
+        have full-detail checks queued; :meth:`near` collects them.  Pairs known already (the
+        cache, this scan) or started are skipped."""
+        check = self._checks[NEAR_METHOD]
+        todo = [pair for pair in _distinct(list(pairs)) if _unordered(pair) not in self._started]
+        check.known.update(self._cached([p for p in todo if not check.has(*p)], check.method))
+        todo = [pair for pair in todo if not check.has(*pair)]
+        if not todo or self._cancelled():
+            return
+        self._decode_wanted(check)
+        thumbs = self._thumbnails(_photos(todo))
+        self._start_near([(a, b) for a, b in todo if a.path in thumbs and b.path in thumbs], thumbs)
+
+    def _start_near(
+        self, pairs: list[tuple[Photo, Photo]], thumbs: dict[str, sameshot.Thumb]
+    ) -> None:
+        """The thumbnails' verdict on each pair (cheap, here), and for those it calls the same
+        picture the full-detail check, queued in the isolated decoders a keeper at a time
+        (:func:`pixeljobs.details`, at most DETAIL_GROUP pairs a job)."""
+        by_keeper: dict[str, list[tuple[Photo, Photo]]] = {}
+        for a, b in pairs:
+            ta, tb = thumbs[a.path], thumbs[b.path]
+            value = sameshot.same_picture(ta, tb)
+            self._started[_unordered((a, b))] = _Started(value)
+            if value >= sameshot.SAME_PICTURE_MIN:
+                by_keeper.setdefault(a.path, []).append((a, b))
+        for keeper, kept in by_keeper.items():
+            for i in range(0, len(kept), DETAIL_GROUP):
+                group = kept[i : i + DETAIL_GROUP]
+                others = [
+                    (
+                        b.path,
+                        sameshot.detail_size(
+                            _full_size(a, thumbs[a.path]), _full_size(b, thumbs[b.path])
+                        ),
+                    )
+                    for a, b in group
+                ]
+                job = self._submit(("details", keeper, others))
+                for index, pair in enumerate(group):
+                    self._started[_unordered(pair)].job = (job, index)
+
     def _near_scores(
         self, pairs: list[tuple[Photo, Photo]], thumbs: dict[str, sameshot.Thumb]
     ) -> list[tuple[tuple[Photo, Photo], float]]:
-        """Same-picture scores: the thumbnails first (cheap, in this process); a pair they
-        call the same picture that is mostly flat (a document, a screenshot, a logo) or has
-        transparency is then proven at full detail (:func:`detail_pair`, in a worker).  A
-        pair whose detail check could not be made gets no score."""
-        coarse: list[tuple[tuple[Photo, Photo], float]] = []
-        jobs: list[tuple[str, str, tuple[int, int]]] = []
-        waiting: list[int] = []
-        for a, b in pairs:
+        """Same-picture scores: the thumbnails first; a pair they call the same picture is
+        then proven at full detail (started here unless :meth:`near_ahead` did).  A pair
+        whose detail check could not be made gets no score."""
+        self._start_near([p for p in pairs if _unordered(p) not in self._started], thumbs)
+        scored: list[tuple[tuple[Photo, Photo], float]] = []
+        for pair in pairs:
             if self._cancelled():
                 break
-            ta, tb = thumbs[a.path], thumbs[b.path]
-            value = sameshot.same_picture(ta, tb)
-            if value >= sameshot.SAME_PICTURE_MIN and sameshot.needs_detail(ta, tb):
-                size = sameshot.detail_size(_full_size(a, ta), _full_size(b, tb))
-                jobs.append((a.path, b.path, size))
-                waiting.append(len(coarse))
-            else:
-                self._advance(1)
-            coarse.append(((a, b), value))
-        details = self._isolated([("detail", *job) for job in jobs])
-        self.detailed += sum(d is not None for d in details)
-        lost: set[int] = set()
-        for index, detail in zip(waiting, details, strict=True):
-            if detail is None:
-                lost.add(index)
-            else:
-                pair, value = coarse[index]
-                coarse[index] = (pair, min(value, detail))
-        return [scored for index, scored in enumerate(coarse) if index not in lost]
+            started = self._started.pop(_unordered(pair))
+            self._advance(1)
+            if started.job is None:
+                scored.append((pair, started.value))
+                continue
+            detail = _answer(*started.job)
+            if detail is not None:
+                self.detailed += 1
+                scored.append((pair, min(started.value, detail)))
+        return scored
+
+    def _submit(self, job: tuple[Any, ...]) -> Future[Any]:
+        """One job in the isolated decoders (made here at once when ``isolate`` is off)."""
+        if self.isolate:
+            return self._decoder_pool().submit(job)
+        future: Future[Any] = Future()
+        try:
+            future.set_result(pixeljobs.pixel_job(job))
+        except Exception as error:  # undecodable: no answer, never a guess
+            future.set_exception(error)
+        return future
 
     def resaves(self, pairs: Sequence[tuple[Photo, Photo]]) -> list[bool | None]:
         """For each (lossless, original) pair: is the first a lossless re-save of the second's
@@ -539,6 +591,26 @@ class SameShotChecker:
             # For the next scan; a cache is an optimisation only.
             with contextlib.suppress(CacheError, OSError, sqlite3.Error):
                 self.source.keep(made)
+
+
+@dataclass(slots=True)
+class _Started:
+    """A near pair being checked: the thumbnails' verdict, and the full-detail job that
+    will prove it (a job of :func:`pixeljobs.details` and this pair's place in its answer)."""
+
+    value: float
+    job: tuple[Future[Any], int] | None = None
+
+
+def _answer(job: Future[Any], index: int) -> float | None:
+    """A pair's full-detail score from its keeper's job; None when the job failed (the
+    keeper does not decode, a decoder crashed or overran) or the pair's file did not."""
+    try:
+        found = job.result()
+    except (ImageError, CancelledError):
+        return None
+    value = found[index] if isinstance(found, list) and index < len(found) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _unordered(pair: tuple[Photo, Photo]) -> tuple[str, str]:

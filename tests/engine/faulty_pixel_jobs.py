@@ -1,6 +1,7 @@
 """A pixel-check job function that misbehaves on command (run in the isolated decoders).
 
-A detail job on a file whose name starts with ``hang`` blocks forever (the pool must time
+A detail job on a file whose name starts with ``hang`` (either side of a ``detail`` job, the
+keeper or any other of a ``details`` job) blocks forever (the pool must time
 out and replace the worker); everything else is the real :func:`pixeljobs.pixel_job`.
 """
 
@@ -13,7 +14,12 @@ from typing import Any
 from photodup_tui.engine import pixeljobs
 
 
-def hang_on_marked(job: Any, spec: object = None) -> bytes | float | bool:
-    if job[0] == "detail" and any(os.path.basename(p).startswith("hang") for p in job[1:3]):
+def hang_on_marked(job: Any, spec: object = None) -> Any:
+    paths: list[str] = []
+    if job[0] == "detail":
+        paths = list(job[1:3])
+    elif job[0] == "details":
+        paths = [job[1], *(path for path, _ in job[2])]
+    if any(os.path.basename(p).startswith("hang") for p in paths):
         threading.Event().wait()
     return pixeljobs.pixel_job(job, spec)

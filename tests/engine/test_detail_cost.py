@@ -51,10 +51,10 @@ def reference_detail(image_a: Image.Image, image_b: Image.Image) -> float:
                 worst = min(worst, float((product / np.maximum(sx[used] * sy[used], 1e-6)).min()))
         return worst
 
-    def levels(a: np.ndarray, b: np.ndarray) -> float:
+    def levels(a: np.ndarray, b: np.ndarray, side: int) -> float:
         worst = 0.0
-        for offset in (0, sameshot.LEVEL_BLOCK // 2):
-            x, y = blocks(a, sameshot.LEVEL_BLOCK, offset), blocks(b, sameshot.LEVEL_BLOCK, offset)
+        for offset in (0, side // 2):
+            x, y = blocks(a, side, offset), blocks(b, side, offset)
             worst = max(worst, float(np.abs(x.mean(axis=(1, 3)) - y.mean(axis=(1, 3))).max()))
         return worst
 
@@ -66,9 +66,9 @@ def reference_detail(image_a: Image.Image, image_b: Image.Image) -> float:
     structure = 1.0 - margin * (1.0 - min(correlation(x, y) for x, y in pairs)) / (
         1.0 - sameshot.DETAIL_CORRELATION
     )
-    level = 1.0 - margin * max(levels(x, y) for x, y in zip(a, b, strict=True)) / (
-        sameshot.LEVEL_TOLERANCE
-    )
+    worst = max(levels(x, y, sameshot.LEVEL_BLOCK) for x, y in zip(a, b, strict=True))
+    worst = max(worst, levels(a[0], b[0], sameshot.FINE_LEVEL_BLOCK))  # brightness, finer
+    level = 1.0 - margin * worst / sameshot.LEVEL_TOLERANCE
     return max(-1.0, min(structure, level))
 
 
@@ -174,3 +174,42 @@ def test_the_detail_check_of_a_12_mp_re_encode_and_of_another_shot(tmp_path: Pat
     same = pixeljobs.detail(str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), size)
     other = pixeljobs.detail(str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg"), size)
     assert same >= sameshot.SAME_PICTURE_MIN > other
+
+
+def test_a_keeper_is_decoded_once_for_all_its_near_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picture = Image.fromarray(skimage.data.astronaut())
+    picture.save(tmp_path / "keeper.png")
+    picture.save(tmp_path / "q90.jpg", quality=90)
+    picture.save(tmp_path / "q70.jpg", quality=70)
+    picture.resize((256, 256), Image.Resampling.LANCZOS).save(tmp_path / "half.jpg")
+    (tmp_path / "broken.jpg").write_bytes((tmp_path / "q90.jpg").read_bytes()[:300])
+    marked = picture.copy()
+    ImageDraw.Draw(marked).rectangle([320, 128, 380, 148], fill=(0, 0, 0))  # on white
+    marked.save(tmp_path / "marked.png")
+    loads: list[str] = []
+    real = imaging.load_sized
+
+    def counted(source: str, size: tuple[int, int], *, alpha: bool = False) -> Image.Image:
+        loads.append(Path(source).name)
+        return real(source, size, alpha=alpha)
+
+    monkeypatch.setattr(imaging, "load_sized", counted)
+    full, half = (512, 512), (256, 256)
+    others = [("q90.jpg", full), ("broken.jpg", full), ("q70.jpg", full), ("half.jpg", half)]
+    others += [("marked.png", full)]
+    found = pixeljobs.details(
+        str(tmp_path / "keeper.png"), [(str(tmp_path / n), s) for n, s in others]
+    )
+    q90, broken, q70, small, mark = found
+    assert broken is None  # that pair only
+    assert all(v is not None and v >= sameshot.SAME_PICTURE_MIN for v in (q90, q70, small))
+    assert mark is not None and mark < sameshot.SAME_PICTURE_MIN
+    assert loads.count("keeper.png") == 2  # once per size, not once per pair
+    # Each answer is the pair's own detail check.
+    for (name, size), value in zip(others, found, strict=True):
+        if value is not None:
+            assert value == pixeljobs.detail(
+                str(tmp_path / "keeper.png"), str(tmp_path / name), size
+            )

@@ -313,3 +313,74 @@ def test_a_keeper_checks_only_its_strongest_similar_candidates_strongest_first()
     family = next(g for g in groups if g.keeper_member.photo is keeper)
     assert paths(family) == {keeper.path, *by_strength[:CHECKS_PER_KEEPER]}
     assert all(m.verdict is Kind.SIMILAR for m in family.members[1:])
+
+
+class _NearAhead:
+    """The pixel check's stand-in with ``near_ahead``: near pairs are the same picture but
+    those in ``rejected``; it records what was started and what was asked, in order."""
+
+    def __init__(self, rejected: set[frozenset[str]], ahead: bool = True) -> None:
+        self.rejected = rejected
+        self.events: list[tuple[str, frozenset[str]]] = []
+        if ahead:
+            self.near_ahead = self._ahead
+
+    def prefetch(self, pairs: list[tuple[Photo, Photo]], *, near: bool = False) -> None:
+        pass
+
+    def __call__(self, pairs: list[tuple[Photo, Photo]]) -> list[float]:
+        return [0.0] * len(pairs)  # no similar verdicts: only the near families matter
+
+    def _ahead(self, pairs: list[tuple[Photo, Photo]]) -> None:
+        self.events += [("start", frozenset((a.path, b.path))) for a, b in pairs]
+
+    def near(self, pairs: list[tuple[Photo, Photo]]) -> list[float]:
+        asked = [frozenset((a.path, b.path)) for a, b in pairs]
+        self.events += [("ask", pair) for pair in asked]
+        return [0.0 if pair in self.rejected else 1.0 for pair in asked]
+
+
+def near_families() -> tuple[list[Photo], dict[str, np.ndarray], set[frozenset[str]]]:
+    """Eight families (a 4000x3000 keeper, two 2000x1500 copies; far apart in features and
+    pHash); in the first, the pixels reject one copy, which is near a ninth photo."""
+    rng = np.random.default_rng(11)
+    photos: list[Photo] = []
+    vectors: dict[str, np.ndarray] = {}
+    for f in range(8):
+        base = rng.normal(size=32)
+        h = int(rng.integers(0, 2**63))
+        for k, width in enumerate((4000, 2000, 2000)):
+            p = photo(f"/f{f}/{k}.jpg", width=width, height=width * 3 // 4, phash=h)
+            photos.append(p)
+            v = base + 0.01 * rng.normal(size=32)
+            vectors[p.path] = (v / np.linalg.norm(v)).astype(np.float32)
+    extra = photo("/f0/3.jpg", width=1000, height=750, phash=photos[0].phash)
+    photos.append(extra)
+    vectors[extra.path] = vectors["/f0/2.jpg"]
+    rejected = {frozenset(("/f0/0.jpg", "/f0/2.jpg")), frozenset(("/f0/0.jpg", "/f0/3.jpg"))}
+    return photos, vectors, rejected
+
+
+def test_near_checks_start_ahead_and_none_is_wasted() -> None:
+    photos, vectors, rejected = near_families()
+    ahead = _NearAhead(rejected)
+    groups = run(photos, vectors, verify=ahead)
+    started = [pair for kind, pair in ahead.events if kind == "start"]
+    asked = [pair for kind, pair in ahead.events if kind == "ask"]
+    # The first keeper's own pairs were asked with later keepers' already started ...
+    first_ask = next(i for i, (kind, _) in enumerate(ahead.events) if kind == "ask")
+    started_before = {pair for kind, pair in ahead.events[:first_ask] if kind == "start"}
+    assert {frozenset(("/f1/0.jpg", "/f1/1.jpg")), frozenset(("/f2/0.jpg", "/f2/2.jpg"))} <= (
+        started_before
+    )
+    # ... and every check started was asked for: none was wasted on a photo that joined an
+    # earlier family (the rejected copy's own pair with the ninth photo came later).
+    assert set(started) <= set(asked)
+    assert frozenset(("/f0/2.jpg", "/f0/3.jpg")) in asked
+    # The same groups as without the look-ahead.
+    plain = run(photos, vectors, verify=_NearAhead(rejected, ahead=False))
+    assert [sorted(paths(g)) for g in groups] == [sorted(paths(g)) for g in plain]
+    assert {frozenset(paths(g)) for g in groups} >= {
+        frozenset({"/f0/0.jpg", "/f0/1.jpg"}),
+        frozenset({"/f0/2.jpg", "/f0/3.jpg"}),
+    }
