@@ -69,7 +69,7 @@ def details(keeper: str, others: list[tuple[str, tuple[int, int]]]) -> list[floa
     once per size: a keeper with three near copies is decoded once, not three times.  An
     other that does not decode gets None (its pair only); a keeper that does not decode
     fails the job."""
-    keeper_at: dict[tuple[int, int], object] = {}
+    keeper_at: dict[tuple[int, int], sameshot.DetailPicture] = {}
     found: list[float | None] = []
     for path, size in others:
         target = (int(size[0]), int(size[1]))
@@ -79,7 +79,8 @@ def details(keeper: str, others: list[tuple[str, tuple[int, int]]]) -> list[floa
             found.append(None)
             continue
         if target not in keeper_at:
-            keeper_at[target] = imaging.load_sized(keeper, target, alpha=True)
+            loaded = imaging.load_sized(keeper, target, alpha=True)
+            keeper_at[target] = sameshot.DetailPicture.of(loaded)
         found.append(float(sameshot.same_detail(keeper_at[target], picture)))
     return found
 

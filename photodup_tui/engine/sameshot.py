@@ -49,7 +49,7 @@ processes.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -197,12 +197,12 @@ def same_detail(image_a: object, image_b: object) -> float:
       transparency within LEVEL_TOLERANCE levels (a button of another colour, a faded mark),
       and every FINE_LEVEL_BLOCK-pixel block its mean brightness (a small black bar).
     """
-    a, b = _DetailPlanes.of(image_a), _DetailPlanes.of(image_b)
+    a, b = DetailPicture.of(image_a), DetailPicture.of(image_b)
     if a.gray.shape != b.gray.shape or min(a.gray.shape) < DETAIL_BLOCK:
         return -1.0
-    pairs = [(a.gray, b.gray)]
+    pairs = [(a.brightness, b.brightness)]
     if a.alpha is not None or b.alpha is not None:  # transparency: its shapes are compared too
-        pairs.append((a.opaque_alpha(), b.opaque_alpha()))
+        pairs.append((_Plane.of(a.opaque_alpha()), _Plane.of(b.opaque_alpha())))
     correlation = min(_block_correlation(x, y) for x, y in pairs)
     levels = _block_levels(a, b)
     margin = 1.0 - SAME_PICTURE_MIN
@@ -212,29 +212,58 @@ def same_detail(image_a: object, image_b: object) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class _DetailPlanes:
-    """A picture as the detail check reads it: brightness (float32) and the planes whose
-    block means it compares (Pillow "F" images: brightness, red, green, blue, and alpha
-    when the picture has transparency)."""
+class _Plane:
+    """One plane for the block correlation: its pixels (float32, whole levels) and, as
+    Pillow "F" images, the plane and its square."""
 
-    gray: np.ndarray
-    planes: tuple[Any, ...]
-    alpha: np.ndarray | None
+    pixels: np.ndarray
+    image: Any
+    squares: Any
 
     @classmethod
-    def of(cls, image: object) -> _DetailPlanes:
+    def of(cls, pixels: np.ndarray, image: Any = None) -> _Plane:
         from PIL import Image
 
+        image = Image.fromarray(pixels) if image is None else image
+        return cls(pixels, image, Image.fromarray(pixels * pixels))
+
+
+@dataclass(frozen=True, slots=True)
+class DetailPicture:
+    """A picture as the detail check reads it: brightness and the planes whose block means it
+    compares (Pillow "F" images: brightness, red, green, blue, and alpha when the picture
+    has transparency).  Made once, it serves every pair the picture is in (a keeper and
+    its near copies, ``pixeljobs.details``)."""
+
+    brightness: _Plane
+    planes: tuple[Any, ...]
+    alpha: np.ndarray | None
+    #: Block means already taken, by (block side, offset): a keeper's serve all its pairs.
+    means: dict[tuple[int, int], list[np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def gray(self) -> np.ndarray:
+        return self.brightness.pixels
+
+    @classmethod
+    def of(cls, image: object) -> DetailPicture:
+        from PIL import Image
+
+        if isinstance(image, DetailPicture):
+            return image
         if not isinstance(image, Image.Image):
             raise TypeError("expected a PIL image")
         rgb, alpha = _flattened(image)
-        brightness = rgb.convert("L").convert("F")
-        planes = [brightness, *(channel.convert("F") for channel in rgb.split())]
+        luma = rgb.convert("L")
+        # From the 8-bit plane: a quarter of the bytes to copy out of Pillow, the same values.
+        gray = np.asarray(luma, dtype=np.float32)
+        brightness = _Plane.of(gray, luma.convert("F"))
+        planes = [brightness.image, *(channel.convert("F") for channel in rgb.split())]
         opacity = None
         if alpha is not None:
             planes.append(alpha.convert("F"))
             opacity = np.asarray(alpha, dtype=np.float32)
-        return cls(np.asarray(brightness, dtype=np.float32), tuple(planes), opacity)
+        return cls(brightness, tuple(planes), opacity)
 
     def opaque_alpha(self) -> np.ndarray:
         if self.alpha is not None:
@@ -245,9 +274,24 @@ class _DetailPlanes:
         """LEVEL_BLOCK block means of brightness, the two colour opponents (R-G and
         (R+G)/2-B: colour without brightness) and alpha (opaque: 255).  The opponents are
         linear, so their block means come from the channels'."""
-        gray, red, green, blue, *alpha = (_block_means(p, LEVEL_BLOCK, offset) for p in self.planes)
-        opacity = alpha[0] if alpha else np.full(gray.shape, 255.0)
-        return [gray, red - green, 0.5 * (red + green) - blue, opacity]
+        found = self.means.get((LEVEL_BLOCK, offset))
+        if found is None:
+            gray, red, green, blue, *alpha = (
+                _block_means(p, LEVEL_BLOCK, offset) for p in self.planes
+            )
+            opacity = alpha[0] if alpha else np.full(gray.shape, 255.0)
+            found = [gray, red - green, 0.5 * (red + green) - blue, opacity]
+            self.means[(LEVEL_BLOCK, offset)] = found
+        return found
+
+    def fine_means(self, offset: int) -> np.ndarray:
+        """FINE_LEVEL_BLOCK block means of brightness."""
+        found = self.means.get((FINE_LEVEL_BLOCK, offset))
+        if found is None:
+            found = self.means[(FINE_LEVEL_BLOCK, offset)] = [
+                _block_means(self.planes[0], FINE_LEVEL_BLOCK, offset)
+            ]
+        return found[0]
 
 
 def _block_means(plane: Any, side: int, offset: int) -> np.ndarray:
@@ -264,7 +308,7 @@ def _block_means(plane: Any, side: int, offset: int) -> np.ndarray:
     return np.asarray(image.reduce(side, box=box), dtype=np.float64)
 
 
-def _block_correlation(a: np.ndarray, b: np.ndarray) -> float:
+def _block_correlation(a: _Plane, b: _Plane) -> float:
     """The lowest correlation of two pictures' blocks with strong contrast, over two grids
     half a block apart (a change on a block border shows in the other grid).
 
@@ -276,7 +320,7 @@ def _block_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
     worst = 1.0
     area = float(DETAIL_BLOCK * DETAIL_BLOCK)
-    images = [Image.fromarray(p) for p in (a, b, a * a, b * b, a * b)]
+    images = [a.image, b.image, a.squares, b.squares, Image.fromarray(a.pixels * b.pixels)]
     for offset in (0, DETAIL_BLOCK // 2):
         sums = [np.rint(_block_means(p, DETAIL_BLOCK, offset) * area) for p in images]
         x, y, xx, yy, xy = sums
@@ -292,7 +336,7 @@ def _block_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return worst
 
 
-def _block_levels(a: _DetailPlanes, b: _DetailPlanes) -> float:
+def _block_levels(a: DetailPicture, b: DetailPicture) -> float:
     """The largest difference of block means (brightness, colour, alpha), over two grids
     half a block apart."""
     worst = 0.0
@@ -301,7 +345,7 @@ def _block_levels(a: _DetailPlanes, b: _DetailPlanes) -> float:
             if x.size:
                 worst = max(worst, float(np.abs(x - y).max()))
     for offset in (0, FINE_LEVEL_BLOCK // 2):
-        x, y = (_block_means(p.planes[0], FINE_LEVEL_BLOCK, offset) for p in (a, b))
+        x, y = a.fine_means(offset), b.fine_means(offset)
         if x.size:
             worst = max(worst, float(np.abs(x - y).max()))
     return worst
