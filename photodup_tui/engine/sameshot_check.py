@@ -3,11 +3,11 @@ a pool of worker processes (one per core: the search is pure numpy under the GIL
 pair), both remembered.
 
 The grouping asks about the pairs that embeddings or hashes call ``near`` (same picture?)
-or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  A near pair of mostly
-flat or transparent pictures is proven again at full detail (:func:`detail_pair`: both files
-decoded at the smaller one's own size), and a near family whose keeper is a PNG holding
-exactly a JPEG member's pixels gets the JPEG, the original, as its keeper
-(:func:`resave_pair`).  Thumbnails come with each photo's features: the daemon's decoders
+or ``similar`` (same shot?); see :mod:`photodup_tui.engine.sameshot`.  A near pair the
+thumbnails accept is proven again at full detail (:func:`pixeljobs.details`: both files
+decoded at the smaller one's own size, a keeper once for all its pairs), and a near family
+whose keeper is a PNG holding exactly a JPEG member's pixels gets the JPEG, the original,
+as its keeper (:func:`resave_pair`).  Thumbnails come with each photo's features: the daemon's decoders
 make them in the decode that feeds the model (``photodupd.pixelthumb``), the scan keeps them
 in memory and in its cache (:class:`ThumbSource`), so a scan decodes no photo here for them.
 Every decode this module still needs (a photo without a thumbnail: an older daemon or cache
