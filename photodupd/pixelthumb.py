@@ -57,9 +57,8 @@ class Thumb:
     #: uint8 (h, w): the alpha channel, for a picture with any transparency; None if opaque.
     alpha: np.ndarray | None = None
     #: Share of the (preview-size) picture in flat windows: documents, screenshots, drawings,
-    #: logos and blank pages are mostly flat, photos rarely.  No check decides on it any
-    #: more (every near pair is proven at full detail); it stays in the packed form so that
-    #: the thumbnails already cached stay valid.
+    #: logos and blank pages are mostly flat, photos rarely (see ``needs_structure`` in the
+    #: engine's sameshot).
     flat: float = 0.0
 
     @property

@@ -8,8 +8,8 @@ calling process for trusted files (``isolate=False``: tests, benchmarks).
 
 Jobs are tuples: ``("thumb", path)`` -> the packed thumbnail (bytes), for a photo whose
 features came without one (an older daemon or cache); ``("detail", a, b, size)`` -> float;
-``("details", keeper, [(other, size), ...])`` -> one float per other, None where that other
-does not decode (the keeper decoded once per size for them all);
+``("details", keeper, [(other, size, structure), ...])`` -> one float per other, None where
+that other does not decode (the keeper decoded once per size for them all);
 ``("resave", lossless, original, size)`` -> bool.  A file that does not decode raises
 :class:`~photodupd.imagebase.ImageError`, which the pool hands back as the job's error.
 """
@@ -64,14 +64,15 @@ def detail(path_a: str, path_b: str, size: tuple[int, int]) -> float:
     return float(sameshot.same_detail(*pictures))
 
 
-def details(keeper: str, others: list[tuple[str, tuple[int, int]]]) -> list[float | None]:
-    """:func:`detail` of ``keeper`` with each of ``others`` (path, size), decoding the keeper
-    once per size: a keeper with three near copies is decoded once, not three times.  An
-    other that does not decode gets None (its pair only); a keeper that does not decode
-    fails the job."""
+def details(keeper: str, others: list[tuple[str, tuple[int, int], bool]]) -> list[float | None]:
+    """:func:`sameshot.same_detail` of ``keeper`` with each of ``others`` (path, size,
+    whether shapes are compared: :func:`sameshot.needs_structure`), decoding the keeper once
+    per size: a keeper with three near copies is decoded once, not three times.  An other
+    that does not decode gets None (its pair only); a keeper that does not decode fails the
+    job."""
     keeper_at: dict[tuple[int, int], sameshot.DetailPicture] = {}
     found: list[float | None] = []
-    for path, size in others:
+    for path, size, structure in others:
         target = (int(size[0]), int(size[1]))
         try:
             picture = imaging.load_sized(path, target, alpha=True)
@@ -81,7 +82,8 @@ def details(keeper: str, others: list[tuple[str, tuple[int, int]]]) -> list[floa
         if target not in keeper_at:
             loaded = imaging.load_sized(keeper, target, alpha=True)
             keeper_at[target] = sameshot.DetailPicture.of(loaded)
-        found.append(float(sameshot.same_detail(keeper_at[target], picture)))
+        value = sameshot.same_detail(keeper_at[target], picture, structure=bool(structure))
+        found.append(float(value))
     return found
 
 

@@ -97,6 +97,10 @@ COLOUR_TOLERANCE = 3.0  # difference of colourfulness (opponent-colour spread)
 #: brightness, colour and transparency.
 REGION = 3
 REGION_TOLERANCE = 20.0
+#: A picture at least FLAT_SHARE_MIN flat (FLAT_WINDOW pixel windows of the preview spreading
+#: less than FLAT_SPREAD levels, see :mod:`photodupd.pixelthumb`) has its shapes compared in
+#: the detail check too (:func:`needs_structure`).
+FLAT_SHARE_MIN = 0.5
 #: The detail check (:func:`same_detail`) compares at the smaller picture's own size, at most
 #: this long: a 1600-pixel invoice with 11-pixel text is compared at 1600 pixels.
 DETAIL_SIDE = 2048
@@ -172,6 +176,16 @@ def _box_mean(pixels: np.ndarray, side: int) -> np.ndarray:
     return _box(padded.cumsum(0).cumsum(1), side, side) / (side * side)
 
 
+def needs_structure(a: Thumb, b: Thumb) -> bool:
+    """Whether the detail check must compare a pair's shapes, block by block, besides their
+    levels.  Documents, screenshots, drawings, logos and blank pages are mostly flat, and
+    what tells two of them apart (another amount on an invoice, a signature) keeps every
+    block's mean and changes its shapes; transparent pictures show their shapes in alpha.
+    A photo's fine texture is decorrelated by a q40 re-encode or a small resize, and a mark
+    on it (a black box over a face) moves its block levels."""
+    return max(a.flat, b.flat) >= FLAT_SHARE_MIN or a.alpha is not None or b.alpha is not None
+
+
 def detail_size(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     """(width, height) at which :func:`same_detail` compares pictures of sizes ``a`` and
     ``b``: the smaller one's own size divided by the smallest whole number that brings its
@@ -183,7 +197,7 @@ def detail_size(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return (max(1, small[0] // steps), max(1, small[1] // steps))
 
 
-def same_detail(image_a: object, image_b: object) -> float:
+def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> float:
     """How well two pictures of the same size agree in their detail, in [-1, 1]; at or above
     SAME_PICTURE_MIN they are the same picture (re-encoded, resized, re-formatted).
 
@@ -196,19 +210,24 @@ def same_detail(image_a: object, image_b: object) -> float:
     * levels: every LEVEL_BLOCK-pixel block must keep its mean brightness, colour and
       transparency within LEVEL_TOLERANCE levels (a button of another colour, a faded mark),
       and every FINE_LEVEL_BLOCK-pixel block its mean brightness (a small black bar).
+
+    ``structure=False`` checks the levels only: for photos (see :func:`needs_structure`),
+    whose fine texture a q40 re-encode or a small resize decorrelates (blocks down to 0.56
+    on the quality set) while every block keeps its levels.
     """
     a, b = DetailPicture.of(image_a), DetailPicture.of(image_b)
     if a.gray.shape != b.gray.shape or min(a.gray.shape) < DETAIL_BLOCK:
         return -1.0
+    margin = 1.0 - SAME_PICTURE_MIN
+    level = 1.0 - margin * _block_levels(a, b) / LEVEL_TOLERANCE
+    if not structure:
+        return max(-1.0, level)
     pairs = [(a.brightness, b.brightness)]
     if a.alpha is not None or b.alpha is not None:  # transparency: its shapes are compared too
         pairs.append((_Plane.of(a.opaque_alpha()), _Plane.of(b.opaque_alpha())))
     correlation = min(_block_correlation(x, y) for x, y in pairs)
-    levels = _block_levels(a, b)
-    margin = 1.0 - SAME_PICTURE_MIN
-    structure = 1.0 - margin * (1.0 - correlation) / (1.0 - DETAIL_CORRELATION)
-    level = 1.0 - margin * levels / LEVEL_TOLERANCE
-    return max(-1.0, min(structure, level))
+    shapes = 1.0 - margin * (1.0 - correlation) / (1.0 - DETAIL_CORRELATION)
+    return max(-1.0, min(shapes, level))
 
 
 @dataclass(frozen=True, slots=True)

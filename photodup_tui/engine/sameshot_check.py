@@ -427,15 +427,7 @@ class SameShotChecker:
         for keeper, kept in by_keeper.items():
             for i in range(0, len(kept), DETAIL_GROUP):
                 group = kept[i : i + DETAIL_GROUP]
-                others = [
-                    (
-                        b.path,
-                        sameshot.detail_size(
-                            _full_size(a, thumbs[a.path]), _full_size(b, thumbs[b.path])
-                        ),
-                    )
-                    for a, b in group
-                ]
+                others = [_detail_job(a, b, thumbs[a.path], thumbs[b.path]) for a, b in group]
                 job = self._submit(("details", keeper, others))
                 for index, pair in enumerate(group):
                     self._started[_unordered(pair)].job = (job, index)
@@ -600,6 +592,15 @@ class _Started:
 
     value: float
     job: tuple[Future[Any], int] | None = None
+
+
+def _detail_job(
+    a: Photo, b: Photo, ta: sameshot.Thumb, tb: sameshot.Thumb
+) -> tuple[str, tuple[int, int], bool]:
+    """The other side of a keeper's ``details`` job: its path, the size both are compared at,
+    and whether their shapes are compared (:func:`sameshot.needs_structure`)."""
+    size = sameshot.detail_size(_full_size(a, ta), _full_size(b, tb))
+    return (b.path, size, sameshot.needs_structure(ta, tb))
 
 
 def _answer(job: Future[Any], index: int) -> float | None:

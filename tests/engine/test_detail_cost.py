@@ -200,7 +200,7 @@ def test_a_keeper_is_decoded_once_for_all_its_near_pairs(
     others = [("q90.jpg", full), ("broken.jpg", full), ("q70.jpg", full), ("half.jpg", half)]
     others += [("marked.png", full)]
     found = pixeljobs.details(
-        str(tmp_path / "keeper.png"), [(str(tmp_path / n), s) for n, s in others]
+        str(tmp_path / "keeper.png"), [(str(tmp_path / n), size, True) for n, size in others]
     )
     q90, broken, q70, small, mark = found
     assert broken is None  # that pair only
