@@ -19,7 +19,7 @@ def hang_on_marked(job: Any, spec: object = None) -> Any:
     if job[0] == "detail":
         paths = list(job[1:3])
     elif job[0] == "details":
-        paths = [job[1], *(path for path, _ in job[2])]
+        paths = [job[1], *(other[0] for other in job[2])]
     if any(os.path.basename(p).startswith("hang") for p in paths):
         threading.Event().wait()
     return pixeljobs.pixel_job(job, spec)
