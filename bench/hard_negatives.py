@@ -22,6 +22,10 @@ be pre-marked for deletion against each other):
   same luminance).
 * ``drawing``: line art on white: a diagram, the same with one more arrow, and a blank page
   with a small signature.
+* ``photo``: a real photograph (``skimage.data.astronaut``, 1536 px with sensor grain, stored
+  as a camera's JPEG), the same with a small black bar over an eye (25x7 pixels), and with a
+  camera's orange date stamp in a corner (14-pixel digits): a photo is not mostly flat, and
+  neither mark changes any region of its 96-pixel thumbnail by more than 20 levels.
 
 And the true copies of every variant (``COPIES``): JPEG re-encodes at q70/q85/q95, 50% and
 75% resizes at q70-q90, the PNG <-> JPEG conversion, and an EXIF-rotated copy (pixels stored
@@ -189,6 +193,22 @@ def _drawing(variant: str) -> Image.Image:
     return image
 
 
+def _photo(variant: str) -> Image.Image:
+    import skimage.data
+
+    picture = Image.fromarray(skimage.data.astronaut()).resize(
+        (1536, 1536), Image.Resampling.LANCZOS
+    )
+    grain = np.random.default_rng(5).normal(0, 3, (1536, 1536, 3))
+    image = Image.fromarray(np.clip(np.asarray(picture) + grain, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    if variant == "b":  # a small black bar over an eye (25x7 pixels)
+        draw.rectangle((640, 292, 664, 298), fill=(0, 0, 0))
+    if variant == "c":  # a camera's date stamp, 14-pixel digits
+        draw.text((1360, 1490), "'19 5 4", fill=(255, 140, 0), font=_font(14))
+    return image
+
+
 #: family -> variant -> a function drawing it.
 PICTURES: dict[str, dict[str, Callable[[], Image.Image]]] = {
     "overlay": {k: partial(_overlay, k) for k in ("vignette", "frame", "stamp", "star")},
@@ -197,9 +217,15 @@ PICTURES: dict[str, dict[str, Callable[[], Image.Image]]] = {
     "screenshot": {v: partial(_screenshot, v) for v in "abc"},
     "poster": {v: partial(_poster, v) for v in "abc"},
     "drawing": {v: partial(_drawing, v) for v in "abc"},
+    "photo": {v: partial(_photo, v) for v in "abc"},
 }
 #: How each family's original is stored: scans as JPEG, the rest as PNG.
-ORIGINAL_FORMAT = {"invoice-11": "JPEG", "invoice-16": "JPEG", "invoice-24": "JPEG"}
+ORIGINAL_FORMAT = {
+    "invoice-11": "JPEG",
+    "invoice-16": "JPEG",
+    "invoice-24": "JPEG",
+    "photo": "JPEG",
+}
 
 
 # ------------------------------------------------------------------------------ copies
