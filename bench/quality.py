@@ -951,7 +951,8 @@ def report_hard(runs: Runs) -> str:
         "",
         "Pictures that differ only where a 96-pixel thumbnail cannot see (transparent "
         "overlays, logos, same-template invoices at 11/16/24 px text, UI screenshots, colour "
-        "variants, line art and a blank page with a signature), each with its true copies "
+        "variants, line art and a blank page with a signature, a photo with a small bar over "
+        "an eye or a date stamp), each with its true copies "
         "(JPEG q70-q95, 50%/75% resizes at q70-q90, PNG <-> JPEG, EXIF rotation; transparent "
         "ones as PNG/WebP keeping their alpha).  See bench/hard_negatives.py.  First scans: "
         f"built-in model {runs.model.seconds:.1f} s, --no-model {runs.local.seconds:.1f} s.",
