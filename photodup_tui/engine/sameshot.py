@@ -111,10 +111,10 @@ LEVEL_BLOCK = 16
 LEVEL_TOLERANCE = 20.0
 #: Brightness alone is compared on blocks this small too: a censor bar over an eye on the
 #: half-size side of a pair (10x3 pixels there) moves a 16-pixel block's mean by 10 levels
-#: and an 8-pixel block's by 38.  True copies move 8-pixel brightness means by at most 9.2
-#: levels on the quality, hard-negative, camera and mixed sets (q40 re-encodes, resizes,
-#: WebP and HEIC); their colour opponents move by up to 19.8 at q40 (chroma subsampling),
-#: so colour and transparency stay at LEVEL_BLOCK.
+#: and an 8-pixel block's by 38.  True copies move 8-pixel brightness means by at most 11.1
+#: levels on the quality, hard-negative, camera and mixed sets (q40 re-encodes, resizes to
+#: 371 pixels, WebP and HEIC); their colour opponents move by up to 19.8 at q40 (chroma
+#: subsampling), so colour and transparency stay at LEVEL_BLOCK.
 FINE_LEVEL_BLOCK = 8
 
 
