@@ -90,6 +90,10 @@ BLOCK_ROWS = 32_768  # rows read (and scored against every centroid) at a time
 #: Rows (as stored: float16) one search pass gathers: its cells' home members and probers.
 #: 10M x 1280 is ~26 GB of them (4 passes); the rest of the search's memory is ~2 GiB.
 PASS_BYTES = 8 * 2**30
+#: A block of which a pass wants fewer than 1 row in SPARSE_READ is read row (run) by row:
+#: the last pass is often a remainder (10M x 1280: 1% of the rows), and the disk here
+#: sustains ~50 MB/s, 8+ minutes for the whole 25.6 GB file.
+SPARSE_READ = 8
 PILOT_SHARE = 0.01  # the pilot's cells hold this share of the rows (at least PILOT_MIN)
 #: A cell with at least SUB_MIN home members is split again where it is searched, into
 #: sub-cells of about SUB_CELL: past a few thousand photos a cell's all-pairs products cost
@@ -797,7 +801,8 @@ class _Pass:
 
 def _gather(rows: _Rows, chosen: _Pass, run: _Runner, backwards: bool) -> np.ndarray:
     """The pass's rows, in its order, from one sequential read of the matrix, a block at a
-    time (only from each block's first wanted row to its last).  Every other pass reads
+    time (only from each block's first wanted row to its last; where that is mostly rows
+    not wanted, ``SPARSE_READ``, the wanted ones alone).  Every other pass reads
     ``backwards``: the part of the file the last one read last is what the page cache
     still holds."""
     data = np.empty((len(chosen.ids), rows.dim), dtype=rows.dtype)
@@ -810,7 +815,10 @@ def _gather(rows: _Rows, chosen: _Pass, run: _Runner, backwards: bool) -> np.nda
         lo, hi = int(bounds[0, index]), int(bounds[1, index])
         first, last = int(wanted[lo]), int(wanted[hi - 1])
         # Distinct positions for every worker: no two write the same row.
-        data[by_row[lo:hi]] = rows.block(first, last + 1)[wanted[lo:hi] - first]
+        if (hi - lo) * SPARSE_READ < last + 1 - first:
+            data[by_row[lo:hi]] = rows.take(wanted[lo:hi])  # the rows alone
+        else:
+            data[by_row[lo:hi]] = rows.block(first, last + 1)[wanted[lo:hi] - first]
 
     order = range(len(blocks) - 1, -1, -1) if backwards else range(len(blocks))
     for _ in run.map(load, order):

@@ -5,6 +5,7 @@ nothing, and group_photos uses it only above its limit."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,37 @@ def test_a_cell_bigger_than_a_pass_is_searched_in_a_pass_alone(tmp_path: Path) -
     (a2, b2, s2), alone = search(matrix, 0.85, tmp_path, memory=1)
     assert whole.passes == 1 and alone.passes == alone.cells > 1  # every cell has members
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
+
+
+def test_a_pass_of_few_rows_reads_those_rows_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that wants a few rows of each block (the remainder after full passes) reads
+    just those (each run of consecutive rows at once), not the blocks they lie in."""
+    vectors = library(20_000, 64, 0.85, seed=4)
+    rows = archive._Rows(on_disk(vectors, tmp_path))
+    home = np.arange(len(vectors)) % 50
+    probe_rows = np.array([7, 8, 9, 12_345], dtype=np.int32)
+    probe_cells = np.array([3, 3, 1, 3], dtype=np.int32)
+    plan = archive._Plan(home, probe_rows, probe_cells, np.zeros(4, np.float32))
+    part = archive._Pass.of(np.array([3]), plan, 50, np.ones(4, dtype=bool))
+    read: list[int] = []
+    block = archive._Rows.block
+
+    def counted_block(self: Any, start: int, stop: int) -> np.ndarray:
+        read.append(stop - start)
+        return block(self, start, stop)
+
+    monkeypatch.setattr(archive._Rows, "block", counted_block)
+    with ThreadPoolExecutor(2) as pool:
+        data = archive._gather(rows, part, archive._Runner(pool, 2, None, None), False)
+    rows.close()
+    want = np.r_[np.arange(3, len(vectors), 50), [7, 8, 12_345]]  # 9 probes another cell
+    assert sorted(part.ids.tolist()) == sorted(want.tolist())
+    assert np.array_equal(data, vectors[part.ids])
+    assert part.at_home.sum() == len(want) - 3
+    assert sum(read) == len(want)  # only the wanted rows ...
+    assert len(read) == len(want) - 1  # ... 7 and 8 in one read
 
 
 def test_passes_are_runs_of_cells_within_the_memory() -> None:
