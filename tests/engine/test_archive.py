@@ -214,12 +214,15 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     vectors = library(20_000, 128, 0.80, seed=5)
     matrix = on_disk(vectors, tmp_path)
     reads: list[int] = []
+    buffers: set[int] = set()  # the arrays blocks were read into
     gathered: list[tuple[Any, np.ndarray]] = []
     block, gather = archive._Rows.block, archive._gather
 
-    def counted_block(self: Any, start: int, stop: int) -> np.ndarray:
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
         reads.append(stop - start)
-        return block(self, start, stop)
+        if into is not None:
+            buffers.add(id(into))
+        return block(self, start, stop, into)
 
     def seen_gather(rows: Any, part: Any, run: Any, backwards: bool) -> np.ndarray:
         data = gather(rows, part, run, backwards)
@@ -232,6 +235,8 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     assert len(a) > 0
     assert max(reads) <= archive.BLOCK_ROWS < len(vectors)
     assert len(gathered) == stats.passes >= 4
+    # One buffer a thread for the assignment and for each pass: not a fresh array a block.
+    assert 0 < len(buffers) <= 2 * (1 + stats.passes) < len(reads) // 2
     entries = 0
     for part, data in gathered:
         assert data.dtype == np.float16
@@ -282,9 +287,9 @@ def test_a_pass_of_few_rows_reads_those_rows_alone(
     read: list[int] = []
     block = archive._Rows.block
 
-    def counted_block(self: Any, start: int, stop: int) -> np.ndarray:
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
         read.append(stop - start)
-        return block(self, start, stop)
+        return block(self, start, stop, into)
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
     with ThreadPoolExecutor(2) as pool:
