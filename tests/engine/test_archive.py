@@ -215,6 +215,7 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     matrix = on_disk(vectors, tmp_path)
     reads: list[int] = []
     buffers: set[int] = set()  # the arrays blocks were read into
+    directions: list[bool] = []
     gathered: list[tuple[Any, np.ndarray]] = []
     block, gather = archive._Rows.block, archive._gather
 
@@ -227,6 +228,7 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     def seen_gather(rows: Any, part: Any, run: Any, backwards: bool) -> np.ndarray:
         data = gather(rows, part, run, backwards)
         gathered.append((part, data))
+        directions.append(backwards)
         return data
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
@@ -235,6 +237,9 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     assert len(a) > 0
     assert max(reads) <= archive.BLOCK_ROWS < len(vectors)
     assert len(gathered) == stats.passes >= 4
+    # The assignment read forwards; then backwards, forwards, ...: each pass starts with
+    # the part of the file the last read ended with (what the page cache holds).
+    assert directions == [k % 2 == 0 for k in range(stats.passes)]
     # One buffer a thread for the assignment and for each pass: not a fresh array a block.
     assert 0 < len(buffers) <= 2 * (1 + stats.passes) < len(reads) // 2
     entries = 0
@@ -301,6 +306,33 @@ def test_a_pass_of_few_rows_reads_those_rows_alone(
     assert part.at_home.sum() == len(want) - 3
     assert sum(read) == len(want)  # only the wanted rows ...
     assert len(read) == len(want) - 1  # ... 7 and 8 in one read
+
+
+def test_a_pass_read_backwards_reads_its_blocks_from_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors = library(20_000, 64, 0.85, seed=4)
+    rows = archive._Rows(on_disk(vectors, tmp_path))
+    plan = archive._Plan(
+        np.arange(len(vectors)) % 2, *(np.empty(0, t) for t in (np.int32, np.int32, np.float32))
+    )
+    part = archive._Pass.of(np.array([0, 1]), plan, 2, np.empty(0, dtype=bool))
+    starts: list[int] = []
+    block = archive._Rows.block
+
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
+        starts.append(start)
+        return block(self, start, stop, into)
+
+    monkeypatch.setattr(archive._Rows, "block", counted_block)
+    with ThreadPoolExecutor(1) as pool:
+        for backwards in (False, True):
+            starts.clear()
+            data = archive._gather(rows, part, archive._Runner(pool, 1, None, None), backwards)
+            assert np.array_equal(data, vectors[part.ids])
+            assert len(starts) == -(-len(vectors) // archive.BLOCK_ROWS) > 1
+            assert starts == sorted(starts, reverse=backwards)
+    rows.close()
 
 
 def test_passes_are_runs_of_cells_within_the_memory() -> None:
