@@ -19,9 +19,8 @@ holds a pass's share of it:
    512 two); each pass reads the whole matrix once, in order (backwards, then forwards,
    and so on: what the page cache kept of the last read comes first), gathers its cells' rows
    into one array, by cell, and searches them.  Nothing is written to disk.
-5. **Search**, a pass at a time: within each cell, matrix
-   products compare the home members with each other and with the vectors probing the
-   cell, in float32 (converted a cell at a time), exactly as the in-memory search does.
+5. **Search**, a pass at a time: within each cell, matrix products compare the home
+   members with each other and with the vectors probing the cell, in float32 (converted a cell at a time), exactly as the in-memory search does.
    A big cell (10,000,000 photos in 1,000 cells: ~10,000 each, 50,000,000 pairs) is
    compared first as *sketches* (``SKETCH_MIN``): each row's residual from the cell's
    mean, projected to a quarter of the width; only pairs whose sketches score at least
@@ -91,8 +90,8 @@ BLOCK_ROWS = 32_768  # rows read (and scored against every centroid) at a time
 #: 10M x 1280 is ~26 GB of them (4 passes); the rest of the search's memory is ~2 GiB.
 PASS_BYTES = 8 * 2**30
 #: A block of which a pass wants fewer than 1 row in SPARSE_READ is read row (run) by row:
-#: the last pass is often a remainder (10M x 1280: 1% of the rows), and the disk here
-#: sustains ~50 MB/s, 8+ minutes for the whole 25.6 GB file.
+#: the last pass is often a remainder (10M x 1280: 1% of the rows), and the benchmark's
+#: disk sustains ~50 MB/s, 8+ minutes for the whole 25.6 GB file.
 SPARSE_READ = 8
 PILOT_SHARE = 0.01  # the pilot's cells hold this share of the rows (at least PILOT_MIN)
 #: A cell with at least SUB_MIN home members is split again where it is searched, into
@@ -827,7 +826,8 @@ def _gather(rows: _Rows, chosen: _Pass, run: _Runner, backwards: bool) -> np.nda
     time (only from each block's first wanted row to its last; where that is mostly rows
     not wanted, ``SPARSE_READ``, the wanted ones alone), ``backwards`` when the last read
     went forwards: the part of the file it read last is what the page cache still holds
-    (10M x 1280 is 25.6 GB, the cache ~12 GB beside a pass; the disk here ~50 MB/s)."""
+    (10M x 1280 is 25.6 GB, the cache ~12 GB beside a pass; the benchmark's disk sustains
+    ~50 MB/s)."""
     data = np.empty((len(chosen.ids), rows.dim), dtype=rows.dtype)
     by_row = np.argsort(chosen.ids, kind="stable")
     wanted = chosen.ids[by_row]
