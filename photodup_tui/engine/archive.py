@@ -20,7 +20,8 @@ holds a pass's share of it:
    and so on: what the page cache kept of the last read comes first), gathers its cells' rows
    into one array, by cell, and searches them.  Nothing is written to disk.
 5. **Search**, a pass at a time: within each cell, matrix products compare the home
-   members with each other and with the vectors probing the cell, in float32 (converted a cell at a time), exactly as the in-memory search does.
+   members with each other and with the vectors probing the cell, in float32 (converted a
+   cell at a time), exactly as the in-memory search does.
    A big cell (10,000,000 photos in 1,000 cells: ~10,000 each, 50,000,000 pairs) is
    compared first as *sketches* (``SKETCH_MIN``): each row's residual from the cell's
    mean, projected to a quarter of the width; only pairs whose sketches score at least
