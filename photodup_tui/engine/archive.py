@@ -3,8 +3,8 @@
 ``neighbours.neighbour_arrays`` holds the whole matrix (and, for the partitioned search, a
 float32 copy of what fits).  10,000,000 x 1280 float16 embeddings are 25.6 GB: more than
 this kind of machine has.  This search takes the matrix as it lies on disk (an
-``np.memmap``, e.g. ``cache.write_matrix``'s file; an in-memory array works too) and only
-ever holds one bucket of it:
+``np.memmap``, e.g. ``write_matrix``'s file; an in-memory array works too) and only ever
+holds a pass's share of it:
 
 1. **k-means** on a sample, as the partitioned search does (at most ``MAX_CELLS`` cells:
    past that, each vector's scores against every centroid cost more than the cells save).
@@ -14,13 +14,14 @@ ever holds one bucket of it:
 3. **Pilot**: random cells and everything probing them are read and searched at every
    margin; the probe margin is chosen from the new pairs per margin step, by the partitioned
    search's rule (``neighbours._Pilot``).
-4. **Buckets**, streamed: a second pass writes each row, as the float16 it already is, into
-   the bucket file of its home cell and of each cell it probes at that margin (an external
-   distribution sort: sequential reads, appends).  A bucket is a run of cells of about
-   ``BUCKET_BYTES``.
-5. **Search**, a bucket at a time (the next one read meanwhile): within each cell, matrix
-   products compare the home members with each other and with the vectors probing the
-   cell, in float32 (converted a cell at a time), exactly as the in-memory search does.
+4. **Passes**: the cells are taken in runs whose rows (home members and probers, float16
+   as stored) fit in ``memory`` (``PASS_BYTES``, 8 GiB: 10M x 1280 takes 4 passes, 10M x
+   512 two); each pass reads the whole matrix once, in order (backwards, then forwards,
+   and so on: what the page cache kept of the last read comes first), gathers its cells' rows
+   into one array, by cell, and searches them.  Nothing is written to disk.
+5. **Search**, a pass at a time: within each cell, matrix products compare the home
+   members with each other and with the vectors probing the cell, in float32 (converted a
+   cell at a time), exactly as the in-memory search does.
    A big cell (10,000,000 photos in 1,000 cells: ~10,000 each, 50,000,000 pairs) is
    compared first as *sketches* (``SKETCH_MIN``): each row's residual from the cell's
    mean, projected to a quarter of the width; only pairs whose sketches score at least
@@ -32,24 +33,22 @@ no pair below the threshold is ever reported (the sketches only choose which pai
 scored; they never score one).  What can be missed is a pair whose photos never meet in a
 cell (the margin, as in the partitioned search) or whose sketches score below the floor
 (set from the pilot's pairs with room to spare, ``SKETCH_SLACK``).  Peak memory: the per-row cell facts (~12 bytes a row plus
-~16 per probe), one bucket, one block of similarities per core, and the pairs found
-(capped at ``MAX_PER_PHOTO`` per photo).  Disk: the bucket files, about (1 + probes per
-row) x the matrix, removed afterwards.
+~16 per probe), one pass's rows (``memory``; a cell bigger than that is a pass alone), the
+float32 copies of the cells being searched, one block of similarities per core, and the
+pairs found (capped at ``MAX_PER_PHOTO`` per photo).  Disk: nothing beyond the matrix.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import cast
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -88,9 +87,14 @@ from photodup_tui.engine.neighbours import (
 ARCHIVE_LIMIT = 2_000_000
 MAX_CELLS = 1_000
 BLOCK_ROWS = 32_768  # rows read (and scored against every centroid) at a time
-BUCKET_BYTES = 512 * 1024 * 1024  # float16 rows in one bucket file
+#: Rows (as stored: float16) one search pass gathers: its cells' home members and probers.
+#: 10M x 1280 is ~26 GB of them (4 passes); the rest of the search's memory is ~2 GiB.
+PASS_BYTES = 8 * 2**30
+#: A block of which a pass wants fewer than 1 row in SPARSE_READ is read row (run) by row:
+#: the last pass is often a remainder (10M x 1280: 1% of the rows), and the benchmark's
+#: disk sustains ~50 MB/s, 8+ minutes for the whole 25.6 GB file.
+SPARSE_READ = 8
 PILOT_SHARE = 0.01  # the pilot's cells hold this share of the rows (at least PILOT_MIN)
-DISK_SLACK = 1.1  # free space wanted beyond the bucket files' size
 #: A cell with at least SUB_MIN home members is split again where it is searched, into
 #: sub-cells of about SUB_CELL: past a few thousand photos a cell's all-pairs products cost
 #: more than scoring its members against a few sub-centroids, and near copies mostly share
@@ -129,10 +133,6 @@ SKETCH_ROUNDS = 3  # ... in this many rounds of subspace iteration
 RESCORE_PAIRS = 65_536  # candidate pairs scored exactly at a time (two rows gathered each)
 
 
-class NotEnoughDisk(OSError):
-    """The bucket files would not fit where they were to be written."""
-
-
 def write_matrix(vectors: Sequence[np.ndarray], path: Path) -> np.memmap:
     """``vectors`` (one per photo, e.g. the scan's float16 embeddings) as one float16 matrix
     in the file ``path``, written ``BLOCK_ROWS`` at a time (never stacked in memory, and
@@ -150,15 +150,15 @@ def archive_arrays(
     matrix: np.ndarray,
     threshold: float,
     *,
-    workdir: Path | None = None,
+    memory: int | None = None,
     cancel: threading.Event | None = None,
     tick: Tick | None = None,
     stats: SearchStats | None = None,
 ) -> Hits:
     """Every pair ``(i, j, cosine)``, ``i < j``, ``cosine >= threshold``, of the rows of
     ``matrix`` (L2-normalised, float16 or float32, typically an ``np.memmap``), sorted, as
-    three arrays, like ``neighbour_arrays``.  Bucket files go to a fresh folder in
-    ``workdir`` (default: the temp dir), removed before returning."""
+    three arrays, like ``neighbour_arrays``.  ``memory``: the bytes of rows one pass over
+    the matrix gathers (``PASS_BYTES``)."""
     found = _Found(len(matrix))
     stats = stats if stats is not None else SearchStats()
     stats.method = "archive"
@@ -174,7 +174,7 @@ def archive_arrays(
         ):
             stack.callback(rows.close)
             run = _Runner(pool, workers, cancel, tick)
-            _search(rows, threshold, found, run, stats, workdir)
+            _search(rows, threshold, found, run, stats, memory or PASS_BYTES)
     except _Cancelled:
         pass
     with stats.phase("pairs"):
@@ -203,11 +203,15 @@ class _Rows:
             self._offset = int(matrix.offset)
         self.row_bytes = self.dim * np.dtype(self.dtype).itemsize
 
-    def block(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` as a fresh array."""
+    def block(self, start: int, stop: int, into: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start:stop`` as a fresh array, or in the first rows of ``into`` (reused
+        between blocks: a fresh 84 MB array's pages are faulted in and zeroed each time,
+        ~5 s of CPU for every read of a 25.6 GB file)."""
         if self._fd is None:
             return np.ascontiguousarray(self._matrix[start:stop], dtype=self.dtype)
-        out = np.empty((stop - start, self.dim), dtype=self.dtype)
+        if into is None or len(into) < stop - start:
+            into = np.empty((stop - start, self.dim), dtype=self.dtype)
+        out = into[: stop - start]
         view = out.data.cast("B")
         done, offset = 0, self._offset + start * self.row_bytes
         while done < len(view):
@@ -249,7 +253,7 @@ def _search(
     found: _Found,
     run: _Runner,
     stats: SearchStats,
-    workdir: Path | None,
+    memory: int,
 ) -> None:
     n = rows.n
     rng = np.random.default_rng(SEED)
@@ -266,24 +270,40 @@ def _search(
         )
     stats.margin, stats.sub_margin, stats.sketch_floor = margin, sub_margin, sketch_floor
     keep = plan.probe_gaps <= margin
-    probe_rows, probe_cells = plan.probe_rows[keep], plan.probe_cells[keep]
-    stats.probes_per_vector = 1 + len(probe_rows) / n
-    folder = Path(tempfile.mkdtemp(prefix="photodup-archive-", dir=workdir))
-    try:
-        with stats.phase("buckets"):
-            buckets = _write_buckets(rows, plan.home, probe_rows, probe_cells, folder, run)
-        search = _CellSearch(threshold, sub_margin, sketch_floor)
-        with stats.phase("search"), ThreadPoolExecutor(1, "archive-read") as reader:
-            # The next bucket is read while this one is searched: reading ~512 MB would
-            # otherwise leave every core idle (the file was written a bucket ago at the
-            # least, and 10M x 1280 buckets are more than the page cache holds).
-            ahead = [reader.submit(_read_bucket, b, rows) for b in buckets[:1]]
-            for index, bucket in enumerate(buckets):
-                data = ahead.pop().result()
-                ahead.extend(reader.submit(_read_bucket, b, rows) for b in buckets[index + 1 :][:1])
-                _search_bucket(bucket, data, plan.home, search, found, run, stats)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    stats.probes_per_vector = 1 + np.count_nonzero(keep) / n
+    cells = len(centroids)
+    members = np.bincount(plan.home, minlength=cells)
+    # A cell no row calls home has nothing to search: no pass reads its probers.
+    entries = np.where(
+        members > 0, members + np.bincount(plan.probe_cells[keep], minlength=cells), 0
+    )
+    search = _CellSearch(threshold, sub_margin, sketch_floor)
+    passes = _plan_passes(entries * rows.row_bytes, memory)
+    stats.passes = len(passes)
+    for index, chosen in enumerate(passes):
+        with stats.phase("gather"):
+            part = _Pass.of(chosen, plan, cells, keep)
+            # The assignment read the file forwards: the page cache holds its end.
+            data = _gather(rows, part, run, backwards=index % 2 == 0)
+        with stats.phase("search"):
+            _search_pass(part, data, search, found, run, stats, n)
+        del data, part  # before the next pass's rows are gathered
+
+
+class _Buffers:
+    """One block's buffer per thread, for ``_Rows.block``: used only until the work on
+    that block returns."""
+
+    def __init__(self, rows: _Rows) -> None:
+        self._rows = rows
+        self._local = threading.local()
+
+    def mine(self) -> np.ndarray:
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = np.empty((min(BLOCK_ROWS, self._rows.n), self._rows.dim), self._rows.dtype)
+            self._local.buffer = buffer
+        return cast(np.ndarray, buffer)
 
 
 class _SampleView:
@@ -304,8 +324,10 @@ def _blocks(n: int) -> range:
 
 
 def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner) -> _Plan:
+    buffers = _Buffers(rows)
+
     def assign(start: int) -> Assigned:
-        block = rows.block(start, min(rows.n, start + BLOCK_ROWS))
+        block = rows.block(start, min(rows.n, start + BLOCK_ROWS), buffers.mine())
         return assign_block(_float32(block), centroids, start)
 
     parts = list(run.map(assign, _blocks(rows.n)))
@@ -753,69 +775,118 @@ def _margin_from(needed: np.ndarray) -> tuple[float, int]:
     return MAX_MARGIN, steps
 
 
-# ------------------------------------------------------------------------------ buckets
+# ------------------------------------------------------------------------------ passes
+
+
+def _plan_passes(cell_bytes: np.ndarray, budget: int) -> list[np.ndarray]:
+    """The cells (with rows to search) in runs whose rows take at most ``budget`` bytes
+    together, in cell order; a cell bigger than the budget is a pass alone."""
+    passes: list[np.ndarray] = []
+    chosen: list[int] = []
+    held = 0
+    for cell in np.flatnonzero(cell_bytes).tolist():
+        size = int(cell_bytes[cell])
+        if chosen and held + size > budget:
+            passes.append(np.array(chosen, dtype=np.int64))
+            chosen, held = [], 0
+        chosen.append(cell)
+        held += size
+    if chosen:
+        passes.append(np.array(chosen, dtype=np.int64))
+    return passes
 
 
 @dataclass
-class _Bucket:
-    """One bucket file: its rows' ids and cells, in file order."""
+class _Pass:
+    """The rows one pass gathers: every home member and every prober of its cells, by cell
+    (``bounds``), ascending ids within one: a row probing two of the cells is there twice."""
 
-    path: Path
-    ids: np.ndarray
     cells: np.ndarray
+    ids: np.ndarray
+    at_home: np.ndarray
+    bounds: np.ndarray
+
+    @staticmethod
+    def of(chosen: np.ndarray, plan: _Plan, cells: int, keep: np.ndarray) -> _Pass:
+        """Cells ``chosen`` (ascending) of ``cells``; ``keep``: the probes within the margin."""
+        home, probe_rows, probe_cells = plan.home, plan.probe_rows, plan.probe_cells
+        in_pass = np.zeros(cells, dtype=bool)
+        in_pass[chosen] = True
+        members = np.flatnonzero(in_pass[home])
+        probing = np.flatnonzero(in_pass[probe_cells] & keep)
+        ids = np.concatenate([members, probe_rows[probing]]).astype(np.int64)
+        cell = np.concatenate([home[members], probe_cells[probing]]).astype(np.int64)
+        order = np.lexsort((ids, cell))
+        ids, cell = ids[order], cell[order]
+        bounds = np.searchsorted(cell, np.append(chosen, np.iinfo(np.int64).max))
+        return _Pass(chosen, ids, home[ids] == cell, bounds)
 
 
-def _write_buckets(
-    rows: _Rows,
-    home: np.ndarray,
-    probe_rows: np.ndarray,
-    probe_cells: np.ndarray,
-    folder: Path,
+def _gather(rows: _Rows, chosen: _Pass, run: _Runner, backwards: bool) -> np.ndarray:
+    """The pass's rows, in its order, from one sequential read of the matrix, a block at a
+    time (only from each block's first wanted row to its last; where that is mostly rows
+    not wanted, ``SPARSE_READ``, the wanted ones alone), ``backwards`` when the last read
+    went forwards: the part of the file it read last is what the page cache still holds
+    (10M x 1280 is 25.6 GB, the cache ~12 GB beside a pass; the benchmark's disk sustains
+    ~50 MB/s)."""
+    data = np.empty((len(chosen.ids), rows.dim), dtype=rows.dtype)
+    by_row = np.argsort(chosen.ids, kind="stable")
+    wanted = chosen.ids[by_row]
+    blocks = np.unique(wanted // BLOCK_ROWS).tolist()
+    buffers = _Buffers(rows)
+    bounds = np.searchsorted(wanted, np.array([blocks, [b + 1 for b in blocks]]) * BLOCK_ROWS)
+
+    def load(index: int) -> None:
+        lo, hi = int(bounds[0, index]), int(bounds[1, index])
+        first, last = int(wanted[lo]), int(wanted[hi - 1])
+        # Distinct positions for every worker: no two write the same row.
+        if (hi - lo) * SPARSE_READ < last + 1 - first:
+            data[by_row[lo:hi]] = rows.take(wanted[lo:hi])  # the rows alone
+        else:
+            block = rows.block(first, last + 1, buffers.mine())
+            data[by_row[lo:hi]] = block[wanted[lo:hi] - first]
+
+    order = range(len(blocks) - 1, -1, -1) if backwards else range(len(blocks))
+    for _ in run.map(load, order):
+        pass
+    return data
+
+
+def _search_pass(
+    chosen: _Pass,
+    data: np.ndarray,
+    search: _CellSearch,
+    found: _Found,
     run: _Runner,
-) -> list[_Bucket]:
-    """Each row into the bucket of its home cell and of each cell it probes."""
-    cells = int(home.max()) + 1
-    entries = np.bincount(home, minlength=cells) + np.bincount(probe_cells, minlength=cells)
-    total = int(entries.sum()) * rows.row_bytes
-    free = shutil.disk_usage(folder).free
-    if total * DISK_SLACK > free:
-        raise NotEnoughDisk(
-            f"the archive search needs {total / 2**30:.1f} GiB in {folder}, "
-            f"{free / 2**30:.1f} GiB free"
-        )
-    per_bucket = max(1, BUCKET_BYTES // rows.row_bytes)
-    bucket_of = (np.cumsum(entries) - entries) // per_bucket  # by cell, runs of cells
-    count = int(bucket_of.max()) + 1
-    ids: list[list[np.ndarray]] = [[] for _ in range(count)]
-    cells_of: list[list[np.ndarray]] = [[] for _ in range(count)]
-    paths = [folder / f"bucket-{b:05d}.f16" for b in range(count)]
-    block_starts = np.append(np.arange(0, rows.n, BLOCK_ROWS), rows.n)
-    probe_starts = np.searchsorted(probe_rows, block_starts)
+    stats: SearchStats,
+    n: int,
+) -> None:
+    """Within each of the pass's cells: home members with each other and with the rows
+    probing the cell (``_CellSearch``); ``data`` is the pass's rows (``_gather``)."""
+    starts, ends = chosen.bounds[:-1], chosen.bounds[1:]
+    homes = np.concatenate([[0], np.cumsum(chosen.at_home)])
+    sizes = (homes[ends] - homes[starts]).astype(np.float64)
+    work = sizes * (ends - starts - sizes) + sizes * sizes / 2
 
-    def load(index: int) -> np.ndarray:
-        start = index * BLOCK_ROWS
-        return rows.block(start, min(rows.n, start + BLOCK_ROWS))
+    def search_chunk(chunk: list[int]) -> tuple[list[Hits], float]:
+        hits: list[Hits] = []
+        done = 0.0
+        for c in chunk:
+            lo, hi = int(starts[c]), int(ends[c])
+            mine, ids, block = chosen.at_home[lo:hi], chosen.ids[lo:hi], data[lo:hi]
+            done += search.cell(
+                int(chosen.cells[c]),
+                (_float32(block[mine]), ids[mine]),
+                (_float32(block[~mine]), ids[~mine]),
+                work[c],
+                hits,
+            )
+        return hits, done
 
-    with ExitStack() as stack:
-        files: list[BinaryIO] = [stack.enter_context(open(p, "wb")) for p in paths]
-        for index, block in enumerate(run.map(load, range(len(probe_starts) - 1))):
-            start = index * BLOCK_ROWS
-            lo, hi = probe_starts[index], probe_starts[index + 1]
-            entry_rows = np.r_[np.arange(start, start + len(block)), probe_rows[lo:hi]]
-            entry_cells = np.r_[home[start : start + len(block)], probe_cells[lo:hi]]
-            entry_bucket = bucket_of[entry_cells]
-            order = np.argsort(entry_bucket, kind="stable")
-            bounds = np.searchsorted(entry_bucket[order], np.arange(count + 1))
-            for b in np.flatnonzero(np.diff(bounds)).tolist():
-                picked = order[bounds[b] : bounds[b + 1]]
-                files[b].write(block[entry_rows[picked] - start].tobytes())
-                ids[b].append(entry_rows[picked].astype(np.int32))
-                cells_of[b].append(entry_cells[picked].astype(np.int32))
-    return [
-        _Bucket(paths[b], np.concatenate(ids[b]), np.concatenate(cells_of[b]))
-        for b in range(count)
-        if ids[b]
-    ]
+    for hits, done in run.map(search_chunk, _chunks(work)):
+        for hit in hits:
+            found.add(hit)
+        stats.work_share += done / (n * (n - 1) / 2)
 
 
 @dataclass
@@ -855,56 +926,3 @@ class _CellSearch:
         if len(others):
             hits.extend(_compare(others, other_ids, members, member_ids, self.threshold))
         return work
-
-
-def _read_bucket(bucket: _Bucket, rows: _Rows) -> np.ndarray:
-    data = np.fromfile(bucket.path, dtype=rows.dtype)
-    bucket.path.unlink()  # read once: its disk space goes back at once
-    return data.reshape(len(bucket.ids), rows.dim)
-
-
-def _search_bucket(
-    bucket: _Bucket,
-    data: np.ndarray,
-    home: np.ndarray,
-    search: _CellSearch,
-    found: _Found,
-    run: _Runner,
-    stats: SearchStats,
-) -> None:
-    """Within each of the bucket's cells: home members with each other and with the rows
-    probing the cell (``_CellSearch``); ``data`` is the bucket's rows (``_read_bucket``)."""
-    order = np.argsort(bucket.cells, kind="stable")  # by cell, ascending ids within one
-    cells = np.unique(bucket.cells)
-    at_home = home[bucket.ids] == bucket.cells
-    starts = np.searchsorted(bucket.cells[order], cells)
-    ends = np.searchsorted(bucket.cells[order], cells, side="right")
-    sizes = np.array(
-        [np.count_nonzero(at_home[order[s:e]]) for s, e in zip(starts, ends, strict=True)],
-        dtype=np.float64,
-    )
-    work = sizes * (ends - starts - sizes) + sizes * sizes / 2
-
-    def search_chunk(chunk: list[int]) -> tuple[list[Hits], float]:
-        hits: list[Hits] = []
-        done = 0.0
-        for c in chunk:
-            picked = order[starts[c] : ends[c]]
-            mine = at_home[picked]
-            members, member_ids = picked[mine], bucket.ids[picked[mine]].astype(np.int64)
-            probers = picked[~mine]
-            prober_ids = bucket.ids[probers].astype(np.int64)
-            done += search.cell(
-                int(cells[c]),
-                (_float32(data[members]), member_ids),
-                (_float32(data[probers]), prober_ids),
-                work[c],
-                hits,
-            )
-        return hits, done
-
-    n = len(home)
-    for hits, done in run.map(search_chunk, _chunks(work)):
-        for hit in hits:
-            found.add(hit)
-        stats.work_share += done / (n * (n - 1) / 2)

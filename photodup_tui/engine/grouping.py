@@ -177,8 +177,8 @@ def group_photos(
     scene); without it the features alone decide.  ``cancel`` cuts the neighbour search
     short (the groups then rest on the pairs found so far); ``tick`` is called now and then
     during it, for progress reports.  Above ``archive_limit`` embeddings the neighbour
-    search is the archive one (``archive.py``: on disk in ``archive_dir``, default the temp
-    dir, a bucket at a time); below, nothing changes.
+    search is the archive one (``archive.py``: the matrix on disk in ``archive_dir``, default
+    the temp dir, read a pass at a time); below, nothing changes.
     """
     contents = _contents(photos, rules, embeddings)
     search = _Search(exact_limit, cancel, tick, archive_limit, archive_dir)
@@ -452,9 +452,7 @@ class _Search:
         # An archive: one float16 file instead of a stacked copy in memory.
         with tempfile.TemporaryDirectory(prefix="photodup-", dir=self.archive_dir) as folder:
             matrix = write_matrix(vectors, Path(folder) / "embeddings.f16")
-            return archive_arrays(
-                matrix, floor, workdir=Path(folder), cancel=self.cancel, tick=self.tick
-            )
+            return archive_arrays(matrix, floor, cancel=self.cancel, tick=self.tick)
 
 
 def _edges(

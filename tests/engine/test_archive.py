@@ -1,9 +1,11 @@
-"""The archive search (engine/archive.py): a memory-mapped float16 matrix searched a bucket
-at a time finds the exact search's pairs, never a pair below the threshold, keeps its
-storage in float16 and its reads in blocks, and group_photos uses it only above its limit."""
+"""The archive search (engine/archive.py): a memory-mapped float16 matrix searched a pass
+(the cells whose rows fit in its memory) at a time finds the exact search's pairs, never a
+pair below the threshold, keeps its rows in float16 and its reads in blocks, writes
+nothing, and group_photos uses it only above its limit."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +25,22 @@ Pairs = set[tuple[int, int]]
 
 
 @pytest.fixture(autouse=True)
-def small_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small blocks and buckets, so that a test-sized matrix streams through many of each."""
+def small_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small blocks and passes, so that a test-sized matrix streams through many of each."""
     monkeypatch.setattr(archive, "BLOCK_ROWS", 4096)
-    monkeypatch.setattr(archive, "BUCKET_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(archive, "PASS_BYTES", 2 * 1024 * 1024)
 
 
 def on_disk(vectors: np.ndarray, folder: Path) -> np.memmap:
     return archive.write_matrix(list(vectors), folder / "matrix.f16")
 
 
-def search(matrix: np.ndarray, threshold: float, folder: Path) -> tuple[Any, SearchStats]:
+def search(
+    matrix: np.ndarray, threshold: float, folder: Path, memory: int | None = None
+) -> tuple[Any, SearchStats]:
     stats = SearchStats()
-    hits = archive.archive_arrays(matrix, threshold, workdir=folder, stats=stats)
+    hits = archive.archive_arrays(matrix, threshold, memory=memory, stats=stats)
+    assert [p.name for p in folder.iterdir()] in ([], ["matrix.f16"])  # nothing written
     return hits, stats
 
 
@@ -67,7 +72,7 @@ def test_finds_the_exact_searchs_pairs_with_their_exact_cosines(tmp_path: Path) 
     full = vectors.astype(np.float32)
     assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
     assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)  # sorted, unique
-    assert not list(tmp_path.glob("photodup-archive-*"))  # the buckets are gone
+    assert stats.passes >= 4  # 20,000 x 256 float16 is 10 MB, 2 MB a pass
 
 
 def test_big_cells_are_split_and_still_give_the_exact_searchs_pairs(
@@ -200,38 +205,142 @@ def test_pairs_just_below_the_threshold_are_never_reported(tmp_path: Path) -> No
     assert np.all(np.sum(full[a] * full[b], axis=1) >= 0.8)
 
 
-def test_streams_float16_blocks_and_buckets(
+def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The matrix is read a block (or a sampled run) at a time, never whole; what the
-    buckets store and give back is float16, each bucket about BUCKET_BYTES."""
+    """The matrix is read a block (or a sampled run) at a time, never whole; each pass
+    gathers its cells' rows in float16, within its memory but for a cell bigger than it,
+    every home member once and every prober once per cell it probes."""
     vectors = library(20_000, 128, 0.80, seed=5)
     matrix = on_disk(vectors, tmp_path)
     reads: list[int] = []
-    buckets: list[tuple[Any, int]] = []
-    block, read_bucket = archive._Rows.block, archive._read_bucket
+    buffers: set[int] = set()  # the arrays blocks were read into
+    directions: list[bool] = []
+    gathered: list[tuple[Any, np.ndarray]] = []
+    block, gather = archive._Rows.block, archive._gather
 
-    def counted_block(self: Any, start: int, stop: int) -> np.ndarray:
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
         reads.append(stop - start)
-        return block(self, start, stop)
+        if into is not None:
+            buffers.add(id(into))
+        return block(self, start, stop, into)
 
-    def seen_bucket(bucket: Any, rows: Any) -> np.ndarray:
-        size = bucket.path.stat().st_size
-        data = read_bucket(bucket, rows)
-        buckets.append((data.dtype, size))
+    def seen_gather(rows: Any, part: Any, run: Any, backwards: bool) -> np.ndarray:
+        data = gather(rows, part, run, backwards)
+        gathered.append((part, data))
+        directions.append(backwards)
         return data
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
-    monkeypatch.setattr(archive, "_read_bucket", seen_bucket)
-    (a, _, _), _ = search(matrix, 0.80, tmp_path)
+    monkeypatch.setattr(archive, "_gather", seen_gather)
+    (a, _, _), stats = search(matrix, 0.80, tmp_path)
     assert len(a) > 0
     assert max(reads) <= archive.BLOCK_ROWS < len(vectors)
-    assert len(buckets) >= 4
-    assert all(dtype == np.float16 for dtype, _ in buckets)
-    row = vectors.shape[1] * 2
-    # A bucket is a run of whole cells of about BUCKET_BYTES: one big cell at most beyond.
-    assert all(size <= 2 * archive.BUCKET_BYTES + 2_000 * row for _, size in buckets)
-    assert sum(size for _, size in buckets) >= len(vectors) * row  # every row, in float16
+    assert len(gathered) == stats.passes >= 4
+    # The assignment read forwards; then backwards, forwards, ...: each pass starts with
+    # the part of the file the last read ended with (what the page cache holds).
+    assert directions == [k % 2 == 0 for k in range(stats.passes)]
+    # One buffer a thread for the assignment and for each pass: not a fresh array a block.
+    assert 0 < len(buffers) <= 2 * (1 + stats.passes) < len(reads) // 2
+    entries = 0
+    for part, data in gathered:
+        assert data.dtype == np.float16
+        assert np.array_equal(data, vectors[part.ids])  # each row where the pass says
+        biggest = int(np.diff(part.bounds).max()) * data.shape[1] * 2
+        assert data.nbytes <= archive.PASS_BYTES or len(part.cells) == 1, biggest
+        entries += len(part.ids)
+    cells = np.concatenate([part.cells for part, _ in gathered])
+    assert len(np.unique(cells)) == len(cells)  # each cell searched in one pass only
+    assert entries == round(len(vectors) * stats.probes_per_vector)
+
+
+def test_many_passes_give_the_same_pairs_as_one(tmp_path: Path) -> None:
+    """Gathering the cells a few at a time (2 MB of rows a pass) or all at once (one pass)
+    searches each cell with the same rows in the same order: the same pairs, scores."""
+    vectors = library(20_000, 128, 0.80, seed=7)
+    matrix = on_disk(vectors, tmp_path)
+    (a1, b1, s1), one = search(matrix, 0.80, tmp_path, memory=2**40)
+    (a2, b2, s2), many = search(matrix, 0.80, tmp_path)
+    assert one.passes == 1 and many.passes >= 4
+    assert len(a1) > 3000
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
+
+
+def test_a_cell_bigger_than_a_pass_is_searched_in_a_pass_alone(tmp_path: Path) -> None:
+    """Memory for less than one cell's rows: every cell is a pass of its own (over budget),
+    and the pairs are still those of one pass."""
+    vectors = library(8_000, 64, 0.85, seed=9)
+    matrix = on_disk(vectors, tmp_path)
+    (a1, b1, s1), whole = search(matrix, 0.85, tmp_path, memory=2**40)
+    (a2, b2, s2), alone = search(matrix, 0.85, tmp_path, memory=1)
+    assert whole.passes == 1 and alone.passes == alone.cells > 1  # every cell has members
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
+
+
+def test_a_pass_of_few_rows_reads_those_rows_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that wants a few rows of each block (the remainder after full passes) reads
+    just those (each run of consecutive rows at once), not the blocks they lie in."""
+    vectors = library(20_000, 64, 0.85, seed=4)
+    rows = archive._Rows(on_disk(vectors, tmp_path))
+    home = np.arange(len(vectors)) % 50
+    probe_rows = np.array([7, 8, 9, 12_345], dtype=np.int32)
+    probe_cells = np.array([3, 3, 1, 3], dtype=np.int32)
+    plan = archive._Plan(home, probe_rows, probe_cells, np.zeros(4, np.float32))
+    part = archive._Pass.of(np.array([3]), plan, 50, np.ones(4, dtype=bool))
+    read: list[int] = []
+    block = archive._Rows.block
+
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
+        read.append(stop - start)
+        return block(self, start, stop, into)
+
+    monkeypatch.setattr(archive._Rows, "block", counted_block)
+    with ThreadPoolExecutor(2) as pool:
+        data = archive._gather(rows, part, archive._Runner(pool, 2, None, None), False)
+    rows.close()
+    want = np.r_[np.arange(3, len(vectors), 50), [7, 8, 12_345]]  # 9 probes another cell
+    assert sorted(part.ids.tolist()) == sorted(want.tolist())
+    assert np.array_equal(data, vectors[part.ids])
+    assert part.at_home.sum() == len(want) - 3
+    assert sum(read) == len(want)  # only the wanted rows ...
+    assert len(read) == len(want) - 1  # ... 7 and 8 in one read
+
+
+def test_a_pass_read_backwards_reads_its_blocks_from_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors = library(20_000, 64, 0.85, seed=4)
+    rows = archive._Rows(on_disk(vectors, tmp_path))
+    plan = archive._Plan(
+        np.arange(len(vectors)) % 2, *(np.empty(0, t) for t in (np.int32, np.int32, np.float32))
+    )
+    part = archive._Pass.of(np.array([0, 1]), plan, 2, np.empty(0, dtype=bool))
+    starts: list[int] = []
+    block = archive._Rows.block
+
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
+        starts.append(start)
+        return block(self, start, stop, into)
+
+    monkeypatch.setattr(archive._Rows, "block", counted_block)
+    with ThreadPoolExecutor(1) as pool:
+        for backwards in (False, True):
+            starts.clear()
+            data = archive._gather(rows, part, archive._Runner(pool, 1, None, None), backwards)
+            assert np.array_equal(data, vectors[part.ids])
+            assert len(starts) == -(-len(vectors) // archive.BLOCK_ROWS) > 1
+            assert starts == sorted(starts, reverse=backwards)
+    rows.close()
+
+
+def test_passes_are_runs_of_cells_within_the_memory() -> None:
+    sizes = np.array([5, 0, 3, 4, 20, 1])
+    passes = archive._plan_passes(sizes, 8)
+    assert [p.tolist() for p in passes] == [[0, 2], [3], [4], [5]]  # 20 > 8: alone
+    assert archive._plan_passes(np.zeros(3, dtype=np.int64), 8) == []
+    assert [p.tolist() for p in archive._plan_passes(sizes, 10**6)] == [[0, 2, 3, 4, 5]]
 
 
 def test_an_in_memory_matrix_gives_the_same_pairs(tmp_path: Path) -> None:
@@ -241,7 +350,7 @@ def test_an_in_memory_matrix_gives_the_same_pairs(tmp_path: Path) -> None:
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.allclose(s1, s2)
 
 
-def test_cancel_stops_between_chunks_and_removes_the_buckets(tmp_path: Path) -> None:
+def test_cancel_stops_between_chunks(tmp_path: Path) -> None:
     import threading
 
     vectors = library(8_000, 64, 0.85, seed=2)
@@ -253,28 +362,15 @@ def test_cancel_stops_between_chunks_and_removes_the_buckets(tmp_path: Path) -> 
         if len(ticks) == 3:
             cancel.set()
 
-    a, _, _ = archive.archive_arrays(
-        on_disk(vectors, tmp_path), 0.85, workdir=tmp_path, cancel=cancel, tick=tick
-    )
+    a, _, _ = archive.archive_arrays(on_disk(vectors, tmp_path), 0.85, cancel=cancel, tick=tick)
     assert len(ticks) == 3  # nothing ran after the cancel was seen
     assert len(a) < len(truth(vectors, 0.85))
-    assert not list(tmp_path.glob("photodup-archive-*"))
 
 
 def test_tiny_inputs(tmp_path: Path) -> None:
     for rows in (np.empty((0, 8), np.float16), np.ones((1, 8), np.float16)):
-        a, b, scores = archive.archive_arrays(rows, 0.5, workdir=tmp_path)
+        a, b, scores = archive.archive_arrays(rows, 0.5)
         assert len(a) == len(b) == len(scores) == 0
-
-
-def test_not_enough_disk_is_said_before_writing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    vectors = library(3_000, 64, 0.85, seed=1)
-    monkeypatch.setattr(archive, "DISK_SLACK", 1e12)
-    with pytest.raises(archive.NotEnoughDisk, match="GiB"):
-        search(on_disk(vectors, tmp_path), 0.85, tmp_path)
-    assert not list(tmp_path.glob("photodup-archive-*"))
 
 
 # ------------------------------------------------------------------------------ grouping
