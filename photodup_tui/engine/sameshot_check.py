@@ -143,8 +143,10 @@ def score_chunk(
         return found
 
     named: Sequence[tuple[str | None, str | None]] = keys or [(None, None)] * len(pairs)
-    measure = sameshot.score_prepared if full else sameshot.quick_prepared
-    return [measure(of(a, ka), of(b, kb)) for (a, b), (ka, kb) in zip(pairs, named, strict=True)]
+    prepared = [(of(a, ka), of(b, kb)) for (a, b), (ka, kb) in zip(pairs, named, strict=True)]
+    if full:
+        return sameshot.score_many(prepared)
+    return [sameshot.quick_prepared(a, b) for a, b in prepared]
 
 
 #: Full same-shot searches (coarse and fine) a scan may run: this many per photo, and at

@@ -232,3 +232,26 @@ def test_the_pool_scores_the_next_keepers_pairs_ahead_with_the_same_answers(
         assert [getattr(checker, n) for n in counts] == [getattr(reference, n) for n in counts]
     assert checker.ahead_unused == len(unasked)
     assert checker.unanswered == 0
+
+
+def test_coarse_searches_of_many_pairs_at_once_equal_each_alone(
+    thumbs: list[list[sameshot.Thumb]],
+) -> None:
+    """The batched coarse search (one transform for a keeper's candidates, the window
+    normalisation per template size) gives exactly each pair's own result, whatever the
+    mix of shapes (landscape, portrait, half-size, flat) in one batch; so do the scores."""
+    flat = [t for family in thumbs for t in family]
+    blank = sameshot.thumbnail_from(Image.new("RGB", (120, 90), (200, 200, 200)))
+    portrait = sameshot.thumbnail_from(
+        Image.fromarray(skimage.data.astronaut()).rotate(90, expand=True)
+    )
+    prepared = [sameshot.Prepared(t) for t in [*flat, blank, portrait]]
+    keeper = prepared[0]
+    pairs = [(keeper, p) for p in prepared[1:]] + [(p, keeper) for p in prepared[1:]]
+    for scales in (sameshot.QUICK_SCALES, sameshot.OTHER_SCALES, sameshot.ALL_SCALES):
+        assert sameshot._coarse_many(pairs, scales) == [
+            sameshot._coarse(a, b, scales) for a, b in pairs
+        ]
+    together = sameshot.score_many(pairs)
+    assert together == [sameshot.score_many([pair])[0] for pair in pairs]
+    assert {s.stage for s in together} >= {"quick", "coarse", "fine"}
