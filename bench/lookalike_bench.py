@@ -233,7 +233,8 @@ def as_scan(argv: list[str]) -> int:
 
     def close(self: Any) -> None:
         original_close(self)
-        for name in ("asked", "rejected", "scored", "over_budget", "unanswered", "decoded"):
+        names = ("asked", "rejected", "scored", "over_budget", "unanswered", "decoded")
+        for name in (*names, "given_ahead", "ahead_unused"):
             if hasattr(self, name):
                 stats[name] = getattr(self, name)
         Path(os.environ[STATS_ENV]).write_text(json.dumps(stats))

@@ -49,6 +49,7 @@ processes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,19 +423,48 @@ class Scored:
 def score_prepared(a: Prepared, b: Prepared, *, quick: bool = True) -> Scored:
     """:func:`score` of two prepared thumbnails; ``quick=False`` skips the quick rejection
     (the full search alone: what the quick one is calibrated against)."""
-    if not (a.usable and b.usable):
-        return Scored(-1.0, "none")
+    return score_many([(a, b)], quick=quick)[0]
+
+
+def score_many(pairs: Sequence[tuple[Prepared, Prepared]], *, quick: bool = True) -> list[Scored]:
+    """:func:`score_prepared` of each pair, the coarse correlations of all the pairs
+    computed together (:func:`_coarse_many`): a keeper's sixteen candidates cost one
+    transform and a few array operations per scale, not sixteen of each."""
+    scored: list[Scored | None] = [
+        None if a.usable and b.usable else Scored(-1.0, "none") for a, b in pairs
+    ]
+    live = [i for i, s in enumerate(scored) if s is None]
     # The quick search is the coarse search at a third of its scales: its correlations are
     # kept, and the coarse search adds the other scales.
-    found = [_coarse(a, b, QUICK_SCALES), _coarse(b, a, QUICK_SCALES)]
-    first = max(found[0][0], found[1][0])
-    if quick and first < QUICK_MIN:
-        return Scored(first, "quick")
-    ab = _better(found[0], _coarse(a, b, OTHER_SCALES))
-    ba = _better(found[1], _coarse(b, a, OTHER_SCALES))
+    found = _both_ways([pairs[i] for i in live], QUICK_SCALES)
+    pending = []
+    for i, (ab, ba) in zip(live, found, strict=True):
+        first = max(ab[0], ba[0])
+        if quick and first < QUICK_MIN:
+            scored[i] = Scored(first, "quick")
+        else:
+            pending.append((i, ab, ba))
+    more = _both_ways([pairs[i] for i, _, _ in pending], OTHER_SCALES)
+    for (i, ab, ba), (ab_more, ba_more) in zip(pending, more, strict=True):
+        scored[i] = _finished(pairs[i], _better(ab, ab_more), _better(ba, ba_more))
+    return [s for s in scored if s is not None]
+
+
+def _both_ways(
+    pairs: Sequence[tuple[Prepared, Prepared]], scales: tuple[int, ...]
+) -> list[tuple[_Found, _Found]]:
+    """(_coarse(a, b), _coarse(b, a)) at ``scales`` for each pair (a, b)."""
+    found = _coarse_many([*pairs, *[(b, a) for a, b in pairs]], scales)
+    return list(zip(found[: len(pairs)], found[len(pairs) :], strict=True))
+
+
+def _finished(pair: tuple[Prepared, Prepared], ab: _Found, ba: _Found) -> Scored:
+    """The score of a pair from its coarse search both ways round: the fine search around
+    the better alignment, unless even that is poor."""
     best, scale, mirrored, swapped = max([(*ab, False), (*ba, True)])
     if best < COARSE_MIN:
         return Scored(best, "coarse")  # not even roughly aligned: no need for the fine search
+    a, b = pair
     image, other = (b, a) if swapped else (a, b)
     step = SCALES[1] / SCALES[0]
     fine = tuple(float(s) for s in scale * np.geomspace(1 / step, step, FINE_STEPS))
@@ -572,6 +602,49 @@ def _centred(small: np.ndarray, scale: float) -> tuple[np.ndarray, float] | None
     if norm < FLAT * np.sqrt(centred.size):
         return None
     return centred, norm
+
+
+_Found = tuple[float, float, bool]
+
+
+def _coarse_many(
+    pairs: Sequence[tuple[Prepared, Prepared]], scales: tuple[int, ...]
+) -> list[_Found]:
+    """:func:`_coarse` of each (image, other) pair, the same values: every correlation in
+    one inverse transform, and each window normalisation done for all the templates of one
+    size in images of one size at once (in a look-alike folder, nearly all of them)."""
+    entries = []  # (pair, k, template), in _coarse's order
+    for p, (image, other) in enumerate(pairs):
+        height, width = image.small.shape
+        for k, t in other.templates(scales):
+            if t is not None and t[0] <= height and t[1] <= width:
+                entries.append((p, k, t))
+    found: list[_Found] = [(-1.0, 1.0, False)] * len(pairs)
+    if not entries:
+        return found
+    templates = np.stack([t[3] for _, _, t in entries])
+    spectra = templates * np.stack([pairs[p][0].spectrum() for p, _, _ in entries])[:, None]
+    full = np.fft.irfft2(spectra, COARSE_PAD)
+    by_size: dict[tuple[int, int, int, int], list[int]] = {}
+    for e, (p, _, (th, tw, _, _)) in enumerate(entries):
+        by_size.setdefault((*pairs[p][0].small.shape, th, tw), []).append(e)
+    peaks = np.empty((len(entries), 2))
+    for (height, width, th, tw), members in by_size.items():
+        spreads, usable = zip(
+            *(pairs[entries[e][0]][0].spread(th, tw) for e in members), strict=True
+        )
+        norms = np.array([entries[e][2][2] for e in members])
+        scaled = np.stack(spreads) * norms[:, None, None]
+        valid = full[members, :, th - 1 : height, tw - 1 : width]
+        mask = np.broadcast_to(np.stack(usable)[:, None], valid.shape)
+        ratio = np.full(valid.shape, -np.inf)
+        np.divide(valid, scaled[:, None], out=ratio, where=mask)
+        peaks[members] = ratio.max(axis=(2, 3))
+    for e, (p, k, _) in enumerate(entries):
+        for m, mirrored in enumerate((False, True)):
+            if peaks[e, m] > found[p][0]:
+                found[p] = (float(peaks[e, m]), SCALES[k], mirrored)
+    return found
 
 
 def _coarse(image: Prepared, other: Prepared, scales: tuple[int, ...]) -> tuple[float, float, bool]:

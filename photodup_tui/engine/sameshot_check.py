@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from photodup_tui.engine import pixeljobs, sameshot
@@ -143,8 +143,10 @@ def score_chunk(
         return found
 
     named: Sequence[tuple[str | None, str | None]] = keys or [(None, None)] * len(pairs)
-    measure = sameshot.score_prepared if full else sameshot.quick_prepared
-    return [measure(of(a, ka), of(b, kb)) for (a, b), (ka, kb) in zip(pairs, named, strict=True)]
+    prepared = [(of(a, ka), of(b, kb)) for (a, b), (ka, kb) in zip(pairs, named, strict=True)]
+    if full:
+        return sameshot.score_many(prepared)
+    return [sameshot.quick_prepared(a, b) for a, b in prepared]
 
 
 #: Full same-shot searches (coarse and fine) a scan may run: this many per photo, and at
@@ -169,6 +171,16 @@ DETAIL_GROUP = 4
 
 #: Same-shot checks at once below which the pool is not worth its messages.
 POOL_MIN_PAIRS = 4
+#: Once the pool runs, it scores this many of the prefetched pairs ahead of the pair the
+#: grouping asked about last, AHEAD_CHUNK to a message.  The grouping asks keeper by keeper
+#: and waits for each keeper's answers before it knows the next keeper's candidates; the
+#: pairs it will probably ask next are known (prefetch), and the scores do not depend on
+#: when they are computed, so the workers go on with them meanwhile instead of waiting.
+#: A pair scored ahead that is never asked (its keeper joined a family meanwhile) is
+#: wasted work, at most the window's; the answers, the counts and the budget are those of
+#: the pairs asked, as without it.
+AHEAD_PAIRS = 64
+AHEAD_CHUNK = 8
 #: Pairs scored in this process before the scoring pool starts: its workers take about a
 #: second to start (fresh interpreters importing numpy), ~200 pairs' work; most scans of a
 #: camera's photos ask a few dozen pairs and never need it.
@@ -247,11 +259,20 @@ class SameShotChecker:
         # Per check: photos whose thumbnails prefetch() announced, and how many pairs may
         # be scored.
         self._wanted: dict[str, tuple[list[Photo], int]] = {}
+        #: The same-shot pairs prefetch() announced, and those given to the pool ahead.
+        self._ahead = _Ahead([])
+        #: Thumbnails as the scoring workers need them: the same-shot score reads only the
+        #: grayscale (colour and alpha would double what each message carries).
+        self._gray: dict[str, sameshot.Thumb] = {}
+        self.given_ahead = 0  # pairs given to the pool before they were asked about
+        self.ahead_unused = 0  # ... and never asked (wasted work), for reports
 
     def close(self) -> None:
         """Stop the scoring workers and the decoders (the checker still works after: it
         starts them again when needed)."""
         _prepared.clear()  # what this process kept when it scored a few pairs itself
+        self.ahead_unused += len(self._ahead.given)
+        self._ahead = _Ahead([])
         if self._scorers is not None:
             self._scorers.shutdown(wait=True, cancel_futures=True)
         if self._decoders is not None:
@@ -274,6 +295,8 @@ class SameShotChecker:
         unknown = [pair for pair in pairs if not check.has(*pair)]
         needed = _photos(unknown, skip=self._thumbs)
         self._wanted[check.method] = (needed, len(unknown))
+        if not near:
+            self._ahead = _Ahead(unknown)
 
     def _decode_wanted(self, check: _Check) -> None:
         needed, unknown = self._wanted.pop(check.method, ([], 0))
@@ -357,20 +380,19 @@ class SameShotChecker:
         """:func:`score_chunk` of ``pairs``, in the pool when that pays; fewer when the scan
         is cancelled meanwhile."""
         scorers = self._scoring_pool() if self._scored_here >= self.pool_after else None
+        if scorers is not None and full and not self._cancelled():
+            try:
+                return self._scored_ahead(check, pairs, thumbs, scorers)
+            except BrokenProcessPool:  # a worker was killed (memory?): score here instead
+                self._scorers = None
+                self._ahead.given.clear()
+                scorers = None
         if scorers is not None and len(pairs) >= POOL_MIN_PAIRS and not self._cancelled():
             # One chunk per worker: few messages, and a keeper's pairs share its spectra.
             share = -(-len(pairs) // self.workers)
             chunks = [pairs[i : i + share] for i in range(0, len(pairs), share)]
             try:
-                futures = [
-                    scorers.submit(
-                        score_chunk,
-                        [(thumbs[a.path], thumbs[b.path]) for a, b in c],
-                        full,
-                        [self._prepared_keys(pair) for pair in c],
-                    )
-                    for c in chunks
-                ]
+                futures = [self._submit(scorers, c, thumbs, full) for c in chunks]
                 done: list[tuple[tuple[Photo, Photo], sameshot.Scored]] = []
                 for chunk, future in zip(chunks, futures, strict=True):
                     done.extend(zip(chunk, future.result(), strict=True))
@@ -389,6 +411,85 @@ class SameShotChecker:
             if full:
                 self._advance(1)
         return done
+
+    def _submit(
+        self,
+        scorers: ProcessPoolExecutor,
+        pairs: list[tuple[Photo, Photo]],
+        thumbs: Mapping[str, sameshot.Thumb],
+        full: bool,
+    ) -> Future[list[sameshot.Scored]]:
+        """:func:`score_chunk` of ``pairs`` in the pool."""
+        sent = [(self._grayscale(a, thumbs), self._grayscale(b, thumbs)) for a, b in pairs]
+        keys = [self._prepared_keys(pair) for pair in pairs]
+        return scorers.submit(score_chunk, sent, full, keys)
+
+    def _grayscale(self, photo: Photo, thumbs: Mapping[str, sameshot.Thumb]) -> sameshot.Thumb:
+        """The thumbnail of ``photo`` without its colour and alpha, made once per path."""
+        found = self._gray.get(photo.path)
+        if found is None:
+            found = self._gray[photo.path] = replace(thumbs[photo.path], chroma=None, alpha=None)
+        return found
+
+    def _scored_ahead(
+        self,
+        check: _Check,
+        pairs: list[tuple[Photo, Photo]],
+        thumbs: dict[str, sameshot.Thumb],
+        scorers: ProcessPoolExecutor,
+    ) -> list[tuple[tuple[Photo, Photo], sameshot.Scored]]:
+        """Full same-shot scores of ``pairs`` from the pool: those it was given ahead, the
+        others given now (one chunk per worker); then the pool is given the pairs that
+        follow in the prefetched order (AHEAD_PAIRS) while the answers are awaited."""
+        ahead = self._ahead
+        new = [pair for pair in pairs if _ordered(pair) not in ahead.given]
+        share = max(1, -(-len(new) // self.workers))
+        for i in range(0, len(new), share):
+            ahead.give(new[i : i + share], self._submit(scorers, new[i : i + share], thumbs, True))
+        ahead.asked(pairs)
+        if ahead.next == 0:  # the first question: nothing waits in the pool yet
+            self._give_ahead(check, scorers)
+        done = [(pair, ahead.take(pair)) for pair in pairs]
+        # A candidate the check confirms joins the keeper's family: the grouping asks
+        # nothing more about it (as a keeper or a candidate), so nothing is given ahead
+        # for it.  The pool still holds the window given with the last question.
+        ahead.joined.update(b.path for (_, b), s in done if s.value >= sameshot.SAME_SHOT_MIN)
+        self._give_ahead(check, scorers)
+        self._advance(len(done))
+        return done
+
+    def _give_ahead(self, check: _Check, scorers: ProcessPoolExecutor) -> None:
+        """Give the pool the prefetched pairs up to AHEAD_PAIRS past the furthest one asked,
+        but those scored or known already, and none when the budget is nearly spent (the
+        pairs past it are chosen by their quick scores, not in this order)."""
+        ahead = self._ahead
+        if self.budget is not None and self.searched + 2 * AHEAD_PAIRS >= self.budget:
+            return
+        while ahead.next < min(len(ahead.pairs), ahead.reached + 1 + AHEAD_PAIRS):
+            chunk: list[tuple[Photo, Photo]] = []
+            while len(chunk) < AHEAD_CHUNK and ahead.next < len(ahead.pairs):
+                pair = ahead.pairs[ahead.next]
+                ahead.next += 1
+                a, b = pair
+                if (
+                    _ordered(pair) not in ahead.given
+                    and a.path not in ahead.joined
+                    and b.path not in ahead.joined
+                    and not check.has(a, b)
+                    and _unordered(pair) not in self._over
+                    and self._thumbs.get(a.path) is not None
+                    and self._thumbs.get(b.path) is not None
+                ):
+                    chunk.append(pair)
+            if chunk:
+                self.given_ahead += len(chunk)
+                thumbs = {
+                    p.path: t
+                    for pair in chunk
+                    for p in pair
+                    if (t := self._thumbs[p.path]) is not None
+                }
+                ahead.give(chunk, self._submit(scorers, chunk, thumbs, True))
 
     def _prepared_keys(self, pair: tuple[Photo, Photo]) -> tuple[str, str]:
         """Names of a pair's prepared thumbnails in the scoring processes: this checker's
@@ -428,7 +529,7 @@ class SameShotChecker:
             for i in range(0, len(kept), DETAIL_GROUP):
                 group = kept[i : i + DETAIL_GROUP]
                 others = [_detail_job(a, b, thumbs[a.path], thumbs[b.path]) for a, b in group]
-                job = self._submit(("details", keeper, others))
+                job = self._submit_decode(("details", keeper, others))
                 for index, pair in enumerate(group):
                     self._started[_unordered(pair)].job = (job, index)
 
@@ -454,7 +555,7 @@ class SameShotChecker:
                 scored.append((pair, min(started.value, detail)))
         return scored
 
-    def _submit(self, job: tuple[Any, ...]) -> Future[Any]:
+    def _submit_decode(self, job: tuple[Any, ...]) -> Future[Any]:
         """One job in the isolated decoders (made here at once when ``isolate`` is off)."""
         if self.isolate:
             return self._decoder_pool().submit(job)
@@ -612,6 +713,40 @@ def _answer(job: Future[Any], index: int) -> float | None:
         return None
     value = found[index] if isinstance(found, list) and index < len(found) else None
     return float(value) if isinstance(value, int | float) else None
+
+
+class _Ahead:
+    """The same-shot pairs the grouping may ask about, in the order it asks them (keeper by
+    keeper, strongest candidate first; each pair once, either way round), and those given
+    to the scoring pool, by (keeper, candidate) path: a score is used for the pair exactly
+    as it was computed, never the other way round."""
+
+    def __init__(self, pairs: Sequence[tuple[Photo, Photo]]) -> None:
+        self.pairs = _distinct(list(pairs))
+        self.index = {_ordered(pair): i for i, pair in enumerate(self.pairs)}
+        self.next = 0  # the first pair not yet considered for giving ahead
+        self.reached = -1  # the furthest pair (in ``pairs``) asked about
+        self.joined: set[str] = set()  # candidates confirmed: in a family now (by path)
+        self.given: dict[tuple[str, str], tuple[Future[list[sameshot.Scored]], int]] = {}
+
+    def give(
+        self, pairs: Sequence[tuple[Photo, Photo]], future: Future[list[sameshot.Scored]]
+    ) -> None:
+        for i, pair in enumerate(pairs):
+            self.given[_ordered(pair)] = (future, i)
+
+    def asked(self, pairs: Sequence[tuple[Photo, Photo]]) -> None:
+        for pair in pairs:
+            self.reached = max(self.reached, self.index.get(_ordered(pair), -1))
+
+    def take(self, pair: tuple[Photo, Photo]) -> sameshot.Scored:
+        """The answer for ``pair``, waiting for it; it leaves the pairs given ahead."""
+        future, i = self.given.pop(_ordered(pair))
+        return future.result()[i]
+
+
+def _ordered(pair: tuple[Photo, Photo]) -> tuple[str, str]:
+    return (pair[0].path, pair[1].path)
 
 
 def _unordered(pair: tuple[Photo, Photo]) -> tuple[str, str]:

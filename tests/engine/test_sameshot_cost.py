@@ -207,3 +207,51 @@ def test_resampling_matrices_equal_pillows_resize() -> None:
         assert sameshot._resampled(image, scale) == pytest.approx(
             sameshot._resized(image, scale), abs=1e-3
         )
+
+
+def test_the_pool_scores_the_next_keepers_pairs_ahead_with_the_same_answers(
+    tmp_path: Path,
+) -> None:
+    """While the grouping waits for one keeper's answers, the pool already scores the pairs
+    prefetch() announced next; every answer and count is what scoring each question in
+    turn gives, and a pair scored ahead but never asked is neither counted nor answered."""
+    folder = _look_alike_folder(tmp_path / "alike")
+    photos = [photo(str(p), content_hash=p.name) for p in sorted(folder.iterdir())]
+    keepers = [[(photos[k], other) for other in photos if other is not photos[k]] for k in (0, 1)]
+    unasked = [(photos[2], photos[j]) for j in (5, 6, 7)]  # its keeper "joined a family"
+    reference = SameShotChecker(isolate=False)
+    expected = [reference(pairs) for pairs in keepers]
+    with SameShotChecker(workers=2, pool_after=0) as checker:
+        checker.prefetch([*keepers[0], *keepers[1], *unasked])
+        assert checker(keepers[0]) == expected[0]
+        # The second keeper's pairs (but the one asked already) and the third's went to
+        # the pool with the first keeper's.
+        assert checker.given_ahead == len(keepers[1]) - 1 + len(unasked)
+        assert checker(keepers[1]) == expected[1]
+        counts = ("asked", "rejected", "coarse_rejected", "searched", "scored")
+        assert [getattr(checker, n) for n in counts] == [getattr(reference, n) for n in counts]
+    assert checker.ahead_unused == len(unasked)
+    assert checker.unanswered == 0
+
+
+def test_coarse_searches_of_many_pairs_at_once_equal_each_alone(
+    thumbs: list[list[sameshot.Thumb]],
+) -> None:
+    """The batched coarse search (one transform for a keeper's candidates, the window
+    normalisation per template size) gives exactly each pair's own result, whatever the
+    mix of shapes (landscape, portrait, half-size, flat) in one batch; so do the scores."""
+    flat = [t for family in thumbs for t in family]
+    blank = sameshot.thumbnail_from(Image.new("RGB", (120, 90), (200, 200, 200)))
+    portrait = sameshot.thumbnail_from(
+        Image.fromarray(skimage.data.astronaut()).rotate(90, expand=True)
+    )
+    prepared = [sameshot.Prepared(t) for t in [*flat, blank, portrait]]
+    keeper = prepared[0]
+    pairs = [(keeper, p) for p in prepared[1:]] + [(p, keeper) for p in prepared[1:]]
+    for scales in (sameshot.QUICK_SCALES, sameshot.OTHER_SCALES, sameshot.ALL_SCALES):
+        assert sameshot._coarse_many(pairs, scales) == [
+            sameshot._coarse(a, b, scales) for a, b in pairs
+        ]
+    together = sameshot.score_many(pairs)
+    assert together == [sameshot.score_many([pair])[0] for pair in pairs]
+    assert {s.stage for s in together} >= {"quick", "coarse", "fine"}
