@@ -7,9 +7,9 @@ never the scan, and the scanning process never decodes one.  The functions also 
 calling process for trusted files (``isolate=False``: tests, benchmarks).
 
 Jobs are tuples: ``("thumb", path)`` -> the packed thumbnail (bytes), for a photo whose
-features came without one (an older daemon or cache); ``("detail", a, b, size)`` -> float;
-``("details", keeper, [(other, size, structure), ...])`` -> one float per other, None where
-that other does not decode (the keeper decoded once per size for them all);
+features came without one (an older daemon or cache); ``("details", keeper, [(other, size,
+structure), ...])`` -> one float per other, None where that other does not decode (the
+keeper decoded once per size for them all);
 ``("resave", lossless, original, size)`` -> bool.  A file that does not decode raises
 :class:`~photodupd.imagebase.ImageError`, which the pool hands back as the job's error.
 """
@@ -35,8 +35,6 @@ def pixel_job(job: Any, spec: object = None) -> bytes | float | bool | list[floa
     kind, *args = job
     if kind == "thumb":
         return thumbnail_bytes(*args)
-    if kind == "detail":
-        return detail(*args)
     if kind == "details":
         return details(*args)
     if kind == "resave":

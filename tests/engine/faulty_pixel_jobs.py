@@ -1,8 +1,7 @@
 """A pixel-check job function that misbehaves on command (run in the isolated decoders).
 
-A detail job on a file whose name starts with ``hang`` (either side of a ``detail`` job, the
-keeper or any other of a ``details`` job) blocks forever (the pool must time
-out and replace the worker); everything else is the real :func:`pixeljobs.pixel_job`.
+A ``details`` job on a file whose name starts with ``hang`` (the keeper or any other)
+blocks forever (the pool must time out and replace the worker); everything else is the real :func:`pixeljobs.pixel_job`.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ from photodup_tui.engine import pixeljobs
 
 def hang_on_marked(job: Any, spec: object = None) -> Any:
     paths: list[str] = []
-    if job[0] == "detail":
-        paths = list(job[1:3])
-    elif job[0] == "details":
+    if job[0] == "details":
         paths = [job[1], *(other[0] for other in job[2])]
     if any(os.path.basename(p).startswith("hang") for p in paths):
         threading.Event().wait()
