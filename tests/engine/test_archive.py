@@ -129,8 +129,22 @@ def test_big_cells_are_searched_through_sketches_with_exact_scores(
     assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)
 
 
+@pytest.fixture
+def whole_blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per block the sketched search scored whole (``archive._exact_block``)."""
+    calls: list[int] = []
+    real = archive._exact_block
+
+    def spy(*args: Any, **options: Any) -> Any:
+        calls.append(1)
+        return real(*args, **options)
+
+    monkeypatch.setattr(archive, "_exact_block", spy)
+    return calls
+
+
 def test_a_cell_of_two_subjects_is_still_searched_through_sketches(
-    monkeypatch: pytest.MonkeyPatch,
+    whole_blocks: list[int],
 ) -> None:
     """k-means merges some subjects into one cell (10M photos of 1,000 subjects: ~100 cells
     of two).  From their common mean each subject's photos share a direction; the sketches
@@ -139,17 +153,9 @@ def test_a_cell_of_two_subjects_is_still_searched_through_sketches(
     vectors = library(6_000, 512, 0.80, topics=2, seed=11)
     full = vectors.astype(np.float32)
     ids = np.arange(len(full))
-    whole: list[int] = []
-    real = archive._exact_block
-
-    def spy(*args: Any, **options: Any) -> Any:
-        whole.append(1)
-        return real(*args, **options)
-
-    monkeypatch.setattr(archive, "_exact_block", spy)
     hits: list[Any] = []
     work = archive._sketched(full, ids, full[:0], ids[:0], 0.80, 0.3, hits)
-    assert not whole
+    assert not whole_blocks
     assert work < 0.5 * len(full) ** 2 / 2
     a, b, scores = (np.concatenate([h[k] for h in hits]) for k in range(3))
     found, want = as_pairs(np.minimum(a, b), np.maximum(a, b)), truth(vectors, 0.80)
@@ -159,7 +165,7 @@ def test_a_cell_of_two_subjects_is_still_searched_through_sketches(
 
 
 def test_a_sketch_floor_that_lets_through_most_pairs_scores_them_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    whole_blocks: list[int],
 ) -> None:
     """Photos that all look alike: nearly every pair of sketches passes a low floor, so
     the blocks are scored whole (and cut per photo) instead of pair by pair."""
@@ -168,17 +174,9 @@ def test_a_sketch_floor_that_lets_through_most_pairs_scores_them_exactly(
     vectors = centre + 0.3 * rng.standard_normal((1_500, 128)).astype(np.float32) / np.sqrt(128)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = np.arange(len(vectors))
-    dense = []
-    real = archive._exact_block
-
-    def spy(*args: Any, **options: Any) -> Any:
-        dense.append(1)
-        return real(*args, **options)
-
-    monkeypatch.setattr(archive, "_exact_block", spy)
     hits: list[Any] = []
     work = archive._sketched(vectors, ids, vectors[:0], ids[:0], 0.9, -1.0, hits)
-    assert dense
+    assert whole_blocks
     assert work >= len(vectors) ** 2 / 2  # scored whole, and counted so
     a, b, scores = (np.concatenate([h[k] for h in hits]) for k in range(3))
     full = vectors @ vectors.T
