@@ -36,6 +36,7 @@ dropped the alpha would be another picture.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,9 +311,10 @@ def build_set(folder: Path, families: list[str] | None = None) -> list[Item]:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit(f"usage: {sys.argv[0]} DIR")
-    folder = Path(sys.argv[1])
+    # argparse, so `--help` prints the usage instead of becoming a folder named "--help".
+    parser = argparse.ArgumentParser(description="Write the hard-negative set into DIR.")
+    parser.add_argument("dir", type=Path, help="folder to write the set into (created)")
+    folder = parser.parse_args().dir
     folder.mkdir(parents=True, exist_ok=True)
     items = build_set(folder)
     families = sorted({i.family for i in items})
