@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -232,7 +233,16 @@ def as_scan(argv: list[str]) -> int:
     original_close = checker_class.close
 
     def close(self: Any) -> None:
+        # CPU of the scoring workers and the isolated decoders (pixel checks), read before
+        # they stop, and of this process (walk, hash, grouping, messages).
+        import psutil
+
+        pools = {"scorers_cpu_s": self._scorers, "decoders_cpu_s": self._decoders}
+        for key, pool in pools.items():
+            stats[key] = stats.get(key, 0.0) + _pool_cpu(pool)
         original_close(self)
+        own = psutil.Process().cpu_times()
+        stats["client_cpu_s"] = own.user + own.system
         names = ("asked", "rejected", "scored", "over_budget", "unanswered", "decoded")
         for name in (*names, "given_ahead", "ahead_unused"):
             if hasattr(self, name):
@@ -243,6 +253,22 @@ def as_scan(argv: list[str]) -> int:
     if os.environ.get(PAIRS_ENV):
         _record_pairs(checker_class, Path(os.environ[PAIRS_ENV]))
     return cli.main(argv)
+
+
+def _pool_cpu(pool: Any) -> float:
+    """User + system CPU seconds of a pool's live worker processes (0 when it never ran)."""
+    import psutil
+
+    if pool is None:
+        return 0.0
+    pids = [p.pid for p in getattr(pool, "_processes", {}).values()]  # ProcessPoolExecutor
+    pids += [w.process.pid for w in getattr(pool, "_live", {}).values()]  # IsolatedPool
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _record_pairs(checker_class: Any, out: Path) -> None:
@@ -331,6 +357,7 @@ def report(rows: list[Row], codes: dict[str, Path]) -> str:
         "ratio",
         "<= 1.3x",
         "thumbnails / scoring (of which same-picture checks)",
+        "CPU: scan process / scoring workers / decoders",
         "pairs asked / rejected cheaply / fully scored / over budget",
         "groups as --before",
     ]
@@ -358,6 +385,10 @@ def report(rows: list[Row], codes: dict[str, Path]) -> str:
                         "yes" if ratio <= 1.3 else "**NO**",
                         f"{s['thumbnails_s']:.1f} s / {s['scoring_s']:.1f} s"
                         + (f" (near {s['near_s']:.1f} s)" if "near_s" in s else ""),
+                        " / ".join(
+                            f"{s[k]:.1f} s" if k in s else "n/a"
+                            for k in ("client_cpu_s", "scorers_cpu_s", "decoders_cpu_s")
+                        ),
                         counts,
                         same,
                     ]

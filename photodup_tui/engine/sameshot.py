@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -217,53 +217,63 @@ def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> 
     on the quality set) while every block keeps its levels.
     """
     a, b = DetailPicture.of(image_a), DetailPicture.of(image_b)
-    if a.gray.shape != b.gray.shape or min(a.gray.shape) < DETAIL_BLOCK:
+    if a.shape != b.shape or min(a.shape) < DETAIL_BLOCK:
         return -1.0
     margin = 1.0 - SAME_PICTURE_MIN
     level = 1.0 - margin * _block_levels(a, b) / LEVEL_TOLERANCE
     if not structure:
         return max(-1.0, level)
     pairs = [(a.brightness, b.brightness)]
-    if a.alpha is not None or b.alpha is not None:  # transparency: its shapes are compared too
+    if a.transparent or b.transparent:  # transparency: its shapes are compared too
         pairs.append((_Plane.of(a.opaque_alpha()), _Plane.of(b.opaque_alpha())))
     correlation = min(_block_correlation(x, y) for x, y in pairs)
     shapes = 1.0 - margin * (1.0 - correlation) / (1.0 - DETAIL_CORRELATION)
     return max(-1.0, min(shapes, level))
 
 
-@dataclass(frozen=True, slots=True)
 class _Plane:
     """One plane for the block correlation: its pixels (float32, whole levels) and, as
-    Pillow "F" images, the plane and its square."""
+    Pillow "F" images, the plane and its square.  The square is made when first read: a
+    photo's detail check compares levels only and never needs it."""
 
-    pixels: np.ndarray
-    image: Any
-    squares: Any
+    __slots__ = ("_squares", "image", "pixels")
+
+    def __init__(self, pixels: np.ndarray, image: Any) -> None:
+        self.pixels = pixels
+        self.image = image
+        self._squares: Any = None
 
     @classmethod
     def of(cls, pixels: np.ndarray, image: Any = None) -> _Plane:
         from PIL import Image
 
-        image = Image.fromarray(pixels) if image is None else image
-        return cls(pixels, image, Image.fromarray(pixels * pixels))
-
-
-@dataclass(frozen=True, slots=True)
-class DetailPicture:
-    """A picture as the detail check reads it: brightness and the planes whose block means it
-    compares (Pillow "F" images: brightness, red, green, blue, and alpha when the picture
-    has transparency).  Made once, it serves every pair the picture is in (a keeper and
-    its near copies, ``pixeljobs.details``)."""
-
-    brightness: _Plane
-    planes: tuple[Any, ...]
-    alpha: np.ndarray | None
-    #: Block means already taken, by (block side, offset): a keeper's serve all its pairs.
-    means: dict[tuple[int, int], list[np.ndarray]] = field(default_factory=dict)
+        return cls(pixels, Image.fromarray(pixels) if image is None else image)
 
     @property
-    def gray(self) -> np.ndarray:
-        return self.brightness.pixels
+    def squares(self) -> Any:
+        if self._squares is None:
+            from PIL import Image
+
+            self._squares = Image.fromarray(self.pixels * self.pixels)
+        return self._squares
+
+
+class DetailPicture:
+    """A picture as the detail check reads it: its 8-bit brightness (Pillow's "L"), colour
+    and alpha planes, whose block means the levels compare, and brightness as a float plane
+    for the shapes (made when first needed: a photo's check compares levels only).  Made
+    once, it serves every pair the picture is in (a keeper and its near copies,
+    ``pixeljobs.details``)."""
+
+    __slots__ = ("_brightness", "_opacity", "luma", "means", "rgb")
+
+    def __init__(self, luma: np.ndarray, rgb: np.ndarray, opacity: np.ndarray | None) -> None:
+        self.luma = luma  # (h, w) uint8
+        self.rgb = rgb  # (h, w, 3) uint8
+        self._opacity = opacity  # (h, w) uint8, or None: opaque
+        self._brightness: _Plane | None = None
+        #: Block means already taken, by (block side, offset): a keeper's serve all its pairs.
+        self.means: dict[tuple[int, int], list[np.ndarray]] = {}
 
     @classmethod
     def of(cls, image: object) -> DetailPicture:
@@ -274,21 +284,32 @@ class DetailPicture:
         if not isinstance(image, Image.Image):
             raise TypeError("expected a PIL image")
         rgb, alpha = _flattened(image)
-        luma = rgb.convert("L")
-        # From the 8-bit plane: a quarter of the bytes to copy out of Pillow, the same values.
-        gray = np.asarray(luma, dtype=np.float32)
-        brightness = _Plane.of(gray, luma.convert("F"))
-        planes = [brightness.image, *(channel.convert("F") for channel in rgb.split())]
-        opacity = None
-        if alpha is not None:
-            planes.append(alpha.convert("F"))
-            opacity = np.asarray(alpha, dtype=np.float32)
-        return cls(brightness, tuple(planes), opacity)
+        opacity = None if alpha is None else np.asarray(alpha)
+        return cls(np.asarray(rgb.convert("L")), np.asarray(rgb), opacity)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        height, width = self.luma.shape
+        return height, width
+
+    @property
+    def brightness(self) -> _Plane:
+        if self._brightness is None:
+            self._brightness = _Plane.of(self.luma.astype(np.float32))
+        return self._brightness
+
+    @property
+    def gray(self) -> np.ndarray:
+        return self.brightness.pixels
+
+    @property
+    def transparent(self) -> bool:
+        return self._opacity is not None
 
     def opaque_alpha(self) -> np.ndarray:
-        if self.alpha is not None:
-            return self.alpha
-        return np.full(self.gray.shape, 255.0, dtype=np.float32)
+        if self._opacity is not None:
+            return self._opacity.astype(np.float32)
+        return np.full(self.shape, 255.0, dtype=np.float32)
 
     def level_means(self, offset: int) -> list[np.ndarray]:
         """LEVEL_BLOCK block means of brightness, the two colour opponents (R-G and
@@ -296,10 +317,13 @@ class DetailPicture:
         linear, so their block means come from the channels'."""
         found = self.means.get((LEVEL_BLOCK, offset))
         if found is None:
-            gray, red, green, blue, *alpha = (
-                _block_means(p, LEVEL_BLOCK, offset) for p in self.planes
-            )
-            opacity = alpha[0] if alpha else np.full(gray.shape, 255.0)
+            gray = _block_means(self.luma, LEVEL_BLOCK, offset)
+            colour = _block_means(self.rgb, LEVEL_BLOCK, offset)
+            red, green, blue = colour[..., 0], colour[..., 1], colour[..., 2]
+            if self._opacity is None:
+                opacity = np.full(gray.shape, 255.0)
+            else:
+                opacity = _block_means(self._opacity, LEVEL_BLOCK, offset)
             found = [gray, red - green, 0.5 * (red + green) - blue, opacity]
             self.means[(LEVEL_BLOCK, offset)] = found
         return found
@@ -309,23 +333,39 @@ class DetailPicture:
         found = self.means.get((FINE_LEVEL_BLOCK, offset))
         if found is None:
             found = self.means[(FINE_LEVEL_BLOCK, offset)] = [
-                _block_means(self.planes[0], FINE_LEVEL_BLOCK, offset)
+                _block_means(self.luma, FINE_LEVEL_BLOCK, offset)
             ]
         return found[0]
 
 
 def _block_means(plane: Any, side: int, offset: int) -> np.ndarray:
-    """The mean of every whole side x side block of a float32 plane (a Pillow "F" image or
-    an array) from (offset, offset), in float64.  Pillow's box reduction: the same means as
-    numpy's block reshape to float32 rounding, several times faster than its strided sums."""
+    """The mean of every whole side x side block of a plane from (offset, offset), in
+    float64: a float32 plane (a Pillow "F" image or an array) through Pillow's box
+    reduction (the same means as numpy's block reshape to float32 rounding, several times
+    faster than its strided sums); 8-bit pixels (an (h, w) or (h, w, channels) uint8 array)
+    exactly, from whole-number block sums taken a row of blocks, then a column, at a time."""
     from PIL import Image
 
+    if isinstance(plane, np.ndarray) and plane.dtype == np.uint8:
+        return _integer_block_means(plane, side, offset)
     image = plane if isinstance(plane, Image.Image) else Image.fromarray(plane)
     width, height = ((n - offset) // side * side for n in image.size)
     if width <= 0 or height <= 0:
         return np.zeros((0, 0))
     box = (offset, offset, offset + width, offset + height)
     return np.asarray(image.reduce(side, box=box), dtype=np.float64)
+
+
+def _integer_block_means(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
+    rows, columns = ((n - offset) // side for n in pixels.shape[:2])
+    channels = pixels.shape[2:]
+    if rows <= 0 or columns <= 0:
+        return np.zeros((0, 0, *channels))
+    inside = pixels[offset : offset + rows * side, offset : offset + columns * side]
+    # A block's column of levels sums within 16 bits (the row of blocks is contiguous).
+    strips = inside.reshape(rows, side, columns * side, *channels).sum(axis=1, dtype=np.uint16)
+    sums = strips.reshape(rows, columns, side, *channels).sum(axis=2, dtype=np.uint32)
+    return sums / float(side * side)
 
 
 def _block_correlation(a: _Plane, b: _Plane) -> float:

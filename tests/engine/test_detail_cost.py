@@ -213,3 +213,19 @@ def test_a_keeper_is_decoded_once_for_all_its_near_pairs(
             assert value == pixeljobs.detail(
                 str(tmp_path / "keeper.png"), str(tmp_path / name), size
             )
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3), (17, 16, 3)])
+@pytest.mark.parametrize(("side", "offset"), [(16, 0), (16, 8), (8, 4), (6, 3)])
+def test_8_bit_block_means_are_exact(shape: tuple[int, ...], side: int, offset: int) -> None:
+    """The levels read 8-bit planes through whole-number block sums: every block's mean
+    must be its pixels' mean, block by block and channel by channel, edges left out."""
+    pixels = np.random.default_rng(sum(shape) + side).integers(0, 256, shape, dtype=np.uint8)
+    means = sameshot._block_means(pixels, side, offset)
+    rows, columns = ((n - offset) // side for n in shape[:2])
+    assert means.shape == (rows, columns, *shape[2:])
+    for r in range(rows):
+        for c in range(columns):
+            top, left = offset + r * side, offset + c * side
+            block = pixels[top : top + side, left : left + side].astype(np.float64)
+            assert np.array_equal(means[r, c], block.mean(axis=(0, 1)))
