@@ -730,7 +730,7 @@ def _search(
     best = (-1.0, 1.0, False)
     templates = []
     for scale in scales:
-        template = _centre(_resized(other, scale))
+        template = _centre(_resampled(other, scale))
         th, tw = template.shape
         if th < 4 or tw < 4 or th > image.shape[0] or tw > image.shape[1]:
             continue

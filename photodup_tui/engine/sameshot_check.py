@@ -618,7 +618,9 @@ class SameShotChecker:
             return None
         if self._scorers is None:
             context = multiprocessing.get_context("spawn")
-            self._scorers = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._scorers = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=one_blas_thread
+            )
         return self._scorers
 
     def _advance(self, done: int) -> None:
@@ -696,6 +698,15 @@ class _Started:
 
     value: float
     job: tuple[Future[Any], int] | None = None
+
+
+def one_blas_thread() -> None:
+    """A scoring process's start: BLAS on one thread.  The pool has a process per core, and
+    the search's small matrix products (resampling a thumbnail) would otherwise each wake a
+    thread per core: on a loaded machine that made the fine search 6x slower."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 def _detail_job(

@@ -255,3 +255,16 @@ def test_coarse_searches_of_many_pairs_at_once_equal_each_alone(
     together = sameshot.score_many(pairs)
     assert together == [sameshot.score_many([pair])[0] for pair in pairs]
     assert {s.stage for s in together} >= {"quick", "coarse", "fine"}
+
+
+def test_scoring_processes_run_blas_on_one_thread() -> None:
+    """The pool has a process per core: a BLAS thread per core in each of them (the search's
+    resampling products) fights the others for the same cores."""
+    import threadpoolctl
+
+    with sameshot_check.SameShotChecker(workers=2) as checker:
+        pool = checker._scoring_pool()
+        assert pool is not None
+        libraries = pool.submit(threadpoolctl.threadpool_info).result(timeout=60)
+    blas = [lib for lib in libraries if lib["user_api"] == "blas"]
+    assert blas and all(lib["num_threads"] == 1 for lib in blas)
