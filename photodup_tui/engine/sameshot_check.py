@@ -34,6 +34,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from threadpoolctl import threadpool_limits
+
 from photodup_tui.engine import pixeljobs, sameshot
 from photodup_tui.engine.cache import Cache, CacheError, pixel_key
 from photodup_tui.engine.types import Photo
@@ -405,14 +407,18 @@ class SameShotChecker:
             except BrokenProcessPool:  # a worker was killed (memory?): score here instead
                 self._scorers = None
         done = []
-        for a, b in pairs:
-            if self._cancelled():
-                break
-            keys = [self._prepared_keys((a, b))]
-            done.append(((a, b), score_chunk([(thumbs[a.path], thumbs[b.path])], full, keys)[0]))
-            self._scored_here += 1
-            if full:
-                self._advance(1)
+        # Here too BLAS on one thread, as in the pool (one_blas_thread): the scan's other
+        # work (the daemon, the decoders) holds the other cores.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for a, b in pairs:
+                if self._cancelled():
+                    break
+                keys = [self._prepared_keys((a, b))]
+                scored = score_chunk([(thumbs[a.path], thumbs[b.path])], full, keys)[0]
+                done.append(((a, b), scored))
+                self._scored_here += 1
+                if full:
+                    self._advance(1)
         return done
 
     def _submit(
@@ -704,9 +710,7 @@ def one_blas_thread() -> None:
     """A scoring process's start: BLAS on one thread.  The pool has a process per core, and
     the search's small matrix products (resampling a thumbnail) would otherwise each wake a
     thread per core: on a loaded machine that made the fine search 6x slower."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _detail_job(

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -268,3 +269,24 @@ def test_scoring_processes_run_blas_on_one_thread() -> None:
         libraries = pool.submit(threadpoolctl.threadpool_info).result(timeout=60)
     blas = [lib for lib in libraries if lib["user_api"] == "blas"]
     assert blas and all(lib["num_threads"] == 1 for lib in blas)
+
+
+def test_pairs_scored_in_the_scan_process_run_blas_on_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the pool starts (or with no pool) the scan scores pairs itself: there too
+    BLAS must not start a thread per core beside the daemon's and the decoders' work."""
+    import threadpoolctl
+
+    seen: list[int] = []
+    real = sameshot_check.score_chunk
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+        seen.extend(lib["num_threads"] for lib in blas)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sameshot_check, "score_chunk", spying)
+    a, b, _ = (photo(p, content_hash=p) for p in _pair_files(tmp_path))
+    assert SameShotChecker(isolate=False)([(a, b)])[0] is not None
+    assert seen and set(seen) == {1}
