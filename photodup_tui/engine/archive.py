@@ -87,9 +87,26 @@ from photodup_tui.engine.neighbours import (
 ARCHIVE_LIMIT = 2_000_000
 MAX_CELLS = 1_000
 BLOCK_ROWS = 32_768  # rows read (and scored against every centroid) at a time
-#: Rows (as stored: float16) one search pass gathers: its cells' home members and probers.
-#: 10M x 1280 is ~26 GB of them (4 passes); the rest of the search's memory is ~2 GiB.
-PASS_BYTES = 8 * 2**30
+
+
+def _memory_share(share: float) -> int:
+    """This share of the machine's physical memory, in bytes (8 GiB where unknown)."""
+    try:
+        return int(share * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 8 * 2**30
+
+
+#: Rows (as stored: float16) one search pass holds: its cells' home members and probers.
+#: 10M x 1280 is ~24 GiB of them: with 24 GiB of memory, 2 passes (the rest of the search's
+#: memory is ~1 GiB; what is left to the page cache keeps part of the last read).  Every
+#: pass but the first costs a read of the whole matrix (its cells' rows lie all over it).
+PASS_BYTES = _memory_share(0.55)
+#: The first pass's rows are copied as the assignment reads them (no read of its own); its
+#: cells are chosen before, from the k-means sample's assignment, and its buffer reserves
+#: EARLY_ROOM times their estimated rows (address space: pages count once written).  Should
+#: more arrive, the copy is dropped and the pass reads the matrix like the others.
+EARLY_ROOM = 1.25
 #: A block of which a pass wants fewer than 1 row in SPARSE_READ is read row (run) by row:
 #: the last pass is often a remainder (10M x 1280: 1% of the rows), and the benchmark's
 #: disk sustains ~50 MB/s, 8+ minutes for the whole 25.6 GB file.
@@ -259,35 +276,120 @@ def _search(
     rng = np.random.default_rng(SEED)
     with stats.phase("k-means"):
         # _kmeans only takes len() and sampled rows of what it is given.
-        sample = cast(np.ndarray, _SampleView(rows))
-        centroids = _kmeans(sample, min(MAX_CELLS, _cell_count(n)), rng, run)
-    stats.cells = len(centroids)
+        view = _SampleView(rows)
+        centroids = _kmeans(cast(np.ndarray, view), min(MAX_CELLS, _cell_count(n)), rng, run)
+    stats.cells = cells = len(centroids)
     with stats.phase("assignment"):
-        plan = _assign(rows, centroids, run)
+        early = _Early.planned(view.taken, centroids, rows, memory)
+        plan = _assign(rows, centroids, run, early)
     with stats.phase("pilot"):
         margin, sub_margin, sketch_floor = _pilot_margin(
-            rows, plan, len(centroids), threshold, run, rng, stats
+            rows, plan, cells, threshold, run, rng, stats
         )
     stats.margin, stats.sub_margin, stats.sketch_floor = margin, sub_margin, sketch_floor
     keep = plan.probe_gaps <= margin
     stats.probes_per_vector = 1 + np.count_nonzero(keep) / n
-    cells = len(centroids)
     members = np.bincount(plan.home, minlength=cells)
     # A cell no row calls home has nothing to search: no pass reads its probers.
     entries = np.where(
         members > 0, members + np.bincount(plan.probe_cells[keep], minlength=cells), 0
     )
     search = _CellSearch(threshold, sub_margin, sketch_floor)
-    passes = _plan_passes(entries * rows.row_bytes, memory)
+    held = early.whole()  # the early cells' rows: the first pass, whatever their size
+    first = [np.flatnonzero(early.cells & (entries > 0))] if held else []
+    rest = np.where(early.cells, 0, entries) if held else entries
+    passes = [*first, *_plan_passes(rest * rows.row_bytes, memory)]
     stats.passes = len(passes)
     for index, chosen in enumerate(passes):
         with stats.phase("gather"):
             part = _Pass.of(chosen, plan, cells, keep)
-            # The assignment read the file forwards: the page cache holds its end.
-            data = _gather(rows, part, run, backwards=index % 2 == 0)
+            if held and index == 0:
+                data, part.slots = early.take(part, n)
+            else:
+                # Each read runs the other way from the last (the assignment's: forwards):
+                # the part of the file read last is what the page cache still holds.
+                data = _gather(rows, part, run, backwards=stats.reads % 2 == 0)
+                stats.reads += 1
         with stats.phase("search"):
             _search_pass(part, data, search, found, run, stats, n)
         del data, part  # before the next pass's rows are gathered
+
+
+class _Early:
+    """The first pass's rows, copied as the assignment reads them (``EARLY_ROOM``): its
+    cells' home members and every row probing one of them within ``MAX_MARGIN`` (the probe
+    margin is not known yet), in the order they came, each with its key (cell x N + row)."""
+
+    def __init__(self, cells: np.ndarray, capacity: int, rows: _Rows) -> None:
+        self.cells = cells
+        self.data = np.empty((capacity, rows.dim), dtype=rows.dtype)  # untouched: no pages
+        self._n = rows.n
+        self._lock = threading.Lock()
+        self._used = 0
+        self._full = False
+        self._keys: list[np.ndarray] = []
+        self._starts: list[int] = []
+
+    @staticmethod
+    def planned(sample: np.ndarray, centroids: np.ndarray, rows: _Rows, memory: int) -> _Early:
+        """The first run of cells (in cell order, as ``_plan_passes`` takes them) holding
+        about an even share of the rows, should they take ``ceil(rows / memory)`` passes;
+        every cell when they fit in one.  Sizes are the sample's, scaled to the matrix."""
+        home, _, probe_cells, _ = assign_block(_float32(sample), centroids, 0)
+        count = len(centroids)
+        scale = rows.n / max(1, len(sample))
+        sizes = np.bincount(home, minlength=count) + np.bincount(probe_cells, minlength=count)
+        estimate = sizes * scale * rows.row_bytes
+        total = float(estimate.sum())
+        share = total / max(1, int(np.ceil(total / memory)))
+        held = np.cumsum(estimate)
+        chosen = np.zeros(count, dtype=bool)
+        chosen[: max(1, int(np.searchsorted(held, share * (1 + 1e-9), side="right")))] = True
+        capacity = int(EARLY_ROOM * float(held[chosen].max(initial=0)) / rows.row_bytes)
+        return _Early(chosen, capacity + BLOCK_ROWS, rows)
+
+    def whole(self) -> bool:
+        """Whether every row of the early cells was kept (none overflowed the buffer)."""
+        return bool(self.cells.any()) and not self._full
+
+    def keep(self, block: np.ndarray, start: int, assigned: Assigned) -> None:
+        """The rows of this block (its first row: ``start``) that the early cells want."""
+        if self._full or not self.cells.any():
+            return
+        home, probe_rows, probe_cells, _ = assigned
+        members = np.flatnonzero(self.cells[home])
+        probing = np.flatnonzero(self.cells[probe_cells])
+        local = np.concatenate([members, probe_rows[probing].astype(np.int64) - start])
+        cell = np.concatenate([home[members], probe_cells[probing]]).astype(np.int64)
+        with self._lock:
+            data, at = self.data, self._used
+            if at + len(local) > len(data):  # more than reserved: give it up
+                self._full = True
+                self.data = self.data[:0].copy()  # freed once no thread writes to it
+                self._keys, self._starts = [], []
+                return
+            self._used += len(local)
+            self._keys.append(cell * self._n + (local + start))
+            self._starts.append(at)
+        data[at : at + len(local)] = block[local]  # each thread its own slots
+
+    def take(self, part: _Pass, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The buffer, and where in it each of the pass's rows is (the pass's order); the
+        buffer is the caller's from then on."""
+        keys = np.concatenate([*self._keys, np.empty(0, np.int64)])
+        slots = np.concatenate(
+            [np.arange(a, a + len(k)) for a, k in zip(self._starts, self._keys, strict=True)]
+            + [np.empty(0, np.int64)]
+        )
+        order = np.argsort(keys)
+        keys, slots = keys[order], slots[order]
+        wanted = np.repeat(part.cells, np.diff(part.bounds)) * n + part.ids
+        at = np.minimum(np.searchsorted(keys, wanted), max(0, len(keys) - 1))
+        if len(wanted) and (not len(keys) or not np.array_equal(keys[at], wanted)):
+            raise RuntimeError("the first pass's rows were not all kept by the assignment")
+        data = self.data
+        self.data, self._keys, self._starts = data[:0].copy(), [], []
+        return data, slots[at]
 
 
 class _Buffers:
@@ -307,28 +409,33 @@ class _Buffers:
 
 
 class _SampleView:
-    """What ``neighbours._kmeans`` needs of the matrix: its length and sampled rows."""
+    """What ``neighbours._kmeans`` needs of the matrix: its length and sampled rows (the
+    last taken are kept: ``_Early.planned`` sizes the cells on them)."""
 
     def __init__(self, rows: _Rows) -> None:
         self._rows = rows
+        self.taken = np.empty((0, rows.dim), dtype=rows.dtype)
 
     def __len__(self) -> int:
         return self._rows.n
 
     def __getitem__(self, ids: np.ndarray) -> np.ndarray:
-        return self._rows.take(ids)
+        self.taken = self._rows.take(ids)
+        return self.taken
 
 
 def _blocks(n: int) -> range:
     return range(0, n, BLOCK_ROWS)
 
 
-def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner) -> _Plan:
+def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner, early: _Early) -> _Plan:
     buffers = _Buffers(rows)
 
     def assign(start: int) -> Assigned:
         block = rows.block(start, min(rows.n, start + BLOCK_ROWS), buffers.mine())
-        return assign_block(_float32(block), centroids, start)
+        assigned = assign_block(_float32(block), centroids, start)
+        early.keep(block, start, assigned)
+        return assigned
 
     parts = list(run.map(assign, _blocks(rows.n)))
     return _Plan(
@@ -805,6 +912,7 @@ class _Pass:
     ids: np.ndarray
     at_home: np.ndarray
     bounds: np.ndarray
+    slots: np.ndarray | None = None  # where each row is in the pass's data (None: in order)
 
     @staticmethod
     def of(chosen: np.ndarray, plan: _Plan, cells: int, keep: np.ndarray) -> _Pass:
@@ -873,7 +981,8 @@ def _search_pass(
         done = 0.0
         for c in chunk:
             lo, hi = int(starts[c]), int(ends[c])
-            mine, ids, block = chosen.at_home[lo:hi], chosen.ids[lo:hi], data[lo:hi]
+            mine, ids = chosen.at_home[lo:hi], chosen.ids[lo:hi]
+            block = data[lo:hi] if chosen.slots is None else data[chosen.slots[lo:hi]]
             done += search.cell(
                 int(chosen.cells[c]),
                 (_float32(block[mine]), ids[mine]),

@@ -111,7 +111,8 @@ class SearchStats:
     rings: int = 0  # margin steps the pilot searched
     pilot_pairs: int = 0  # pairs the pilot found
     probes_per_vector: float = 0.0  # cells each vector is compared in, on average
-    passes: int = 0  # the archive search's reads of the matrix after the pilot
+    passes: int = 0  # the archive search's passes (runs of cells searched together)
+    reads: int = 0  # ... and its reads of the whole matrix for them (the first: none)
     work_share: float = 0.0  # dot products in the cells / those of the exact search
     seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # the process's CPU time

@@ -206,16 +206,18 @@ def test_pairs_just_below_the_threshold_are_never_reported(tmp_path: Path) -> No
 def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The matrix is read a block (or a sampled run) at a time, never whole; each pass
-    gathers its cells' rows in float16, within its memory but for a cell bigger than it,
-    every home member once and every prober once per cell it probes."""
+    """The matrix is read a block (or a sampled run) at a time, never whole; the first
+    pass's rows are copied as the assignment reads them, each later pass reads the matrix
+    again; each pass holds its cells' rows in float16, within its memory but for a cell
+    bigger than it, every home member once and every prober once per cell it probes."""
     vectors = library(20_000, 128, 0.80, seed=5)
     matrix = on_disk(vectors, tmp_path)
     reads: list[int] = []
     buffers: set[int] = set()  # the arrays blocks were read into
     directions: list[bool] = []
-    gathered: list[tuple[Any, np.ndarray]] = []
-    block, gather = archive._Rows.block, archive._gather
+    gathered: list[Any] = []
+    searched: list[tuple[Any, np.ndarray]] = []
+    block, gather, search_pass = archive._Rows.block, archive._gather, archive._search_pass
 
     def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
         reads.append(stop - start)
@@ -224,32 +226,59 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
         return block(self, start, stop, into)
 
     def seen_gather(rows: Any, part: Any, run: Any, backwards: bool) -> np.ndarray:
-        data = gather(rows, part, run, backwards)
-        gathered.append((part, data))
+        gathered.append(part)
         directions.append(backwards)
-        return data
+        return gather(rows, part, run, backwards)
+
+    def seen_search_pass(part: Any, data: np.ndarray, *args: Any) -> None:
+        searched.append((part, data))
+        search_pass(part, data, *args)
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
     monkeypatch.setattr(archive, "_gather", seen_gather)
+    monkeypatch.setattr(archive, "_search_pass", seen_search_pass)
     (a, _, _), stats = search(matrix, 0.80, tmp_path)
     assert len(a) > 0
     assert max(reads) <= archive.BLOCK_ROWS < len(vectors)
-    assert len(gathered) == stats.passes >= 4
-    # The assignment read forwards; then backwards, forwards, ...: each pass starts with
+    assert len(searched) == stats.passes == stats.reads + 1 >= 5
+    # The first pass read nothing: the assignment kept its rows.
+    assert gathered == [part for part, _ in searched[1:]]
+    assert searched[0][0].slots is not None
+    assert all(part.slots is None for part, _ in searched[1:])
+    # The assignment read forwards; then backwards, forwards, ...: each read starts with
     # the part of the file the last read ended with (what the page cache holds).
-    assert directions == [k % 2 == 0 for k in range(stats.passes)]
-    # One buffer a thread for the assignment and for each pass: not a fresh array a block.
-    assert 0 < len(buffers) <= 2 * (1 + stats.passes) < len(reads) // 2
+    assert directions == [k % 2 == 0 for k in range(stats.reads)]
+    # One buffer a thread for the assignment and for each read: not a fresh array a block.
+    assert 0 < len(buffers) <= 2 * (1 + stats.reads) < len(reads) // 2
     entries = 0
-    for part, data in gathered:
+    for index, (part, data) in enumerate(searched):
+        rows = data if part.slots is None else data[part.slots]
         assert data.dtype == np.float16
-        assert np.array_equal(data, vectors[part.ids])  # each row where the pass says
-        biggest = int(np.diff(part.bounds).max()) * data.shape[1] * 2
-        assert data.nbytes <= archive.PASS_BYTES or len(part.cells) == 1, biggest
+        assert np.array_equal(rows, vectors[part.ids])  # each row where the pass says
+        # The first pass's cells were sized on the k-means sample: about an even share.
+        room = archive.EARLY_ROOM if index == 0 else 1
+        assert rows.nbytes <= room * archive.PASS_BYTES or len(part.cells) == 1
         entries += len(part.ids)
-    cells = np.concatenate([part.cells for part, _ in gathered])
+    cells = np.concatenate([part.cells for part, _ in searched])
     assert len(np.unique(cells)) == len(cells)  # each cell searched in one pass only
     assert entries == round(len(vectors) * stats.probes_per_vector)
+
+
+def test_the_first_pass_copied_by_the_assignment_gives_the_pairs_of_a_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All the rows in one pass: the assignment keeps them, no read follows.  With no room
+    to keep them (the copy overflows and is given up), the pass reads the matrix: the same
+    rows in the same order, so the same pairs and scores."""
+    vectors = library(20_000, 128, 0.80, seed=7)
+    matrix = on_disk(vectors, tmp_path)
+    (a1, b1, s1), kept = search(matrix, 0.80, tmp_path, memory=2**40)
+    monkeypatch.setattr(archive, "EARLY_ROOM", 0.0)  # room for one block's rows
+    (a2, b2, s2), read = search(matrix, 0.80, tmp_path, memory=2**40)
+    assert (kept.passes, kept.reads) == (1, 0)
+    assert (read.passes, read.reads) == (1, 1)
+    assert len(a1) > 3000
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
 
 def test_many_passes_give_the_same_pairs_as_one(tmp_path: Path) -> None:
@@ -259,7 +288,7 @@ def test_many_passes_give_the_same_pairs_as_one(tmp_path: Path) -> None:
     matrix = on_disk(vectors, tmp_path)
     (a1, b1, s1), one = search(matrix, 0.80, tmp_path, memory=2**40)
     (a2, b2, s2), many = search(matrix, 0.80, tmp_path)
-    assert one.passes == 1 and many.passes >= 4
+    assert (one.passes, one.reads) == (1, 0) and many.passes >= 4 and many.reads >= 3
     assert len(a1) > 3000
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
