@@ -80,6 +80,7 @@ from photodup_tui.engine.neighbours import (
     _strongest,
     _where,
     assign_block,
+    assigned,
 )
 
 #: ``group_photos`` takes this path above this many embeddings (it never changes the small
@@ -148,6 +149,29 @@ SKETCH_AXES = 8  # main directions of a cell's residuals left out of its sketche
 SKETCH_SAMPLE = 1_000  # ... found on about this many of its members ...
 SKETCH_ROUNDS = 3  # ... in this many rounds of subspace iteration
 RESCORE_PAIRS = 65_536  # candidate pairs scored exactly at a time (two rows gathered each)
+#: The assignment scores every row against every centroid (10M x 1,000 x 1280: 2.6e13
+#: flops, a third of the search's CPU).  It scores them first on the rows' first ``head``
+#: coordinates only (``_HeadScores``): the rest of a score is at most |x_tail| |c_tail|
+#: (Cauchy-Schwarz), so a cell whose head score plus that bound is below a known score of
+#: the row less MAX_MARGIN is neither its home nor a probe, and only the other cells are
+#: scored on the rest: the same home and probes (up to float32 rounding, ASSIGN_SLACK).
+#: A row with more than ASSIGN_FEW such cells (a row far from every centroid, e.g. in a
+#: cell of two subjects) is scored on the rest against every centroid, as one product.  The
+#: head is the share of ASSIGN_HEADS that costs least on the k-means sample, counting a
+#: dot product gathered for one cell as ASSIGN_GATHER of the product's, and a share of
+#: ASSIGN_OVERHEAD for the bounds (again for a row scored against every cell); none costing
+#: under ASSIGN_WORTH of every full score: all scored whole.  On the benchmark's 1280-d
+#: library (1,000 subjects) the head is 768 coordinates, ~0.83 of the full scores' CPU: a
+#: fifth of the rows, in cells of two subjects, score ~0.5 with their home and are
+#: scored whole.
+ASSIGN_CHUNK = 2_048  # rows at a time: their rows x cells matrices stay in the cache
+ASSIGN_FEW = 8
+ASSIGN_HEADS = (0.5, 0.625, 0.75, 0.875)
+ASSIGN_SLACK = 1e-4
+ASSIGN_GATHER = 8.0
+ASSIGN_OVERHEAD = 0.1
+ASSIGN_WORTH = 0.9
+ASSIGN_SAMPLE = 8_192  # sample rows the head is chosen on
 
 
 def write_matrix(vectors: Sequence[np.ndarray], path: Path) -> np.memmap:
@@ -281,7 +305,9 @@ def _search(
     stats.cells = cells = len(centroids)
     with stats.phase("assignment"):
         early = _Early.planned(view.taken, centroids, rows, memory)
-        plan = _assign(rows, centroids, run, early)
+        scorer = _HeadScores.fitted(view.taken, centroids)
+        plan = _assign(rows, centroids, run, early, scorer)
+    stats.assign_head = scorer.head
     with stats.phase("pilot"):
         margin, sub_margin, sketch_floor = _pilot_margin(
             rows, plan, cells, threshold, run, rng, stats
@@ -428,14 +454,16 @@ def _blocks(n: int) -> range:
     return range(0, n, BLOCK_ROWS)
 
 
-def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner, early: _Early) -> _Plan:
+def _assign(
+    rows: _Rows, centroids: np.ndarray, run: _Runner, early: _Early, scorer: _HeadScores
+) -> _Plan:
     buffers = _Buffers(rows)
 
     def assign(start: int) -> Assigned:
         block = rows.block(start, min(rows.n, start + BLOCK_ROWS), buffers.mine())
-        assigned = assign_block(_float32(block), centroids, start)
-        early.keep(block, start, assigned)
-        return assigned
+        done = scorer.assign(_float32(block), start)
+        early.keep(block, start, done)
+        return done
 
     parts = list(run.map(assign, _blocks(rows.n)))
     return _Plan(
@@ -444,6 +472,112 @@ def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner, early: _Early) -> 
         probe_cells=np.concatenate([p[2] for p in parts]),
         probe_gaps=np.concatenate([p[3] for p in parts]).astype(np.float32),
     )
+
+
+class _HeadScores:
+    """Centroid scores of rows on their first ``head`` coordinates, and the cells that may
+    still be a row's home or probe once the rest is bounded (``ASSIGN_HEADS``)."""
+
+    def __init__(self, centroids: np.ndarray, head: int) -> None:
+        self.centroids = centroids
+        self.head = head
+        self._tail = np.ascontiguousarray(centroids[:, head:])
+        self._tail_norms = np.sqrt(np.einsum("ij,ij->i", self._tail, self._tail))
+        # One more coordinate, |c_tail| against the row's |x_tail|: one product gives
+        # each cell's head score plus its bound, head_c + |x_tail| |c_tail|.
+        self._upper = np.ascontiguousarray(np.c_[centroids[:, :head], self._tail_norms])
+
+    @staticmethod
+    def fitted(sample: np.ndarray, centroids: np.ndarray) -> _HeadScores:
+        """The head that costs least on (part of) the k-means sample, or every coordinate."""
+        count, dim = centroids.shape
+        rows = _float32(sample[:: max(1, len(sample) // ASSIGN_SAMPLE)])
+        best, cost = dim, ASSIGN_WORTH
+        for share in ASSIGN_HEADS:
+            head = int(share * dim)
+            if not 0 < head < dim or not len(rows):
+                continue
+            scorer = _HeadScores(centroids, head)
+            counts = np.concatenate(
+                [
+                    np.count_nonzero(scorer.bounded(rows[k : k + ASSIGN_CHUNK])[2], axis=1)
+                    for k in range(0, len(rows), ASSIGN_CHUNK)
+                ]
+            )
+            many = counts > ASSIGN_FEW
+            gathered = float(np.sum(np.where(many, 0, counts))) / len(rows)
+            rest = (dim - head) / dim
+            spent = head / dim + (rest + ASSIGN_OVERHEAD) * float(np.mean(many))
+            spent += rest * gathered * ASSIGN_GATHER / count + ASSIGN_OVERHEAD
+            if spent < cost:
+                best, cost = head, spent
+        return _HeadScores(centroids, best)
+
+    def bounded(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's |x_tail|, its cells' upper bounds (rows x cells) and which cells may
+        be within ``MAX_MARGIN`` of its best."""
+        tail = rows[:, self.head :]
+        reach = np.sqrt(np.einsum("ij,ij->i", tail, tail))
+        upper = np.c_[rows[:, : self.head], reach] @ self._upper.T
+        first = upper.argmax(axis=1)  # most likely the home: its exact score is a floor
+        known = self._exact(rows, np.arange(len(rows)), first, upper, reach)
+        # A cell c within MAX_MARGIN of the best scores at least known - MAX_MARGIN, and at
+        # most its bound.
+        return reach, upper, upper >= (known - MAX_MARGIN - ASSIGN_SLACK)[:, None]
+
+    def _exact(
+        self, rows: np.ndarray, i: np.ndarray, j: np.ndarray, upper: np.ndarray, reach: np.ndarray
+    ) -> np.ndarray:
+        """Row i's exact score against cell j, for each (i, j): the head score (the bound
+        less |x_tail| |c_tail|) plus the tail's dot product."""
+        head = upper[i, j] - reach[i] * self._tail_norms[j]
+        return cast(np.ndarray, head + np.einsum("ij,ij->i", rows[i, self.head :], self._tail[j]))
+
+    def assign(self, rows: np.ndarray, start: int) -> Assigned:
+        """``assign_block``'s result for these float32 rows."""
+        if self.head >= rows.shape[1]:
+            return assign_block(rows, self.centroids, start)
+        parts = [
+            self._assign_chunk(rows[k : k + ASSIGN_CHUNK], start + k)
+            for k in range(0, len(rows), ASSIGN_CHUNK)
+        ]
+        return cast(Assigned, tuple(np.concatenate([p[k] for p in parts]) for k in range(4)))
+
+    def _assign_chunk(self, rows: np.ndarray, start: int) -> Assigned:
+        reach, upper, open_ = self.bounded(rows)
+        counts = np.count_nonzero(open_, axis=1)
+        many = np.flatnonzero(counts > ASSIGN_FEW)
+        few = np.flatnonzero(counts <= ASSIGN_FEW)
+        home = np.empty(len(rows), dtype=np.int64)
+        parts: list[Assigned] = []
+        if len(many):  # every cell, the tail as one product
+            heads = upper[many] - np.multiply.outer(reach[many], self._tail_norms)
+            scores = heads + rows[many, self.head :] @ self._tail.T
+            h, r, c, gap = assigned(scores, 0)
+            home[many] = h
+            parts.append((many[h[:0]], many[r].astype(np.int32), c, gap))
+        # The others: their open cells alone, each home the best of them (the lowest cell
+        # of equals, as argmax) and its probes the rest within MAX_MARGIN of it.
+        r, c = _where(open_[few])
+        r = few[r]
+        score = self._exact(rows, r, c, upper, reach)
+        order = np.lexsort((c, -score, r))  # by row, best first, lowest cell of equals
+        r, c, score = r[order], c[order], score[order]
+        lead = np.ones(len(r), dtype=bool)  # each row's first: its best
+        lead[1:] = r[1:] != r[:-1]
+        home[r[lead]] = c[lead]
+        best = score[np.flatnonzero(lead)[np.cumsum(lead) - 1]]  # each row's best
+        near = ~lead & (score >= best - MAX_MARGIN)
+        parts.append((r[:0], r[near].astype(np.int32), c[near], (best - score)[near]))
+        probe_rows = np.concatenate([p[1] for p in parts])
+        probe_cells = np.concatenate([p[2] for p in parts]).astype(np.int32)
+        order = np.lexsort((probe_cells, probe_rows))  # as assign_block gives them
+        return (
+            home,
+            (probe_rows[order] + start).astype(np.int32),
+            probe_cells[order],
+            np.concatenate([p[3] for p in parts])[order].astype(np.float32),
+        )
 
 
 # ------------------------------------------------------------------------------ pilot

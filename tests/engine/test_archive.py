@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from photodup_tui.engine import archive, grouping
+from photodup_tui.engine import archive, grouping, neighbours
 from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.neighbours import MAX_PER_PHOTO, SearchStats
@@ -73,6 +73,47 @@ def test_finds_the_exact_searchs_pairs_with_their_exact_cosines(tmp_path: Path) 
     assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
     assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)  # sorted, unique
     assert stats.passes >= 4  # 20,000 x 256 float16 is 10 MB, 2 MB a pass
+
+
+def test_the_assignment_on_head_coordinates_gives_every_home_and_probe() -> None:
+    """Centroids scored on the rows' first coordinates, the rest bounded (Cauchy-Schwarz):
+    the same home cell and probes (MAX_MARGIN) as scoring every coordinate, whatever the
+    head, for rows near one centroid (few cells left to score exactly) and rows between
+    two (a midpoint centroid: every cell scored)."""
+    vectors = library(12_000, 256, 0.80, topics=30, seed=12).astype(np.float32)
+    rng = np.random.default_rng(12)
+    picks = vectors[rng.choice(len(vectors), 60, replace=False)]
+    middles = picks[:10] + picks[10:20]
+    centroids = np.concatenate([picks, middles / np.linalg.norm(middles, axis=1)[:, None]])
+    want = neighbours.assign_block(vectors, centroids, 1_000)
+    assert len(want[1]) > 1_000  # rows with probes
+    for head in (16, 128, 192, 255):
+        scorer = archive._HeadScores(centroids, head)
+        got = scorer.assign(vectors, 1_000)
+        for k in range(3):
+            assert np.array_equal(got[k], want[k]), (head, k)
+        assert np.allclose(got[3], want[3], atol=1e-5)
+        _, _, open_ = scorer.bounded(vectors)
+        counts = np.count_nonzero(open_, axis=1)
+        if head >= 192:  # most rows left with a few cells to score, some with many
+            assert np.mean(counts <= archive.ASSIGN_FEW) > 0.5
+            assert np.any((counts > 1) & (counts <= archive.ASSIGN_FEW))
+            assert np.any(counts > archive.ASSIGN_FEW)
+
+
+def test_a_head_assignment_gives_the_pairs_of_a_whole_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors = library(20_000, 256, 0.80, seed=13)
+    matrix = on_disk(vectors, tmp_path)
+    monkeypatch.setattr(archive, "ASSIGN_WORTH", 0.0)  # never worth it: every coordinate
+    (a1, b1, s1), whole = search(matrix, 0.80, tmp_path)
+    monkeypatch.setattr(archive, "ASSIGN_WORTH", 10.0)  # always
+    monkeypatch.setattr(archive, "ASSIGN_HEADS", (0.5,))
+    (a2, b2, s2), head = search(matrix, 0.80, tmp_path)
+    assert whole.assign_head == 256 and head.assign_head == 128
+    assert len(a1) > 3000
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
 
 def test_big_cells_are_split_and_still_give_the_exact_searchs_pairs(
