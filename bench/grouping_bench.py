@@ -380,7 +380,8 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
         floor=floor,
         search=(
             f"archive ({stats.cells:,} cells, margin {stats.margin:.2f}, "
-            f"{stats.probes_per_vector:.2f} cells/vector, {stats.passes} passes, sub-cell margin "
+            f"{stats.probes_per_vector:.2f} cells/vector, assigned on {stats.assign_head} of "
+            f"{dim} coordinates, {stats.passes} passes, {stats.reads} reads, sub-cell margin "
             f"{'-' if stats.sub_margin is None else f'{stats.sub_margin:.4f}'}, sketch floor "
             f"{'-' if stats.sketch_floor is None else f'{stats.sketch_floor:.2f}'}, "
             f"{stats.work_share:.4%} of the exact search's products)"
