@@ -108,6 +108,10 @@ PASS_BYTES = _memory_share(0.55)
 #: EARLY_ROOM times their estimated rows (address space: pages count once written).  Should
 #: more arrive, the copy is dropped and the pass reads the matrix like the others.
 EARLY_ROOM = 1.25
+#: The first pass's cells are kept in this many groups (runs of cells, each its own
+#: buffer), searched and freed one after another: the memory each frees goes to the next
+#: pass's rows, read meanwhile (``_Reader``), so that read overlaps the search.
+EARLY_GROUPS = 8
 #: A block of which a pass wants fewer than 1 row in SPARSE_READ is read row (run) by row:
 #: the last pass is often a remainder (10M x 1280: 1% of the rows), and the benchmark's
 #: disk sustains ~50 MB/s, 8+ minutes for the whole 25.6 GB file.
@@ -321,24 +325,105 @@ def _search(
         members > 0, members + np.bincount(plan.probe_cells[keep], minlength=cells), 0
     )
     search = _CellSearch(threshold, sub_margin, sketch_floor)
-    held = early.whole()  # the early cells' rows: the first pass, whatever their size
-    first = [np.flatnonzero(early.cells & (entries > 0))] if held else []
-    rest = np.where(early.cells, 0, entries) if held else entries
-    passes = [*first, *_plan_passes(rest * rows.row_bytes, memory)]
+    kept = [group for group in early if group.whole()]  # each a pass, whatever its size
+    in_kept = np.zeros(cells, dtype=bool)
+    for group in kept:
+        in_kept |= group.cells
+    first = [np.flatnonzero(group.cells & (entries > 0)) for group in kept]
+    passes = [*first, *_plan_passes(np.where(in_kept, 0, entries) * rows.row_bytes, memory)]
     stats.passes = len(passes)
-    for index, chosen in enumerate(passes):
-        with stats.phase("gather"):
-            part = _Pass.of(chosen, plan, cells, keep)
-            if held and index == 0:
-                data, part.slots = early.take(part, n)
-            else:
-                # Each read runs the other way from the last (the assignment's: forwards):
-                # the part of the file read last is what the page cache still holds.
-                data = _gather(rows, part, run, backwards=stats.reads % 2 == 0)
-                stats.reads += 1
-        with stats.phase("search"):
-            _search_pass(part, data, search, found, run, stats, n)
-        del data, part  # before the next pass's rows are gathered
+    budget = _Budget(memory, sum(group.held_bytes() for group in kept))
+    reader: _Reader | None = None
+
+    def read(index: int) -> _Reader:
+        # Each read runs the other way from the last (the assignment's: forwards): the
+        # part of the file read last is what the page cache still holds.
+        part = _Pass.of(passes[index], plan, cells, keep)
+        stats.reads += 1
+        return _Reader(rows, part, stats.reads % 2 == 1, budget)
+
+    try:
+        for index, chosen in enumerate(passes):
+            with stats.phase("gather"):
+                if index < len(kept):
+                    part = _Pass.of(chosen, plan, cells, keep)
+                    size = kept[index].held_bytes()
+                    data, part.slots = kept[index].take(part, n)
+                else:
+                    reader = reader or read(index)
+                    part, (data, part.slots) = reader.part, reader.result()
+                    size, reader = data.nbytes, None
+                following = max(index + 1, len(kept))
+                if reader is None and following < len(passes):
+                    # The next pass read is read while this one is searched, as the memory
+                    # this one frees allows.
+                    reader = read(following)
+            with stats.phase("search"):
+                _search_pass(part, data, search, found, run, stats, n)
+            budget.give(size)
+            del data, part  # before the next pass's rows are gathered
+    finally:
+        budget.stop()
+        if reader is not None:
+            reader.join()
+
+
+class _Budget:
+    """Bytes of rows held by passes (their buffers): a read waits until its rows fit in
+    ``limit`` beside the others' (never for its own: a pass bigger than the memory)."""
+
+    def __init__(self, limit: int, held: int) -> None:
+        self._limit = limit
+        self._held = held
+        self._changed = threading.Condition()
+        self._stopped = False
+
+    def take(self, size: int, own: int) -> bool:
+        """Reserve ``size`` more bytes for a read holding ``own``; False once stopped."""
+        with self._changed:
+            while not self._stopped and self._held + size > self._limit and self._held - own > 0:
+                self._changed.wait(1.0)
+            self._held += size
+            return not self._stopped
+
+    def give(self, size: int) -> None:
+        with self._changed:
+            self._held -= size
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+
+class _Reader:
+    """A pass's rows read in a thread of their own (``_gather``), within the budget."""
+
+    def __init__(self, rows: _Rows, part: _Pass, backwards: bool, budget: _Budget) -> None:
+        self.part = part
+        self._out: tuple[np.ndarray, np.ndarray] | None = None
+        self._error: BaseException | None = None
+
+        def read() -> None:
+            try:
+                self._out = _gather(rows, part, backwards, budget)
+            except BaseException as error:  # raised again in the searching thread
+                self._error = error
+
+        self._thread = threading.Thread(target=read, name="archive-read", daemon=True)
+        self._thread.start()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        out, self._out = self._out, None
+        return out
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 class _Early:
@@ -357,10 +442,13 @@ class _Early:
         self._starts: list[int] = []
 
     @staticmethod
-    def planned(sample: np.ndarray, centroids: np.ndarray, rows: _Rows, memory: int) -> _Early:
+    def planned(
+        sample: np.ndarray, centroids: np.ndarray, rows: _Rows, memory: int
+    ) -> list[_Early]:
         """The first run of cells (in cell order, as ``_plan_passes`` takes them) holding
         about an even share of the rows, should they take ``ceil(rows / memory)`` passes;
-        every cell when they fit in one.  Sizes are the sample's, scaled to the matrix."""
+        every cell when they fit in one, in ``EARLY_GROUPS`` runs.  Sizes are the sample's,
+        scaled to the matrix."""
         home, _, probe_cells, _ = assign_block(_float32(sample), centroids, 0)
         count = len(centroids)
         scale = rows.n / max(1, len(sample))
@@ -369,10 +457,23 @@ class _Early:
         total = float(estimate.sum())
         share = total / max(1, int(np.ceil(total / memory)))
         held = np.cumsum(estimate)
-        chosen = np.zeros(count, dtype=bool)
-        chosen[: max(1, int(np.searchsorted(held, share * (1 + 1e-9), side="right")))] = True
-        capacity = int(EARLY_ROOM * float(held[chosen].max(initial=0)) / rows.row_bytes)
-        return _Early(chosen, capacity + BLOCK_ROWS, rows)
+        taken = max(1, int(np.searchsorted(held, share * (1 + 1e-9), side="right")))
+        groups: list[_Early] = []
+        start = 0
+        for k in range(1, EARLY_GROUPS + 1):  # runs of about equal estimated rows
+            stop = max(start + 1, int(np.searchsorted(held, k / EARLY_GROUPS * held[taken - 1])))
+            stop = taken if k == EARLY_GROUPS else min(stop, taken)
+            if stop <= start:
+                continue
+            chosen = np.zeros(count, dtype=bool)
+            chosen[start:stop] = True
+            capacity = int(EARLY_ROOM * float(estimate[start:stop].sum()) / rows.row_bytes)
+            groups.append(_Early(chosen, capacity + BLOCK_ROWS, rows))
+            start = stop
+        return groups
+
+    def held_bytes(self) -> int:
+        return self._used * self.data.shape[1] * self.data.itemsize
 
     def whole(self) -> bool:
         """Whether every row of the early cells was kept (none overflowed the buffer)."""
@@ -455,14 +556,15 @@ def _blocks(n: int) -> range:
 
 
 def _assign(
-    rows: _Rows, centroids: np.ndarray, run: _Runner, early: _Early, scorer: _HeadScores
+    rows: _Rows, centroids: np.ndarray, run: _Runner, early: list[_Early], scorer: _HeadScores
 ) -> _Plan:
     buffers = _Buffers(rows)
 
     def assign(start: int) -> Assigned:
         block = rows.block(start, min(rows.n, start + BLOCK_ROWS), buffers.mine())
         done = scorer.assign(_float32(block), start)
-        early.keep(block, start, done)
+        for group in early:
+            group.keep(block, start, done)
         return done
 
     parts = list(run.map(assign, _blocks(rows.n)))
@@ -1064,34 +1166,38 @@ class _Pass:
         return _Pass(chosen, ids, home[ids] == cell, bounds)
 
 
-def _gather(rows: _Rows, chosen: _Pass, run: _Runner, backwards: bool) -> np.ndarray:
-    """The pass's rows, in its order, from one sequential read of the matrix, a block at a
-    time (only from each block's first wanted row to its last; where that is mostly rows
-    not wanted, ``SPARSE_READ``, the wanted ones alone), ``backwards`` when the last read
-    went forwards: the part of the file it read last is what the page cache still holds
-    (10M x 1280 is 25.6 GB, the cache ~12 GB beside a pass; the benchmark's disk sustains
-    ~50 MB/s)."""
-    data = np.empty((len(chosen.ids), rows.dim), dtype=rows.dtype)
+def _gather(
+    rows: _Rows, chosen: _Pass, backwards: bool, budget: _Budget | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pass's rows in row order, and where each of the pass's (in its order) is among
+    them, from one sequential read of the matrix, a block at a time (only from each block's
+    first wanted row to its last; where that is mostly rows not wanted, ``SPARSE_READ``, the
+    wanted ones alone), ``backwards`` when the last read went forwards: the part of the file
+    it read last is what the page cache still holds (10M x 1280 is 25.6 GB; the benchmark's
+    disk sustains ~50 MB/s at times).  Rows are written in the order they are read, so the
+    buffer's pages are taken as they fill; each block waits for room in ``budget``."""
     by_row = np.argsort(chosen.ids, kind="stable")
     wanted = chosen.ids[by_row]
+    slots = np.empty(len(by_row), dtype=np.int64)
+    slots[by_row] = np.arange(len(by_row))
+    data = np.empty((len(wanted), rows.dim), dtype=rows.dtype)  # no pages until written
     blocks = np.unique(wanted // BLOCK_ROWS).tolist()
-    buffers = _Buffers(rows)
     bounds = np.searchsorted(wanted, np.array([blocks, [b + 1 for b in blocks]]) * BLOCK_ROWS)
-
-    def load(index: int) -> None:
+    buffer = np.empty((min(BLOCK_ROWS, rows.n), rows.dim), dtype=rows.dtype)
+    own = 0
+    for index in range(len(blocks) - 1, -1, -1) if backwards else range(len(blocks)):
         lo, hi = int(bounds[0, index]), int(bounds[1, index])
+        size = (hi - lo) * rows.row_bytes
+        if budget is not None and not budget.take(size, own):
+            break  # the search stopped
+        own += size
         first, last = int(wanted[lo]), int(wanted[hi - 1])
-        # Distinct positions for every worker: no two write the same row.
         if (hi - lo) * SPARSE_READ < last + 1 - first:
-            data[by_row[lo:hi]] = rows.take(wanted[lo:hi])  # the rows alone
+            data[lo:hi] = rows.take(wanted[lo:hi])  # the rows alone
         else:
-            block = rows.block(first, last + 1, buffers.mine())
-            data[by_row[lo:hi]] = block[wanted[lo:hi] - first]
-
-    order = range(len(blocks) - 1, -1, -1) if backwards else range(len(blocks))
-    for _ in run.map(load, order):
-        pass
-    return data
+            block = rows.block(first, last + 1, buffer)
+            data[lo:hi] = block[wanted[lo:hi] - first]
+    return data, slots
 
 
 def _search_pass(

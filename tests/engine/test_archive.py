@@ -5,7 +5,7 @@ nothing, and group_photos uses it only above its limit."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -248,9 +248,10 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The matrix is read a block (or a sampled run) at a time, never whole; the first
-    pass's rows are copied as the assignment reads them, each later pass reads the matrix
-    again; each pass holds its cells' rows in float16, within its memory but for a cell
-    bigger than it, every home member once and every prober once per cell it probes."""
+    pass's rows are copied as the assignment reads them (in EARLY_GROUPS passes), each
+    later pass reads the matrix again; each pass holds its cells' rows in float16, within
+    its memory but for a cell bigger than it, every home member once and every prober once
+    per cell it probes."""
     vectors = library(20_000, 128, 0.80, seed=5)
     matrix = on_disk(vectors, tmp_path)
     reads: list[int] = []
@@ -266,10 +267,10 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
             buffers.add(id(into))
         return block(self, start, stop, into)
 
-    def seen_gather(rows: Any, part: Any, run: Any, backwards: bool) -> np.ndarray:
+    def seen_gather(rows: Any, part: Any, backwards: bool, budget: Any = None) -> Any:
         gathered.append(part)
         directions.append(backwards)
-        return gather(rows, part, run, backwards)
+        return gather(rows, part, backwards, budget)
 
     def seen_search_pass(part: Any, data: np.ndarray, *args: Any) -> None:
         searched.append((part, data))
@@ -281,28 +282,64 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     (a, _, _), stats = search(matrix, 0.80, tmp_path)
     assert len(a) > 0
     assert max(reads) <= archive.BLOCK_ROWS < len(vectors)
-    assert len(searched) == stats.passes == stats.reads + 1 >= 5
-    # The first pass read nothing: the assignment kept its rows.
-    assert gathered == [part for part, _ in searched[1:]]
-    assert searched[0][0].slots is not None
-    assert all(part.slots is None for part, _ in searched[1:])
+    early = archive.EARLY_GROUPS
+    assert len(searched) == stats.passes == stats.reads + early >= early + 4
+    # The first passes read nothing: the assignment kept their rows.
+    assert gathered == [part for part, _ in searched[early:]]
     # The assignment read forwards; then backwards, forwards, ...: each read starts with
     # the part of the file the last read ended with (what the page cache holds).
     assert directions == [k % 2 == 0 for k in range(stats.reads)]
     # One buffer a thread for the assignment and for each read: not a fresh array a block.
-    assert 0 < len(buffers) <= 2 * (1 + stats.reads) < len(reads) // 2
+    assert 0 < len(buffers) <= 2 + stats.reads < len(reads) // 2
     entries = 0
     for index, (part, data) in enumerate(searched):
-        rows = data if part.slots is None else data[part.slots]
+        rows = data[part.slots]
         assert data.dtype == np.float16
         assert np.array_equal(rows, vectors[part.ids])  # each row where the pass says
         # The first pass's cells were sized on the k-means sample: about an even share.
-        room = archive.EARLY_ROOM if index == 0 else 1
+        room = archive.EARLY_ROOM / early if index < early else 1
         assert rows.nbytes <= room * archive.PASS_BYTES or len(part.cells) == 1
         entries += len(part.ids)
     cells = np.concatenate([part.cells for part, _ in searched])
     assert len(np.unique(cells)) == len(cells)  # each cell searched in one pass only
     assert entries == round(len(vectors) * stats.probes_per_vector)
+
+
+def test_the_next_pass_is_read_while_the_first_is_searched_within_the_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass's groups are searched one after another, each freeing its rows; the
+    next pass's rows are read meanwhile, never holding more than the memory beside the
+    rows still held (a block at a time)."""
+    vectors = library(20_000, 128, 0.80, seed=5)
+    matrix = on_disk(vectors, tmp_path)
+    read_some = threading.Event()
+    read_during: list[bool] = []
+    held: list[int] = []
+    block, search_pass, take = archive._Rows.block, archive._search_pass, archive._Budget.take
+
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
+        if threading.current_thread().name == "archive-read":
+            read_some.set()
+        return block(self, start, stop, into)
+
+    def waiting_search_pass(part: Any, *args: Any) -> None:
+        if len(read_during) < archive.EARLY_GROUPS:  # one of the first pass's groups
+            read_during.append(len(read_during) == 0 or read_some.wait(10))
+        search_pass(part, *args)
+
+    def seen_take(self: Any, size: int, own: int) -> bool:
+        done = take(self, size, own)
+        held.append(self._held - size)  # what was held beside this block
+        return done
+
+    monkeypatch.setattr(archive._Rows, "block", counted_block)
+    monkeypatch.setattr(archive, "_search_pass", waiting_search_pass)
+    monkeypatch.setattr(archive._Budget, "take", seen_take)
+    (a, _, _), stats = search(matrix, 0.80, tmp_path)
+    assert len(a) > 0 and stats.reads >= 4
+    assert read_during == [True] * archive.EARLY_GROUPS  # a read began before the 2nd
+    assert held and max(held) <= archive.PASS_BYTES
 
 
 def test_the_first_pass_copied_by_the_assignment_gives_the_pairs_of_a_read(
@@ -313,6 +350,7 @@ def test_the_first_pass_copied_by_the_assignment_gives_the_pairs_of_a_read(
     rows in the same order, so the same pairs and scores."""
     vectors = library(20_000, 128, 0.80, seed=7)
     matrix = on_disk(vectors, tmp_path)
+    monkeypatch.setattr(archive, "EARLY_GROUPS", 1)
     (a1, b1, s1), kept = search(matrix, 0.80, tmp_path, memory=2**40)
     monkeypatch.setattr(archive, "EARLY_ROOM", 0.0)  # room for one block's rows
     (a2, b2, s2), read = search(matrix, 0.80, tmp_path, memory=2**40)
@@ -329,7 +367,7 @@ def test_many_passes_give_the_same_pairs_as_one(tmp_path: Path) -> None:
     matrix = on_disk(vectors, tmp_path)
     (a1, b1, s1), one = search(matrix, 0.80, tmp_path, memory=2**40)
     (a2, b2, s2), many = search(matrix, 0.80, tmp_path)
-    assert (one.passes, one.reads) == (1, 0) and many.passes >= 4 and many.reads >= 3
+    assert one.reads == 0 and many.passes >= 4 and many.reads >= 3
     assert len(a1) > 3000
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
@@ -341,7 +379,7 @@ def test_a_cell_bigger_than_a_pass_is_searched_in_a_pass_alone(tmp_path: Path) -
     matrix = on_disk(vectors, tmp_path)
     (a1, b1, s1), whole = search(matrix, 0.85, tmp_path, memory=2**40)
     (a2, b2, s2), alone = search(matrix, 0.85, tmp_path, memory=1)
-    assert whole.passes == 1 and alone.passes == alone.cells > 1  # every cell has members
+    assert whole.reads == 0 and alone.passes == alone.cells > 1  # every cell has members
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
 
@@ -365,8 +403,8 @@ def test_a_pass_of_few_rows_reads_those_rows_alone(
         return block(self, start, stop, into)
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
-    with ThreadPoolExecutor(2) as pool:
-        data = archive._gather(rows, part, archive._Runner(pool, 2, None, None), False)
+    data, slots = archive._gather(rows, part, False)
+    data = data[slots]
     rows.close()
     want = np.r_[np.arange(3, len(vectors), 50), [7, 8, 12_345]]  # 9 probes another cell
     assert sorted(part.ids.tolist()) == sorted(want.tolist())
@@ -393,13 +431,12 @@ def test_a_pass_read_backwards_reads_its_blocks_from_the_end(
         return block(self, start, stop, into)
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
-    with ThreadPoolExecutor(1) as pool:
-        for backwards in (False, True):
-            starts.clear()
-            data = archive._gather(rows, part, archive._Runner(pool, 1, None, None), backwards)
-            assert np.array_equal(data, vectors[part.ids])
-            assert len(starts) == -(-len(vectors) // archive.BLOCK_ROWS) > 1
-            assert starts == sorted(starts, reverse=backwards)
+    for backwards in (False, True):
+        starts.clear()
+        data, slots = archive._gather(rows, part, backwards)
+        assert np.array_equal(data[slots], vectors[part.ids])
+        assert len(starts) == -(-len(vectors) // archive.BLOCK_ROWS) > 1
+        assert starts == sorted(starts, reverse=backwards)
     rows.close()
 
 
