@@ -10,15 +10,23 @@ holds a pass's share of it:
    past that, each vector's scores against every centroid cost more than the cells save).
 2. **Assignment**, streamed: the matrix is read ``BLOCK_ROWS`` at a time (``os.pread``, so
    the file's pages never count in this process's memory), each row gets its home cell and
-   the cells it may probe (centroid score within ``MAX_MARGIN`` of its best).
+   the cells it may probe (centroid score within ``MAX_MARGIN`` of its best).  Centroids
+   are scored on the rows' first coordinates, the rest bounded by Cauchy-Schwarz: only
+   the cells that may be within the margin are scored whole (``_HeadScores``; the same
+   cells as scoring every coordinate).  The first pass's rows (step 4) are copied as they
+   come by.
 3. **Pilot**: random cells and everything probing them are read and searched at every
    margin; the probe margin is chosen from the new pairs per margin step, by the partitioned
    search's rule (``neighbours._Pilot``).
 4. **Passes**: the cells are taken in runs whose rows (home members and probers, float16
-   as stored) fit in ``memory`` (``PASS_BYTES``, 8 GiB: 10M x 1280 takes 4 passes, 10M x
-   512 two); each pass reads the whole matrix once, in order (backwards, then forwards,
-   and so on: what the page cache kept of the last read comes first), gathers its cells' rows
-   into one array, by cell, and searches them.  Nothing is written to disk.
+   as stored) fit in ``memory`` (``PASS_BYTES``: 55% of the machine's memory; 10M x 1280
+   is ~24 GiB of rows, 2 passes with 24 GiB).  The first run is chosen before the
+   assignment, from the k-means sample, and its rows kept as the assignment reads them
+   (``_Early``, in ``EARLY_GROUPS`` groups of cells).  Every later pass reads the whole
+   matrix once, in order (backwards, then forwards, and so on: what the page cache kept
+   of the last read comes first), in a thread of its own while the pass before is
+   searched, as the memory that pass frees allows (``_Budget``).  Nothing is written to
+   disk.
 5. **Search**, a pass at a time: within each cell, matrix products compare the home
    members with each other and with the vectors probing the cell, in float32 (converted a
    cell at a time), exactly as the in-memory search does.
