@@ -1230,11 +1230,11 @@ def _search_pass(
         for c in chunk:
             lo, hi = int(starts[c]), int(ends[c])
             mine, ids = chosen.at_home[lo:hi], chosen.ids[lo:hi]
-            block = data[lo:hi] if chosen.slots is None else data[chosen.slots[lo:hi]]
+            at = np.arange(lo, hi) if chosen.slots is None else chosen.slots[lo:hi]
             done += search.cell(
                 int(chosen.cells[c]),
-                (_float32(block[mine]), ids[mine]),
-                (_float32(block[~mine]), ids[~mine]),
+                (data[at[mine]].astype(np.float32), ids[mine]),  # one copy each
+                (data[at[~mine]].astype(np.float32), ids[~mine]),
                 work[c],
                 hits,
             )
