@@ -334,8 +334,11 @@ class ArchiveResult:
     load: str
 
 
-def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7) -> ArchiveResult:
-    """The archive search on the first ``n`` rows of ``folder``'s matrix (bench/archive_data.py)."""
+def run_archive_case(
+    n: int, dim: int, folder: Path, queries: int, memory: int | None = None, seed: int = 7
+) -> ArchiveResult:
+    """The archive search on the first ``n`` rows of ``folder``'s matrix (bench/archive_data.py);
+    ``memory``: its pass memory in bytes (None: the engine's default)."""
     from photodup_tui.engine.archive import archive_arrays
 
     floor = FLOOR_FOR_DIM[dim]
@@ -360,7 +363,7 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
             )
 
     threading.Thread(target=report, daemon=True).start()
-    a, b, scores = archive_arrays(matrix, floor, stats=stats)
+    a, b, scores = archive_arrays(matrix, floor, memory=memory, stats=stats)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     done.set()
     peak = _peak()
@@ -380,7 +383,8 @@ def run_archive_case(n: int, dim: int, folder: Path, queries: int, seed: int = 7
         floor=floor,
         search=(
             f"archive ({stats.cells:,} cells, margin {stats.margin:.2f}, "
-            f"{stats.probes_per_vector:.2f} cells/vector, {stats.passes} passes, sub-cell margin "
+            f"{stats.probes_per_vector:.2f} cells/vector, assigned on {stats.assign_head} of "
+            f"{dim} coordinates, {stats.passes} passes, {stats.reads} reads, sub-cell margin "
             f"{'-' if stats.sub_margin is None else f'{stats.sub_margin:.4f}'}, sketch floor "
             f"{'-' if stats.sketch_floor is None else f'{stats.sketch_floor:.2f}'}, "
             f"{stats.work_share:.4%} of the exact search's products)"
@@ -549,10 +553,13 @@ def archive_report(results: list[ArchiveResult | str], queries: int) -> str:
     )
 
 
-def _archive_child(spec: str, folder: Path, queries: int, budget: float) -> ArchiveResult | str:
+def _archive_child(
+    spec: str, folder: Path, queries: int, budget: float, pass_gib: float | None
+) -> ArchiveResult | str:
     command = [
         sys.executable, __file__, "--archive", str(folder), "--child", spec,
         "--queries", str(queries),
+        *(["--pass-gib", str(pass_gib)] if pass_gib else []),
     ]  # fmt: skip
     data = _run_child(command, spec, budget)
     return data if isinstance(data, str) else ArchiveResult(**data)
@@ -688,18 +695,27 @@ def main() -> None:
         type=Path,
         help="the archive search on the matrix in this folder (bench/archive_data.py)",
     )
+    parser.add_argument(
+        "--pass-gib",
+        type=float,
+        help="--archive: the search's pass memory in GiB (a small matrix searched in as many "
+        "passes as a big one; default: the engine's)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.archive is not None:
         if args.child:
             n, dim = _parse(args.child)
-            print(json.dumps(asdict(run_archive_case(n, dim, args.archive, args.queries))))
+            memory = int(args.pass_gib * 2**30) if args.pass_gib else None
+            print(json.dumps(asdict(run_archive_case(n, dim, args.archive, args.queries, memory))))
             return
         done: list[ArchiveResult | str] = []
         for spec in args.sizes.split(","):
             say(f"archive search {spec} ...")
-            done.append(_archive_child(spec.strip(), args.archive, args.queries, args.budget))
+            done.append(
+                _archive_child(spec.strip(), args.archive, args.queries, args.budget, args.pass_gib)
+            )
         emit(archive_report(done, args.queries), args.out)
         return
     if args.child:

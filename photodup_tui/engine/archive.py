@@ -10,15 +10,23 @@ holds a pass's share of it:
    past that, each vector's scores against every centroid cost more than the cells save).
 2. **Assignment**, streamed: the matrix is read ``BLOCK_ROWS`` at a time (``os.pread``, so
    the file's pages never count in this process's memory), each row gets its home cell and
-   the cells it may probe (centroid score within ``MAX_MARGIN`` of its best).
+   the cells it may probe (centroid score within ``MAX_MARGIN`` of its best).  Centroids
+   are scored on the rows' first coordinates, the rest bounded by Cauchy-Schwarz: only
+   the cells that may be within the margin are scored whole (``_HeadScores``; the same
+   cells as scoring every coordinate).  The first pass's rows (step 4) are copied as they
+   come by.
 3. **Pilot**: random cells and everything probing them are read and searched at every
    margin; the probe margin is chosen from the new pairs per margin step, by the partitioned
    search's rule (``neighbours._Pilot``).
 4. **Passes**: the cells are taken in runs whose rows (home members and probers, float16
-   as stored) fit in ``memory`` (``PASS_BYTES``, 8 GiB: 10M x 1280 takes 4 passes, 10M x
-   512 two); each pass reads the whole matrix once, in order (backwards, then forwards,
-   and so on: what the page cache kept of the last read comes first), gathers its cells' rows
-   into one array, by cell, and searches them.  Nothing is written to disk.
+   as stored) fit in ``memory`` (``PASS_BYTES``: 55% of the machine's memory; 10M x 1280
+   is ~24 GiB of rows, 2 passes with 24 GiB).  The first run is chosen before the
+   assignment, from the k-means sample, and its rows kept as the assignment reads them
+   (``_Early``, in ``EARLY_GROUPS`` groups of cells).  Every later pass reads the whole
+   matrix once, in order (backwards, then forwards, and so on: what the page cache kept
+   of the last read comes first), in a thread of its own while the pass before is
+   searched, as the memory that pass frees allows (``_Budget``).  Nothing is written to
+   disk.
 5. **Search**, a pass at a time: within each cell, matrix products compare the home
    members with each other and with the vectors probing the cell, in float32 (converted a
    cell at a time), exactly as the in-memory search does.
@@ -80,6 +88,7 @@ from photodup_tui.engine.neighbours import (
     _strongest,
     _where,
     assign_block,
+    assigned,
 )
 
 #: ``group_photos`` takes this path above this many embeddings (it never changes the small
@@ -87,9 +96,30 @@ from photodup_tui.engine.neighbours import (
 ARCHIVE_LIMIT = 2_000_000
 MAX_CELLS = 1_000
 BLOCK_ROWS = 32_768  # rows read (and scored against every centroid) at a time
-#: Rows (as stored: float16) one search pass gathers: its cells' home members and probers.
-#: 10M x 1280 is ~26 GB of them (4 passes); the rest of the search's memory is ~2 GiB.
-PASS_BYTES = 8 * 2**30
+
+
+def _memory_share(share: float) -> int:
+    """This share of the machine's physical memory, in bytes (8 GiB where unknown)."""
+    try:
+        return int(share * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 8 * 2**30
+
+
+#: Rows (as stored: float16) one search pass holds: its cells' home members and probers.
+#: 10M x 1280 is ~24 GiB of them: with 24 GiB of memory, 2 passes (the rest of the search's
+#: memory is ~1 GiB; what is left to the page cache keeps part of the last read).  Every
+#: pass but the first costs a read of the whole matrix (its cells' rows lie all over it).
+PASS_BYTES = _memory_share(0.55)
+#: The first pass's rows are copied as the assignment reads them (no read of its own); its
+#: cells are chosen before, from the k-means sample's assignment, and its buffer reserves
+#: EARLY_ROOM times their estimated rows (address space: pages count once written).  Should
+#: more arrive, the copy is dropped and the pass reads the matrix like the others.
+EARLY_ROOM = 1.25
+#: The first pass's cells are kept in this many groups (runs of cells, each its own
+#: buffer), searched and freed one after another: the memory each frees goes to the next
+#: pass's rows, read meanwhile (``_Reader``), so that read overlaps the search.
+EARLY_GROUPS = 8
 #: A block of which a pass wants fewer than 1 row in SPARSE_READ is read row (run) by row:
 #: the last pass is often a remainder (10M x 1280: 1% of the rows), and the benchmark's
 #: disk sustains ~50 MB/s, 8+ minutes for the whole 25.6 GB file.
@@ -131,6 +161,29 @@ SKETCH_AXES = 8  # main directions of a cell's residuals left out of its sketche
 SKETCH_SAMPLE = 1_000  # ... found on about this many of its members ...
 SKETCH_ROUNDS = 3  # ... in this many rounds of subspace iteration
 RESCORE_PAIRS = 65_536  # candidate pairs scored exactly at a time (two rows gathered each)
+#: The assignment scores every row against every centroid (10M x 1,000 x 1280: 2.6e13
+#: flops, a third of the search's CPU).  It scores them first on the rows' first ``head``
+#: coordinates only (``_HeadScores``): the rest of a score is at most |x_tail| |c_tail|
+#: (Cauchy-Schwarz), so a cell whose head score plus that bound is below a known score of
+#: the row less MAX_MARGIN is neither its home nor a probe, and only the other cells are
+#: scored on the rest: the same home and probes (up to float32 rounding, ASSIGN_SLACK).
+#: A row with more than ASSIGN_FEW such cells (a row far from every centroid, e.g. in a
+#: cell of two subjects) is scored on the rest against every centroid, as one product.  The
+#: head is the share of ASSIGN_HEADS that costs least on the k-means sample, counting a
+#: dot product gathered for one cell as ASSIGN_GATHER of the product's, and a share of
+#: ASSIGN_OVERHEAD for the bounds (again for a row scored against every cell); none costing
+#: under ASSIGN_WORTH of every full score: all scored whole.  On the benchmark's 1280-d
+#: library (1,000 subjects) the head is 768 coordinates, ~0.83 of the full scores' CPU: a
+#: fifth of the rows, in cells of two subjects, score ~0.5 with their home and are
+#: scored whole.
+ASSIGN_CHUNK = 2_048  # rows at a time: their rows x cells matrices stay in the cache
+ASSIGN_FEW = 8
+ASSIGN_HEADS = (0.5, 0.625, 0.75, 0.875)
+ASSIGN_SLACK = 1e-4
+ASSIGN_GATHER = 8.0
+ASSIGN_OVERHEAD = 0.1
+ASSIGN_WORTH = 0.9
+ASSIGN_SAMPLE = 8_192  # sample rows the head is chosen on
 
 
 def write_matrix(vectors: Sequence[np.ndarray], path: Path) -> np.memmap:
@@ -259,35 +312,219 @@ def _search(
     rng = np.random.default_rng(SEED)
     with stats.phase("k-means"):
         # _kmeans only takes len() and sampled rows of what it is given.
-        sample = cast(np.ndarray, _SampleView(rows))
-        centroids = _kmeans(sample, min(MAX_CELLS, _cell_count(n)), rng, run)
-    stats.cells = len(centroids)
+        view = _SampleView(rows)
+        centroids = _kmeans(cast(np.ndarray, view), min(MAX_CELLS, _cell_count(n)), rng, run)
+    stats.cells = cells = len(centroids)
     with stats.phase("assignment"):
-        plan = _assign(rows, centroids, run)
+        early = _Early.planned(view.taken, centroids, rows, memory)
+        scorer = _HeadScores.fitted(view.taken, centroids)
+        plan = _assign(rows, centroids, run, early, scorer)
+    stats.assign_head = scorer.head
     with stats.phase("pilot"):
         margin, sub_margin, sketch_floor = _pilot_margin(
-            rows, plan, len(centroids), threshold, run, rng, stats
+            rows, plan, cells, threshold, run, rng, stats
         )
     stats.margin, stats.sub_margin, stats.sketch_floor = margin, sub_margin, sketch_floor
     keep = plan.probe_gaps <= margin
     stats.probes_per_vector = 1 + np.count_nonzero(keep) / n
-    cells = len(centroids)
     members = np.bincount(plan.home, minlength=cells)
     # A cell no row calls home has nothing to search: no pass reads its probers.
     entries = np.where(
         members > 0, members + np.bincount(plan.probe_cells[keep], minlength=cells), 0
     )
     search = _CellSearch(threshold, sub_margin, sketch_floor)
-    passes = _plan_passes(entries * rows.row_bytes, memory)
+    kept = [group for group in early if group.whole()]  # each a pass, whatever its size
+    in_kept = np.zeros(cells, dtype=bool)
+    for group in kept:
+        in_kept |= group.cells
+    first = [np.flatnonzero(group.cells & (entries > 0)) for group in kept]
+    passes = [*first, *_plan_passes(np.where(in_kept, 0, entries) * rows.row_bytes, memory)]
     stats.passes = len(passes)
-    for index, chosen in enumerate(passes):
-        with stats.phase("gather"):
-            part = _Pass.of(chosen, plan, cells, keep)
-            # The assignment read the file forwards: the page cache holds its end.
-            data = _gather(rows, part, run, backwards=index % 2 == 0)
-        with stats.phase("search"):
-            _search_pass(part, data, search, found, run, stats, n)
-        del data, part  # before the next pass's rows are gathered
+    budget = _Budget(memory, sum(group.held_bytes() for group in kept))
+    reader: _Reader | None = None
+
+    def read(index: int) -> _Reader:
+        # Each read runs the other way from the last (the assignment's: forwards): the
+        # part of the file read last is what the page cache still holds.
+        part = _Pass.of(passes[index], plan, cells, keep)
+        stats.reads += 1
+        return _Reader(rows, part, stats.reads % 2 == 1, budget)
+
+    try:
+        for index, chosen in enumerate(passes):
+            with stats.phase("gather"):
+                if index < len(kept):
+                    part = _Pass.of(chosen, plan, cells, keep)
+                    size = kept[index].held_bytes()
+                    data, part.slots = kept[index].take(part, n)
+                else:
+                    reader = reader or read(index)
+                    part, (data, part.slots) = reader.part, reader.result()
+                    size, reader = data.nbytes, None
+                following = max(index + 1, len(kept))
+                if reader is None and following < len(passes):
+                    # The next pass read is read while this one is searched, as the memory
+                    # this one frees allows.
+                    reader = read(following)
+            with stats.phase("search"):
+                _search_pass(part, data, search, found, run, stats, n)
+            budget.give(size)
+            del data, part  # before the next pass's rows are gathered
+    finally:
+        budget.stop()
+        if reader is not None:
+            reader.join()
+
+
+class _Budget:
+    """Bytes of rows held by passes (their buffers): a read waits until its rows fit in
+    ``limit`` beside the others' (never for its own: a pass bigger than the memory)."""
+
+    def __init__(self, limit: int, held: int) -> None:
+        self._limit = limit
+        self._held = held
+        self._changed = threading.Condition()
+        self._stopped = False
+
+    def take(self, size: int, own: int) -> bool:
+        """Reserve ``size`` more bytes for a read holding ``own``; False once stopped."""
+        with self._changed:
+            while not self._stopped and self._held + size > self._limit and self._held - own > 0:
+                self._changed.wait(1.0)
+            self._held += size
+            return not self._stopped
+
+    def give(self, size: int) -> None:
+        with self._changed:
+            self._held -= size
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+
+class _Reader:
+    """A pass's rows read in a thread of their own (``_gather``), within the budget."""
+
+    def __init__(self, rows: _Rows, part: _Pass, backwards: bool, budget: _Budget) -> None:
+        self.part = part
+        self._out: tuple[np.ndarray, np.ndarray] | None = None
+        self._error: BaseException | None = None
+
+        def read() -> None:
+            try:
+                self._out = _gather(rows, part, backwards, budget)
+            except BaseException as error:  # raised again in the searching thread
+                self._error = error
+
+        self._thread = threading.Thread(target=read, name="archive-read", daemon=True)
+        self._thread.start()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        out, self._out = self._out, None
+        return out
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+class _Early:
+    """The first pass's rows, copied as the assignment reads them (``EARLY_ROOM``): its
+    cells' home members and every row probing one of them within ``MAX_MARGIN`` (the probe
+    margin is not known yet), in the order they came, each with its key (cell x N + row)."""
+
+    def __init__(self, cells: np.ndarray, capacity: int, rows: _Rows) -> None:
+        self.cells = cells
+        self.data = np.empty((capacity, rows.dim), dtype=rows.dtype)  # untouched: no pages
+        self._n = rows.n
+        self._lock = threading.Lock()
+        self._used = 0
+        self._full = False
+        self._keys: list[np.ndarray] = []
+        self._starts: list[int] = []
+
+    @staticmethod
+    def planned(
+        sample: np.ndarray, centroids: np.ndarray, rows: _Rows, memory: int
+    ) -> list[_Early]:
+        """The first run of cells (in cell order, as ``_plan_passes`` takes them) holding
+        about an even share of the rows, should they take ``ceil(rows / memory)`` passes;
+        every cell when they fit in one, in ``EARLY_GROUPS`` runs.  Sizes are the sample's,
+        scaled to the matrix."""
+        home, _, probe_cells, _ = assign_block(_float32(sample), centroids, 0)
+        count = len(centroids)
+        scale = rows.n / max(1, len(sample))
+        sizes = np.bincount(home, minlength=count) + np.bincount(probe_cells, minlength=count)
+        estimate = sizes * scale * rows.row_bytes
+        total = float(estimate.sum())
+        share = total / max(1, int(np.ceil(total / memory)))
+        held = np.cumsum(estimate)
+        taken = max(1, int(np.searchsorted(held, share * (1 + 1e-9), side="right")))
+        groups: list[_Early] = []
+        start = 0
+        for k in range(1, EARLY_GROUPS + 1):  # runs of about equal estimated rows
+            stop = max(start + 1, int(np.searchsorted(held, k / EARLY_GROUPS * held[taken - 1])))
+            stop = taken if k == EARLY_GROUPS else min(stop, taken)
+            if stop <= start:
+                continue
+            chosen = np.zeros(count, dtype=bool)
+            chosen[start:stop] = True
+            capacity = int(EARLY_ROOM * float(estimate[start:stop].sum()) / rows.row_bytes)
+            groups.append(_Early(chosen, capacity + BLOCK_ROWS, rows))
+            start = stop
+        return groups
+
+    def held_bytes(self) -> int:
+        return self._used * self.data.shape[1] * self.data.itemsize
+
+    def whole(self) -> bool:
+        """Whether every row of the early cells was kept (none overflowed the buffer)."""
+        return bool(self.cells.any()) and not self._full
+
+    def keep(self, block: np.ndarray, start: int, assigned: Assigned) -> None:
+        """The rows of this block (its first row: ``start``) that the early cells want."""
+        if self._full or not self.cells.any():
+            return
+        home, probe_rows, probe_cells, _ = assigned
+        members = np.flatnonzero(self.cells[home])
+        probing = np.flatnonzero(self.cells[probe_cells])
+        local = np.concatenate([members, probe_rows[probing].astype(np.int64) - start])
+        cell = np.concatenate([home[members], probe_cells[probing]]).astype(np.int64)
+        with self._lock:
+            data, at = self.data, self._used
+            if at + len(local) > len(data):  # more than reserved: give it up
+                self._full = True
+                self.data = self.data[:0].copy()  # freed once no thread writes to it
+                self._keys, self._starts = [], []
+                return
+            self._used += len(local)
+            self._keys.append(cell * self._n + (local + start))
+            self._starts.append(at)
+        data[at : at + len(local)] = block[local]  # each thread its own slots
+
+    def take(self, part: _Pass, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The buffer, and where in it each of the pass's rows is (the pass's order); the
+        buffer is the caller's from then on."""
+        keys = np.concatenate([*self._keys, np.empty(0, np.int64)])
+        slots = np.concatenate(
+            [np.arange(a, a + len(k)) for a, k in zip(self._starts, self._keys, strict=True)]
+            + [np.empty(0, np.int64)]
+        )
+        order = np.argsort(keys)
+        keys, slots = keys[order], slots[order]
+        wanted = np.repeat(part.cells, np.diff(part.bounds)) * n + part.ids
+        at = np.minimum(np.searchsorted(keys, wanted), max(0, len(keys) - 1))
+        if len(wanted) and (not len(keys) or not np.array_equal(keys[at], wanted)):
+            raise RuntimeError("the first pass's rows were not all kept by the assignment")
+        data = self.data
+        self.data, self._keys, self._starts = data[:0].copy(), [], []
+        return data, slots[at]
 
 
 class _Buffers:
@@ -307,28 +544,36 @@ class _Buffers:
 
 
 class _SampleView:
-    """What ``neighbours._kmeans`` needs of the matrix: its length and sampled rows."""
+    """What ``neighbours._kmeans`` needs of the matrix: its length and sampled rows (the
+    last taken are kept: ``_Early.planned`` sizes the cells on them)."""
 
     def __init__(self, rows: _Rows) -> None:
         self._rows = rows
+        self.taken = np.empty((0, rows.dim), dtype=rows.dtype)
 
     def __len__(self) -> int:
         return self._rows.n
 
     def __getitem__(self, ids: np.ndarray) -> np.ndarray:
-        return self._rows.take(ids)
+        self.taken = self._rows.take(ids)
+        return self.taken
 
 
 def _blocks(n: int) -> range:
     return range(0, n, BLOCK_ROWS)
 
 
-def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner) -> _Plan:
+def _assign(
+    rows: _Rows, centroids: np.ndarray, run: _Runner, early: list[_Early], scorer: _HeadScores
+) -> _Plan:
     buffers = _Buffers(rows)
 
     def assign(start: int) -> Assigned:
         block = rows.block(start, min(rows.n, start + BLOCK_ROWS), buffers.mine())
-        return assign_block(_float32(block), centroids, start)
+        done = scorer.assign(_float32(block), start)
+        for group in early:
+            group.keep(block, start, done)
+        return done
 
     parts = list(run.map(assign, _blocks(rows.n)))
     return _Plan(
@@ -337,6 +582,112 @@ def _assign(rows: _Rows, centroids: np.ndarray, run: _Runner) -> _Plan:
         probe_cells=np.concatenate([p[2] for p in parts]),
         probe_gaps=np.concatenate([p[3] for p in parts]).astype(np.float32),
     )
+
+
+class _HeadScores:
+    """Centroid scores of rows on their first ``head`` coordinates, and the cells that may
+    still be a row's home or probe once the rest is bounded (``ASSIGN_HEADS``)."""
+
+    def __init__(self, centroids: np.ndarray, head: int) -> None:
+        self.centroids = centroids
+        self.head = head
+        self._tail = np.ascontiguousarray(centroids[:, head:])
+        self._tail_norms = np.sqrt(np.einsum("ij,ij->i", self._tail, self._tail))
+        # One more coordinate, |c_tail| against the row's |x_tail|: one product gives
+        # each cell's head score plus its bound, head_c + |x_tail| |c_tail|.
+        self._upper = np.ascontiguousarray(np.c_[centroids[:, :head], self._tail_norms])
+
+    @staticmethod
+    def fitted(sample: np.ndarray, centroids: np.ndarray) -> _HeadScores:
+        """The head that costs least on (part of) the k-means sample, or every coordinate."""
+        count, dim = centroids.shape
+        rows = _float32(sample[:: max(1, len(sample) // ASSIGN_SAMPLE)])
+        best, cost = dim, ASSIGN_WORTH
+        for share in ASSIGN_HEADS:
+            head = int(share * dim)
+            if not 0 < head < dim or not len(rows):
+                continue
+            scorer = _HeadScores(centroids, head)
+            counts = np.concatenate(
+                [
+                    np.count_nonzero(scorer.bounded(rows[k : k + ASSIGN_CHUNK])[2], axis=1)
+                    for k in range(0, len(rows), ASSIGN_CHUNK)
+                ]
+            )
+            many = counts > ASSIGN_FEW
+            gathered = float(np.sum(np.where(many, 0, counts))) / len(rows)
+            rest = (dim - head) / dim
+            spent = head / dim + (rest + ASSIGN_OVERHEAD) * float(np.mean(many))
+            spent += rest * gathered * ASSIGN_GATHER / count + ASSIGN_OVERHEAD
+            if spent < cost:
+                best, cost = head, spent
+        return _HeadScores(centroids, best)
+
+    def bounded(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's |x_tail|, its cells' upper bounds (rows x cells) and which cells may
+        be within ``MAX_MARGIN`` of its best."""
+        tail = rows[:, self.head :]
+        reach = np.sqrt(np.einsum("ij,ij->i", tail, tail))
+        upper = np.c_[rows[:, : self.head], reach] @ self._upper.T
+        first = upper.argmax(axis=1)  # most likely the home: its exact score is a floor
+        known = self._exact(rows, np.arange(len(rows)), first, upper, reach)
+        # A cell c within MAX_MARGIN of the best scores at least known - MAX_MARGIN, and at
+        # most its bound.
+        return reach, upper, upper >= (known - MAX_MARGIN - ASSIGN_SLACK)[:, None]
+
+    def _exact(
+        self, rows: np.ndarray, i: np.ndarray, j: np.ndarray, upper: np.ndarray, reach: np.ndarray
+    ) -> np.ndarray:
+        """Row i's exact score against cell j, for each (i, j): the head score (the bound
+        less |x_tail| |c_tail|) plus the tail's dot product."""
+        head = upper[i, j] - reach[i] * self._tail_norms[j]
+        return cast(np.ndarray, head + np.einsum("ij,ij->i", rows[i, self.head :], self._tail[j]))
+
+    def assign(self, rows: np.ndarray, start: int) -> Assigned:
+        """``assign_block``'s result for these float32 rows."""
+        if self.head >= rows.shape[1]:
+            return assign_block(rows, self.centroids, start)
+        parts = [
+            self._assign_chunk(rows[k : k + ASSIGN_CHUNK], start + k)
+            for k in range(0, len(rows), ASSIGN_CHUNK)
+        ]
+        return cast(Assigned, tuple(np.concatenate([p[k] for p in parts]) for k in range(4)))
+
+    def _assign_chunk(self, rows: np.ndarray, start: int) -> Assigned:
+        reach, upper, open_ = self.bounded(rows)
+        counts = np.count_nonzero(open_, axis=1)
+        many = np.flatnonzero(counts > ASSIGN_FEW)
+        few = np.flatnonzero(counts <= ASSIGN_FEW)
+        home = np.empty(len(rows), dtype=np.int64)
+        parts: list[Assigned] = []
+        if len(many):  # every cell, the tail as one product
+            heads = upper[many] - np.multiply.outer(reach[many], self._tail_norms)
+            scores = heads + rows[many, self.head :] @ self._tail.T
+            h, r, c, gap = assigned(scores, 0)
+            home[many] = h
+            parts.append((many[h[:0]], many[r].astype(np.int32), c, gap))
+        # The others: their open cells alone, each home the best of them (the lowest cell
+        # of equals, as argmax) and its probes the rest within MAX_MARGIN of it.
+        r, c = _where(open_[few])
+        r = few[r]
+        score = self._exact(rows, r, c, upper, reach)
+        order = np.lexsort((c, -score, r))  # by row, best first, lowest cell of equals
+        r, c, score = r[order], c[order], score[order]
+        lead = np.ones(len(r), dtype=bool)  # each row's first: its best
+        lead[1:] = r[1:] != r[:-1]
+        home[r[lead]] = c[lead]
+        best = score[np.flatnonzero(lead)[np.cumsum(lead) - 1]]  # each row's best
+        near = ~lead & (score >= best - MAX_MARGIN)
+        parts.append((r[:0], r[near].astype(np.int32), c[near], (best - score)[near]))
+        probe_rows = np.concatenate([p[1] for p in parts])
+        probe_cells = np.concatenate([p[2] for p in parts]).astype(np.int32)
+        order = np.lexsort((probe_cells, probe_rows))  # as assign_block gives them
+        return (
+            home,
+            (probe_rows[order] + start).astype(np.int32),
+            probe_cells[order],
+            np.concatenate([p[3] for p in parts])[order].astype(np.float32),
+        )
 
 
 # ------------------------------------------------------------------------------ pilot
@@ -805,6 +1156,7 @@ class _Pass:
     ids: np.ndarray
     at_home: np.ndarray
     bounds: np.ndarray
+    slots: np.ndarray | None = None  # where each row is in the pass's data (None: in order)
 
     @staticmethod
     def of(chosen: np.ndarray, plan: _Plan, cells: int, keep: np.ndarray) -> _Pass:
@@ -822,34 +1174,38 @@ class _Pass:
         return _Pass(chosen, ids, home[ids] == cell, bounds)
 
 
-def _gather(rows: _Rows, chosen: _Pass, run: _Runner, backwards: bool) -> np.ndarray:
-    """The pass's rows, in its order, from one sequential read of the matrix, a block at a
-    time (only from each block's first wanted row to its last; where that is mostly rows
-    not wanted, ``SPARSE_READ``, the wanted ones alone), ``backwards`` when the last read
-    went forwards: the part of the file it read last is what the page cache still holds
-    (10M x 1280 is 25.6 GB, the cache ~12 GB beside a pass; the benchmark's disk sustains
-    ~50 MB/s)."""
-    data = np.empty((len(chosen.ids), rows.dim), dtype=rows.dtype)
+def _gather(
+    rows: _Rows, chosen: _Pass, backwards: bool, budget: _Budget | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pass's rows in row order, and where each of the pass's (in its order) is among
+    them, from one sequential read of the matrix, a block at a time (only from each block's
+    first wanted row to its last; where that is mostly rows not wanted, ``SPARSE_READ``, the
+    wanted ones alone), ``backwards`` when the last read went forwards: the part of the file
+    it read last is what the page cache still holds (10M x 1280 is 25.6 GB; the benchmark's
+    disk sustains ~50 MB/s at times).  Rows are written in the order they are read, so the
+    buffer's pages are taken as they fill; each block waits for room in ``budget``."""
     by_row = np.argsort(chosen.ids, kind="stable")
     wanted = chosen.ids[by_row]
+    slots = np.empty(len(by_row), dtype=np.int64)
+    slots[by_row] = np.arange(len(by_row))
+    data = np.empty((len(wanted), rows.dim), dtype=rows.dtype)  # no pages until written
     blocks = np.unique(wanted // BLOCK_ROWS).tolist()
-    buffers = _Buffers(rows)
     bounds = np.searchsorted(wanted, np.array([blocks, [b + 1 for b in blocks]]) * BLOCK_ROWS)
-
-    def load(index: int) -> None:
+    buffer = np.empty((min(BLOCK_ROWS, rows.n), rows.dim), dtype=rows.dtype)
+    own = 0
+    for index in range(len(blocks) - 1, -1, -1) if backwards else range(len(blocks)):
         lo, hi = int(bounds[0, index]), int(bounds[1, index])
+        size = (hi - lo) * rows.row_bytes
+        if budget is not None and not budget.take(size, own):
+            break  # the search stopped
+        own += size
         first, last = int(wanted[lo]), int(wanted[hi - 1])
-        # Distinct positions for every worker: no two write the same row.
         if (hi - lo) * SPARSE_READ < last + 1 - first:
-            data[by_row[lo:hi]] = rows.take(wanted[lo:hi])  # the rows alone
+            data[lo:hi] = rows.take(wanted[lo:hi])  # the rows alone
         else:
-            block = rows.block(first, last + 1, buffers.mine())
-            data[by_row[lo:hi]] = block[wanted[lo:hi] - first]
-
-    order = range(len(blocks) - 1, -1, -1) if backwards else range(len(blocks))
-    for _ in run.map(load, order):
-        pass
-    return data
+            block = rows.block(first, last + 1, buffer)
+            data[lo:hi] = block[wanted[lo:hi] - first]
+    return data, slots
 
 
 def _search_pass(
@@ -873,11 +1229,12 @@ def _search_pass(
         done = 0.0
         for c in chunk:
             lo, hi = int(starts[c]), int(ends[c])
-            mine, ids, block = chosen.at_home[lo:hi], chosen.ids[lo:hi], data[lo:hi]
+            mine, ids = chosen.at_home[lo:hi], chosen.ids[lo:hi]
+            at = np.arange(lo, hi) if chosen.slots is None else chosen.slots[lo:hi]
             done += search.cell(
                 int(chosen.cells[c]),
-                (_float32(block[mine]), ids[mine]),
-                (_float32(block[~mine]), ids[~mine]),
+                (data[at[mine]].astype(np.float32), ids[mine]),  # one copy each
+                (data[at[~mine]].astype(np.float32), ids[~mine]),
                 work[c],
                 hits,
             )

@@ -111,7 +111,9 @@ class SearchStats:
     rings: int = 0  # margin steps the pilot searched
     pilot_pairs: int = 0  # pairs the pilot found
     probes_per_vector: float = 0.0  # cells each vector is compared in, on average
-    passes: int = 0  # the archive search's reads of the matrix after the pilot
+    passes: int = 0  # the archive search's passes (runs of cells searched together)
+    reads: int = 0  # ... and its reads of the whole matrix for them (the first: none)
+    assign_head: int = 0  # the archive assignment's coordinates scored for every cell
     work_share: float = 0.0  # dot products in the cells / those of the exact search
     seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # the process's CPU time
@@ -494,7 +496,12 @@ Assigned = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def assign_block(rows: np.ndarray, centroids: np.ndarray, start: int) -> Assigned:
     """Home cells of these float32 ``rows`` (ids from ``start``), and the other cells each
     may probe: centroid score within ``MAX_MARGIN`` of its best, ``MAX_PROBES`` at most."""
-    scores = rows @ centroids.T
+    return assigned(rows @ centroids.T, start)
+
+
+def assigned(scores: np.ndarray, start: int) -> Assigned:
+    """``assign_block``'s result from the rows' scores against every centroid (-inf: a
+    cell known to be further than ``MAX_MARGIN`` from the row's best)."""
     home = scores.argmax(axis=1)
     best = scores[np.arange(len(scores)), home]
     # N x cells values: every pass over them counts, so no matrix of gaps, and only the

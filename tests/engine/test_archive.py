@@ -5,14 +5,14 @@ nothing, and group_photos uses it only above its limit."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from photodup_tui.engine import archive, grouping
+from photodup_tui.engine import archive, grouping, neighbours
 from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.neighbours import MAX_PER_PHOTO, SearchStats
@@ -73,6 +73,47 @@ def test_finds_the_exact_searchs_pairs_with_their_exact_cosines(tmp_path: Path) 
     assert np.allclose(scores, np.sum(full[a] * full[b], axis=1), atol=1e-6)
     assert np.all(a < b) and np.all(np.diff(a * len(vectors) + b) > 0)  # sorted, unique
     assert stats.passes >= 4  # 20,000 x 256 float16 is 10 MB, 2 MB a pass
+
+
+def test_the_assignment_on_head_coordinates_gives_every_home_and_probe() -> None:
+    """Centroids scored on the rows' first coordinates, the rest bounded (Cauchy-Schwarz):
+    the same home cell and probes (MAX_MARGIN) as scoring every coordinate, whatever the
+    head, for rows near one centroid (few cells left to score exactly) and rows between
+    two (a midpoint centroid: every cell scored)."""
+    vectors = library(12_000, 256, 0.80, topics=30, seed=12).astype(np.float32)
+    rng = np.random.default_rng(12)
+    picks = vectors[rng.choice(len(vectors), 60, replace=False)]
+    middles = picks[:10] + picks[10:20]
+    centroids = np.concatenate([picks, middles / np.linalg.norm(middles, axis=1)[:, None]])
+    want = neighbours.assign_block(vectors, centroids, 1_000)
+    assert len(want[1]) > 1_000  # rows with probes
+    for head in (16, 128, 192, 255):
+        scorer = archive._HeadScores(centroids, head)
+        got = scorer.assign(vectors, 1_000)
+        for k in range(3):
+            assert np.array_equal(got[k], want[k]), (head, k)
+        assert np.allclose(got[3], want[3], atol=1e-5)
+        _, _, open_ = scorer.bounded(vectors)
+        counts = np.count_nonzero(open_, axis=1)
+        if head >= 192:  # most rows left with a few cells to score, some with many
+            assert np.mean(counts <= archive.ASSIGN_FEW) > 0.5
+            assert np.any((counts > 1) & (counts <= archive.ASSIGN_FEW))
+            assert np.any(counts > archive.ASSIGN_FEW)
+
+
+def test_a_head_assignment_gives_the_pairs_of_a_whole_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors = library(20_000, 256, 0.80, seed=13)
+    matrix = on_disk(vectors, tmp_path)
+    monkeypatch.setattr(archive, "ASSIGN_WORTH", 0.0)  # never worth it: every coordinate
+    (a1, b1, s1), whole = search(matrix, 0.80, tmp_path)
+    monkeypatch.setattr(archive, "ASSIGN_WORTH", 10.0)  # always
+    monkeypatch.setattr(archive, "ASSIGN_HEADS", (0.5,))
+    (a2, b2, s2), head = search(matrix, 0.80, tmp_path)
+    assert whole.assign_head == 256 and head.assign_head == 128
+    assert len(a1) > 3000
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
 
 def test_big_cells_are_split_and_still_give_the_exact_searchs_pairs(
@@ -206,16 +247,19 @@ def test_pairs_just_below_the_threshold_are_never_reported(tmp_path: Path) -> No
 def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The matrix is read a block (or a sampled run) at a time, never whole; each pass
-    gathers its cells' rows in float16, within its memory but for a cell bigger than it,
-    every home member once and every prober once per cell it probes."""
+    """The matrix is read a block (or a sampled run) at a time, never whole; the first
+    pass's rows are copied as the assignment reads them (in EARLY_GROUPS passes), each
+    later pass reads the matrix again; each pass holds its cells' rows in float16, within
+    its memory but for a cell bigger than it, every home member once and every prober once
+    per cell it probes."""
     vectors = library(20_000, 128, 0.80, seed=5)
     matrix = on_disk(vectors, tmp_path)
     reads: list[int] = []
     buffers: set[int] = set()  # the arrays blocks were read into
     directions: list[bool] = []
-    gathered: list[tuple[Any, np.ndarray]] = []
-    block, gather = archive._Rows.block, archive._gather
+    gathered: list[Any] = []
+    searched: list[tuple[Any, np.ndarray]] = []
+    block, gather, search_pass = archive._Rows.block, archive._gather, archive._search_pass
 
     def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
         reads.append(stop - start)
@@ -223,33 +267,97 @@ def test_streams_float16_blocks_and_gathers_passes_within_their_memory(
             buffers.add(id(into))
         return block(self, start, stop, into)
 
-    def seen_gather(rows: Any, part: Any, run: Any, backwards: bool) -> np.ndarray:
-        data = gather(rows, part, run, backwards)
-        gathered.append((part, data))
+    def seen_gather(rows: Any, part: Any, backwards: bool, budget: Any = None) -> Any:
+        gathered.append(part)
         directions.append(backwards)
-        return data
+        return gather(rows, part, backwards, budget)
+
+    def seen_search_pass(part: Any, data: np.ndarray, *args: Any) -> None:
+        searched.append((part, data))
+        search_pass(part, data, *args)
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
     monkeypatch.setattr(archive, "_gather", seen_gather)
+    monkeypatch.setattr(archive, "_search_pass", seen_search_pass)
     (a, _, _), stats = search(matrix, 0.80, tmp_path)
     assert len(a) > 0
     assert max(reads) <= archive.BLOCK_ROWS < len(vectors)
-    assert len(gathered) == stats.passes >= 4
-    # The assignment read forwards; then backwards, forwards, ...: each pass starts with
+    early = archive.EARLY_GROUPS
+    assert len(searched) == stats.passes == stats.reads + early >= early + 4
+    # The first passes read nothing: the assignment kept their rows.
+    assert gathered == [part for part, _ in searched[early:]]
+    # The assignment read forwards; then backwards, forwards, ...: each read starts with
     # the part of the file the last read ended with (what the page cache holds).
-    assert directions == [k % 2 == 0 for k in range(stats.passes)]
-    # One buffer a thread for the assignment and for each pass: not a fresh array a block.
-    assert 0 < len(buffers) <= 2 * (1 + stats.passes) < len(reads) // 2
+    assert directions == [k % 2 == 0 for k in range(stats.reads)]
+    # One buffer a thread for the assignment and for each read: not a fresh array a block.
+    assert 0 < len(buffers) <= 2 + stats.reads < len(reads) // 2
     entries = 0
-    for part, data in gathered:
+    for index, (part, data) in enumerate(searched):
+        rows = data[part.slots]
         assert data.dtype == np.float16
-        assert np.array_equal(data, vectors[part.ids])  # each row where the pass says
-        biggest = int(np.diff(part.bounds).max()) * data.shape[1] * 2
-        assert data.nbytes <= archive.PASS_BYTES or len(part.cells) == 1, biggest
+        assert np.array_equal(rows, vectors[part.ids])  # each row where the pass says
+        # The first pass's cells were sized on the k-means sample: about an even share.
+        room = archive.EARLY_ROOM / early if index < early else 1
+        assert rows.nbytes <= room * archive.PASS_BYTES or len(part.cells) == 1
         entries += len(part.ids)
-    cells = np.concatenate([part.cells for part, _ in gathered])
+    cells = np.concatenate([part.cells for part, _ in searched])
     assert len(np.unique(cells)) == len(cells)  # each cell searched in one pass only
     assert entries == round(len(vectors) * stats.probes_per_vector)
+
+
+def test_the_next_pass_is_read_while_the_first_is_searched_within_the_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass's groups are searched one after another, each freeing its rows; the
+    next pass's rows are read meanwhile, never holding more than the memory beside the
+    rows still held (a block at a time)."""
+    vectors = library(20_000, 128, 0.80, seed=5)
+    matrix = on_disk(vectors, tmp_path)
+    read_some = threading.Event()
+    read_during: list[bool] = []
+    held: list[int] = []
+    block, search_pass, take = archive._Rows.block, archive._search_pass, archive._Budget.take
+
+    def counted_block(self: Any, start: int, stop: int, into: Any = None) -> np.ndarray:
+        if threading.current_thread().name == "archive-read":
+            read_some.set()
+        return block(self, start, stop, into)
+
+    def waiting_search_pass(part: Any, *args: Any) -> None:
+        if len(read_during) < archive.EARLY_GROUPS:  # one of the first pass's groups
+            read_during.append(len(read_during) == 0 or read_some.wait(10))
+        search_pass(part, *args)
+
+    def seen_take(self: Any, size: int, own: int) -> bool:
+        done = take(self, size, own)
+        held.append(self._held - size)  # what was held beside this block
+        return done
+
+    monkeypatch.setattr(archive._Rows, "block", counted_block)
+    monkeypatch.setattr(archive, "_search_pass", waiting_search_pass)
+    monkeypatch.setattr(archive._Budget, "take", seen_take)
+    (a, _, _), stats = search(matrix, 0.80, tmp_path)
+    assert len(a) > 0 and stats.reads >= 4
+    assert read_during == [True] * archive.EARLY_GROUPS  # a read began before the 2nd
+    assert held and max(held) <= archive.PASS_BYTES
+
+
+def test_the_first_pass_copied_by_the_assignment_gives_the_pairs_of_a_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All the rows in one pass: the assignment keeps them, no read follows.  With no room
+    to keep them (the copy overflows and is given up), the pass reads the matrix: the same
+    rows in the same order, so the same pairs and scores."""
+    vectors = library(20_000, 128, 0.80, seed=7)
+    matrix = on_disk(vectors, tmp_path)
+    monkeypatch.setattr(archive, "EARLY_GROUPS", 1)
+    (a1, b1, s1), kept = search(matrix, 0.80, tmp_path, memory=2**40)
+    monkeypatch.setattr(archive, "EARLY_ROOM", 0.0)  # room for one block's rows
+    (a2, b2, s2), read = search(matrix, 0.80, tmp_path, memory=2**40)
+    assert (kept.passes, kept.reads) == (1, 0)
+    assert (read.passes, read.reads) == (1, 1)
+    assert len(a1) > 3000
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
 
 def test_many_passes_give_the_same_pairs_as_one(tmp_path: Path) -> None:
@@ -259,7 +367,7 @@ def test_many_passes_give_the_same_pairs_as_one(tmp_path: Path) -> None:
     matrix = on_disk(vectors, tmp_path)
     (a1, b1, s1), one = search(matrix, 0.80, tmp_path, memory=2**40)
     (a2, b2, s2), many = search(matrix, 0.80, tmp_path)
-    assert one.passes == 1 and many.passes >= 4
+    assert one.reads == 0 and many.passes >= 4 and many.reads >= 3
     assert len(a1) > 3000
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
@@ -271,7 +379,7 @@ def test_a_cell_bigger_than_a_pass_is_searched_in_a_pass_alone(tmp_path: Path) -
     matrix = on_disk(vectors, tmp_path)
     (a1, b1, s1), whole = search(matrix, 0.85, tmp_path, memory=2**40)
     (a2, b2, s2), alone = search(matrix, 0.85, tmp_path, memory=1)
-    assert whole.passes == 1 and alone.passes == alone.cells > 1  # every cell has members
+    assert whole.reads == 0 and alone.passes == alone.cells > 1  # every cell has members
     assert np.array_equal(a1, a2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
 
 
@@ -295,8 +403,8 @@ def test_a_pass_of_few_rows_reads_those_rows_alone(
         return block(self, start, stop, into)
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
-    with ThreadPoolExecutor(2) as pool:
-        data = archive._gather(rows, part, archive._Runner(pool, 2, None, None), False)
+    data, slots = archive._gather(rows, part, False)
+    data = data[slots]
     rows.close()
     want = np.r_[np.arange(3, len(vectors), 50), [7, 8, 12_345]]  # 9 probes another cell
     assert sorted(part.ids.tolist()) == sorted(want.tolist())
@@ -323,13 +431,12 @@ def test_a_pass_read_backwards_reads_its_blocks_from_the_end(
         return block(self, start, stop, into)
 
     monkeypatch.setattr(archive._Rows, "block", counted_block)
-    with ThreadPoolExecutor(1) as pool:
-        for backwards in (False, True):
-            starts.clear()
-            data = archive._gather(rows, part, archive._Runner(pool, 1, None, None), backwards)
-            assert np.array_equal(data, vectors[part.ids])
-            assert len(starts) == -(-len(vectors) // archive.BLOCK_ROWS) > 1
-            assert starts == sorted(starts, reverse=backwards)
+    for backwards in (False, True):
+        starts.clear()
+        data, slots = archive._gather(rows, part, backwards)
+        assert np.array_equal(data[slots], vectors[part.ids])
+        assert len(starts) == -(-len(vectors) // archive.BLOCK_ROWS) > 1
+        assert starts == sorted(starts, reverse=backwards)
     rows.close()
 
 
