@@ -171,8 +171,7 @@ class RayFeatureSource:
             self._say(f"connecting to the Ray cluster at {target}")
             _answers(target)
             kwargs["address"] = target
-        self._owner = _RayOwner(ray, kwargs)
-        error = self._owner.started()
+        self._owner, error = _start_ray(ray, kwargs, self._say)
         if error is not None:  # ConnectionError, a version mismatch, a bad address ...
             self._owner = None
             raise RayUnavailable(f"cannot reach Ray at {target}: {error}")
@@ -540,6 +539,32 @@ def _answers(address: str) -> None:
             f"cannot reach Ray at {address}: nothing answers at {host}:{port} ({reason}); "
             "is the cluster's head running (ray start --head)?"
         ) from None
+
+
+#: A Ray Client server forks a session server for each connection, and now and then that
+#: fork dies at birth (ray-project/ray#63202, "Starting Ray client server failed", a few
+#: percent of connections): the same connection made again works.  Other errors are not
+#: retried (a wrong address, a version mismatch stay wrong).
+CLIENT_ATTEMPTS: Final = 3
+CLIENT_FLAKE: Final = "Starting Ray client server failed"
+
+
+def _start_ray(
+    ray: Any, kwargs: dict[str, Any], say: Callable[[str], None]
+) -> tuple[_RayOwner | None, BaseException | None]:
+    """Ray started (its owner thread) or what went wrong, connecting again after a session
+    server that died at birth (CLIENT_FLAKE), at most CLIENT_ATTEMPTS times in all."""
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        owner = _RayOwner(ray, kwargs)
+        error = owner.started()
+        if error is None:
+            return owner, None
+        if CLIENT_FLAKE not in str(error) or attempt == CLIENT_ATTEMPTS:
+            return None, error
+        say("the cluster's Ray Client server could not start a session; connecting again")
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+    raise AssertionError("unreachable")
 
 
 class _RayOwner:
