@@ -244,10 +244,10 @@ class _Plane:
         self._squares: Any = None
 
     @classmethod
-    def of(cls, pixels: np.ndarray, image: Any = None) -> _Plane:
+    def of(cls, pixels: np.ndarray) -> _Plane:
         from PIL import Image
 
-        return cls(pixels, Image.fromarray(pixels) if image is None else image)
+        return cls(pixels, Image.fromarray(pixels))
 
     @property
     def squares(self) -> Any:
@@ -297,10 +297,6 @@ class DetailPicture:
         if self._brightness is None:
             self._brightness = _Plane.of(self.luma.astype(np.float32))
         return self._brightness
-
-    @property
-    def gray(self) -> np.ndarray:
-        return self.brightness.pixels
 
     @property
     def transparent(self) -> bool:
