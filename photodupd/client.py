@@ -243,6 +243,7 @@ class AsyncClient:
         self._pending: dict[int, tuple[asyncio.Future[Any], ProgressCallback | None]] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._greeted: asyncio.StreamWriter | None = None  # the writer whose hello was answered
         self._read_task: asyncio.Task[None] | None = None
         self._link: Link | None = None
         self._garbage: bytes | None = None  # what came where a frame header was due
@@ -265,7 +266,11 @@ class AsyncClient:
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        """Open and greeted: requests may go out on it.  A link whose hello is still in
+        flight is not (the daemon refuses anything before hello, and a request written then
+        would go first: the hello is sent from a task of its own when it has a deadline)."""
+        writer = self._writer
+        return writer is not None and not writer.is_closing() and self._greeted is writer
 
     async def connect(self) -> protocol.Welcome:
         """Open the connection and shake hands; raises DaemonUnavailable if nobody answers."""
@@ -303,6 +308,7 @@ class AsyncClient:
                 await self._hello_failed(link, exc)
                 raise  # (not reached: _hello_failed raises)
             self.welcome = cast(protocol.Welcome, welcome)
+            self._greeted = writer
             return self.welcome
 
     async def _open(

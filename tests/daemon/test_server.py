@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import stat
 import struct
@@ -25,6 +26,7 @@ from photodupd.client import AsyncClient, SyncClient
 from photodupd.config import DaemonConfig
 from photodupd.protocol import ErrorCode, RemoteError
 from photodupd.server import CONTROL_SLOTS, Server
+from photodupd.transport import CommandEndpoint, CommandLink, Ended, LinkFailed
 from tests.daemon.stub_service import StubService
 
 
@@ -511,6 +513,36 @@ async def test_the_client_reconnects_before_sending_into_an_idle_close(
         assert (await client.request("load", model="builtin"))["id"] == "stub:none"
         assert server.stats.connections_total == 2
         await client.close()
+
+
+async def test_requests_sent_while_the_client_reconnects_wait_for_its_hello(
+    running: Running,
+) -> None:
+    """After a lost link the first request opens a new one and shakes hands; requests that
+    arrive meanwhile (a scan has several in flight) must not go out before the hello: the
+    daemon refuses them (``hello_required``, never retried).  Through the real bridge
+    (``photodup-ctl bridge``, what ``ssh HOST`` runs), as in remote mode, where it was seen
+    with ssh killed mid-scan."""
+
+    def explain(ended: Ended) -> LinkFailed:
+        return LinkFailed(f"the bridge ended: {ended.last_line()}")
+
+    bridge = [sys.executable, "-m", "photodup_tui.ctl", "--socket", str(running.path)]
+    endpoint = CommandEndpoint([*bridge, "bridge", "--no-start"], label="bridge", explain=explain)
+    client = AsyncClient(endpoint=endpoint)
+    await client.connect()
+    assert isinstance(client._link, CommandLink)
+    os.kill(client._link.pid, signal.SIGKILL)  # the link dies under the client (as ssh did)
+    await asyncio.sleep(0.1)
+    first = asyncio.create_task(client.request("ping"))  # it reconnects
+    while client._writer is None and not first.done():
+        await asyncio.sleep(0)  # (a busy wait: the step after the new link is set is the one)
+    # The new link is there; its hello may not be on it yet.  A request started now writes
+    # at once if the client counts the link as ready.
+    second = await client.request("ping")
+    assert second["pong"] and (await first)["pong"]
+    assert client.reconnects == 1
+    await client.close()
 
 
 async def test_two_hundred_concurrent_clients(running: Running) -> None:
