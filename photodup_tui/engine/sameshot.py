@@ -223,55 +223,56 @@ def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> 
     level = 1.0 - margin * _block_levels(a, b) / LEVEL_TOLERANCE
     if not structure:
         return max(-1.0, level)
-    pairs = [(a.brightness, b.brightness)]
+    correlation = _block_correlation(a.brightness, b.brightness)
     if a.transparent or b.transparent:  # transparency: its shapes are compared too
-        pairs.append((_Plane.of(a.opaque_alpha()), _Plane.of(b.opaque_alpha())))
-    correlation = min(_block_correlation(x, y) for x, y in pairs)
+        correlation = min(correlation, _block_correlation(a.alpha_shapes, b.alpha_shapes))
     shapes = 1.0 - margin * (1.0 - correlation) / (1.0 - DETAIL_CORRELATION)
     return max(-1.0, min(shapes, level))
 
 
-class _Plane:
-    """One plane for the block correlation: its pixels (float32, whole levels) and, as
-    Pillow "F" images, the plane and its square.  The square is made when first read: a
-    photo's detail check compares levels only and never needs it."""
+#: The 16-pixel levels are added up from the 8-pixel blocks' sums (four to a block), so the
+#: pixels are summed once for both sizes: the two grids must fall on the finer one's.
+assert LEVEL_BLOCK == 2 * FINE_LEVEL_BLOCK and (LEVEL_BLOCK // 2) % FINE_LEVEL_BLOCK == 0
 
-    __slots__ = ("_squares", "image", "pixels")
 
-    def __init__(self, pixels: np.ndarray, image: Any) -> None:
+class _Shapes:
+    """One 8-bit plane as the block correlation reads it: the plane, its squares (16 bits:
+    255 x 255 fits) and, per grid offset, the whole-number block sums of both.  Made once
+    per picture: a keeper's serve all its pairs."""
+
+    __slots__ = ("pixels", "squares", "sums")
+
+    def __init__(self, pixels: np.ndarray) -> None:
         self.pixels = pixels
-        self.image = image
-        self._squares: Any = None
+        wide = pixels.astype(np.uint16)
+        self.squares = wide * wide
+        self.sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    @classmethod
-    def of(cls, pixels: np.ndarray) -> _Plane:
-        from PIL import Image
-
-        return cls(pixels, Image.fromarray(pixels))
-
-    @property
-    def squares(self) -> Any:
-        if self._squares is None:
-            from PIL import Image
-
-            self._squares = Image.fromarray(self.pixels * self.pixels)
-        return self._squares
+    def block_sums(self, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        found = self.sums.get(offset)
+        if found is None:
+            found = self.sums[offset] = (
+                _block_sums(self.pixels, DETAIL_BLOCK, offset).astype(np.float64),
+                _block_sums(self.squares, DETAIL_BLOCK, offset).astype(np.float64),
+            )
+        return found
 
 
 class DetailPicture:
     """A picture as the detail check reads it: its 8-bit brightness (Pillow's "L"), colour
-    and alpha planes, whose block means the levels compare, and brightness as a float plane
-    for the shapes (made when first needed: a photo's check compares levels only).  Made
-    once, it serves every pair the picture is in (a keeper and its near copies,
-    ``pixeljobs.details``)."""
+    and alpha planes, whose block sums the levels and the shapes compare.  Made once, it
+    serves every pair the picture is in (a keeper and its near copies,
+    ``pixeljobs.details``), with the block sums it has taken."""
 
-    __slots__ = ("_brightness", "_opacity", "luma", "means", "rgb")
+    __slots__ = ("_alpha_shapes", "_brightness", "_fine_sums", "_opacity", "luma", "means", "rgb")
 
     def __init__(self, luma: np.ndarray, rgb: np.ndarray, opacity: np.ndarray | None) -> None:
         self.luma = luma  # (h, w) uint8
         self.rgb = rgb  # (h, w, 3) uint8
         self._opacity = opacity  # (h, w) uint8, or None: opaque
-        self._brightness: _Plane | None = None
+        self._brightness: _Shapes | None = None
+        self._alpha_shapes: _Shapes | None = None
+        self._fine_sums: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
         #: Block means already taken, by (block side, offset): a keeper's serve all its pairs.
         self.means: dict[tuple[int, int], list[np.ndarray]] = {}
 
@@ -293,19 +294,26 @@ class DetailPicture:
         return height, width
 
     @property
-    def brightness(self) -> _Plane:
-        if self._brightness is None:
-            self._brightness = _Plane.of(self.luma.astype(np.float32))
-        return self._brightness
-
-    @property
     def transparent(self) -> bool:
         return self._opacity is not None
 
-    def opaque_alpha(self) -> np.ndarray:
-        if self._opacity is not None:
-            return self._opacity.astype(np.float32)
-        return np.full(self.shape, 255.0, dtype=np.float32)
+    @property
+    def brightness(self) -> _Shapes:
+        """The brightness plane for the shapes (made when first needed: a photo's check
+        compares levels only)."""
+        if self._brightness is None:
+            self._brightness = _Shapes(self.luma)
+        return self._brightness
+
+    @property
+    def alpha_shapes(self) -> _Shapes:
+        """The alpha plane for the shapes (255 everywhere for an opaque picture)."""
+        if self._alpha_shapes is None:
+            opacity = self._opacity
+            if opacity is None:
+                opacity = np.full(self.shape, 255, dtype=np.uint8)
+            self._alpha_shapes = _Shapes(opacity)
+        return self._alpha_shapes
 
     def level_means(self, offset: int) -> list[np.ndarray]:
         """LEVEL_BLOCK block means of brightness, the two colour opponents (R-G and
@@ -313,13 +321,16 @@ class DetailPicture:
         linear, so their block means come from the channels'."""
         found = self.means.get((LEVEL_BLOCK, offset))
         if found is None:
-            gray = _block_means(self.luma, LEVEL_BLOCK, offset)
-            colour = _block_means(self.rgb, LEVEL_BLOCK, offset)
+            start = offset // FINE_LEVEL_BLOCK
+            area = float(LEVEL_BLOCK * LEVEL_BLOCK)
+            luma, rgb, alpha = self._sums_at_fine_grid()
+            gray = _paired_blocks(luma, start) / area
+            colour = _paired_blocks(rgb, start) / area
             red, green, blue = colour[..., 0], colour[..., 1], colour[..., 2]
-            if self._opacity is None:
+            if alpha is None:
                 opacity = np.full(gray.shape, 255.0)
             else:
-                opacity = _block_means(self._opacity, LEVEL_BLOCK, offset)
+                opacity = _paired_blocks(alpha, start) / area
             found = [gray, red - green, 0.5 * (red + green) - blue, opacity]
             self.means[(LEVEL_BLOCK, offset)] = found
         return found
@@ -328,60 +339,83 @@ class DetailPicture:
         """FINE_LEVEL_BLOCK block means of brightness."""
         found = self.means.get((FINE_LEVEL_BLOCK, offset))
         if found is None:
-            found = self.means[(FINE_LEVEL_BLOCK, offset)] = [
-                _block_means(self.luma, FINE_LEVEL_BLOCK, offset)
-            ]
+            if offset == 0:
+                sums = self._sums_at_fine_grid()[0]
+            else:
+                sums = _block_sums(self.luma, FINE_LEVEL_BLOCK, offset)
+            means = sums / float(FINE_LEVEL_BLOCK * FINE_LEVEL_BLOCK)
+            found = self.means[(FINE_LEVEL_BLOCK, offset)] = [means]
         return found[0]
 
-
-def _block_means(plane: Any, side: int, offset: int) -> np.ndarray:
-    """The mean of every whole side x side block of a plane from (offset, offset), in
-    float64: a float32 plane (a Pillow "F" image or an array) through Pillow's box
-    reduction (the same means as numpy's block reshape to float32 rounding, several times
-    faster than its strided sums); 8-bit pixels (an (h, w) or (h, w, channels) uint8 array)
-    exactly, from whole-number block sums taken a row of blocks, then a column, at a time."""
-    from PIL import Image
-
-    if isinstance(plane, np.ndarray) and plane.dtype == np.uint8:
-        return _integer_block_means(plane, side, offset)
-    image = plane if isinstance(plane, Image.Image) else Image.fromarray(plane)
-    width, height = ((n - offset) // side * side for n in image.size)
-    if width <= 0 or height <= 0:
-        return np.zeros((0, 0))
-    box = (offset, offset, offset + width, offset + height)
-    return np.asarray(image.reduce(side, box=box), dtype=np.float64)
+    def _sums_at_fine_grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Whole-number FINE_LEVEL_BLOCK block sums from (0, 0) of brightness, colour and
+        alpha: the fine levels read them, and the coarse levels add them up in fours."""
+        if self._fine_sums is None:
+            self._fine_sums = (
+                _block_sums(self.luma, FINE_LEVEL_BLOCK, 0),
+                _block_sums(self.rgb, FINE_LEVEL_BLOCK, 0),
+                None if self._opacity is None else _block_sums(self._opacity, FINE_LEVEL_BLOCK, 0),
+            )
+        return self._fine_sums
 
 
-def _integer_block_means(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
+def _paired_blocks(sums: np.ndarray, start: int) -> np.ndarray:
+    """Block sums twice as wide from block sums: each adds 2 x 2 of ``sums`` from block
+    (``start``, ``start``); a row or column of ``sums`` left without a partner is dropped,
+    as the wider grid drops the pixels it does not cover."""
+    rows, columns = ((n - start) // 2 for n in sums.shape[:2])
+    if rows <= 0 or columns <= 0:
+        return np.zeros((0, 0, *sums.shape[2:]), dtype=sums.dtype)
+    inside = sums[start : start + 2 * rows, start : start + 2 * columns]
+    return inside[0::2, 0::2] + inside[1::2, 0::2] + inside[0::2, 1::2] + inside[1::2, 1::2]
+
+
+def _block_sums(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
+    """The sum (uint32) of every whole side x side block of an (h, w) or (h, w, channels)
+    array of 8-bit or 16-bit levels from (offset, offset), edges left out.  A row of blocks
+    is added up a pixel row at a time (contiguous adds, in 16 bits for 8-bit levels: the
+    side is at most 257), then its blocks a column at a time: several times faster than
+    numpy's reductions over a block reshape."""
+    if pixels.dtype == np.uint8:
+        wide: type[np.unsignedinteger[Any]] = np.uint16
+        if side > 257:
+            raise ValueError("blocks too wide for 16-bit row sums")
+    elif pixels.dtype == np.uint16:
+        wide = np.uint32
+        if side > 257:
+            raise ValueError("blocks too wide for 32-bit sums")
+    else:
+        raise TypeError(f"expected 8- or 16-bit levels, not {pixels.dtype}")
     rows, columns = ((n - offset) // side for n in pixels.shape[:2])
     channels = pixels.shape[2:]
     if rows <= 0 or columns <= 0:
-        return np.zeros((0, 0, *channels))
+        return np.zeros((0, 0, *channels), dtype=np.uint32)
     inside = pixels[offset : offset + rows * side, offset : offset + columns * side]
-    # A block's column of levels sums within 16 bits (the row of blocks is contiguous).
-    strips = inside.reshape(rows, side, columns * side, *channels).sum(axis=1, dtype=np.uint16)
-    sums = strips.reshape(rows, columns, side, *channels).sum(axis=2, dtype=np.uint32)
-    return sums / float(side * side)
+    strips = inside[0::side].astype(wide)
+    for row in range(1, side):
+        strips += inside[row::side]
+    blocks = strips.reshape(rows, columns, side, *channels)
+    sums = blocks[:, :, 0].astype(np.uint32)
+    for column in range(1, side):
+        sums += blocks[:, :, column]
+    return sums
 
 
-def _block_correlation(a: _Plane, b: _Plane) -> float:
+def _block_correlation(a: _Shapes, b: _Shapes) -> float:
     """The lowest correlation of two pictures' blocks with strong contrast, over two grids
     half a block apart (a change on a block border shows in the other grid).
 
-    From the block sums of the pixels, their squares and their products.  The pixels are
-    whole levels, so every sum is a whole number: recovered exactly from the block means,
+    From the whole-number block sums of the pixels, their squares and their products, so
     the variances and covariances below are exact, and a flat block (a blank margin beside
     a mark) has exactly no covariance, as when computed pixel by pixel."""
-    from PIL import Image
-
     worst = 1.0
     area = float(DETAIL_BLOCK * DETAIL_BLOCK)
-    images = [a.image, b.image, a.squares, b.squares, Image.fromarray(a.pixels * b.pixels)]
+    products = a.pixels.astype(np.uint16) * b.pixels  # 16 bits: 255 x 255 fits
     for offset in (0, DETAIL_BLOCK // 2):
-        sums = [np.rint(_block_means(p, DETAIL_BLOCK, offset) * area) for p in images]
-        x, y, xx, yy, xy = sums
+        (x, xx), (y, yy) = a.block_sums(offset), b.block_sums(offset)
         if x.size == 0:
             continue
+        xy = _block_sums(products, DETAIL_BLOCK, offset).astype(np.float64)
         # area^2 x the variances and the covariance
         vx, vy, cov = area * xx - x * x, area * yy - y * y, area * xy - x * y
         # A block with contrast on one side only (a mark on a blank page) correlates ~0.

@@ -217,15 +217,56 @@ def test_a_keeper_is_decoded_once_for_all_its_near_pairs(
 
 @pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3), (17, 16, 3)])
 @pytest.mark.parametrize(("side", "offset"), [(16, 0), (16, 8), (8, 4), (6, 3)])
-def test_8_bit_block_means_are_exact(shape: tuple[int, ...], side: int, offset: int) -> None:
-    """The levels read 8-bit planes through whole-number block sums: every block's mean
-    must be its pixels' mean, block by block and channel by channel, edges left out."""
-    pixels = np.random.default_rng(sum(shape) + side).integers(0, 256, shape, dtype=np.uint8)
-    means = sameshot._block_means(pixels, side, offset)
+def test_block_sums_are_exact(shape: tuple[int, ...], side: int, offset: int) -> None:
+    """The levels and shapes read 8-bit planes (and 16-bit squares) through whole-number
+    block sums: every block's sum must be its pixels' sum, block by block and channel by
+    channel, edges left out, with no overflow at the largest levels."""
+    rng = np.random.default_rng(sum(shape) + side)
+    for top in (255, 65025):
+        dtype = np.uint8 if top == 255 else np.uint16
+        pixels = rng.integers(top - 3, top + 1, shape, dtype=dtype)
+        _assert_block_sums(pixels, side, offset)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    _assert_block_sums(pixels, side, offset)
+
+
+def _assert_block_sums(pixels: np.ndarray, side: int, offset: int) -> None:
+    shape = pixels.shape
+    sums = sameshot._block_sums(pixels, side, offset)
     rows, columns = ((n - offset) // side for n in shape[:2])
-    assert means.shape == (rows, columns, *shape[2:])
+    assert sums.shape == (rows, columns, *shape[2:])
     for r in range(rows):
         for c in range(columns):
             top, left = offset + r * side, offset + c * side
-            block = pixels[top : top + side, left : left + side].astype(np.float64)
-            assert np.array_equal(means[r, c], block.mean(axis=(0, 1)))
+            block = pixels[top : top + side, left : left + side].astype(np.int64)
+            assert np.array_equal(sums[r, c], block.sum(axis=(0, 1)))
+
+
+@pytest.mark.parametrize("size", [(53, 37), (48, 64), (47, 40), (16, 23), (9, 31)])
+def test_the_wide_levels_added_up_from_the_fine_blocks_are_the_blocks_own(
+    size: tuple[int, int],
+) -> None:
+    """The 16-pixel levels come from four 8-pixel block sums each; at both grid offsets and
+    any picture size (a last row or column of fine blocks without a partner) they must be
+    the 16-pixel blocks' own means, for brightness, colour and alpha."""
+    rng = np.random.default_rng(size[0] * size[1])
+    rgba = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    rgba[..., 3] = np.maximum(rgba[..., 3], 1)  # transparent, but no pixel wholly
+    picture = sameshot.DetailPicture.of(Image.fromarray(rgba, "RGBA"))
+    assert picture.transparent
+    area = float(sameshot.LEVEL_BLOCK**2)
+    for offset in (0, sameshot.LEVEL_BLOCK // 2):
+        gray, red_green, yellow_blue, opacity = picture.level_means(offset)
+        colour = sameshot._block_sums(picture.rgb, sameshot.LEVEL_BLOCK, offset) / area
+        red, green, blue = colour[..., 0], colour[..., 1], colour[..., 2]
+        direct = sameshot._block_sums(picture.luma, sameshot.LEVEL_BLOCK, offset) / area
+        assert np.array_equal(gray, direct)
+        assert np.array_equal(red_green, red - green)
+        assert np.array_equal(yellow_blue, 0.5 * (red + green) - blue)
+        alpha = np.asarray(rgba[..., 3])
+        assert np.array_equal(
+            opacity, sameshot._block_sums(alpha, sameshot.LEVEL_BLOCK, offset) / area
+        )
+    for offset in (0, sameshot.FINE_LEVEL_BLOCK // 2):
+        fine = sameshot._block_sums(picture.luma, sameshot.FINE_LEVEL_BLOCK, offset) / 64.0
+        assert np.array_equal(picture.fine_means(offset), fine)
