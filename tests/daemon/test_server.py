@@ -533,12 +533,17 @@ async def test_requests_sent_while_the_client_reconnects_wait_for_its_hello(
     await client.connect()
     assert isinstance(client._link, CommandLink)
     os.kill(client._link.pid, signal.SIGKILL)  # the link dies under the client (as ssh did)
-    await asyncio.sleep(0.1)
+    for _ in range(1000):  # until the client has seen it go (a bound on a hang)
+        if client._writer is None:
+            break
+        await asyncio.sleep(0.01)
+    assert client._writer is None
     first = asyncio.create_task(client.request("ping"))  # it reconnects
     while client._writer is None and not first.done():
         await asyncio.sleep(0)  # (a busy wait: the step after the new link is set is the one)
     # The new link is there; its hello may not be on it yet.  A request started now writes
     # at once if the client counts the link as ready.
+    assert not first.done()
     second = await client.request("ping")
     assert second["pong"] and (await first)["pong"]
     assert client.reconnects == 1
