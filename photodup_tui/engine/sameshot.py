@@ -233,29 +233,28 @@ def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> 
 #: The 16-pixel levels are added up from the 8-pixel blocks' sums (four to a block), so the
 #: pixels are summed once for both sizes: the two grids must fall on the finer one's.
 assert LEVEL_BLOCK == 2 * FINE_LEVEL_BLOCK and (LEVEL_BLOCK // 2) % FINE_LEVEL_BLOCK == 0
+#: The shapes' two grids, half a block apart (a change on a block border shows in the other).
+SHAPE_OFFSETS = (0, DETAIL_BLOCK // 2)
 
 
 class _Shapes:
-    """One 8-bit plane as the block correlation reads it: the plane, its squares (16 bits:
-    255 x 255 fits) and, per grid offset, the whole-number block sums of both.  Made once
-    per picture: a keeper's serve all its pairs."""
+    """One 8-bit plane as the block correlation reads it: the plane and, per grid offset,
+    the whole-number block sums of its pixels and of their squares (16 bits: 255 x 255
+    fits).  Made once per picture: a keeper's serve all its pairs."""
 
-    __slots__ = ("pixels", "squares", "sums")
+    __slots__ = ("pixels", "sums")
 
     def __init__(self, pixels: np.ndarray) -> None:
         self.pixels = pixels
         wide = pixels.astype(np.uint16)
-        self.squares = wide * wide
-        self.sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def block_sums(self, offset: int) -> tuple[np.ndarray, np.ndarray]:
-        found = self.sums.get(offset)
-        if found is None:
-            found = self.sums[offset] = (
-                _block_sums(self.pixels, DETAIL_BLOCK, offset).astype(np.float64),
-                _block_sums(self.squares, DETAIL_BLOCK, offset).astype(np.float64),
+        squares = wide * wide
+        self.sums = {
+            offset: (
+                _block_sums(pixels, DETAIL_BLOCK, offset).astype(np.float64),
+                _block_sums(squares, DETAIL_BLOCK, offset).astype(np.float64),
             )
-        return found
+            for offset in SHAPE_OFFSETS
+        }
 
 
 class DetailPicture:
@@ -321,6 +320,8 @@ class DetailPicture:
         linear, so their block means come from the channels'."""
         found = self.means.get((LEVEL_BLOCK, offset))
         if found is None:
+            if offset % FINE_LEVEL_BLOCK:
+                raise ValueError("the wide levels' grid must fall on the fine one's")
             start = offset // FINE_LEVEL_BLOCK
             area = float(LEVEL_BLOCK * LEVEL_BLOCK)
             luma, rgb, alpha = self._sums_at_fine_grid()
@@ -376,16 +377,11 @@ def _block_sums(pixels: np.ndarray, side: int, offset: int) -> np.ndarray:
     is added up a pixel row at a time (contiguous adds, in 16 bits for 8-bit levels: the
     side is at most 257), then its blocks a column at a time: several times faster than
     numpy's reductions over a block reshape."""
-    if pixels.dtype == np.uint8:
-        wide: type[np.unsignedinteger[Any]] = np.uint16
-        if side > 257:
-            raise ValueError("blocks too wide for 16-bit row sums")
-    elif pixels.dtype == np.uint16:
-        wide = np.uint32
-        if side > 257:
-            raise ValueError("blocks too wide for 32-bit sums")
-    else:
+    if pixels.dtype not in (np.uint8, np.uint16):
         raise TypeError(f"expected 8- or 16-bit levels, not {pixels.dtype}")
+    wide: type[np.unsignedinteger[Any]] = np.uint16 if pixels.dtype == np.uint8 else np.uint32
+    if side > 257:  # 257 x 255 fills 16 bits; 257^2 x 65025 fills 32
+        raise ValueError("blocks too wide for the sums' integers")
     rows, columns = ((n - offset) // side for n in pixels.shape[:2])
     channels = pixels.shape[2:]
     if rows <= 0 or columns <= 0:
@@ -411,8 +407,8 @@ def _block_correlation(a: _Shapes, b: _Shapes) -> float:
     worst = 1.0
     area = float(DETAIL_BLOCK * DETAIL_BLOCK)
     products = a.pixels.astype(np.uint16) * b.pixels  # 16 bits: 255 x 255 fits
-    for offset in (0, DETAIL_BLOCK // 2):
-        (x, xx), (y, yy) = a.block_sums(offset), b.block_sums(offset)
+    for offset in SHAPE_OFFSETS:
+        (x, xx), (y, yy) = a.sums[offset], b.sums[offset]
         if x.size == 0:
             continue
         xy = _block_sums(products, DETAIL_BLOCK, offset).astype(np.float64)
