@@ -132,6 +132,18 @@ ORIENT_TRANSPOSE: Final = {
 }
 #: EXIF orientations that swap width and height.
 SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
+#: Per EXIF orientation, whether the upright x and y axes run against the stored axes they
+#: come from (so that what was stored last, a partial DCT block, is upright first).
+REVERSES_AXES: Final = {
+    1: (False, False),
+    2: (True, False),
+    3: (True, True),
+    4: (False, True),
+    5: (False, False),
+    6: (True, False),
+    7: (True, True),
+    8: (False, True),
+}
 
 
 def exif_orientation(exif: Image.Exif | None) -> int:

@@ -46,6 +46,7 @@ from photodupd.imagebase import (
     OPEN_FORMATS,
     ORIENT_TRANSPOSE,
     RAW_EXTENSIONS,
+    REVERSES_AXES,
     SWAPS_AXES,
     ImageError,
     Upright,
@@ -69,6 +70,7 @@ __all__ = [
     "decode",
     "decode_item",
     "error_for_os_error",
+    "load_means",
     "load_preview",
     "load_sized",
     "phash",
@@ -270,6 +272,81 @@ def load_sized(
         raise
     except Exception as exc:  # same last resort as decode()
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"cannot decode: {_describe(exc)}") from None
+
+
+def load_means(
+    source: str | bytes | os.PathLike[str], size: tuple[int, int], reduction: int
+) -> Image.Image:
+    """The picture :func:`load_sized` gives at ``size``, reduced ``reduction`` times: each
+    pixel the mean colour of a ``reduction`` x ``reduction`` square of it (the edge pixels
+    that fill no square left out; transparency flattened onto white).
+
+    Where ``size`` is the picture's own divided by a whole number (the smaller side of a
+    near pair), the squares are whole blocks of the file's pixels, and the means are taken
+    from the coarsest decode whose pixels tile them: a 12 MP JPEG at its 1/8 DCT scale,
+    where each pixel is already an 8x8 block's mean (to rounding), with no resize, for a
+    quarter less decoding than at half size.  Otherwise they come from :func:`load_sized`'s
+    picture itself."""
+    width, height = (int(size[0]), int(size[1]))
+    if width < 1 or height < 1 or reduction < 1:
+        raise ValueError("size and reduction must be positive")
+    cells = (width // reduction, height // reduction)
+    if min(cells) < 1:
+        raise ValueError("size must be at least one square")
+    data = read_image_file(source)
+    try:
+        scale = None if rawimage.is_raw(data, source) else _block_scale(data, size, reduction)
+        image, step = None, (reduction, reduction)
+        if scale is not None:
+            (cover, decoded), step = scale
+            image = _decode_upright(data, None, source, cover=cover).image
+            if image.size != decoded:  # the draft chose another scale: as below
+                image, step = _resampled(image, (width, height)), (reduction, reduction)
+        if image is None:  # not whole blocks of the file's pixels: load_sized's picture
+            picture = _decode_upright(data, None, source, cover=(width, height))
+            image = _resampled(picture.image, (width, height))
+        region = (0, 0, cells[0] * step[0], cells[1] * step[1])
+        if region != (0, 0, *image.size):
+            image = image.crop(region)
+        return image.reduce(step) if step != (1, 1) else image
+    except ImageError:
+        raise
+    except Exception as exc:  # same last resort as decode()
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"cannot decode: {_describe(exc)}") from None
+
+
+def _block_scale(
+    data: bytes, size: tuple[int, int], reduction: int
+) -> tuple[tuple[tuple[int, int], tuple[int, int]], tuple[int, int]] | None:
+    """For :func:`load_means`: the upright size to ask the decoder to cover and the size it
+    then decodes at (a JPEG's DCT scale 1/k, its last block partial; any other format at
+    full size), and the decoded pixels per square (per axis), when ``size``
+    is the picture's own divided by whole numbers; else None.  The scale must divide the
+    squares, and where the orientation turns the file's last, partial DCT block to the
+    upright start, the picture's side too (so no square straddles it)."""
+    image = _open(data)
+    try:
+        stored = image.size
+        jpeg = image.format in ("JPEG", "MPO")
+        orientation = exif_orientation(_read_exif(image)) if jpeg else 1
+    finally:
+        image.close()
+    upright = (stored[1], stored[0]) if orientation in SWAPS_AXES else stored
+    if any(side % target for side, target in zip(upright, size, strict=True)):
+        return None
+    squares = [side // target * reduction for side, target in zip(upright, size, strict=True)]
+    reverses = REVERSES_AXES.get(orientation, (False, False))
+    for k in (8, 4, 2, 1) if jpeg else (1,):
+        fits = all(
+            square % k == 0 and (not turned or side % k == 0)
+            for square, side, turned in zip(squares, upright, reverses, strict=True)
+        )
+        if fits:
+            # Pillow's draft takes the coarsest scale whose whole pixels still cover this.
+            cover = (upright[0] // k, upright[1] // k)
+            decoded = (-(-upright[0] // k), -(-upright[1] // k))
+            return (cover, decoded), (squares[0] // k, squares[1] // k)
+    return None
 
 
 def _resampled(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -9,7 +9,8 @@ calling process for trusted files (``isolate=False``: tests, benchmarks).
 Jobs are tuples: ``("thumb", path)`` -> the packed thumbnail (bytes), for a photo whose
 features came without one (an older daemon or cache); ``("details", keeper, [(other, size,
 structure), ...])`` -> one float per other, None where that other does not decode (the
-keeper decoded once per size for them all);
+keeper decoded once per size for them all: a photo pair, whose shapes are not compared,
+reads the means of its pictures at a quarter of ``size``, see :func:`detail`);
 ``("resave", lossless, original, size)`` -> bool.  A file that does not decode raises
 :class:`~photodupd.imagebase.ImageError`, which the pool hands back as the job's error.
 """
@@ -54,35 +55,57 @@ def thumbnail(path: str) -> pixelthumb.Thumb:
     return pixelthumb.unpack(thumbnail_bytes(path))
 
 
-def detail(path_a: str, path_b: str, size: tuple[int, int]) -> float:
-    """:func:`sameshot.same_detail` of two files, both decoded at ``size`` (the smaller
-    one's own size or a whole fraction of it, see :func:`sameshot.detail_size`)."""
-    target = (int(size[0]), int(size[1]))
-    pictures = [imaging.load_sized(path, target, alpha=True) for path in (path_a, path_b)]
-    return float(sameshot.same_detail(*pictures))
+def detail(path_a: str, path_b: str, size: tuple[int, int], structure: bool = True) -> float:
+    """The detail check of two files compared at ``size`` (the smaller one's own size or a
+    whole fraction of it, see :func:`sameshot.detail_size`): :func:`sameshot.same_detail`
+    of both decoded at that size, or, when only their levels are compared (``structure``
+    False, :func:`sameshot.needs_structure`), :func:`sameshot.same_levels` of their means."""
+    (value,) = details(path_a, [(path_b, size, structure)], missing_raises=True)
+    if value is None:  # cannot happen: a file that does not decode raised
+        raise ImageError(ErrorCode.INTERNAL, "no detail score")
+    return value
 
 
-def details(keeper: str, others: list[tuple[str, tuple[int, int], bool]]) -> list[float | None]:
-    """:func:`sameshot.same_detail` of ``keeper`` with each of ``others`` (path, size,
-    whether shapes are compared: :func:`sameshot.needs_structure`), decoding the keeper once
-    per size: a keeper with three near copies is decoded once, not three times.  An other
-    that does not decode gets None (its pair only); a keeper that does not decode fails the
-    job."""
-    keeper_at: dict[tuple[int, int], sameshot.DetailPicture] = {}
+def details(
+    keeper: str,
+    others: list[tuple[str, tuple[int, int], bool]],
+    *,
+    missing_raises: bool = False,
+) -> list[float | None]:
+    """:func:`detail` of ``keeper`` with each of ``others`` (path, size, whether shapes are
+    compared), decoding the keeper once per size and kind: a keeper with three near copies
+    is decoded once, not three times.  An other that does not decode gets None (its pair
+    only; ``missing_raises``: its ImageError); a keeper that does not decode fails the job."""
+    keeper_as: dict[tuple[tuple[int, int], bool], sameshot.DetailPicture] = {}
     found: list[float | None] = []
     for path, size, structure in others:
         target = (int(size[0]), int(size[1]))
+        levels = not structure and sameshot.reads_means(target)
+        kind = (target, levels)
         try:
-            picture = imaging.load_sized(path, target, alpha=True)
+            picture = _detail_picture(path, target, levels)
         except ImageError:
+            if missing_raises:
+                raise
             found.append(None)
             continue
-        if target not in keeper_at:
-            loaded = imaging.load_sized(keeper, target, alpha=True)
-            keeper_at[target] = sameshot.DetailPicture.of(loaded)
-        value = sameshot.same_detail(keeper_at[target], picture, structure=bool(structure))
+        if kind not in keeper_as:
+            keeper_as[kind] = _detail_picture(keeper, target, levels)
+        if levels:
+            value = sameshot.same_levels(keeper_as[kind], picture)
+        else:
+            value = sameshot.same_detail(keeper_as[kind], picture, structure=bool(structure))
         found.append(float(value))
     return found
+
+
+def _detail_picture(path: str, size: tuple[int, int], levels: bool) -> sameshot.DetailPicture:
+    """One side of a detail check: the picture at ``size``, or with ``levels`` its means
+    (:func:`sameshot.same_levels`)."""
+    if not levels:
+        return sameshot.DetailPicture.of(imaging.load_sized(path, size, alpha=True))
+    means = imaging.load_means(path, size, sameshot.LEVEL_REDUCTION)
+    return sameshot.DetailPicture.of(means, sameshot.LEVEL_REDUCTION)
 
 
 def resave(lossless: str, original: str, size: tuple[int, int]) -> bool:

@@ -117,6 +117,13 @@ LEVEL_TOLERANCE = 20.0
 #: 371 pixels, WebP and HEIC); their colour opponents move by up to 19.8 at q40 (chroma
 #: subsampling), so colour and transparency stay at LEVEL_BLOCK.
 FINE_LEVEL_BLOCK = 8
+#: A photo's pair compares levels only (:func:`needs_structure`), and a block's mean is the
+#: mean of its cells' means: so its levels are read from pictures this many times smaller
+#: than the detail size (each pixel the mean of a square of the detail size's, see
+#: :func:`same_levels`), the same blocks from a sixteenth of the pixels.  A 12 MP JPEG decodes
+#: for them at its 1/8 DCT scale, where each pixel is the mean of an 8x8 block: no resize,
+#: and a quarter less decoding than at half size.
+LEVEL_REDUCTION = 4
 
 
 def same_picture(a: Thumb, b: Thumb) -> float:
@@ -198,6 +205,25 @@ def detail_size(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return (max(1, small[0] // steps), max(1, small[1] // steps))
 
 
+def reads_means(detail: tuple[int, int]) -> bool:
+    """Whether a photo pair compared at ``detail`` has its levels read from its pictures'
+    means (:func:`same_levels`); tiny pictures are compared as they are."""
+    return min(detail) >= LEVEL_BLOCK
+
+
+def same_levels(image_a: object, image_b: object) -> float:
+    """:func:`same_detail` with ``structure=False``, read from pictures LEVEL_REDUCTION times
+    smaller whose pixels are the means of the detail size's squares
+    (``imaging.load_means``): every block of the detail size is a block of these, so the
+    levels compared are the same (to the rounding of the means)."""
+    a = DetailPicture.of(image_a, LEVEL_REDUCTION)
+    b = DetailPicture.of(image_b, LEVEL_REDUCTION)
+    if a.shape != b.shape or min(a.shape) * LEVEL_REDUCTION < DETAIL_BLOCK:
+        return -1.0
+    margin = 1.0 - SAME_PICTURE_MIN
+    return max(-1.0, 1.0 - margin * _block_levels(a, b) / LEVEL_TOLERANCE)
+
+
 def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> float:
     """How well two pictures of the same size agree in their detail, in [-1, 1]; at or above
     SAME_PICTURE_MIN they are the same picture (re-encoded, resized, re-formatted).
@@ -233,6 +259,8 @@ def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> 
 #: The 16-pixel levels are added up from the 8-pixel blocks' sums (four to a block), so the
 #: pixels are summed once for both sizes: the two grids must fall on the finer one's.
 assert LEVEL_BLOCK == 2 * FINE_LEVEL_BLOCK and (LEVEL_BLOCK // 2) % FINE_LEVEL_BLOCK == 0
+#: The reduced pictures keep both grids and their half-block offsets whole.
+assert (FINE_LEVEL_BLOCK // 2) % LEVEL_REDUCTION == 0
 #: The shapes' two grids, half a block apart (a change on a block border shows in the other).
 SHAPE_OFFSETS = (0, DETAIL_BLOCK // 2)
 
@@ -261,14 +289,30 @@ class DetailPicture:
     """A picture as the detail check reads it: its 8-bit brightness (Pillow's "L"), colour
     and alpha planes, whose block sums the levels and the shapes compare.  Made once, it
     serves every pair the picture is in (a keeper and its near copies,
-    ``pixeljobs.details``), with the block sums it has taken."""
+    ``pixeljobs.details``), with the block sums it has taken.  ``reduction``: the picture
+    is that many times smaller than the detail size (see :func:`same_levels`), its level
+    blocks as many times narrower."""
 
-    __slots__ = ("_alpha_shapes", "_brightness", "_fine_sums", "_opacity", "luma", "means", "rgb")
+    __slots__ = (
+        "_alpha_shapes",
+        "_brightness",
+        "_fine_sums",
+        "_opacity",
+        "fine_block",
+        "level_block",
+        "luma",
+        "means",
+        "rgb",
+    )
 
-    def __init__(self, luma: np.ndarray, rgb: np.ndarray, opacity: np.ndarray | None) -> None:
+    def __init__(
+        self, luma: np.ndarray, rgb: np.ndarray, opacity: np.ndarray | None, reduction: int = 1
+    ) -> None:
         self.luma = luma  # (h, w) uint8
         self.rgb = rgb  # (h, w, 3) uint8
         self._opacity = opacity  # (h, w) uint8, or None: opaque
+        self.fine_block = FINE_LEVEL_BLOCK // reduction
+        self.level_block = LEVEL_BLOCK // reduction
         self._brightness: _Shapes | None = None
         self._alpha_shapes: _Shapes | None = None
         self._fine_sums: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
@@ -276,16 +320,18 @@ class DetailPicture:
         self.means: dict[tuple[int, int], list[np.ndarray]] = {}
 
     @classmethod
-    def of(cls, image: object) -> DetailPicture:
+    def of(cls, image: object, reduction: int = 1) -> DetailPicture:
         from PIL import Image
 
         if isinstance(image, DetailPicture):
+            if image.fine_block * reduction != FINE_LEVEL_BLOCK:
+                raise ValueError("the picture was made for another reduction")
             return image
         if not isinstance(image, Image.Image):
             raise TypeError("expected a PIL image")
         rgb, alpha = _flattened(image)
         opacity = None if alpha is None else np.asarray(alpha)
-        return cls(np.asarray(rgb.convert("L")), np.asarray(rgb), opacity)
+        return cls(np.asarray(rgb.convert("L")), np.asarray(rgb), opacity, reduction)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -315,15 +361,15 @@ class DetailPicture:
         return self._alpha_shapes
 
     def level_means(self, offset: int) -> list[np.ndarray]:
-        """LEVEL_BLOCK block means of brightness, the two colour opponents (R-G and
-        (R+G)/2-B: colour without brightness) and alpha (opaque: 255).  The opponents are
-        linear, so their block means come from the channels'."""
-        found = self.means.get((LEVEL_BLOCK, offset))
+        """LEVEL_BLOCK block means (``level_block`` pixels here) of brightness, the two
+        colour opponents (R-G and (R+G)/2-B: colour without brightness) and alpha (opaque:
+        255).  The opponents are linear, so their block means come from the channels'."""
+        found = self.means.get((self.level_block, offset))
         if found is None:
-            if offset % FINE_LEVEL_BLOCK:
+            if offset % self.fine_block:
                 raise ValueError("the wide levels' grid must fall on the fine one's")
-            start = offset // FINE_LEVEL_BLOCK
-            area = float(LEVEL_BLOCK * LEVEL_BLOCK)
+            start = offset // self.fine_block
+            area = float(self.level_block * self.level_block)
             luma, rgb, alpha = self._sums_at_fine_grid()
             gray = _paired_blocks(luma, start) / area
             colour = _paired_blocks(rgb, start) / area
@@ -333,29 +379,30 @@ class DetailPicture:
             else:
                 opacity = _paired_blocks(alpha, start) / area
             found = [gray, red - green, 0.5 * (red + green) - blue, opacity]
-            self.means[(LEVEL_BLOCK, offset)] = found
+            self.means[(self.level_block, offset)] = found
         return found
 
     def fine_means(self, offset: int) -> np.ndarray:
-        """FINE_LEVEL_BLOCK block means of brightness."""
-        found = self.means.get((FINE_LEVEL_BLOCK, offset))
+        """FINE_LEVEL_BLOCK block means (``fine_block`` pixels here) of brightness."""
+        side = self.fine_block
+        found = self.means.get((side, offset))
         if found is None:
             if offset == 0:
                 sums = self._sums_at_fine_grid()[0]
             else:
-                sums = _block_sums(self.luma, FINE_LEVEL_BLOCK, offset)
-            means = sums / float(FINE_LEVEL_BLOCK * FINE_LEVEL_BLOCK)
-            found = self.means[(FINE_LEVEL_BLOCK, offset)] = [means]
+                sums = _block_sums(self.luma, side, offset)
+            found = self.means[(side, offset)] = [sums / float(side * side)]
         return found[0]
 
     def _sums_at_fine_grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Whole-number FINE_LEVEL_BLOCK block sums from (0, 0) of brightness, colour and
-        alpha: the fine levels read them, and the coarse levels add them up in fours."""
+        """Whole-number fine block sums from (0, 0) of brightness, colour and alpha: the
+        fine levels read them, and the coarse levels add them up in fours."""
         if self._fine_sums is None:
+            side = self.fine_block
             self._fine_sums = (
-                _block_sums(self.luma, FINE_LEVEL_BLOCK, 0),
-                _block_sums(self.rgb, FINE_LEVEL_BLOCK, 0),
-                None if self._opacity is None else _block_sums(self._opacity, FINE_LEVEL_BLOCK, 0),
+                _block_sums(self.luma, side, 0),
+                _block_sums(self.rgb, side, 0),
+                None if self._opacity is None else _block_sums(self._opacity, side, 0),
             )
         return self._fine_sums
 
@@ -425,12 +472,14 @@ def _block_correlation(a: _Shapes, b: _Shapes) -> float:
 def _block_levels(a: DetailPicture, b: DetailPicture) -> float:
     """The largest difference of block means (brightness, colour, alpha), over two grids
     half a block apart."""
+    if a.fine_block != b.fine_block:
+        raise ValueError("pictures of different reductions")
     worst = 0.0
-    for offset in (0, LEVEL_BLOCK // 2):
+    for offset in (0, a.level_block // 2):
         for x, y in zip(a.level_means(offset), b.level_means(offset), strict=True):
             if x.size:
                 worst = max(worst, float(np.abs(x - y).max()))
-    for offset in (0, FINE_LEVEL_BLOCK // 2):
+    for offset in (0, a.fine_block // 2):
         x, y = a.fine_means(offset), b.fine_means(offset)
         if x.size:
             worst = max(worst, float(np.abs(x - y).max()))

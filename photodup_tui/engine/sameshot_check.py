@@ -55,7 +55,8 @@ METHOD = (
     f"-quick{sameshot.QUICK_MIN}-v5"
 )
 NEAR_METHOD = (
-    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha-v4"
+    f"same-picture-rms-{sameshot.THUMB_SIDE}-regions-detail{sameshot.DETAIL_SIDE}-alpha"
+    f"-means{sameshot.LEVEL_REDUCTION}-v5"
 )
 #: Thumbnails are made from a preview this big (photodupd.pixelthumb).
 PREVIEW_SIDE = pixelthumb.PREVIEW_SIDE
