@@ -36,7 +36,8 @@ template are one grey texture at 96 pixels, and a 40x12-pixel black box over a f
 proven again at the smaller one's own size (at most DETAIL_SIDE), block by block
 (:func:`same_detail`): every block with contrast must correlate with its counterpart (a
 re-encode blurs and rings an edge, another digit or a mark replaces it) and every larger
-block keep its levels.  On the hard-negative set (bench/hard_negatives.py) re-encodes and
+block keep its levels (a photo pair's levels alone, read from its pictures' means,
+:func:`same_levels`).  On the hard-negative set (bench/hard_negatives.py) re-encodes and
 resizes at q70-q95 correlate >= 0.94 in every block and keep block levels within 12, while
 another amount on an invoice, another file in a screenshot, a signature on a blank page
 correlate <= 0.5 somewhere; the photos of the quality set (re-encodes down to q40,
