@@ -542,24 +542,27 @@ def _answers(address: str) -> None:
 
 
 #: A Ray Client server forks a session server for each connection, and now and then that
-#: fork dies at birth (ray-project/ray#63202, "Starting Ray client server failed", a few
-#: percent of connections): the same connection made again works.  Other errors are not
+#: fork dies at birth (ray-project/ray#63202, a few percent of connections): the same
+#: connection made again works.  Ray says so in one of two ways: "Starting Ray client
+#: server failed", or, when the fork died while the proxy was reading its command line
+#: (``proxier.py`` waits for it with psutil), "psutil.ZombieProcess".  Other errors are not
 #: retried (a wrong address, a version mismatch stay wrong).
 CLIENT_ATTEMPTS: Final = 3
-CLIENT_FLAKE: Final = "Starting Ray client server failed"
+CLIENT_FLAKES: Final = ("Starting Ray client server failed", "psutil.ZombieProcess")
 
 
 def _start_ray(
     ray: Any, kwargs: dict[str, Any], say: Callable[[str], None]
 ) -> tuple[_RayOwner | None, BaseException | None]:
     """Ray started (its owner thread) or what went wrong, connecting again after a session
-    server that died at birth (CLIENT_FLAKE), at most CLIENT_ATTEMPTS times in all."""
+    server that died at birth (CLIENT_FLAKES), at most CLIENT_ATTEMPTS times in all."""
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
         owner = _RayOwner(ray, kwargs)
         error = owner.started()
         if error is None:
             return owner, None
-        if CLIENT_FLAKE not in str(error) or attempt == CLIENT_ATTEMPTS:
+        flake = any(sign in str(error) for sign in CLIENT_FLAKES)
+        if not flake or attempt == CLIENT_ATTEMPTS:
             return None, error
         say("the cluster's Ray Client server could not start a session; connecting again")
         with contextlib.suppress(Exception):
