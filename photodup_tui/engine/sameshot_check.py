@@ -22,9 +22,11 @@ now, a cancelled scan) gets no score, and so no verdict from it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import sqlite3
+import sys
 import threading
 import uuid
 from collections import OrderedDict
@@ -626,7 +628,7 @@ class SameShotChecker:
         if self._scorers is None:
             context = multiprocessing.get_context("spawn")
             self._scorers = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=one_blas_thread
+                self.workers, mp_context=context, initializer=start_scorer
             )
         return self._scorers
 
@@ -707,11 +709,46 @@ class _Started:
     job: tuple[Future[Any], int] | None = None
 
 
+def start_scorer() -> None:
+    """A scoring process's start: BLAS on one thread, freed memory kept for reuse."""
+    one_blas_thread()
+    keep_freed_memory()
+
+
 def one_blas_thread() -> None:
-    """A scoring process's start: BLAS on one thread.  The pool has a process per core, and
-    the search's small matrix products (resampling a thumbnail) would otherwise each wake a
-    thread per core: on a loaded machine that made the fine search 6x slower."""
+    """BLAS on one thread.  The pool has a process per core, and the search's small matrix
+    products (resampling a thumbnail) would otherwise each wake a thread per core: on a
+    loaded machine that made the fine search 6x slower."""
     threadpool_limits(limits=1, user_api="blas")
+
+
+#: glibc gives a freed block over its mmap threshold (128 KB, adapting up to 32 MB) back
+#: to the kernel, and the next array of that size is faulted in again page by page: the
+#: search's temporaries (a chunk's correlation stacks, a few MB each, made and freed per
+#: chunk) cost the scoring processes a fifth of their CPU in the kernel.  A scoring process
+#: takes arrays under HEAP_MMAP_MAX from its heap and gives the heap back only above
+#: HEAP_TRIM free: the Adwaita icons' chunks through a pool of two took 12.0-12.7 s instead
+#: of 15.4-15.6 s, system CPU 0.5-0.6 s instead of 5.3-5.5 s, the same scores.  Both are
+#: needed: either alone turns glibc's adaptive thresholds off and made it slower.
+HEAP_MMAP_MAX = 256 * 1024 * 1024
+HEAP_TRIM = 512 * 1024 * 1024
+_M_TRIM_THRESHOLD = -1  # glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> bool:
+    """Raise this process's C library malloc thresholds (HEAP_MMAP_MAX, HEAP_TRIM): True when
+    it took them (glibc); on any other C library nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no mallopt (musl): its own allocator decides
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    taken = mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_MAX) == 1
+    return mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM) == 1 and taken
 
 
 def _detail_job(

@@ -5,6 +5,7 @@ and no pair scored twice (issue 21)."""
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -269,6 +270,28 @@ def test_scoring_processes_run_blas_on_one_thread() -> None:
         libraries = pool.submit(threadpoolctl.threadpool_info).result(timeout=60)
     blas = [lib for lib in libraries if lib["user_api"] == "blas"]
     assert blas and all(lib["num_threads"] == 1 for lib in blas)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
+def test_scoring_processes_keep_freed_memory_for_reuse() -> None:
+    """The search makes and frees arrays of megabytes per chunk; glibc would give each back
+    to the kernel and fault the next one in again, page by page.  A scoring process keeps a
+    freed 40 MB array's memory (a process started without it, the control, gives it back)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tests.engine import memory_probe
+
+    size = memory_probe.PROBE_BYTES
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as plain:
+        control = plain.submit(memory_probe.bytes_kept_after_freeing).result(timeout=60)
+    assert control <= 0.1 * size
+    with sameshot_check.SameShotChecker(workers=2) as checker:
+        pool = checker._scoring_pool()
+        assert pool is not None
+        kept = pool.submit(memory_probe.bytes_kept_after_freeing).result(timeout=60)
+    assert kept >= 0.9 * size
 
 
 def test_pairs_scored_in_the_scan_process_run_blas_on_one_thread(
