@@ -296,15 +296,12 @@ def load_means(
     data = read_image_file(source)
     try:
         scale = None if rawimage.is_raw(data, source) else _block_scale(data, size, reduction)
-        image, step = None, (reduction, reduction)
-        if scale is not None:
-            (cover, decoded), step = scale
-            image = _decode_upright(data, None, source, cover=cover).image
-            if image.size != decoded:  # the draft chose another scale: as below
-                image, step = _resampled(image, (width, height)), (reduction, reduction)
-        if image is None:  # not whole blocks of the file's pixels: load_sized's picture
-            picture = _decode_upright(data, None, source, cover=(width, height))
-            image = _resampled(picture.image, (width, height))
+        cover = (width, height) if scale is None else scale[0][0]
+        image = _decode_upright(data, None, source, cover=cover).image
+        if scale is not None and image.size == scale[0][1]:
+            step = scale[1]
+        else:  # not whole blocks of the decoded pixels: load_sized's picture
+            image, step = _resampled(image, (width, height)), (reduction, reduction)
         region = (0, 0, cells[0] * step[0], cells[1] * step[1])
         if region != (0, 0, *image.size):
             image = image.crop(region)
@@ -328,6 +325,9 @@ def _block_scale(
     try:
         stored = image.size
         jpeg = image.format in ("JPEG", "MPO")
+        # Only a JPEG's orientation matters here (its DCT blocks); another format's is not
+        # read (PNG decodes everything to find it): a turned one decodes at another size
+        # than this says, and load_means resamples it.
         orientation = exif_orientation(_read_exif(image)) if jpeg else 1
     finally:
         image.close()

@@ -221,8 +221,7 @@ def same_levels(image_a: object, image_b: object) -> float:
     b = DetailPicture.of(image_b, LEVEL_REDUCTION)
     if a.shape != b.shape or min(a.shape) * LEVEL_REDUCTION < DETAIL_BLOCK:
         return -1.0
-    margin = 1.0 - SAME_PICTURE_MIN
-    return max(-1.0, 1.0 - margin * _block_levels(a, b) / LEVEL_TOLERANCE)
+    return max(-1.0, _level_score(a, b))
 
 
 def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> float:
@@ -246,10 +245,10 @@ def same_detail(image_a: object, image_b: object, *, structure: bool = True) -> 
     a, b = DetailPicture.of(image_a), DetailPicture.of(image_b)
     if a.shape != b.shape or min(a.shape) < DETAIL_BLOCK:
         return -1.0
-    margin = 1.0 - SAME_PICTURE_MIN
-    level = 1.0 - margin * _block_levels(a, b) / LEVEL_TOLERANCE
+    level = _level_score(a, b)
     if not structure:
         return max(-1.0, level)
+    margin = 1.0 - SAME_PICTURE_MIN
     correlation = _block_correlation(a.brightness, b.brightness)
     if a.transparent or b.transparent:  # transparency: its shapes are compared too
         correlation = min(correlation, _block_correlation(a.alpha_shapes, b.alpha_shapes))
@@ -468,6 +467,12 @@ def _block_correlation(a: _Shapes, b: _Shapes) -> float:
             spread = np.maximum(np.sqrt(vx[used] * vy[used]), 1e-6 * area * area)
             worst = min(worst, float((cov[used] / spread).min()))
     return worst
+
+
+def _level_score(a: DetailPicture, b: DetailPicture) -> float:
+    """The levels' part of :func:`same_detail`: SAME_PICTURE_MIN where the largest block
+    difference reaches LEVEL_TOLERANCE, 1 where there is none."""
+    return 1.0 - (1.0 - SAME_PICTURE_MIN) * _block_levels(a, b) / LEVEL_TOLERANCE
 
 
 def _block_levels(a: DetailPicture, b: DetailPicture) -> float:
