@@ -101,6 +101,14 @@ class ResaveCheck(Protocol):
     def __call__(self, pairs: Sequence[tuple[Photo, Photo]]) -> Sequence[bool | None]: ...
 
 
+class ExpectSimilar(Protocol):
+    """Optional on a ``Verify``: told, before the near checks, how many similar candidate
+    pairs the grouping has found (``SameShotChecker.expect_similar``), so that it can get
+    ready for the similar checks while the near ones run."""
+
+    def __call__(self, edges: int) -> None: ...
+
+
 #: ``near`` needs the same aspect ratio within this fraction (pixel rounding of small resizes).
 ASPECT_TOLERANCE = 0.02
 #: A candidate pair's verdict while pairs are classified as arrays (``_classify``).
@@ -184,6 +192,7 @@ def group_photos(
     search = _Search(exact_limit, cancel, tick, archive_limit, archive_dir)
     edges = _edges(contents, thresholds, search)
     check = _Check(contents, edges, verify)
+    check.expect_similar()
     assigned: set[int] = set()
     check.prefetch_near()
     families = _new_families(contents, check.near_to, assigned)  # 1. near, best keeper first
@@ -252,10 +261,24 @@ class _Check:
         self.verify = verify
         #: Family keeper -> its near copies, whose similar neighbours are its candidates too.
         self.vias: dict[int, list[_Content]] = {}
+        #: Each content's near candidates by index, as first classified (a check that
+        #: refutes one turns its edge similar: :meth:`_near_of` reads the edge too).  The
+        #: near checks walk these rows once per keeper and again for the keepers ahead:
+        #: sorting and filtering every row there each time cost the icons half a second.
+        self.near_rows = {
+            i: near
+            for i, row in enumerate(edges)
+            if (near := sorted(j for j, m in row.items() if m.kind is Kind.NEAR))
+        }
         #: The contents with near candidates, in the order they may become keepers.
-        self.near_order = [
-            i for i, row in enumerate(edges) if any(m.kind is Kind.NEAR for m in row.values())
-        ]
+        self.near_order = list(self.near_rows)
+
+    def expect_similar(self) -> None:
+        """Tell the checker how many similar candidate pairs there are (each counted once)."""
+        expect: ExpectSimilar | None = getattr(self.verify, "expect_similar", None)
+        if expect is not None:
+            similar = sum(m.kind is Kind.SIMILAR for row in self.edges for m in row.values())
+            expect(similar // 2)
 
     def nominate_via(self, families: Sequence[_Family]) -> None:
         """With the pixel check, a family's near copies nominate similar candidates for its
@@ -315,11 +338,8 @@ class _Check:
     def near_to(self, keeper: _Content, assigned: set[int]) -> list[tuple[_Content, Match]]:
         """The keeper's unassigned near candidates that the pixels confirm as re-encodes of
         it; the others become similar candidates (an edit that kept the aspect ratio)."""
-        candidates = [
-            (self.contents[j], match)
-            for j, match in sorted(self.edges[keeper.index].items())
-            if match.kind is Kind.NEAR and j not in assigned
-        ]
+        row = self.edges[keeper.index]
+        candidates = [(self.contents[j], row[j]) for j in self._near_of(keeper.index, assigned)]
         if self.verify is None or not candidates:
             return candidates
         pairs = [(keeper.best, other.best) for other, _ in candidates]
@@ -352,11 +372,7 @@ class _Check:
         for i in self.near_order[start : start + 4 * NEAR_AHEAD_PAIRS]:
             if i in assigned:
                 continue
-            near = [
-                j
-                for j, match in sorted(self.edges[i].items())
-                if match.kind is Kind.NEAR and j not in assigned
-            ]
+            near = self._near_of(i, assigned)
             if i not in claimed:
                 first = self.contents[i].best
                 pairs += [(first, self.contents[j].best) for j in near if j not in claimed]
@@ -365,6 +381,13 @@ class _Check:
             if len(pairs) >= NEAR_AHEAD_PAIRS:
                 break
         return pairs
+
+    def _near_of(self, i: int, assigned: set[int]) -> list[int]:
+        """Content ``i``'s unassigned near candidates (still near: not refuted), by index."""
+        row = self.edges[i]
+        return [
+            j for j in self.near_rows.get(i, ()) if j not in assigned and row[j].kind is Kind.NEAR
+        ]
 
     def prefer_originals(self, families: Sequence[_Family]) -> None:
         """A keeper that is a lossless re-save (PNG, TIFF) of a near copy's pixels (a JPEG)

@@ -130,7 +130,8 @@ LEVEL_REDUCTION = 4
 def same_picture(a: Thumb, b: Thumb) -> float:
     """How well one is a re-encode or resize of the other, in [-1, 1]: 1 - the RMS difference
     of their thumbnails at the same framing in 8-bit levels / 100; -1.0 when exposure,
-    contrast or colour differ."""
+    contrast or colour differ, or (for a pair the RMS difference alone would call the same
+    picture) any small region does."""
     ga, gb = a.gray, b.gray
     if min(ga.shape) < 8 or min(gb.shape) < 8:
         return -1.0
@@ -145,10 +146,12 @@ def same_picture(a: Thumb, b: Thumb) -> float:
         return -1.0
     if gb.shape != ga.shape:  # aspect ratios a pixel apart after rounding
         gb = _resized_to(gb, ga.shape)
-    rms = float(np.sqrt(np.mean(np.square(ga - gb))))
-    if _region_difference(a, b, ga.shape) > REGION_TOLERANCE:
+    value = max(-1.0, 1.0 - float(np.sqrt(np.mean(np.square(ga - gb)))) / 100.0)
+    # The regions only matter to a pair the whole calls the same picture: in a look-alike
+    # folder most near candidates fail on the whole, and the regions cost four box filters.
+    if value >= SAME_PICTURE_MIN and _region_difference(a, b, ga.shape) > REGION_TOLERANCE:
         return -1.0
-    return max(-1.0, 1.0 - rms / 100.0)
+    return value
 
 
 def _region_difference(a: Thumb, b: Thumb, shape: tuple[int, ...]) -> float:

@@ -193,6 +193,12 @@ AHEAD_CHUNK = 8
 #: second to start (fresh interpreters importing numpy), ~200 pairs' work; most scans of a
 #: camera's photos ask a few dozen pairs and never need it.
 POOL_AFTER_PAIRS = 64
+#: A grouping with at least this many similar candidate pairs starts the scoring pool before
+#: its near checks (``expect_similar``): the workers' start then overlaps those checks, which
+#: hold one core.  About a sixth of the candidate pairs are asked about (the Adwaita icons:
+#: 13,521 of 86,307; the camera set: 38 of 272), so this many mean ~170 pairs to score, past
+#: POOL_AFTER_PAIRS; the speed issue's camera and mixed sets (272 and 426) stay below.
+WARM_POOL_EDGES = 1024
 
 
 class SameShotChecker:
@@ -299,12 +305,24 @@ class SameShotChecker:
         unscored pair is asked about.  Not before: the grouping asks only about some of
         them, and a rescan asks only about pairs it already has scores for."""
         check = self._checks[NEAR_METHOD if near else METHOD]
-        check.known.update(self._cached(pairs, check.method))
+        self._look_up(check, pairs)
         unknown = [pair for pair in pairs if not check.has(*pair)]
         needed = _photos(unknown, skip=self._thumbs)
         self._wanted[check.method] = (needed, len(unknown))
         if not near:
             self._ahead = _Ahead(unknown)
+
+    def expect_similar(self, edges: int) -> None:
+        """The grouping found ``edges`` similar candidate pairs: with WARM_POOL_EDGES or
+        more, start the scoring pool now (its workers import numpy meanwhile) and score in
+        it from the first pair, instead of after ``pool_after`` pairs scored here."""
+        if edges < WARM_POOL_EDGES or self._cancelled():
+            return
+        scorers = self._scoring_pool()
+        if scorers is not None:
+            # A spawned pool starts a process per task waiting for one, up to its size.
+            for _ in range(self.workers):
+                scorers.submit(int)
 
     def _decode_wanted(self, check: _Check) -> None:
         needed, unknown = self._wanted.pop(check.method, ([], 0))
@@ -323,8 +341,7 @@ class SameShotChecker:
         return self._run(self._checks[NEAR_METHOD], pairs)
 
     def _run(self, check: _Check, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
-        asked = [pair for pair in pairs if not check.has(*pair)]
-        check.known.update(self._cached(asked, check.method))
+        self._look_up(check, [pair for pair in pairs if not check.has(*pair)])
         todo = _distinct([pair for pair in pairs if not check.has(*pair)])
         if todo:
             self._decode_wanted(check)
@@ -387,7 +404,8 @@ class SameShotChecker:
     ) -> list[tuple[tuple[Photo, Photo], sameshot.Scored]]:
         """:func:`score_chunk` of ``pairs``, in the pool when that pays; fewer when the scan
         is cancelled meanwhile."""
-        scorers = self._scoring_pool() if self._scored_here >= self.pool_after else None
+        started = self._scorers is not None or self._scored_here >= self.pool_after
+        scorers = self._scoring_pool() if started else None
         if scorers is not None and full and not self._cancelled():
             try:
                 return self._scored_ahead(check, pairs, thumbs, scorers)
@@ -516,7 +534,7 @@ class SameShotChecker:
         cache, this scan) or started are skipped."""
         check = self._checks[NEAR_METHOD]
         todo = [pair for pair in _distinct(list(pairs)) if _unordered(pair) not in self._started]
-        check.known.update(self._cached([p for p in todo if not check.has(*p)], check.method))
+        self._look_up(check, [p for p in todo if not check.has(*p)])
         todo = [pair for pair in todo if not check.has(*pair)]
         if not todo or self._cancelled():
             return
@@ -639,16 +657,21 @@ class SameShotChecker:
     def _cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
-    def _cached(
-        self, pairs: Sequence[tuple[Photo, Photo]], method: str
-    ) -> dict[tuple[str, str], float]:
+    def _look_up(self, check: _Check, pairs: Sequence[tuple[Photo, Photo]]) -> None:
+        """Read the cached scores of ``pairs`` into ``check.known``; a pair is looked up once
+        per scan (prefetch reads them all, and the near checks ask again keeper by keeper:
+        three thousand queries of an empty cache on the icons)."""
         if self.cache is None:
-            return {}
-        keys = [self._keys.pair(a, b) for a, b in pairs]
+            return
+        fresh = [pair for pair in pairs if _unordered(pair) not in check.looked_up]
+        if not fresh:
+            return
+        keys = [self._keys.pair(a, b) for a, b in fresh]
         try:
-            return self.cache.same_shot_scores(keys, method)
+            check.known.update(self.cache.same_shot_scores(keys, check.method))
         except (CacheError, OSError, sqlite3.Error):  # unreadable cache: compute instead
-            return {}
+            return
+        check.looked_up.update(_unordered(pair) for pair in fresh)
 
     def _thumbnails(self, photos: list[Photo], announce: bool = False) -> dict[str, sameshot.Thumb]:
         """The thumbnails of ``photos`` by path: from the scan (its feature results, its
@@ -836,6 +859,8 @@ class _Check:
         self.measure = measure
         self.keys = keys
         self.known: dict[tuple[str, str], float] = {}
+        #: Pairs (by path, either way round) whose cached score was looked up.
+        self.looked_up: set[tuple[str, str]] = set()
         self.computed: dict[tuple[str, str], float] = {}
 
     def get(self, a: Photo, b: Photo) -> float | None:

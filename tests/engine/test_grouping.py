@@ -384,3 +384,51 @@ def test_near_checks_start_ahead_and_none_is_wasted() -> None:
         frozenset({"/f0/0.jpg", "/f0/1.jpg"}),
         frozenset({"/f0/2.jpg", "/f0/3.jpg"}),
     }
+
+
+class _Expecting(_AllSameShot):
+    """The pixel check's stand-in with ``expect_similar``: records what it was told, and
+    whether a near check had been asked before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: list[tuple[int, int]] = []
+        self.near_asked = 0
+
+    def expect_similar(self, edges: int) -> None:
+        self.told.append((edges, self.near_asked))
+
+    def near(self, pairs: list[tuple[Photo, Photo]]) -> list[float]:
+        self.near_asked += len(pairs)
+        return super().near(pairs)
+
+
+def test_the_checker_hears_how_many_similar_pairs_there_are_before_the_near_checks() -> None:
+    keeper = photo("/k/keeper.jpg", phash=0)
+    copy = photo("/k/copy.jpg", phash=0)  # near the keeper
+    cosines = [0.81 + 0.004 * k for k in range(6)]
+    hashes = np.random.default_rng(3).integers(0, 2**63, len(cosines)).tolist()
+    candidates = [
+        photo(f"/c/{k:02}.jpg", width=100 + 5 * k, height=100, phash=hashes[k])
+        for k in range(len(cosines))
+    ]
+    vectors = {keeper.path: unit_at(0), copy.path: unit_at(0.01)}
+    vectors.update(
+        {c.path: unit_at(angle_for(v)) for c, v in zip(candidates, cosines, strict=True)}
+    )
+    check = _Expecting()
+    groups = run([keeper, copy, *candidates], vectors, verify=check)
+    assert check.near_asked > 0 and groups
+    ((told, near_before),) = check.told
+    assert near_before == 0  # told before the near checks
+    # The similar pairs among all the photos, each counted once: what the checker may be
+    # asked about at most (each of the candidates is similar to the keeper, its copy and
+    # the candidates close enough to it).
+    vectors_list = [vectors[p.path] for p in [keeper, copy, *candidates]]
+    similar = 0
+    for i in range(len(vectors_list)):
+        for j in range(i + 1, len(vectors_list)):
+            cosine = float(vectors_list[i] @ vectors_list[j])
+            if i >= 2 or j >= 2:  # not the near pair itself
+                similar += cosine >= (MODEL.similar_cosine or 2.0)
+    assert told == similar > 0

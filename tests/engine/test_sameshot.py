@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,12 @@ from photodup_tui.engine.grouping import group_photos
 from photodup_tui.engine.keeprules import KeepRules
 from photodup_tui.engine.local_features import LocalFeatureSource
 from photodup_tui.engine.sameshot import SAME_SHOT_MIN
-from photodup_tui.engine.sameshot_check import METHOD, POOL_MIN_PAIRS, SameShotChecker
+from photodup_tui.engine.sameshot_check import (
+    METHOD,
+    POOL_MIN_PAIRS,
+    WARM_POOL_EDGES,
+    SameShotChecker,
+)
 from photodup_tui.engine.scan import Scanner
 from photodup_tui.engine.settings import ScanSettings, Thresholds
 from photodup_tui.engine.types import Action, Group, Kind, Photo
@@ -365,3 +371,95 @@ def test_a_few_pairs_are_scored_here_without_starting_the_pool(
         checker._checks[METHOD].computed.clear()
         assert checker(again) == first
         assert checker._scorers is not None  # enough work seen: the pool took over
+
+
+def test_many_similar_candidates_start_the_pool_before_any_pair_is_asked(
+    tmp_path: Path, astronaut: Image.Image
+) -> None:
+    """Told of enough similar candidate pairs (before the near checks), the checker starts
+    its scoring workers at once, and scores in them from the first pair asked, with the
+    same scores as here; told of fewer, it starts nothing."""
+    edits = [astronaut, ImageOps.mirror(astronaut), crop(astronaut), astronaut.rotate(3)]
+    photos = [
+        photo(str(save(image, tmp_path / f"{i}.jpg")), content_hash=f"hash-{i}")
+        for i, image in enumerate(edits)
+    ]
+    pairs = [(photos[0], other) for other in photos[1:]] + [(photos[1], photos[2])]
+    here = SameShotChecker(isolate=False)(pairs)
+    with SameShotChecker(workers=2) as few:
+        few.expect_similar(WARM_POOL_EDGES - 1)
+        assert few._scorers is None
+        assert few(pairs) == here
+        assert few._scorers is None  # fewer than pool_after pairs: scored here
+    with SameShotChecker(workers=2) as many:
+        many.expect_similar(WARM_POOL_EDGES)
+        workers = many._scorers
+        assert workers is not None
+        deadline = time.monotonic() + 60
+        while len(workers._processes) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(workers._processes) == 2  # started, before any pair was asked
+        assert many(pairs) == here
+        assert many._scored_here == 0  # every pair scored in the pool
+        assert many.scored == len(pairs)
+
+
+def test_a_pair_s_cached_score_is_looked_up_once_per_scan(
+    tmp_path: Path, astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefetch reads the cache for every pair the grouping may ask about; the checks asked
+    afterwards, keeper by keeper, do not query it again for the same pairs."""
+    images = [astronaut, reencoded(astronaut, (256, 256), 85), ImageOps.mirror(astronaut)]
+    photos = [
+        photo(str(save(image, tmp_path / f"{i}.jpg")), content_hash=f"hash-{i}")
+        for i, image in enumerate(images)
+    ]
+    near_pairs = [(photos[0], photos[1]), (photos[0], photos[2])]
+    queried: list[tuple[str, str]] = []
+    real = Cache.same_shot_scores
+
+    def recording(self: Cache, pairs: Sequence[tuple[str, str]], method: str) -> object:
+        pairs = list(pairs)
+        queried.extend(tuple(sorted(p)) for p in pairs)  # type: ignore[misc]
+        return real(self, pairs, method)
+
+    monkeypatch.setattr(Cache, "same_shot_scores", recording)
+    with (
+        Cache(tmp_path / "cache.sqlite") as cache,
+        SameShotChecker(cache, isolate=False) as checker,
+    ):
+        checker.prefetch(near_pairs, near=True)
+        checker.near_ahead(near_pairs)
+        first = checker.near(near_pairs[:1])
+        second = checker.near(near_pairs)
+        assert first[0] is not None and None not in second
+        assert sorted(queried) == sorted(
+            tuple(sorted((pixel_key(a), pixel_key(b)))) for a, b in near_pairs
+        )
+        # A second scan (a new checker) reads them from the cache, once each, and scores
+        # nothing.
+        queried.clear()
+        with SameShotChecker(cache, isolate=False) as again:
+            assert again.near(near_pairs) == second
+            assert again.scored == 0
+    assert len(queried) == len(near_pairs)
+
+
+def test_the_regions_are_compared_only_for_a_pair_the_whole_calls_the_same_picture(
+    astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look-alike pair that already fails on the whole thumbnail (another picture, a
+    mirror) is not the same picture whatever its regions say: they are not compared."""
+    compared: list[object] = []
+    real = sameshot._region_difference
+
+    def recording(a: sameshot.Thumb, b: sameshot.Thumb, shape: tuple[int, ...]) -> float:
+        compared.append(shape)
+        return real(a, b, shape)
+
+    monkeypatch.setattr(sameshot, "_region_difference", recording)
+    original = thumb(astronaut)
+    mirrored = sameshot.same_picture(original, thumb(ImageOps.mirror(astronaut)))
+    assert mirrored < sameshot.SAME_PICTURE_MIN and compared == []
+    resized = sameshot.same_picture(original, thumb(reencoded(astronaut, (256, 256), 85)))
+    assert resized >= sameshot.SAME_PICTURE_MIN and len(compared) == 1
