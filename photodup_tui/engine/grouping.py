@@ -102,9 +102,10 @@ class ResaveCheck(Protocol):
 
 
 class ExpectSimilar(Protocol):
-    """Optional on a ``Verify``: told, before the near checks, how many similar candidate
-    pairs the grouping has found (``SameShotChecker.expect_similar``), so that it can get
-    ready for the similar checks while the near ones run."""
+    """Optional on a ``Verify``: told, after the near pairs' prefetch and before their
+    checks, how many similar candidate pairs the grouping has found
+    (``SameShotChecker.expect_similar``), so that it can get ready for the similar checks
+    while the near ones run."""
 
     def __call__(self, edges: int) -> None: ...
 
@@ -192,9 +193,9 @@ def group_photos(
     search = _Search(exact_limit, cancel, tick, archive_limit, archive_dir)
     edges = _edges(contents, thresholds, search)
     check = _Check(contents, edges, verify)
-    check.expect_similar()
     assigned: set[int] = set()
     check.prefetch_near()
+    check.expect_similar()
     families = _new_families(contents, check.near_to, assigned)  # 1. near, best keeper first
     check.prefer_originals(families)  # the original beats a lossless re-save of its pixels
     for content in contents:  # 2. exact

@@ -309,14 +309,21 @@ class SameShotChecker:
         unknown = [pair for pair in pairs if not check.has(*pair)]
         needed = _photos(unknown, skip=self._thumbs)
         self._wanted[check.method] = (needed, len(unknown))
+        check.prefetched += len(pairs)
+        check.prefetched_known += len(pairs) - len(unknown)
         if not near:
             self._ahead = _Ahead(unknown)
 
     def expect_similar(self, edges: int) -> None:
         """The grouping found ``edges`` similar candidate pairs: with WARM_POOL_EDGES or
         more, start the scoring pool now (its workers import numpy meanwhile) and score in
-        it from the first pair, instead of after ``pool_after`` pairs scored here."""
+        it from the first pair, instead of after ``pool_after`` pairs scored here.  Not on a
+        rescan: when the cache held most of the near pairs prefetched (made by an earlier
+        scan), it holds the similar ones too, and the pool may never be needed."""
         if edges < WARM_POOL_EDGES or self._cancelled():
+            return
+        near = self._checks[NEAR_METHOD]
+        if 2 * near.prefetched_known > near.prefetched:
             return
         scorers = self._scoring_pool()
         if scorers is not None:
@@ -861,6 +868,9 @@ class _Check:
         self.known: dict[tuple[str, str], float] = {}
         #: Pairs (by path, either way round) whose cached score was looked up.
         self.looked_up: set[tuple[str, str]] = set()
+        #: Pairs prefetched, and how many of them had a score already (cached).
+        self.prefetched = 0
+        self.prefetched_known = 0
         self.computed: dict[tuple[str, str], float] = {}
 
     def get(self, a: Photo, b: Photo) -> float | None:

@@ -463,3 +463,29 @@ def test_the_regions_are_compared_only_for_a_pair_the_whole_calls_the_same_pictu
     assert mirrored < sameshot.SAME_PICTURE_MIN and compared == []
     resized = sameshot.same_picture(original, thumb(reencoded(astronaut, (256, 256), 85)))
     assert resized >= sameshot.SAME_PICTURE_MIN and len(compared) == 1
+
+
+def test_a_rescan_whose_near_scores_are_cached_does_not_start_the_pool_early(
+    tmp_path: Path, astronaut: Image.Image
+) -> None:
+    """When the cache held most of the near pairs prefetched, an earlier scan scored this
+    library: its similar pairs are cached too, and starting the workers early would be
+    wasted; a first scan with the same pairs starts them."""
+    images = [astronaut, reencoded(astronaut, (256, 256), 85), ImageOps.mirror(astronaut)]
+    photos = [
+        photo(str(save(image, tmp_path / f"{i}.jpg")), content_hash=f"hash-{i}")
+        for i, image in enumerate(images)
+    ]
+    near_pairs = [(photos[0], photos[1]), (photos[0], photos[2])]
+    with Cache(tmp_path / "cache.sqlite") as cache:
+        with SameShotChecker(cache, workers=2) as first:
+            first.prefetch(near_pairs, near=True)
+            first.expect_similar(WARM_POOL_EDGES)
+            assert first._scorers is not None  # nothing cached: a first scan
+            assert None not in first.near(near_pairs)
+        with SameShotChecker(cache, workers=2) as rescan:
+            rescan.prefetch(near_pairs, near=True)
+            rescan.expect_similar(WARM_POOL_EDGES)
+            assert rescan._scorers is None
+            assert rescan.near(near_pairs) == first.near(near_pairs)
+            assert rescan.scored == 0
