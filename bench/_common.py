@@ -8,6 +8,7 @@ points every photodup directory at a throw-away folder first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -209,6 +210,26 @@ def emit(text: str, out: Path | None) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+def tree_cpu(pid: int | None) -> float:
+    """CPU seconds of ``pid``, its reaped children and its live descendants: a difference
+    over a run is what the process tree did in it."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        proc = psutil.Process(pid)
+        t = proc.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def machine_line() -> str:

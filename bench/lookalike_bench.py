@@ -59,6 +59,7 @@ if not AS_SCAN:
         machine_line,
         markdown_table,
         say,
+        tree_cpu,
         warm_page_cache,
     )
 
@@ -334,9 +335,9 @@ def measure(sets: list[tuple[str, Path]], codes: dict[str, Path], rounds: int) -
             row = Row(label, len(files))
             for round_ in range(rounds):
                 say(f"{label}: round {round_ + 1} of {rounds}: features ...")
-                before = _tree_cpu(proc.pid)
+                before = tree_cpu(proc.pid)
                 row.features.append(features_seconds(socket_path, files))
-                row.features_cpu.append(_tree_cpu(proc.pid) - before)
+                row.features_cpu.append(tree_cpu(proc.pid) - before)
                 say(f"  features {row.features[-1]:.1f} s, daemon CPU {row.features_cpu[-1]:.1f} s")
                 for name, code in codes.items():
                     say(f"{label}: round {round_ + 1}: scan with {name} ...")
@@ -349,20 +350,6 @@ def measure(sets: list[tuple[str, Path]], codes: dict[str, Path], rounds: int) -
         proc.wait(60)
         shutil.rmtree(base, ignore_errors=True)
     return rows
-
-
-def _tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and its live children (the daemon's decoders:
-    they live as long as it does, so a difference over a run is that run's work)."""
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def report(rows: list[Row], codes: dict[str, Path]) -> str:

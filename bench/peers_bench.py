@@ -69,6 +69,7 @@ from _common import (
     machine_line,
     markdown_table,
     say,
+    tree_cpu,
     warm_page_cache,
 )
 
@@ -99,23 +100,6 @@ class Run:
         return self.cpu_client + self.cpu_daemon
 
 
-def _tree_cpu(pid: int | None) -> float:
-    """CPU seconds of ``pid``, its reaped children and its live descendants."""
-    if pid is None:
-        return 0.0
-    try:
-        proc = psutil.Process(pid)
-        t = proc.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                c = child.cpu_times()
-                total += c.user + c.system
-        return total
-    except psutil.NoSuchProcess:
-        return 0.0
-
-
 def _tree_rss(pids: Sequence[int]) -> int:
     total = 0
     for pid in pids:
@@ -134,7 +118,7 @@ def measure(cmd: Sequence[str], env: dict[str, str], daemon_pid: int | None = No
 
     Reaped with ``wait4``, whose rusage covers the command and every process it waited for
     (imagededup's and the decode floor's worker processes)."""
-    daemon_before = _tree_cpu(daemon_pid)
+    daemon_before = tree_cpu(daemon_pid)
     peak = 0
     stop = threading.Event()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -154,7 +138,7 @@ def measure(cmd: Sequence[str], env: dict[str, str], daemon_pid: int | None = No
         proc.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
         sampler.join()
-        daemon_cpu = _tree_cpu(daemon_pid) - daemon_before
+        daemon_cpu = tree_cpu(daemon_pid) - daemon_before
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
