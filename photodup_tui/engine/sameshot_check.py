@@ -348,7 +348,7 @@ class SameShotChecker:
         return self._run(self._checks[NEAR_METHOD], pairs)
 
     def _run(self, check: _Check, pairs: Sequence[tuple[Photo, Photo]]) -> list[float | None]:
-        self._look_up(check, [pair for pair in pairs if not check.has(*pair)])
+        self._look_up(check, pairs)
         todo = _distinct([pair for pair in pairs if not check.has(*pair)])
         if todo:
             self._decode_wanted(check)
@@ -541,7 +541,7 @@ class SameShotChecker:
         cache, this scan) or started are skipped."""
         check = self._checks[NEAR_METHOD]
         todo = [pair for pair in _distinct(list(pairs)) if _unordered(pair) not in self._started]
-        self._look_up(check, [p for p in todo if not check.has(*p)])
+        self._look_up(check, todo)
         todo = [pair for pair in todo if not check.has(*pair)]
         if not todo or self._cancelled():
             return
@@ -665,12 +665,16 @@ class SameShotChecker:
         return self.cancel is not None and self.cancel.is_set()
 
     def _look_up(self, check: _Check, pairs: Sequence[tuple[Photo, Photo]]) -> None:
-        """Read the cached scores of ``pairs`` into ``check.known``; a pair is looked up once
-        per scan (prefetch reads them all, and the near checks ask again keeper by keeper:
-        three thousand queries of an empty cache on the icons)."""
+        """Read the cached scores of ``pairs`` with none yet into ``check.known``; a pair is
+        looked up once per scan (prefetch reads them all, and the near checks ask again
+        keeper by keeper: three thousand queries of an empty cache on the icons)."""
         if self.cache is None:
             return
-        fresh = [pair for pair in pairs if _unordered(pair) not in check.looked_up]
+        fresh = [
+            pair
+            for pair in pairs
+            if _unordered(pair) not in check.looked_up and not check.has(*pair)
+        ]
         if not fresh:
             return
         keys = [self._keys.pair(a, b) for a, b in fresh]
